@@ -1,0 +1,14 @@
+-- Features for the fraud model, one row per transaction, derived from the
+-- decoded columns of schemas/transaction.json (table `transactions`).
+-- The same SQL runs in `streamscore train` and in the stream.
+-- Rows must not be filtered, grouped or reordered: every event gets a score.
+SELECT
+    event_id,
+    amount,
+    ln(amount + 1.0)                                          AS log_amount,
+    CASE WHEN amount > 220.0 THEN 1.0 ELSE 0.0 END            AS amount_over_220,
+    CAST(date_part('hour', event_time) AS DOUBLE)             AS hour_of_day,
+    CASE WHEN date_part('hour', event_time) < 6 THEN 1.0 ELSE 0.0 END AS is_night,
+    CASE WHEN date_part('dow', event_time) IN (0, 6) THEN 1.0 ELSE 0.0 END AS is_weekend,
+    CASE WHEN is_online THEN 1.0 ELSE 0.0 END                 AS is_online
+FROM transactions

@@ -1,0 +1,51 @@
+//! A micro-batch of source records with its provenance: the commit step
+//! needs to know exactly which offsets a batch covers.
+
+use std::collections::BTreeMap;
+
+/// One consumed message, detached from the consumer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub topic: String,
+    pub records: Vec<SourceRecord>,
+}
+
+impl Batch {
+    pub fn new(topic: impl Into<String>) -> Self {
+        Self {
+            topic: topic.into(),
+            records: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Per partition, the first and last offset in this batch.
+    pub fn offset_ranges(&self) -> BTreeMap<i32, (i64, i64)> {
+        let mut ranges = BTreeMap::new();
+        for r in &self.records {
+            ranges
+                .entry(r.partition)
+                .and_modify(|(lo, hi): &mut (i64, i64)| {
+                    *lo = (*lo).min(r.offset);
+                    *hi = (*hi).max(r.offset);
+                })
+                .or_insert((r.offset, r.offset));
+        }
+        ranges
+    }
+}

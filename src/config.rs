@@ -1,0 +1,278 @@
+//! The pipeline file (`pipelines/<name>.toml`): what it may say, its
+//! defaults, and the checks that turn it into a [`Pipeline`] that cannot be
+//! invalid. Paths in the file are relative to the file itself.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::schema::{FieldType, RecordSchema, SchemaError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read pipeline file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("pipeline file {path} is not valid: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("pipeline file {path}: `{key}` {message}")]
+    Invalid {
+        path: String,
+        key: &'static str,
+        message: String,
+    },
+    #[error("pipeline file {path}: `{key}` points to {target}, which cannot be read: {source}")]
+    MissingFile {
+        path: String,
+        key: &'static str,
+        target: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+}
+
+/// The file as written. Every field is documented in `pipelines/fraud.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    pub kafka: KafkaSection,
+    #[serde(default)]
+    pub batch: BatchSection,
+    pub schema: SchemaSection,
+    pub transform: TransformSection,
+    pub model: ModelSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    pub brokers: String,
+    pub group_id: String,
+    pub input_topic: String,
+    pub output_topic: String,
+    pub dead_letter_topic: String,
+    /// librdkafka consumer properties, passed through as written.
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+    /// librdkafka producer properties, passed through as written.
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSection {
+    pub max_rows: usize,
+    pub linger_ms: u64,
+}
+
+impl Default for BatchSection {
+    fn default() -> Self {
+        Self {
+            max_rows: 2_000,
+            linger_ms: 20,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaSection {
+    pub path: PathBuf,
+    #[serde(default = "default_event_id_field")]
+    pub event_id_field: String,
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+}
+
+fn default_event_id_field() -> String {
+    "event_id".into()
+}
+
+fn default_max_record_bytes() -> usize {
+    64 * 1024
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSection {
+    pub sql: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub bundle: PathBuf,
+    /// Overrides the bundle's own decision threshold.
+    pub threshold: Option<f64>,
+}
+
+/// Kafka settings after validation.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub group_id: String,
+    pub input_topic: String,
+    pub output_topic: String,
+    pub dead_letter_topic: String,
+    pub consumer: BTreeMap<String, String>,
+    pub producer: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    pub max_rows: usize,
+    pub linger: Duration,
+}
+
+/// A pipeline whose files exist and whose values are in range.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub source_path: PathBuf,
+    pub kafka: KafkaSettings,
+    pub batch: BatchSettings,
+    pub schema: RecordSchema,
+    pub event_id_field: String,
+    pub max_record_bytes: usize,
+    pub sql_path: PathBuf,
+    pub sql: String,
+    pub model_path: PathBuf,
+    pub threshold_override: Option<f64>,
+}
+
+impl Pipeline {
+    /// Reads and validates a pipeline file; `brokers` replaces the file's.
+    pub fn load(path: &Path, brokers: Option<&str>) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut file: PipelineFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            source: Box::new(e),
+        })?;
+        if let Some(brokers) = brokers {
+            file.kafka.brokers = brokers.to_owned();
+        }
+        file.validate(path)
+    }
+}
+
+impl PipelineFile {
+    pub fn validate(self, path: &Path) -> Result<Pipeline, ConfigError> {
+        let shown = path.display().to_string();
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: shown.clone(),
+            key,
+            message,
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let read = |key: &'static str, relative: &Path| {
+            let target = base.join(relative);
+            std::fs::read_to_string(&target)
+                .map(|text| (target.clone(), text))
+                .map_err(|source| ConfigError::MissingFile {
+                    path: shown.clone(),
+                    key,
+                    target: target.display().to_string(),
+                    source,
+                })
+        };
+
+        let k = &self.kafka;
+        for (key, value) in [
+            ("kafka.brokers", &k.brokers),
+            ("kafka.group_id", &k.group_id),
+            ("kafka.input_topic", &k.input_topic),
+            ("kafka.output_topic", &k.output_topic),
+            ("kafka.dead_letter_topic", &k.dead_letter_topic),
+        ] {
+            if value.trim().is_empty() {
+                return Err(invalid(key, "must not be empty".into()));
+            }
+        }
+        if k.output_topic == k.input_topic || k.dead_letter_topic == k.input_topic {
+            return Err(invalid(
+                "kafka.input_topic",
+                "must differ from the output and dead-letter topics, or scores would be scored again"
+                    .into(),
+            ));
+        }
+        if self.batch.max_rows == 0 || self.batch.max_rows > 1_000_000 {
+            return Err(invalid(
+                "batch.max_rows",
+                "must be between 1 and 1000000".into(),
+            ));
+        }
+        if self.batch.linger_ms == 0 {
+            return Err(invalid("batch.linger_ms", "must be at least 1".into()));
+        }
+        if self.schema.max_record_bytes == 0 {
+            return Err(invalid(
+                "schema.max_record_bytes",
+                "must be at least 1".into(),
+            ));
+        }
+        if let Some(t) = self.model.threshold
+            && !(t > 0.0 && t < 1.0)
+        {
+            return Err(invalid(
+                "model.threshold",
+                format!("is {t}; it must lie strictly between 0 and 1"),
+            ));
+        }
+
+        let (schema_path, _) = read("schema.path", &self.schema.path)?;
+        let schema = RecordSchema::load(&schema_path)?;
+        match schema.field(&self.schema.event_id_field) {
+            Some(f) if f.field_type == FieldType::String && f.required => {}
+            _ => {
+                return Err(invalid(
+                    "schema.event_id_field",
+                    format!(
+                        "names `{}`, which must be a required string field of {}",
+                        self.schema.event_id_field,
+                        schema_path.display()
+                    ),
+                ));
+            }
+        }
+        let (sql_path, sql) = read("transform.sql", &self.transform.sql)?;
+        // The bundle is read when the engine starts (and `train` writes it),
+        // so only its path is resolved here.
+        let model_path = base.join(&self.model.bundle);
+
+        Ok(Pipeline {
+            source_path: path.to_owned(),
+            kafka: KafkaSettings {
+                brokers: self.kafka.brokers,
+                group_id: self.kafka.group_id,
+                input_topic: self.kafka.input_topic,
+                output_topic: self.kafka.output_topic,
+                dead_letter_topic: self.kafka.dead_letter_topic,
+                consumer: self.kafka.consumer,
+                producer: self.kafka.producer,
+            },
+            batch: BatchSettings {
+                max_rows: self.batch.max_rows,
+                linger: Duration::from_millis(self.batch.linger_ms),
+            },
+            schema,
+            event_id_field: self.schema.event_id_field,
+            max_record_bytes: self.schema.max_record_bytes,
+            sql_path,
+            sql,
+            model_path,
+            threshold_override: self.model.threshold,
+        })
+    }
+}

@@ -1,0 +1,378 @@
+//! `streamscore demo`: the whole loop in one process. An embedded
+//! Kafka-protocol broker (librdkafka's mock cluster) unless `--brokers` is
+//! given, simulated card transactions, a model trained on their history, the
+//! real pipeline scoring the live part, live progress and a summary.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Pipeline;
+use crate::decode::Decoder;
+use crate::engine::{Engine, EngineSpec};
+use crate::kafka::{admin, sink::KafkaSink, source::KafkaSource};
+use crate::model::evaluate::auc_roc;
+use crate::model::train::TrainOptions;
+use crate::output::{Decision, ScoreRecord};
+use crate::simulate::{SimulationConfig, Transaction, simulate};
+use crate::stats::{Snapshot, Stats};
+use crate::{pipeline, training};
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// A real cluster; `None` runs the embedded mock broker.
+    pub brokers: Option<String>,
+    /// Live events to stream (the history before them trains the model).
+    pub events: usize,
+    pub history_days: u32,
+    pub partitions: i32,
+    pub seed: u64,
+}
+
+/// Malformed records streamed with the live events, one per error class.
+pub const MALFORMED: &[&[u8]] = &[
+    b"",
+    b"{not json",
+    b"{\"event_id\":\"\xff\xfe\"}",
+    br#"{"event_id":"bad-1","card_id":"c","terminal_id":"t","event_time":"2026-05-01T00:00:00Z"}"#,
+    br#"{"event_id":"bad-2","card_id":"c","terminal_id":"t","amount":"lots","event_time":"2026-05-01T00:00:00Z"}"#,
+    b"[\"an array\"]",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("demo: {0}")]
+    Step(String),
+}
+
+fn step<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> DemoError {
+    move |e| DemoError::Step(format!("{what}: {e}"))
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoSummary {
+    pub produced: usize,
+    pub malformed: usize,
+    pub stats: Snapshot,
+    pub scores_read_back: usize,
+    pub distinct_events_scored: usize,
+    pub live_auc: Option<f64>,
+    pub flagged_fraud: usize,
+    pub fraud: usize,
+    pub holdout_auc: Option<f64>,
+    pub elapsed: Duration,
+}
+
+pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSummary, DemoError> {
+    // Kept alive until the demo ends: dropping it stops the embedded broker.
+    let mock = match options.brokers {
+        Some(_) => None,
+        None => Some(MockCluster::new(1).map_err(step("start the embedded broker"))?),
+    };
+    let brokers = match (&options.brokers, &mock) {
+        (Some(b), _) => b.clone(),
+        (None, Some(m)) => m.bootstrap_servers(),
+        (None, None) => unreachable!("a mock cluster is started when no brokers are given"),
+    };
+    let mut pipeline =
+        Pipeline::load(pipeline_path, Some(&brokers)).map_err(step("load the pipeline"))?;
+    let run_id = format!(
+        "{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let k = &mut pipeline.kafka;
+    k.input_topic = format!("demo-transactions-{run_id}");
+    k.output_topic = format!("demo-scores-{run_id}");
+    k.dead_letter_topic = format!("demo-dead-letters-{run_id}");
+    k.group_id = format!("demo-{run_id}");
+    let topics = [
+        k.input_topic.as_str(),
+        k.output_topic.as_str(),
+        k.dead_letter_topic.as_str(),
+    ];
+    match &mock {
+        Some(m) => {
+            for t in topics {
+                m.create_topic(t, options.partitions, 1)
+                    .map_err(step("create a topic"))?;
+            }
+        }
+        None => admin::ensure_topics(&brokers, &topics, options.partitions)
+            .await
+            .map_err(step("create the demo topics"))?,
+    }
+    eprintln!(
+        "streamscore demo: broker {brokers}, topic {}",
+        pipeline.kafka.input_topic
+    );
+
+    let (history, live) = simulate_split(&options);
+    eprintln!(
+        "simulated {} historic and {} live transactions",
+        history.len(),
+        live.len()
+    );
+    let (model, holdout_auc) = train_on(&pipeline, &history).await?;
+    eprintln!(
+        "trained {} {} on {} features; hold-out AUC {}",
+        model.name,
+        model.version,
+        model.features.len(),
+        holdout_auc.map_or("n/a".into(), |a| format!("{a:.3}"))
+    );
+
+    let produced = produce_live(&pipeline, &live).await?;
+    let engine = Engine::new(EngineSpec {
+        schema: pipeline.schema.clone(),
+        max_record_bytes: pipeline.max_record_bytes,
+        event_id_field: &pipeline.event_id_field,
+        sql: &pipeline.sql,
+        model,
+        threshold_override: pipeline.threshold_override,
+    })
+    .await
+    .map_err(step("start the engine"))?;
+    let started = Instant::now();
+    let stats = score_until_done(&pipeline, &engine, produced).await?;
+    let elapsed = started.elapsed();
+
+    let scores = read_scores(&pipeline, stats.scored as usize).await?;
+    let labels: HashMap<&str, bool> = live
+        .iter()
+        .map(|t| (t.event_id.as_str(), t.is_fraud))
+        .collect();
+    let mut pairs = Vec::with_capacity(scores.len());
+    let mut flagged_fraud = 0;
+    for (event_id, score, decision) in &scores {
+        if let Some(&fraud) = labels.get(event_id.as_str()) {
+            pairs.push((*score, fraud));
+            flagged_fraud += usize::from(fraud && *decision == Decision::Flag);
+        }
+    }
+    let distinct: std::collections::HashSet<&str> = scores.iter().map(|s| s.0.as_str()).collect();
+    let (s, l): (Vec<f64>, Vec<bool>) = pairs.into_iter().unzip();
+    Ok(DemoSummary {
+        produced,
+        malformed: MALFORMED.len(),
+        stats,
+        scores_read_back: scores.len(),
+        distinct_events_scored: distinct.len(),
+        live_auc: auc_roc(&s, &l),
+        flagged_fraud,
+        fraud: live.iter().filter(|t| t.is_fraud).count(),
+        holdout_auc,
+        elapsed,
+    })
+}
+
+fn simulate_split(options: &DemoOptions) -> (Vec<Transaction>, Vec<Transaction>) {
+    // About 2,000 transactions a day with the default world; add days until
+    // the live part has enough events.
+    let live_days = (options.events / 1_500 + 1) as u32;
+    let all = simulate(&SimulationConfig {
+        days: options.history_days + live_days,
+        seed: options.seed,
+        ..SimulationConfig::default()
+    });
+    let cut = chrono::Duration::days(i64::from(options.history_days));
+    let start = SimulationConfig::default().start;
+    let (history, mut live): (Vec<_>, Vec<_>) = all.into_iter().partition(|t| t.time < start + cut);
+    live.truncate(options.events);
+    (history, live)
+}
+
+async fn train_on(
+    pipeline: &Pipeline,
+    history: &[Transaction],
+) -> Result<(crate::model::ModelBundle, Option<f64>), DemoError> {
+    let decoder = Decoder::new(pipeline.schema.clone(), pipeline.max_record_bytes);
+    let ndjson: Vec<u8> = history
+        .iter()
+        .flat_map(|t| {
+            let mut line = serde_json::to_vec(t).expect("a transaction serialises");
+            line.push(b'\n');
+            line
+        })
+        .collect();
+    let (decoded, rejected) =
+        training::decode_lines(&decoder, &ndjson).map_err(step("decode history"))?;
+    let set = training::features_for(&decoder, &pipeline.sql, decoded, rejected)
+        .await
+        .map_err(step("derive features"))?;
+    let options = TrainOptions {
+        name: "fraud-lr-demo".into(),
+        version: chrono::Utc::now().format("%Y%m%d%H%M%S").to_string(),
+        ..TrainOptions::default()
+    };
+    let report = training::train(&set, "is_fraud", &options).map_err(step("train"))?;
+    Ok((report.bundle, report.holdout_auc))
+}
+
+/// Produces the live events (without their labels) and the malformed ones.
+async fn produce_live(pipeline: &Pipeline, live: &[Transaction]) -> Result<usize, DemoError> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &pipeline.kafka.brokers)
+        .set("linger.ms", "5")
+        .create()
+        .map_err(step("create the demo producer"))?;
+    let topic = &pipeline.kafka.input_topic;
+    let mut payloads: Vec<(Vec<u8>, Vec<u8>)> = live
+        .iter()
+        .map(|t| {
+            let mut value = serde_json::to_value(t).expect("a transaction serialises");
+            if let Some(object) = value.as_object_mut() {
+                object.remove("is_fraud");
+            }
+            (
+                t.card_id.clone().into_bytes(),
+                value.to_string().into_bytes(),
+            )
+        })
+        .collect();
+    for (i, bad) in MALFORMED.iter().enumerate() {
+        let at = (i + 1) * payloads.len() / (MALFORMED.len() + 1);
+        payloads.insert(at, (b"malformed".to_vec(), bad.to_vec()));
+    }
+    let sends = payloads.iter().map(|(key, payload)| {
+        producer.send(
+            FutureRecord::to(topic)
+                .key(key.as_slice())
+                .payload(payload.as_slice()),
+            Timeout::Never,
+        )
+    });
+    for result in join_all(sends).await {
+        result.map_err(|(e, _)| DemoError::Step(format!("produce live events: {e}")))?;
+    }
+    Ok(payloads.len())
+}
+
+/// Runs the real pipeline until every produced event is accounted for,
+/// printing progress once a second.
+async fn score_until_done(
+    pipeline: &Pipeline,
+    engine: &Engine,
+    produced: usize,
+) -> Result<Snapshot, DemoError> {
+    let sink = KafkaSink::new(&pipeline.kafka).map_err(step("create the sink"))?;
+    let source =
+        KafkaSource::new(&pipeline.kafka, pipeline.batch).map_err(step("create the source"))?;
+    let stats = Arc::new(Stats::default());
+    let stop = CancellationToken::new();
+    let progress = {
+        let (stats, stop) = (Arc::clone(&stats), stop.clone());
+        async move {
+            let started = Instant::now();
+            let mut ticker = tokio::time::interval(Duration::from_secs(1));
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let s = stats.snapshot();
+                print_progress(&s, started.elapsed());
+                if s.consumed as usize >= produced {
+                    stop.cancel();
+                    return;
+                }
+                if started.elapsed() > Duration::from_secs(300) {
+                    eprintln!("\ngiving up: not every event was consumed within 5 minutes");
+                    stop.cancel();
+                    return;
+                }
+            }
+        }
+    };
+    let (result, ()) = tokio::join!(
+        pipeline::run(&source, engine, &sink, &stats, &stop),
+        progress
+    );
+    eprintln!();
+    result.map_err(step("run the pipeline"))?;
+    Ok(stats.snapshot())
+}
+
+fn print_progress(s: &Snapshot, elapsed: Duration) {
+    let rate = s.consumed as f64 / elapsed.as_secs_f64().max(1e-3);
+    eprint!(
+        "\r[{:>5.1}s] {:>9.0} events/s | scored {:>8} | dead-lettered {:>4} | flagged {:>6}",
+        elapsed.as_secs_f64(),
+        rate,
+        s.scored,
+        s.dead_lettered,
+        s.flagged
+    );
+    let _ = std::io::stderr().flush();
+}
+
+/// Reads the output topic back: (event id, score, decision) per record.
+async fn read_scores(
+    pipeline: &Pipeline,
+    expected: usize,
+) -> Result<Vec<(String, f64, Decision)>, DemoError> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &pipeline.kafka.brokers)
+        .set("group.id", format!("{}-reader", pipeline.kafka.group_id))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(step("create the score reader"))?;
+    consumer
+        .subscribe(&[&pipeline.kafka.output_topic])
+        .map_err(step("subscribe to the scores"))?;
+    let mut scores = Vec::with_capacity(expected);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while scores.len() < expected {
+        let message = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .map_err(|_| {
+                DemoError::Step(format!("read back {} of {expected} scores", scores.len()))
+            })?
+            .map_err(step("read the scores"))?;
+        let record: ScoreRecord = serde_json::from_slice(message.payload().unwrap_or_default())
+            .map_err(step("parse a score record"))?;
+        scores.push((record.event_id.into_owned(), record.score, record.decision));
+    }
+    Ok(scores)
+}
+
+impl DemoSummary {
+    pub fn print(&self) {
+        let s = &self.stats;
+        println!("streamscore demo summary");
+        println!(
+            "  events produced       {:>8} ({} malformed on purpose)",
+            self.produced, self.malformed
+        );
+        println!(
+            "  events consumed       {:>8} in {:.1}s",
+            s.consumed,
+            self.elapsed.as_secs_f64()
+        );
+        println!(
+            "  scored                {:>8} (read back {}, distinct {})",
+            s.scored, self.scores_read_back, self.distinct_events_scored
+        );
+        println!("  dead-lettered         {:>8}", s.dead_lettered);
+        println!(
+            "  flagged               {:>8} ({} of {} frauds caught)",
+            s.flagged, self.flagged_fraud, self.fraud
+        );
+        let show = |a: Option<f64>| a.map_or("n/a".to_string(), |a| format!("{a:.3}"));
+        println!(
+            "  AUC hold-out / live   {:>8} / {}",
+            show(self.holdout_auc),
+            show(self.live_auc)
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! The per-batch work between source and sink: decode, SQL, score, and turn
+//! the result into output records. No I/O happens here, so it runs the same
+//! against Kafka, in the demo, in benchmarks and in tests.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use arrow::array::AsArray;
+
+use crate::batch::Batch;
+use crate::config::Pipeline;
+use crate::decode::{Decoder, RejectKind, Rejected};
+use crate::model::{BundleError, ModelBundle};
+use crate::output::{BatchOutput, DeadLetter, Decision, Outgoing, ScoreRecord};
+use crate::schema::RecordSchema;
+use crate::transform::{SqlTransform, TransformError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Transform(#[from] TransformError),
+    #[error(transparent)]
+    Model(#[from] BundleError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What an engine is built from; a [`Pipeline`] supplies all of it.
+pub struct EngineSpec<'a> {
+    pub schema: RecordSchema,
+    pub max_record_bytes: usize,
+    pub event_id_field: &'a str,
+    pub sql: &'a str,
+    pub model: ModelBundle,
+    pub threshold_override: Option<f64>,
+}
+
+pub struct Engine {
+    decoder: Decoder,
+    transform: SqlTransform,
+    model: Arc<ModelBundle>,
+    threshold: f64,
+    event_id_column: usize,
+}
+
+impl Engine {
+    /// Loads the pipeline's model bundle and plans its SQL.
+    pub async fn for_pipeline(pipeline: &Pipeline) -> Result<Self, EngineError> {
+        let model = ModelBundle::load(&pipeline.model_path)?;
+        Self::new(EngineSpec {
+            schema: pipeline.schema.clone(),
+            max_record_bytes: pipeline.max_record_bytes,
+            event_id_field: &pipeline.event_id_field,
+            sql: &pipeline.sql,
+            model,
+            threshold_override: pipeline.threshold_override,
+        })
+        .await
+    }
+
+    pub async fn new(spec: EngineSpec<'_>) -> Result<Self, EngineError> {
+        let event_id_column = spec.schema.index_of(spec.event_id_field).ok_or_else(|| {
+            EngineError::Internal(format!(
+                "event id field `{}` is not in the schema",
+                spec.event_id_field
+            ))
+        })?;
+        let transform =
+            SqlTransform::plan(spec.sql, &spec.schema.name, spec.schema.arrow.clone()).await?;
+        spec.model.check_fits(transform.output_schema())?;
+        Ok(Self {
+            decoder: Decoder::new(spec.schema, spec.max_record_bytes),
+            transform,
+            threshold: spec.threshold_override.unwrap_or(spec.model.threshold),
+            model: Arc::new(spec.model),
+            event_id_column,
+        })
+    }
+
+    pub fn model(&self) -> &ModelBundle {
+        &self.model
+    }
+
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    pub fn transform(&self) -> &SqlTransform {
+        &self.transform
+    }
+
+    /// Scores one batch. Bad records become dead letters; only an internal
+    /// failure (a bug, not bad data) is an error.
+    pub async fn process(&self, batch: &Batch) -> Result<BatchOutput, EngineError> {
+        let decoded = self
+            .decoder
+            .decode(batch.records.iter().map(|r| r.payload.as_deref()))
+            .map_err(|e| {
+                EngineError::Internal(format!("decoded columns do not form a batch: {e}"))
+            })?;
+        let mut rejected = decoded.rejected;
+        let mut output = BatchOutput::default();
+        if decoded.batch.num_rows() > 0 {
+            let event_ids = decoded.batch.column(self.event_id_column).clone();
+            match self.transform.apply(decoded.batch).await {
+                Ok(features) => {
+                    let scores = self
+                        .model
+                        .score(&features)
+                        .map_err(|e| EngineError::Internal(format!("scoring failed: {e}")))?;
+                    let mut invalid = scores.invalid.iter().peekable();
+                    let scored_at =
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    let event_ids = event_ids.as_string::<i32>();
+                    for (row, &index) in decoded.source_index.iter().enumerate() {
+                        if let Some((_, reason)) = invalid.next_if(|(r, _)| *r == row) {
+                            rejected.push(Rejected {
+                                index,
+                                kind: RejectKind::InvalidFeature,
+                                message: reason.clone(),
+                            });
+                            continue;
+                        }
+                        let record = &batch.records[index];
+                        let score = scores.probability[row];
+                        let decision = if score >= self.threshold {
+                            output.flagged += 1;
+                            Decision::Flag
+                        } else {
+                            Decision::Pass
+                        };
+                        let value = ScoreRecord {
+                            event_id: Cow::Borrowed(event_ids.value(row)),
+                            topic: Cow::Borrowed(&batch.topic),
+                            partition: record.partition,
+                            offset: record.offset,
+                            score,
+                            decision,
+                            model_name: Cow::Borrowed(&self.model.name),
+                            model_version: Cow::Borrowed(&self.model.version),
+                            reasons: scores.reasons[row]
+                                .iter()
+                                .flatten()
+                                .map(|&j| Cow::Borrowed(self.model.features[j as usize].as_str()))
+                                .collect(),
+                            scored_at: Cow::Borrowed(&scored_at),
+                        };
+                        output.scores.push(Outgoing {
+                            key: record.key.clone(),
+                            payload: serde_json::to_vec(&value).map_err(|e| {
+                                EngineError::Internal(format!(
+                                    "score record does not serialise: {e}"
+                                ))
+                            })?,
+                        });
+                    }
+                }
+                // The SQL failed on this data (a cast, say): nothing in the
+                // batch can be scored, so all of it is set aside with the reason.
+                Err(e) => rejected.extend(decoded.source_index.iter().map(|&index| Rejected {
+                    index,
+                    kind: RejectKind::TransformFailed,
+                    message: e.to_string(),
+                })),
+            }
+        }
+        output.dead_letters = rejected
+            .into_iter()
+            .map(|r| {
+                let record = &batch.records[r.index];
+                DeadLetter {
+                    key: record.key.clone(),
+                    payload: record.payload.clone(),
+                    kind: r.kind,
+                    message: r.message,
+                    source_topic: batch.topic.clone(),
+                    source_partition: record.partition,
+                    source_offset: record.offset,
+                }
+            })
+            .collect();
+        Ok(output)
+    }
+}

@@ -1,0 +1,45 @@
+//! The Kafka side: client settings, the consumer-group source, the producer
+//! sink and topic administration.
+
+pub mod admin;
+mod context;
+pub mod sink;
+pub mod source;
+
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaSettings;
+
+/// Consumer properties the engine owns: changing them would break
+/// at-least-once delivery or the group, so the pipeline file may not set them.
+pub const RESERVED_CONSUMER_KEYS: &[&str] =
+    &["bootstrap.servers", "group.id", "enable.auto.offset.store"];
+
+fn base_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    config
+}
+
+pub fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = base_config(&settings.brokers);
+    config
+        .set("group.id", &settings.group_id)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        // Offsets are stored by hand once a batch's outputs are acknowledged.
+        .set("enable.auto.offset.store", "false");
+    for (key, value) in &settings.consumer {
+        config.set(key, value);
+    }
+    config
+}
+
+pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = base_config(&settings.brokers);
+    config.set("linger.ms", "5").set("acks", "all");
+    for (key, value) in &settings.producer {
+        config.set(key, value);
+    }
+    config
+}

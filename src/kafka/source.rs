@@ -1,0 +1,102 @@
+//! The consumer-group member: messages in, micro-batches out, offsets stored
+//! only when the pipeline says a batch is delivered.
+
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::context::LoggingContext;
+use crate::batch::{Batch, SourceRecord};
+use crate::config::{BatchSettings, KafkaSettings};
+
+pub struct KafkaSource {
+    consumer: StreamConsumer<LoggingContext>,
+    topic: String,
+    batch: BatchSettings,
+}
+
+impl KafkaSource {
+    pub fn new(settings: &KafkaSettings, batch: BatchSettings) -> KafkaResult<Self> {
+        let consumer: StreamConsumer<LoggingContext> =
+            super::consumer_config(settings).create_with_context(LoggingContext)?;
+        consumer.subscribe(&[&settings.input_topic])?;
+        Ok(Self {
+            consumer,
+            topic: settings.input_topic.clone(),
+            batch,
+        })
+    }
+
+    /// Waits for the first message, then gathers more until the batch is
+    /// full or has lingered long enough. Returns an empty batch only once
+    /// `stop` is cancelled.
+    pub async fn next_batch(&self, stop: &CancellationToken) -> Batch {
+        let mut batch = Batch::new(&self.topic);
+        let mut deadline: Option<Instant> = None;
+        while batch.len() < self.batch.max_rows {
+            let received = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                () = sleep_until(deadline) => break,
+                received = self.consumer.recv() => received,
+            };
+            match received {
+                Ok(message) => {
+                    deadline.get_or_insert_with(|| Instant::now() + self.batch.linger);
+                    batch.records.push(SourceRecord {
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        key: message.key().map(<[u8]>::to_vec),
+                        payload: message.payload().map(<[u8]>::to_vec),
+                    });
+                }
+                Err(e) => {
+                    // Broker and network trouble: librdkafka reconnects by
+                    // itself; slow down so the log is not flooded meanwhile.
+                    tracing::warn!(error = %e, "consumer error; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        batch
+    }
+
+    /// Marks every record of `batch` as processed; the next commit (periodic,
+    /// on rebalance, or [`KafkaSource::commit`]) makes it durable.
+    pub fn store(&self, batch: &Batch) -> KafkaResult<()> {
+        let mut offsets = TopicPartitionList::new();
+        for (partition, (_, last)) in batch.offset_ranges() {
+            offsets.add_partition_offset(&batch.topic, partition, Offset::Offset(last + 1))?;
+        }
+        match self.consumer.store_offsets(&offsets) {
+            // A partition taken away in a rebalance cannot be stored; its new
+            // owner re-reads from the last commit: duplicates, never losses.
+            Err(KafkaError::StoreOffset(code)) => {
+                tracing::warn!(error = %code, "offsets not stored; partitions were revoked");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Commits the stored offsets and waits for the broker to confirm.
+    pub fn commit(&self) -> KafkaResult<()> {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing stored since the last commit.
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

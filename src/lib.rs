@@ -1,0 +1,30 @@
+//! streamscore: real-time fraud scoring beside Kafka.
+//!
+//! ```text
+//! Kafka input topic
+//!   -> source     consumer group member, micro-batches with provenance (kafka::source)
+//!   -> decode     JSON -> Arrow against schemas/<name>.json; bad records -> dead letters (decode)
+//!   -> transform  pipelines/<name>.sql through DataFusion, planned once (transform)
+//!   -> score      model bundle, one version per batch (model)
+//!   -> sink       scores and dead letters to Kafka, every ack awaited (kafka::sink)
+//!   -> commit     only then store the batch's offsets: at least once (pipeline)
+//! ```
+//!
+//! [`engine::Engine`] is the I/O-free middle (decode, transform, score);
+//! [`pipeline`] is the loop around it; [`app`] builds both from config.
+
+pub mod app;
+pub mod batch;
+pub mod config;
+pub mod decode;
+pub mod demo;
+pub mod engine;
+pub mod kafka;
+pub mod model;
+pub mod output;
+pub mod pipeline;
+pub mod schema;
+pub mod simulate;
+pub mod stats;
+pub mod training;
+pub mod transform;

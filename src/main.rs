@@ -1,0 +1,224 @@
+//! The `streamscore` command: parse, set up logging, call the library, print
+//! the error chain once, exit non-zero on failure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use streamscore::config::Pipeline;
+use streamscore::model::ModelBundle;
+use streamscore::model::train::TrainOptions;
+use streamscore::simulate::{SimulationConfig, simulate};
+use streamscore::stats::Stats;
+use streamscore::{app, demo, training};
+
+#[derive(Parser)]
+#[command(version, about = "Real-time fraud scoring beside Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Score a topic of transactions until SIGINT/SIGTERM.
+    Run {
+        #[arg(long, default_value = "pipelines/fraud.toml")]
+        pipeline: PathBuf,
+        /// Overrides `kafka.brokers` in the pipeline file.
+        #[arg(long, env = "STREAMSCORE_BROKERS")]
+        brokers: Option<String>,
+    },
+    /// Fit a logistic-regression bundle on history (NDJSON or CSV) through
+    /// the pipeline's own decode and SQL.
+    Train {
+        #[arg(long, default_value = "pipelines/fraud.toml")]
+        pipeline: PathBuf,
+        /// History file: .csv with a header row, otherwise NDJSON.
+        #[arg(long)]
+        data: PathBuf,
+        /// Column of the decoded records that holds the fraud label.
+        #[arg(long, default_value = "is_fraud")]
+        label: String,
+        /// Where to write the bundle.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "fraud-lr")]
+        name: String,
+        #[arg(long, default_value = "1")]
+        model_version: String,
+        /// Comma-separated feature columns; default: every numeric SQL column.
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f64,
+    },
+    /// Write simulated card transactions as NDJSON (with labels).
+    Simulate {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        #[arg(long, default_value_t = 1000)]
+        customers: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// The whole loop in one process: embedded broker, simulated events,
+    /// a model trained on the spot, live progress and a summary.
+    Demo {
+        #[arg(long, default_value = "pipelines/fraud.toml")]
+        pipeline: PathBuf,
+        /// A real cluster instead of the embedded broker.
+        #[arg(long, env = "STREAMSCORE_BROKERS")]
+        brokers: Option<String>,
+        #[arg(long, default_value_t = 50_000)]
+        events: usize,
+        #[arg(long, default_value_t = 30)]
+        history_days: u32,
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "streamscore=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { pipeline, brokers } => {
+            let pipeline = Pipeline::load(&pipeline, brokers.as_deref())?;
+            let stop = CancellationToken::new();
+            app::stop_on_signals(stop.clone());
+            app::run(&pipeline, Arc::new(Stats::default()), stop).await?;
+        }
+        Command::Train {
+            pipeline,
+            data,
+            label,
+            out,
+            name,
+            model_version,
+            features,
+            threshold,
+        } => {
+            let pipeline = Pipeline::load(&pipeline, None)?;
+            let set = training::prepare(&pipeline, &data).await?;
+            if let Some(first) = set.rejected.first() {
+                eprintln!(
+                    "warning: {} records of {} refused; first, line {}: {}",
+                    set.rejected.len(),
+                    data.display(),
+                    first.index + 1,
+                    first.message
+                );
+            }
+            let options = TrainOptions {
+                name,
+                version: model_version,
+                features,
+                threshold,
+                ..TrainOptions::default()
+            };
+            let report = training::train(&set, &label, &options)?;
+            report.bundle.save(&out)?;
+            // Read it back: what was written is what will be served.
+            ModelBundle::load(&out).context("the written bundle does not load")?;
+            println!(
+                "wrote {} ({} {}): {} training rows, {} hold-out rows, hold-out AUC {}",
+                out.display(),
+                report.bundle.name,
+                report.bundle.version,
+                report.training_rows,
+                report.holdout_rows,
+                report
+                    .holdout_auc
+                    .map_or("n/a".into(), |a| format!("{a:.4}"))
+            );
+        }
+        Command::Simulate {
+            out,
+            days,
+            customers,
+            seed,
+        } => {
+            let config = SimulationConfig {
+                days,
+                customers,
+                terminals: customers * 2,
+                seed,
+                ..SimulationConfig::default()
+            };
+            let transactions = simulate(&config);
+            let mut text = Vec::new();
+            for t in &transactions {
+                serde_json::to_writer(&mut text, t)?;
+                text.push(b'\n');
+            }
+            std::fs::write(&out, text)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "wrote {} transactions ({} fraud) to {}",
+                transactions.len(),
+                transactions.iter().filter(|t| t.is_fraud).count(),
+                out.display()
+            );
+        }
+        Command::Demo {
+            pipeline,
+            brokers,
+            events,
+            history_days,
+            partitions,
+        } => {
+            if events == 0 || partitions < 1 {
+                bail!("--events and --partitions must be at least 1");
+            }
+            let summary = demo::run(
+                &pipeline,
+                demo::DemoOptions {
+                    brokers,
+                    events,
+                    history_days,
+                    partitions,
+                    seed: 7,
+                },
+            )
+            .await?;
+            summary.print();
+            let s = summary.stats;
+            if s.scored + s.dead_lettered != s.consumed
+                || summary.distinct_events_scored != summary.produced - summary.malformed
+            {
+                bail!("not every event was accounted for exactly once; see the summary above");
+            }
+        }
+    }
+    Ok(())
+}

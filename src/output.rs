@@ -1,0 +1,91 @@
+//! What the engine writes: one score record per valid input, and the
+//! dead-letter copy of every refused one. Both are plain data here; the sink
+//! decides how they travel.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::RejectKind;
+
+/// The JSON value on the output topic (documented in `schemas/score.json`).
+/// Strings borrow, so that serialising a batch of them allocates little.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScoreRecord<'a> {
+    #[serde(borrow)]
+    pub event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub topic: Cow<'a, str>,
+    pub partition: i32,
+    pub offset: i64,
+    /// Probability of fraud, 0..1.
+    pub score: f64,
+    pub decision: Decision,
+    #[serde(borrow)]
+    pub model_name: Cow<'a, str>,
+    #[serde(borrow)]
+    pub model_version: Cow<'a, str>,
+    /// Features that raised the score most, largest first.
+    #[serde(borrow)]
+    pub reasons: Vec<Cow<'a, str>>,
+    /// RFC 3339, UTC.
+    #[serde(borrow)]
+    pub scored_at: Cow<'a, str>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// At or above the threshold: hold for review or decline.
+    Flag,
+    Pass,
+}
+
+/// A message to produce: key and payload as bytes.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+/// A refused input, produced unchanged with headers that say why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub kind: RejectKind,
+    pub message: String,
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+}
+
+/// Header names on dead-letter messages.
+pub mod headers {
+    pub const ERROR_KIND: &str = "streamscore.error.kind";
+    pub const ERROR_MESSAGE: &str = "streamscore.error.message";
+    pub const SOURCE_TOPIC: &str = "streamscore.source.topic";
+    pub const SOURCE_PARTITION: &str = "streamscore.source.partition";
+    pub const SOURCE_OFFSET: &str = "streamscore.source.offset";
+}
+
+impl DeadLetter {
+    /// The headers as (name, value) pairs, in a fixed order.
+    pub fn header_pairs(&self) -> [(&'static str, String); 5] {
+        [
+            (headers::ERROR_KIND, self.kind.as_str().to_owned()),
+            (headers::ERROR_MESSAGE, self.message.clone()),
+            (headers::SOURCE_TOPIC, self.source_topic.clone()),
+            (headers::SOURCE_PARTITION, self.source_partition.to_string()),
+            (headers::SOURCE_OFFSET, self.source_offset.to_string()),
+        ]
+    }
+}
+
+/// Everything one batch produces.
+#[derive(Debug, Default)]
+pub struct BatchOutput {
+    pub scores: Vec<Outgoing>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub flagged: usize,
+}

@@ -1,0 +1,143 @@
+//! `streamscore train`: history file -> the serving decode + SQL -> linfa.
+//! Using the serving path is what keeps training and serving features equal.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::compute::concat_batches;
+use arrow::record_batch::RecordBatch;
+
+use crate::config::Pipeline;
+use crate::decode::{Decoder, Rejected};
+use crate::model::train::{TrainError, TrainOptions, TrainReport, fit_logistic, labels_from};
+use crate::transform::{SqlTransform, TransformError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainingError {
+    #[error("cannot read training data {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("training data {path}: {source}")]
+    Csv {
+        path: String,
+        source: arrow::error::ArrowError,
+    },
+    #[error("training data has no valid records ({rejected} refused; first: {first})")]
+    NothingValid { rejected: usize, first: String },
+    #[error(transparent)]
+    Transform(#[from] TransformError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Decoded history and its features, row for row.
+pub struct TrainingSet {
+    pub decoded: RecordBatch,
+    pub features: RecordBatch,
+    /// NDJSON lines the decoder refused, with their line index.
+    pub rejected: Vec<Rejected>,
+}
+
+/// Runs history through the pipeline's decode and SQL.
+pub async fn prepare(pipeline: &Pipeline, data: &Path) -> Result<TrainingSet, TrainingError> {
+    let decoder = Decoder::new(pipeline.schema.clone(), pipeline.max_record_bytes);
+    let shown = data.display().to_string();
+    let is_csv = data
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let (decoded, rejected) = if is_csv {
+        (read_csv(&decoder, data, &shown)?, Vec::new())
+    } else {
+        let text = std::fs::read(data).map_err(|source| TrainingError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        decode_lines(&decoder, &text)?
+    };
+    features_for(&decoder, &pipeline.sql, decoded, rejected).await
+}
+
+/// Decodes NDJSON bytes, one record per non-blank line.
+pub fn decode_lines(
+    decoder: &Decoder,
+    ndjson: &[u8],
+) -> Result<(RecordBatch, Vec<Rejected>), TrainingError> {
+    let lines: Vec<&[u8]> = ndjson
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .collect();
+    let decoded = decoder
+        .decode(lines.iter().map(|l| Some(*l)))
+        .map_err(|e| TrainingError::Internal(e.to_string()))?;
+    Ok((decoded.batch, decoded.rejected))
+}
+
+fn read_csv(decoder: &Decoder, data: &Path, shown: &str) -> Result<RecordBatch, TrainingError> {
+    let csv_error = |source| TrainingError::Csv {
+        path: shown.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(data).map_err(|source| TrainingError::Read {
+        path: shown.to_owned(),
+        source,
+    })?;
+    let schema = decoder.schema().arrow.clone();
+    let reader = arrow::csv::ReaderBuilder::new(schema.clone())
+        .with_header(true)
+        .build(file)
+        .map_err(csv_error)?;
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(csv_error)?;
+    concat_batches(&schema, &batches).map_err(csv_error)
+}
+
+/// Applies the pipeline SQL to decoded history.
+pub async fn features_for(
+    decoder: &Decoder,
+    sql: &str,
+    decoded: RecordBatch,
+    rejected: Vec<Rejected>,
+) -> Result<TrainingSet, TrainingError> {
+    if decoded.num_rows() == 0 {
+        return Err(TrainingError::NothingValid {
+            rejected: rejected.len(),
+            first: rejected
+                .first()
+                .map_or("none".into(), |r| r.message.clone()),
+        });
+    }
+    let schema = decoder.schema();
+    let transform = SqlTransform::plan(sql, &schema.name, Arc::clone(&schema.arrow)).await?;
+    let features = transform.apply(decoded.clone()).await?;
+    Ok(TrainingSet {
+        decoded,
+        features,
+        rejected,
+    })
+}
+
+/// Fits a model on a prepared set, reading labels from `label` in the
+/// decoded records.
+pub fn train(
+    set: &TrainingSet,
+    label: &str,
+    options: &TrainOptions,
+) -> Result<TrainReport, TrainingError> {
+    let labels = labels_from(&set.decoded, label)?;
+    let mut options = options.clone();
+    if options.features.is_empty() {
+        // The label must never be a feature, even if the SQL passes it on.
+        options.features = set
+            .features
+            .schema()
+            .fields()
+            .iter()
+            .filter(|f| crate::model::is_feature_type(f.data_type()) && f.name() != label)
+            .map(|f| f.name().clone())
+            .collect();
+    }
+    Ok(fit_logistic(&set.features, &labels, &options)?)
+}
