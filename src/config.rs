@@ -207,6 +207,19 @@ impl PipelineFile {
                     .into(),
             ));
         }
+        if let Some(key) = k
+            .consumer
+            .keys()
+            .find(|key| crate::kafka::RESERVED_CONSUMER_KEYS.contains(&key.as_str()))
+        {
+            return Err(invalid(
+                "kafka.consumer",
+                format!(
+                    "sets `{key}`, which streamscore manages; use kafka.brokers / kafka.group_id \
+                     (offsets are stored only after delivery)"
+                ),
+            ));
+        }
         if self.batch.max_rows == 0 || self.batch.max_rows > 1_000_000 {
             return Err(invalid(
                 "batch.max_rows",
@@ -274,5 +287,86 @@ impl PipelineFile {
             model_path,
             threshold_override: self.model.threshold,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example_path() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/fraud.toml")
+    }
+
+    /// Writes a variant of the example pipeline next to it (so its relative
+    /// paths still resolve) and loads it.
+    fn load_variant(edit: impl Fn(String) -> String) -> Result<Pipeline, ConfigError> {
+        let text = edit(std::fs::read_to_string(example_path()).unwrap());
+        let dir = example_path().parent().unwrap().to_owned();
+        let file = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile_in(dir)
+            .unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        Pipeline::load(file.path(), None)
+    }
+
+    #[test]
+    fn the_example_pipeline_loads() {
+        let p = Pipeline::load(&example_path(), None).unwrap();
+        assert_eq!(p.kafka.input_topic, "transactions");
+        assert_eq!(p.batch.max_rows, 2000);
+        assert_eq!(p.schema.name, "transactions");
+        assert!(p.sql.contains("FROM transactions"));
+        assert!(p.model_path.ends_with("models/fraud-lr.json"));
+        assert_eq!(p.kafka.consumer["session.timeout.ms"], "10000");
+    }
+
+    #[test]
+    fn brokers_can_be_overridden() {
+        let p = Pipeline::load(&example_path(), Some("kafka-1:9092")).unwrap();
+        assert_eq!(p.kafka.brokers, "kafka-1:9092");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = load_variant(|t| t.replace("max_rows = 2000", "max_rows = 2000\nmax_rowz = 1"))
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("unknown field `max_rowz`"), "{message}");
+        assert!(message.contains(".toml"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_file_is_refused_with_key_and_path() {
+        let err = load_variant(|t| t.replace("sql = \"fraud.sql\"", "sql = \"nope.sql\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`transform.sql`") && err.contains("nope.sql"), "{err}");
+        let err = load_variant(|t| t.replace("../schemas/transaction.json", "gone.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`schema.path`") && err.contains("gone.json"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_by_key() {
+        let cases = [
+            ("max_rows = 2000", "max_rows = 0", "`batch.max_rows`"),
+            ("linger_ms = 20", "linger_ms = 0", "`batch.linger_ms`"),
+            ("# threshold = 0.5", "threshold = 1.5", "`model.threshold`"),
+            ("output_topic = \"scores\"", "output_topic = \"transactions\"", "`kafka.input_topic`"),
+            ("group_id = \"streamscore-fraud\"", "group_id = \"\"", "`kafka.group_id`"),
+            (
+                "\"auto.commit.interval.ms\" = \"1000\"",
+                "\"enable.auto.offset.store\" = \"true\"",
+                "`kafka.consumer` sets `enable.auto.offset.store`",
+            ),
+            ("event_id_field = \"event_id\"", "event_id_field = \"amount\"", "`schema.event_id_field`"),
+        ];
+        for (from, to, needle) in cases {
+            let err = load_variant(|t| t.replace(from, to)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{to}: {err}");
+        }
     }
 }

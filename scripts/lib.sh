@@ -1,0 +1,60 @@
+# Shared set-up for scripts/demo.sh and scripts/test.sh. Each step checks
+# first and skips what is already there, so a warm machine starts at once.
+
+# One build cache outside the clone, reused by every clone on this machine.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamscore/target}"
+
+# Debian packages the builds need: a C toolchain for librdkafka (bundled),
+# and what Tansu's and RocksDB's builds use (clang, cmake, protoc).
+APT_PACKAGES=(build-essential pkg-config libclang-dev cmake protobuf-compiler python3)
+
+ensure_apt_packages() {
+    local missing=()
+    for p in "${APT_PACKAGES[@]}"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# The Kafka-protocol broker the integration tests run against.
+ensure_tansu() {
+    if command -v tansu >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "installing the Tansu broker (about 10 minutes on 2 cores, once)"
+    cargo install tansu --locked --features dynostore,libsql
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Starts Tansu on 127.0.0.1 with in-memory storage; sets TANSU_PID and
+# TANSU_BROKERS, and stops it when the calling script exits.
+start_tansu() {
+    local port
+    port=$(free_port)
+    TANSU_LOG="${TMPDIR:-/tmp}/streamscore-tansu-$port.log"
+    tansu broker \
+        --listener-url "tcp://127.0.0.1:$port" \
+        --advertised-listener-url "tcp://127.0.0.1:$port" \
+        --storage-engine "memory://tansu/" >"$TANSU_LOG" 2>&1 &
+    TANSU_PID=$!
+    trap 'kill "$TANSU_PID" 2>/dev/null; wait "$TANSU_PID" 2>/dev/null' EXIT
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            TANSU_BROKERS="127.0.0.1:$port"
+            echo "tansu broker up on $TANSU_BROKERS (log: $TANSU_LOG)"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "tansu did not start; its log:" >&2
+    cat "$TANSU_LOG" >&2
+    return 1
+}

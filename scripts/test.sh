@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every check CI runs: set-up, fmt, clippy, and all tests, the integration
+# tests against a real Kafka-protocol broker (Tansu) started here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_apt_packages
+ensure_tansu
+
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+# Build everything before the broker starts, so its start-up is not timed
+# against a cold compile.
+cargo test --locked --no-run
+
+start_tansu
+STREAMSCORE_TEST_BROKERS="$TANSU_BROKERS" cargo test --locked -- "$@"
