@@ -34,18 +34,24 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# Starts Tansu on 127.0.0.1 with in-memory storage; sets TANSU_PID and
-# TANSU_BROKERS, and stops it when the calling script exits.
+# Starts Tansu on 127.0.0.1; sets TANSU_PID and TANSU_BROKERS, and stops it
+# (and removes its files) when the calling script exits.
+#
+# Storage is SQLite in a fresh directory, not memory://: Tansu 0.6.0's memory
+# engine answers a fetch from the middle of a record batch with the *next*
+# batch, so a consumer resuming from a committed offset skips records. The
+# restart tests caught that; SQLite storage serves such fetches correctly.
 start_tansu() {
     local port
     port=$(free_port)
-    TANSU_LOG="${TMPDIR:-/tmp}/streamscore-tansu-$port.log"
-    tansu broker \
+    TANSU_DIR=$(mktemp -d "${TMPDIR:-/tmp}/streamscore-tansu.XXXXXX")
+    TANSU_LOG="$TANSU_DIR/tansu.log"
+    (cd "$TANSU_DIR" && exec tansu broker \
         --listener-url "tcp://127.0.0.1:$port" \
         --advertised-listener-url "tcp://127.0.0.1:$port" \
-        --storage-engine "memory://tansu/" >"$TANSU_LOG" 2>&1 &
+        --storage-engine "sqlite://tansu.db") >"$TANSU_LOG" 2>&1 &
     TANSU_PID=$!
-    trap 'kill "$TANSU_PID" 2>/dev/null; wait "$TANSU_PID" 2>/dev/null' EXIT
+    trap 'kill "$TANSU_PID" 2>/dev/null; wait "$TANSU_PID" 2>/dev/null; rm -rf "$TANSU_DIR"' EXIT
     for _ in $(seq 1 100); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             TANSU_BROKERS="127.0.0.1:$port"

@@ -342,11 +342,17 @@ mod tests {
         let err = load_variant(|t| t.replace("sql = \"fraud.sql\"", "sql = \"nope.sql\""))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`transform.sql`") && err.contains("nope.sql"), "{err}");
+        assert!(
+            err.contains("`transform.sql`") && err.contains("nope.sql"),
+            "{err}"
+        );
         let err = load_variant(|t| t.replace("../schemas/transaction.json", "gone.json"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`schema.path`") && err.contains("gone.json"), "{err}");
+        assert!(
+            err.contains("`schema.path`") && err.contains("gone.json"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -355,17 +361,31 @@ mod tests {
             ("max_rows = 2000", "max_rows = 0", "`batch.max_rows`"),
             ("linger_ms = 20", "linger_ms = 0", "`batch.linger_ms`"),
             ("# threshold = 0.5", "threshold = 1.5", "`model.threshold`"),
-            ("output_topic = \"scores\"", "output_topic = \"transactions\"", "`kafka.input_topic`"),
-            ("group_id = \"streamscore-fraud\"", "group_id = \"\"", "`kafka.group_id`"),
+            (
+                "output_topic = \"scores\"",
+                "output_topic = \"transactions\"",
+                "`kafka.input_topic`",
+            ),
+            (
+                "group_id = \"streamscore-fraud\"",
+                "group_id = \"\"",
+                "`kafka.group_id`",
+            ),
             (
                 "\"auto.commit.interval.ms\" = \"1000\"",
                 "\"enable.auto.offset.store\" = \"true\"",
                 "`kafka.consumer` sets `enable.auto.offset.store`",
             ),
-            ("event_id_field = \"event_id\"", "event_id_field = \"amount\"", "`schema.event_id_field`"),
+            (
+                "event_id_field = \"event_id\"",
+                "event_id_field = \"amount\"",
+                "`schema.event_id_field`",
+            ),
         ];
         for (from, to, needle) in cases {
-            let err = load_variant(|t| t.replace(from, to)).unwrap_err().to_string();
+            let err = load_variant(|t| t.replace(from, to))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{to}: {err}");
         }
     }

@@ -1,0 +1,172 @@
+//! The binary as a user runs it: the demo, training, and refusals at start.
+
+use std::process::{Command, Output};
+
+use streamscore::model::ModelBundle;
+
+use crate::support::repo_path;
+
+fn streamscore(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("STREAMSCORE_BROKERS")
+        .output()
+        .expect("streamscore runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_demo_runs_green_on_its_embedded_broker() {
+    let out = streamscore(&["demo", "--events", "3000", "--history-days", "10"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("scored                    3000 (read back 3000, distinct 3000)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("dead-lettered                6"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("events/s"),
+        "no live progress in:\n{stderr}"
+    );
+}
+
+#[test]
+fn simulate_then_train_writes_a_bundle_that_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("history.ndjson");
+    let model = dir.path().join("model.json");
+    let out = streamscore(&[
+        "simulate",
+        "--out",
+        data.to_str().unwrap(),
+        "--days",
+        "10",
+        "--customers",
+        "300",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = streamscore(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+        "--model-version",
+        "t1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("hold-out AUC"),
+        "{}",
+        text(&out.stdout)
+    );
+    let bundle = ModelBundle::load(&model).unwrap();
+    assert_eq!(bundle.version, "t1");
+    assert!(
+        !bundle.features.iter().any(|f| f == "is_fraud"),
+        "the label leaked into the features"
+    );
+    assert!(bundle.features.contains(&"log_amount".to_string()));
+}
+
+/// A pipeline file in `dir` that differs from the example in `edit`, with
+/// the example's other files by absolute path and an unreachable broker.
+fn pipeline_variant(
+    dir: &std::path::Path,
+    sql: &str,
+    model: &std::path::Path,
+) -> std::path::PathBuf {
+    std::fs::write(dir.join("p.sql"), sql).unwrap();
+    let text = format!(
+        r#"
+[kafka]
+brokers = "127.0.0.1:1"
+group_id = "g"
+input_topic = "in"
+output_topic = "out"
+dead_letter_topic = "dlq"
+[schema]
+path = "{schema}"
+[transform]
+sql = "p.sql"
+[model]
+bundle = "{model}"
+"#,
+        schema = repo_path("schemas/transaction.json").display(),
+        model = model.display(),
+    );
+    let path = dir.join("p.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn bad_sql_and_bad_bundles_stop_the_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let good_sql = std::fs::read_to_string(repo_path("pipelines/fraud.sql")).unwrap();
+    let good_model = repo_path("pipelines/models/fraud-lr.json");
+    let run = |pipeline: &std::path::Path| {
+        let out = streamscore(&["run", "--pipeline", pipeline.to_str().unwrap()]);
+        assert!(!out.status.success());
+        text(&out.stderr)
+    };
+
+    let p = pipeline_variant(
+        dir.path(),
+        "SELECT amount, no_such_column FROM transactions",
+        &good_model,
+    );
+    let err = run(&p);
+    assert!(
+        err.contains("pipeline SQL does not plan") && err.contains("no_such_column"),
+        "{err}"
+    );
+
+    let p = pipeline_variant(
+        dir.path(),
+        "SELECT * FROM transactions WHERE amount > 10",
+        &good_model,
+    );
+    let err = run(&p);
+    assert!(err.contains("one row per input row"), "{err}");
+
+    let p = pipeline_variant(
+        dir.path(),
+        "SELECT event_id, amount FROM transactions",
+        &good_model,
+    );
+    let err = run(&p);
+    assert!(
+        err.contains("feature `log_amount` is not a column"),
+        "{err}"
+    );
+
+    let tampered = dir.path().join("tampered.json");
+    let bundle = std::fs::read_to_string(&good_model).unwrap();
+    std::fs::write(
+        &tampered,
+        bundle.replacen("\"threshold\": 0.5", "\"threshold\": 0.05", 1),
+    )
+    .unwrap();
+    let p = pipeline_variant(dir.path(), &good_sql, &tampered);
+    let err = run(&p);
+    assert!(
+        err.contains("checksum") && err.contains("tampered.json"),
+        "{err}"
+    );
+
+    let p = pipeline_variant(dir.path(), &good_sql, &dir.path().join("absent.json"));
+    let err = run(&p);
+    assert!(
+        err.contains("cannot read model bundle") && err.contains("absent.json"),
+        "{err}"
+    );
+}

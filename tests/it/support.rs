@@ -1,0 +1,267 @@
+//! Helpers for tests against a real broker and the real binary.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Message};
+
+pub fn brokers() -> String {
+    std::env::var("STREAMSCORE_TEST_BROKERS").expect(
+        "STREAMSCORE_TEST_BROKERS is not set: run scripts/test.sh, which starts a Tansu broker",
+    )
+}
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A name no other test (or earlier run against the same broker) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub struct Topics {
+    pub input: String,
+    pub output: String,
+    pub dead_letters: String,
+    pub group: String,
+    pub partitions: i32,
+}
+
+impl Topics {
+    pub async fn create(partitions: i32) -> Self {
+        let topics = Self {
+            input: unique("in"),
+            output: unique("out"),
+            dead_letters: unique("dlq"),
+            group: unique("group"),
+            partitions,
+        };
+        streamscore::kafka::admin::ensure_topics(
+            &brokers(),
+            &[&topics.input, &topics.output, &topics.dead_letters],
+            partitions,
+        )
+        .await
+        .expect("topics are created");
+        topics
+    }
+
+    /// A pipeline file for these topics, using the repository's schema, SQL
+    /// and model by absolute path.
+    pub fn write_pipeline(&self, dir: &Path, max_rows: usize) -> PathBuf {
+        let text = format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+input_topic = "{input}"
+output_topic = "{output}"
+dead_letter_topic = "{dlq}"
+[kafka.consumer]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"auto.commit.interval.ms" = "200"
+[batch]
+max_rows = {max_rows}
+linger_ms = 10
+[schema]
+path = "{schema}"
+[transform]
+sql = "{sql}"
+[model]
+bundle = "{model}"
+"#,
+            brokers = brokers(),
+            group = self.group,
+            input = self.input,
+            output = self.output,
+            dlq = self.dead_letters,
+            schema = repo_path("schemas/transaction.json").display(),
+            sql = repo_path("pipelines/fraud.sql").display(),
+            model = repo_path("pipelines/models/fraud-lr.json").display(),
+        );
+        let path = dir.join("pipeline.toml");
+        std::fs::write(&path, text).expect("pipeline file is written");
+        path
+    }
+}
+
+/// Produces `records` (key, payload) and returns where each landed.
+pub async fn produce(
+    topic: &str,
+    records: &[(Option<Vec<u8>>, Option<Vec<u8>>)],
+) -> Vec<(i32, i64)> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer is created");
+    let sends = records.iter().map(|(key, payload)| {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic);
+        if let Some(key) = key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(payload) = payload {
+            record = record.payload(payload.as_slice());
+        }
+        producer.send(record, Timeout::Never)
+    });
+    futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|r| {
+            let delivery = r.expect("the broker acknowledges");
+            (delivery.partition, delivery.offset)
+        })
+        .collect()
+}
+
+/// Reads a topic from the beginning of every partition, without a group.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+    pub messages: Vec<OwnedMessage>,
+}
+
+impl TopicReader {
+    pub fn new(topic: &str, partitions: i32) -> Self {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("reader is created");
+        let mut assignment = TopicPartitionList::new();
+        for p in 0..partitions {
+            assignment
+                .add_partition_offset(topic, p, Offset::Beginning)
+                .expect("a valid partition");
+        }
+        consumer.assign(&assignment).expect("assignment works");
+        Self {
+            consumer,
+            messages: Vec::new(),
+        }
+    }
+
+    /// Reads what is there now, waiting up to `wait` for the first message.
+    pub fn poll_for(&mut self, wait: Duration) -> usize {
+        let before = self.messages.len();
+        let mut timeout = wait;
+        while let Some(result) = self.consumer.poll(timeout) {
+            self.messages.push(result.expect("reading works").detach());
+            timeout = Duration::from_millis(50);
+        }
+        self.messages.len() - before
+    }
+
+    /// Reads until `done` holds for what was read; false if it still does
+    /// not after `limit`.
+    pub fn read_until(&mut self, limit: Duration, done: impl Fn(&[OwnedMessage]) -> bool) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while !done(&self.messages) {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            self.poll_for(Duration::from_millis(200));
+        }
+        true
+    }
+}
+
+/// (partition, offset) of the input each score record answers.
+pub fn scored_offsets(scores: &[OwnedMessage]) -> HashMap<(i32, i64), usize> {
+    let mut counts = HashMap::new();
+    for message in scores {
+        let record: serde_json::Value =
+            serde_json::from_slice(message.payload().expect("a score has a payload"))
+                .expect("a score is JSON");
+        let partition = record["partition"].as_i64().expect("partition") as i32;
+        let offset = record["offset"].as_i64().expect("offset");
+        *counts.entry((partition, offset)).or_default() += 1;
+    }
+    counts
+}
+
+pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// `streamscore run` as a child process, its log in `dir/<name>.log`.
+pub fn spawn_run(pipeline: &Path, dir: &Path, name: &str) -> Child {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .args(["run", "--pipeline"])
+        .arg(pipeline)
+        .env("RUST_LOG", "streamscore=debug,warn")
+        .env_remove("STREAMSCORE_BROKERS")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("streamscore starts")
+}
+
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// Waits for a child to exit, failing the test if it takes over `limit`.
+pub fn wait_with_limit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait works") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("streamscore did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Simulated valid transactions as (key, payload).
+pub fn valid_events(count: usize) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+    let config = streamscore::simulate::SimulationConfig {
+        days: (count / 1500 + 1) as u32,
+        ..Default::default()
+    };
+    let mut all = streamscore::simulate::simulate(&config);
+    assert!(all.len() >= count, "the simulator made only {}", all.len());
+    all.truncate(count);
+    all.into_iter()
+        .map(|t| {
+            (
+                Some(t.card_id.clone().into_bytes()),
+                Some(serde_json::to_vec(&t).expect("serialises")),
+            )
+        })
+        .collect()
+}
+
+pub fn log_of(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+}
