@@ -103,58 +103,14 @@ impl Engine {
         if decoded.batch.num_rows() > 0 {
             let event_ids = decoded.batch.column(self.event_id_column).clone();
             match self.transform.apply(decoded.batch).await {
-                Ok(features) => {
-                    let scores = self
-                        .model
-                        .score(&features)
-                        .map_err(|e| EngineError::Internal(format!("scoring failed: {e}")))?;
-                    let mut invalid = scores.invalid.iter().peekable();
-                    let scored_at =
-                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                    let event_ids = event_ids.as_string::<i32>();
-                    for (row, &index) in decoded.source_index.iter().enumerate() {
-                        if let Some((_, reason)) = invalid.next_if(|(r, _)| *r == row) {
-                            rejected.push(Rejected {
-                                index,
-                                kind: RejectKind::InvalidFeature,
-                                message: reason.clone(),
-                            });
-                            continue;
-                        }
-                        let record = &batch.records[index];
-                        let score = scores.probability[row];
-                        let decision = if score >= self.threshold {
-                            output.flagged += 1;
-                            Decision::Flag
-                        } else {
-                            Decision::Pass
-                        };
-                        let value = ScoreRecord {
-                            event_id: Cow::Borrowed(event_ids.value(row)),
-                            topic: Cow::Borrowed(&batch.topic),
-                            partition: record.partition,
-                            offset: record.offset,
-                            score,
-                            decision,
-                            model_name: Cow::Borrowed(&self.model.name),
-                            model_version: Cow::Borrowed(&self.model.version),
-                            reasons: scores.reasons[row]
-                                .iter()
-                                .flatten()
-                                .map(|&j| Cow::Borrowed(self.model.features[j as usize].as_str()))
-                                .collect(),
-                            scored_at: Cow::Borrowed(&scored_at),
-                        };
-                        output.scores.push(Outgoing {
-                            key: record.key.clone(),
-                            payload: serde_json::to_vec(&value).map_err(|e| {
-                                EngineError::Internal(format!(
-                                    "score record does not serialise: {e}"
-                                ))
-                            })?,
-                        });
-                    }
-                }
+                Ok(features) => self.score_rows(
+                    batch,
+                    &features,
+                    event_ids.as_string::<i32>(),
+                    &decoded.source_index,
+                    &mut output,
+                    &mut rejected,
+                )?,
                 // The SQL failed on this data (a cast, say): nothing in the
                 // batch can be scored, so all of it is set aside with the reason.
                 Err(e) => rejected.extend(decoded.source_index.iter().map(|&index| Rejected {
@@ -180,5 +136,66 @@ impl Engine {
             })
             .collect();
         Ok(output)
+    }
+
+    /// Scores the SQL output and appends one score record per row (or a
+    /// dead letter for a row the model cannot use).
+    fn score_rows(
+        &self,
+        batch: &Batch,
+        features: &arrow::record_batch::RecordBatch,
+        event_ids: &arrow::array::StringArray,
+        source_index: &[usize],
+        output: &mut BatchOutput,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<(), EngineError> {
+        let scores = self
+            .model
+            .score(features)
+            .map_err(|e| EngineError::Internal(format!("scoring failed: {e}")))?;
+        let mut invalid = scores.invalid.iter().peekable();
+        let scored_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        for (row, &index) in source_index.iter().enumerate() {
+            if let Some((_, reason)) = invalid.next_if(|(r, _)| *r == row) {
+                rejected.push(Rejected {
+                    index,
+                    kind: RejectKind::InvalidFeature,
+                    message: reason.clone(),
+                });
+                continue;
+            }
+            let record = &batch.records[index];
+            let score = scores.probability[row];
+            let decision = if score >= self.threshold {
+                output.flagged += 1;
+                Decision::Flag
+            } else {
+                Decision::Pass
+            };
+            let value = ScoreRecord {
+                event_id: Cow::Borrowed(event_ids.value(row)),
+                topic: Cow::Borrowed(&batch.topic),
+                partition: record.partition,
+                offset: record.offset,
+                score,
+                decision,
+                model_name: Cow::Borrowed(&self.model.name),
+                model_version: Cow::Borrowed(&self.model.version),
+                reasons: scores.reasons[row]
+                    .iter()
+                    .flatten()
+                    .map(|&j| Cow::Borrowed(self.model.features[j as usize].as_str()))
+                    .collect(),
+                scored_at: Cow::Borrowed(&scored_at),
+            };
+            let payload = serde_json::to_vec(&value).map_err(|e| {
+                EngineError::Internal(format!("score record does not serialise: {e}"))
+            })?;
+            output.scores.push(Outgoing {
+                key: record.key.clone(),
+                payload,
+            });
+        }
+        Ok(())
     }
 }

@@ -2,7 +2,11 @@
 //! The Kafka tests need a real broker: scripts/test.sh starts Tansu and
 //! passes its address in STREAMSCORE_TEST_BROKERS.
 
+// Test helpers may unwrap too: a failure there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod cli;
 mod delivery;
+mod engine;
 mod golden;
 mod support;

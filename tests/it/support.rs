@@ -13,6 +13,9 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message};
 
+/// A message to produce: (key, payload).
+pub type KeyedPayload = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 pub fn brokers() -> String {
     std::env::var("STREAMSCORE_TEST_BROKERS").expect(
         "STREAMSCORE_TEST_BROKERS is not set: run scripts/test.sh, which starts a Tansu broker",
@@ -102,10 +105,7 @@ bundle = "{model}"
 }
 
 /// Produces `records` (key, payload) and returns where each landed.
-pub async fn produce(
-    topic: &str,
-    records: &[(Option<Vec<u8>>, Option<Vec<u8>>)],
-) -> Vec<(i32, i64)> {
+pub async fn produce(topic: &str, records: &[KeyedPayload]) -> Vec<(i32, i64)> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("linger.ms", "5")
@@ -244,7 +244,7 @@ pub fn wait_with_limit(child: &mut Child, limit: Duration) -> std::process::Exit
 }
 
 /// Simulated valid transactions as (key, payload).
-pub fn valid_events(count: usize) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+pub fn valid_events(count: usize) -> Vec<KeyedPayload> {
     let config = streamscore::simulate::SimulationConfig {
         days: (count / 1500 + 1) as u32,
         ..Default::default()
