@@ -4,7 +4,6 @@
 //! real pipeline scoring the live part, live progress and a summary.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -277,10 +276,12 @@ async fn score_until_done(
             let started = Instant::now();
             let mut ticker = tokio::time::interval(Duration::from_secs(1));
             ticker.tick().await;
+            let mut previous = Snapshot::default();
             loop {
                 ticker.tick().await;
                 let s = stats.snapshot();
-                print_progress(&s, started.elapsed());
+                print_progress(&s, &previous, started.elapsed());
+                previous = s;
                 if s.consumed as usize >= produced {
                     stop.cancel();
                     return;
@@ -302,17 +303,16 @@ async fn score_until_done(
     Ok(stats.snapshot())
 }
 
-fn print_progress(s: &Snapshot, elapsed: Duration) {
-    let rate = s.consumed as f64 / elapsed.as_secs_f64().max(1e-3);
-    eprint!(
-        "\r[{:>5.1}s] {:>9.0} events/s | scored {:>8} | dead-lettered {:>4} | flagged {:>6}",
+/// One line a second: the rate over the last second and the totals so far.
+fn print_progress(s: &Snapshot, previous: &Snapshot, elapsed: Duration) {
+    eprintln!(
+        "[{:>5.1}s] {:>8} events/s | scored {:>8} | dead-lettered {:>4} | flagged {:>6}",
         elapsed.as_secs_f64(),
-        rate,
+        s.consumed - previous.consumed,
         s.scored,
         s.dead_lettered,
         s.flagged
     );
-    let _ = std::io::stderr().flush();
 }
 
 /// Reads the output topic back: (event id, score, decision) per record.
