@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_apt_packages
+ensure_toolchain
 # The debug build is the one the tests share, and it scores fast enough
 # for a demo; use `cargo run --release -- demo` for throughput figures.
 cargo run --locked -- demo "$@"

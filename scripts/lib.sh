@@ -4,6 +4,17 @@
 # One build cache outside the clone, reused by every clone on this machine.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamscore/target}"
 
+# rust-toolchain.toml pins the compiler. When rustup lacks that name but its
+# stable toolchain is that version, link it instead of downloading it again.
+ensure_toolchain() {
+    local want
+    want=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+    rustup toolchain list | grep -q "^$want-" && return 0
+    if rustc +stable --version | grep -q "^rustc $want "; then
+        rustup toolchain link "$want" "$(rustc +stable --print sysroot)"
+    fi
+}
+
 # Debian packages the builds need: a C toolchain for librdkafka (bundled),
 # and what Tansu's and RocksDB's builds use (clang, cmake, protoc).
 APT_PACKAGES=(build-essential pkg-config libclang-dev cmake protobuf-compiler python3)

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_apt_packages
+ensure_toolchain
 ensure_tansu
 
 cargo fmt --all -- --check
