@@ -13,7 +13,6 @@ use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::error::DataFusionError;
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::{SQLOptions, SessionState};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::collect;
@@ -70,7 +69,7 @@ impl SqlTransform {
             .map_err(TransformError::Plan)?;
         ensure_row_wise(&plan)?;
         let output_schema = Arc::new(plan.schema().as_arrow().clone());
-        let state = SessionStateBuilder::new_from_existing(ctx.state()).build();
+        let state = ctx.state();
         Ok(Self {
             state,
             plan,
