@@ -92,6 +92,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "streamscore=info,warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for people: log files and collectors get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
