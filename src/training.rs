@@ -127,17 +127,5 @@ pub fn train(
     options: &TrainOptions,
 ) -> Result<TrainReport, TrainingError> {
     let labels = labels_from(&set.decoded, label)?;
-    let mut options = options.clone();
-    if options.features.is_empty() {
-        // The label must never be a feature, even if the SQL passes it on.
-        options.features = set
-            .features
-            .schema()
-            .fields()
-            .iter()
-            .filter(|f| crate::model::is_feature_type(f.data_type()) && f.name() != label)
-            .map(|f| f.name().clone())
-            .collect();
-    }
-    Ok(fit_logistic(&set.features, &labels, &options)?)
+    Ok(fit_logistic(&set.features, &labels, label, options)?)
 }

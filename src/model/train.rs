@@ -17,7 +17,7 @@ use super::{BUNDLE_FORMAT, ModelBundle, evaluate::auc_roc, is_feature_type};
 pub enum TrainError {
     #[error("no usable training rows: {0}")]
     NoData(String),
-    #[error("feature `{0}` is not a numeric column of the pipeline SQL output")]
+    #[error("feature `{0}` is not a numeric column of the pipeline SQL output, or is the label")]
     BadFeature(String),
     #[error("label column: {0}")]
     BadLabel(String),
@@ -65,13 +65,15 @@ pub struct TrainReport {
     pub holdout_auc: Option<f64>,
 }
 
-/// Fits on `features` (SQL output) with `labels` (one per row).
+/// Fits on `features` (SQL output) with `labels` (one per row), read from
+/// the column named `label`, which is never used as a feature.
 pub fn fit_logistic(
     features: &RecordBatch,
     labels: &[bool],
+    label: &str,
     options: &TrainOptions,
 ) -> Result<TrainReport, TrainError> {
-    let names = feature_names(features, &options.features)?;
+    let names = feature_names(features, &options.features, label)?;
     let x = feature_matrix(features, &names)?;
     let rows = x.nrows();
     let holdout_rows = ((rows as f64) * options.holdout_fraction) as usize;
@@ -143,19 +145,24 @@ pub fn fit_logistic(
     })
 }
 
-fn feature_names(features: &RecordBatch, wanted: &[String]) -> Result<Vec<String>, TrainError> {
+/// The wanted features, or by default every numeric column but the label.
+fn feature_names(
+    features: &RecordBatch,
+    wanted: &[String],
+    label: &str,
+) -> Result<Vec<String>, TrainError> {
     let schema = features.schema();
     if wanted.is_empty() {
         return Ok(schema
             .fields()
             .iter()
-            .filter(|f| is_feature_type(f.data_type()))
+            .filter(|f| is_feature_type(f.data_type()) && f.name() != label)
             .map(|f| f.name().clone())
             .collect());
     }
     for name in wanted {
         match schema.field_with_name(name) {
-            Ok(f) if is_feature_type(f.data_type()) => {}
+            Ok(f) if is_feature_type(f.data_type()) && name != label => {}
             _ => return Err(TrainError::BadFeature(name.clone())),
         }
     }
