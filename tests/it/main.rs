@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod commit_rule;
 mod delivery;
 mod engine;
 mod golden;

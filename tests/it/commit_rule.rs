@@ -1,0 +1,87 @@
+//! The commit rule at unit level, on librdkafka's mock cluster (the real
+//! broker tests are in delivery.rs): when outputs are not acknowledged, the
+//! batch's offsets are not committed, so a restart re-reads it.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use streamscore::config::Pipeline;
+use streamscore::engine::Engine;
+use streamscore::kafka::{sink::KafkaSink, source::KafkaSource};
+use streamscore::stats::Stats;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{KeyedPayload, repo_path};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unacknowledged_scores_leave_the_offsets_uncommitted() {
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let mut pipeline = Pipeline::load(&repo_path("pipelines/fraud.toml"), Some(&brokers)).unwrap();
+    for topic in ["transactions", "scores", "transactions-dead-letters"] {
+        mock.create_topic(topic, 1, 1).unwrap();
+    }
+    pipeline.kafka.group_id = "commit-rule".into();
+
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let events: Vec<KeyedPayload> = crate::support::valid_events(50);
+    for (key, payload) in &events {
+        let record = rdkafka::producer::FutureRecord::<[u8], [u8]>::to("transactions")
+            .key(key.as_deref().unwrap())
+            .payload(payload.as_deref().unwrap());
+        producer.send(record, Duration::from_secs(5)).await.unwrap();
+    }
+    // From now on the broker refuses every produce with an error librdkafka
+    // does not retry by itself.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 500],
+    );
+
+    let engine = Engine::for_pipeline(&pipeline).await.unwrap();
+    let source = KafkaSource::new(&pipeline.kafka, pipeline.batch).unwrap();
+    let sink = KafkaSink::new(&pipeline.kafka).unwrap();
+    let stats = Stats::default();
+    let stop = CancellationToken::new();
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        streamscore::pipeline::run(&source, &engine, &sink, &stats, &stop),
+    )
+    .await
+    .expect("the pipeline gives up instead of hanging");
+    let err = result.expect_err("delivery cannot succeed");
+    assert!(err.to_string().contains("not acknowledged"), "{err}");
+    assert_eq!(
+        stats.snapshot().batches,
+        0,
+        "a batch was counted as delivered"
+    );
+    drop(source);
+
+    let checker: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "commit-rule")
+        .create()
+        .unwrap();
+    let mut partitions = TopicPartitionList::new();
+    partitions.add_partition("transactions", 0);
+    let committed = checker
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .unwrap();
+    let offset = committed
+        .find_partition("transactions", 0)
+        .unwrap()
+        .offset();
+    assert_eq!(
+        offset,
+        Offset::Invalid,
+        "offsets were committed without acks"
+    );
+}
