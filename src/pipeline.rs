@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, EngineError};
@@ -35,7 +36,7 @@ pub async fn run(
         if batch.is_empty() {
             break;
         }
-        let output = engine.process(&batch).await?;
+        let output = off_the_async_workers(engine.process(&batch)).await?;
         sink.deliver(&output).await?;
         source.store(&batch)?;
         stats.record(&batch, &output);
@@ -50,4 +51,17 @@ pub async fn run(
     source.commit()?;
     tracing::info!("stopped after committing delivered offsets");
     Ok(())
+}
+
+/// Runs a batch's CPU work (decode, SQL, scoring: milliseconds for a big
+/// batch) so that it does not hold up the other tasks on this worker
+/// (signals, progress, librdkafka callbacks). A current-thread runtime has no
+/// other worker to hand them to, so there it simply runs.
+async fn off_the_async_workers<F: Future>(work: F) -> F::Output {
+    match Handle::current().runtime_flavor() {
+        RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| Handle::current().block_on(work))
+        }
+        _ => work.await,
+    }
 }
