@@ -28,6 +28,10 @@ use crate::simulate::{SimulationConfig, Transaction, simulate};
 use crate::stats::{Snapshot, Stats};
 use crate::{pipeline, training};
 
+/// How long the demo waits without progress before it gives up (the group
+/// join alone takes about 3 s on the embedded broker).
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     /// A real cluster; `None` runs the embedded mock broker.
@@ -103,8 +107,9 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
     ];
     match &mock {
         Some(m) => {
+            let partitions = options.partitions.max(mock_partitions_for(options.events));
             for t in topics {
-                m.create_topic(t, options.partitions, 1)
+                m.create_topic(t, partitions, 1)
                     .map_err(step("create a topic"))?;
             }
         }
@@ -174,6 +179,15 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
         holdout_auc,
         elapsed,
     })
+}
+
+/// librdkafka's mock broker keeps at most 5 MiB per partition and silently
+/// drops older messages beyond that, as retention would. Spread the scores
+/// (the largest records, about 350 bytes) so that no partition fills up.
+fn mock_partitions_for(events: usize) -> i32 {
+    const BYTES_PER_PARTITION: usize = 4 * 1024 * 1024;
+    const BYTES_PER_SCORE: usize = 400;
+    i32::try_from((events * BYTES_PER_SCORE).div_ceil(BYTES_PER_PARTITION)).unwrap_or(i32::MAX)
 }
 
 fn simulate_split(options: &DemoOptions) -> (Vec<Transaction>, Vec<Transaction>) {
@@ -277,17 +291,21 @@ async fn score_until_done(
             let mut ticker = tokio::time::interval(Duration::from_secs(1));
             ticker.tick().await;
             let mut previous = Snapshot::default();
+            let mut last_progress = Instant::now();
             loop {
                 ticker.tick().await;
                 let s = stats.snapshot();
                 print_progress(&s, &previous, started.elapsed());
+                if s.consumed != previous.consumed {
+                    last_progress = Instant::now();
+                }
                 previous = s;
                 if s.consumed as usize >= produced {
                     stop.cancel();
                     return;
                 }
-                if started.elapsed() > Duration::from_secs(300) {
-                    eprintln!("\ngiving up: not every event was consumed within 5 minutes");
+                if last_progress.elapsed() > STALL_LIMIT {
+                    eprintln!("giving up: nothing consumed for {STALL_LIMIT:?}");
                     stop.cancel();
                     return;
                 }
