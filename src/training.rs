@@ -4,7 +4,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow::array::new_null_array;
 use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use crate::config::Pipeline;
@@ -76,22 +79,54 @@ pub fn decode_lines(
     Ok((decoded.batch, decoded.rejected))
 }
 
+/// Reads a CSV file with a header row. Columns are matched to the schema by
+/// name, in any order: arrow-csv reads by position, so the file's own
+/// header decides which column is which.
 fn read_csv(decoder: &Decoder, data: &Path, shown: &str) -> Result<RecordBatch, TrainingError> {
     let csv_error = |source| TrainingError::Csv {
         path: shown.to_owned(),
         source,
     };
-    let file = std::fs::File::open(data).map_err(|source| TrainingError::Read {
-        path: shown.to_owned(),
-        source,
-    })?;
-    let schema = decoder.schema().arrow.clone();
-    let reader = arrow::csv::ReaderBuilder::new(schema.clone())
+    let open = || {
+        std::fs::File::open(data).map_err(|source| TrainingError::Read {
+            path: shown.to_owned(),
+            source,
+        })
+    };
+    let schema = &decoder.schema().arrow;
+    let format = arrow::csv::reader::Format::default().with_header(true);
+    let (header, _) = format.infer_schema(open()?, Some(0)).map_err(csv_error)?;
+    // Each file column gets the declared type of the schema field it names;
+    // columns the schema does not know are read as text and dropped.
+    let file_schema = Arc::new(Schema::new(
+        header
+            .fields()
+            .iter()
+            .map(|f| match schema.field_with_name(f.name()) {
+                Ok(declared) => Field::new(f.name(), declared.data_type().clone(), true),
+                Err(_) => Field::new(f.name(), DataType::Utf8, true),
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let reader = arrow::csv::ReaderBuilder::new(file_schema.clone())
         .with_header(true)
-        .build(file)
+        .build(open()?)
         .map_err(csv_error)?;
     let batches = reader.collect::<Result<Vec<_>, _>>().map_err(csv_error)?;
-    concat_batches(&schema, &batches).map_err(csv_error)
+    let file = concat_batches(&file_schema, &batches).map_err(csv_error)?;
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match file.column_by_name(field.name()) {
+            Some(column) => Ok(column.clone()),
+            None if field.is_nullable() => Ok(new_null_array(field.data_type(), file.num_rows())),
+            None => Err(csv_error(ArrowError::SchemaError(format!(
+                "the header has no column `{}`, which the schema requires",
+                field.name()
+            )))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(csv_error)
 }
 
 /// Applies the pipeline SQL to decoded history.

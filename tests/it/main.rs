@@ -11,3 +11,4 @@ mod delivery;
 mod engine;
 mod golden;
 mod support;
+mod training;
