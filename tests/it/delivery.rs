@@ -222,3 +222,48 @@ async fn sigterm_mid_stream_then_restart_scores_each_offset_once() {
     let duplicates = scored.values().filter(|&&n| n > 1).count();
     assert_eq!(duplicates, 0, "offsets scored twice after a clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_in_one_group_share_the_partitions_and_score_everything() {
+    let topics = Topics::create(4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = topics.write_pipeline(dir.path(), 50);
+    let mut first = spawn_run(&pipeline, dir.path(), "first");
+    let mut second = spawn_run(&pipeline, dir.path(), "second");
+    // Produce only once both have joined, so that neither scores it all alone.
+    let both_assigned = || {
+        ["first", "second"]
+            .iter()
+            .all(|name| log_of(dir.path(), name).contains("partitions assigned partitions=in-"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !both_assigned() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the group never gave both instances partitions"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let landed: HashSet<(i32, i64)> = produce(&topics.input, &valid_events(VALID))
+        .await
+        .into_iter()
+        .collect();
+
+    let mut scores = TopicReader::new(&topics.output, topics.partitions);
+    let complete = scores.read_until(Duration::from_secs(120), |m| {
+        scored_offsets(m).len() >= landed.len()
+    });
+    for child in [&mut first, &mut second] {
+        sigterm(child);
+        assert!(wait_with_limit(child, Duration::from_secs(30)).success());
+    }
+    assert!(complete, "not every offset was scored");
+    let per_instance: Vec<usize> = ["first", "second"]
+        .iter()
+        .map(|name| log_of(dir.path(), name).matches("batch delivered").count())
+        .collect();
+    assert!(
+        per_instance.iter().all(|&n| n > 0),
+        "one instance did no work: {per_instance:?}"
+    );
+}
