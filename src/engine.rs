@@ -6,6 +6,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::AsArray;
+use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 
 use crate::batch::Batch;
 use crate::config::Pipeline;
@@ -33,6 +36,14 @@ pub struct EngineSpec<'a> {
     pub sql: &'a str,
     pub model: ModelBundle,
     pub threshold_override: Option<f64>,
+}
+
+/// Decoded rows that made it through the SQL, with their features.
+struct TransformedRows {
+    decoded: RecordBatch,
+    features: RecordBatch,
+    /// Per row, the index of the input record it came from.
+    source_index: Vec<usize>,
 }
 
 pub struct Engine {
@@ -100,25 +111,20 @@ impl Engine {
             })?;
         let mut rejected = decoded.rejected;
         let mut output = BatchOutput::default();
-        if decoded.batch.num_rows() > 0 {
-            let event_ids = decoded.batch.column(self.event_id_column).clone();
-            match self.transform.apply(decoded.batch).await {
-                Ok(features) => self.score_rows(
-                    batch,
-                    &features,
-                    event_ids.as_string::<i32>(),
-                    &decoded.source_index,
-                    &mut output,
-                    &mut rejected,
-                )?,
-                // The SQL failed on this data (a cast, say): nothing in the
-                // batch can be scored, so all of it is set aside with the reason.
-                Err(e) => rejected.extend(decoded.source_index.iter().map(|&index| Rejected {
-                    index,
-                    kind: RejectKind::TransformFailed,
-                    message: e.to_string(),
-                })),
-            }
+        if decoded.batch.num_rows() > 0
+            && let Some(rows) = self
+                .transform_rows(decoded.batch, decoded.source_index, &mut rejected)
+                .await?
+        {
+            let event_ids = rows.decoded.column(self.event_id_column).clone();
+            self.score_rows(
+                batch,
+                &rows.features,
+                event_ids.as_string::<i32>(),
+                &rows.source_index,
+                &mut output,
+                &mut rejected,
+            )?;
         }
         output.dead_letters = rejected
             .into_iter()
@@ -138,12 +144,59 @@ impl Engine {
         Ok(output)
     }
 
+    /// Runs the SQL on the decoded rows. If it fails (a cast of a bad value,
+    /// say), it runs again row by row, so that only the rows it fails on are
+    /// set aside and the rest of the batch is still scored. Failures are rare,
+    /// so the slow path costs nothing in the common case.
+    async fn transform_rows(
+        &self,
+        decoded: RecordBatch,
+        source_index: Vec<usize>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<Option<TransformedRows>, EngineError> {
+        if let Ok(features) = self.transform.apply(decoded.clone()).await {
+            return Ok(Some(TransformedRows {
+                decoded,
+                features,
+                source_index,
+            }));
+        }
+        let (mut kept_decoded, mut kept_features, mut kept_index) = (vec![], vec![], vec![]);
+        for (row, &index) in source_index.iter().enumerate() {
+            let one = decoded.slice(row, 1);
+            match self.transform.apply(one.clone()).await {
+                Ok(features) => {
+                    kept_decoded.push(one);
+                    kept_features.push(features);
+                    kept_index.push(index);
+                }
+                Err(e) => rejected.push(Rejected {
+                    index,
+                    kind: RejectKind::TransformFailed,
+                    message: e.to_string(),
+                }),
+            }
+        }
+        if kept_index.is_empty() {
+            return Ok(None);
+        }
+        let concat = |schema: &SchemaRef, batches: &[RecordBatch]| {
+            concat_batches(schema, batches)
+                .map_err(|e| EngineError::Internal(format!("rows do not concatenate: {e}")))
+        };
+        Ok(Some(TransformedRows {
+            decoded: concat(&decoded.schema(), &kept_decoded)?,
+            features: concat(self.transform.output_schema(), &kept_features)?,
+            source_index: kept_index,
+        }))
+    }
+
     /// Scores the SQL output and appends one score record per row (or a
     /// dead letter for a row the model cannot use).
     fn score_rows(
         &self,
         batch: &Batch,
-        features: &arrow::record_batch::RecordBatch,
+        features: &RecordBatch,
         event_ids: &arrow::array::StringArray,
         source_index: &[usize],
         output: &mut BatchOutput,

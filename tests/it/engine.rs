@@ -79,3 +79,77 @@ async fn a_batch_yields_scores_in_order_and_dead_letters_with_reasons() {
         Some(b"{oops".as_slice())
     );
 }
+
+#[tokio::test]
+async fn only_the_rows_the_sql_fails_on_are_dead_lettered_with_the_sql_error() {
+    use streamscore::engine::EngineSpec;
+    use streamscore::model::{BUNDLE_FORMAT, ModelBundle};
+
+    let pipeline = Pipeline::load(&repo_path("pipelines/fraud.toml"), None).unwrap();
+    // Card ids are text: casting them to numbers fails at run time, not at
+    // planning time, which is the case this pins.
+    let sql = "SELECT event_id, CAST(card_id AS DOUBLE) AS card_number FROM transactions";
+    let model = ModelBundle {
+        format: BUNDLE_FORMAT.into(),
+        name: "cast".into(),
+        version: "1".into(),
+        features: vec!["card_number".into()],
+        mean: vec![0.0],
+        std: vec![1.0],
+        coefficients: vec![0.1],
+        intercept: 0.0,
+        threshold: 0.5,
+        trained: Default::default(),
+    };
+    let engine = Engine::new(EngineSpec {
+        schema: pipeline.schema.clone(),
+        max_record_bytes: pipeline.max_record_bytes,
+        event_id_field: &pipeline.event_id_field,
+        sql,
+        model,
+        threshold_override: None,
+    })
+    .await
+    .unwrap();
+    let tx = |card: &str| {
+        format!(
+            r#"{{"event_id":"e","card_id":"{card}","terminal_id":"t","amount":1,"event_time":1}}"#
+        )
+    };
+    let mut batch = Batch::new("transactions");
+    batch.records = vec![
+        record(0, &tx("7")),
+        record(1, &tx("card-1")),
+        record(2, "not json"),
+        record(3, &tx("42")),
+    ];
+    let output = engine.process(&batch).await.unwrap();
+    let scored: Vec<i64> = output
+        .scores
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<ScoreRecord>(&m.payload)
+                .unwrap()
+                .offset
+        })
+        .collect();
+    assert_eq!(
+        scored,
+        vec![0, 3],
+        "the rows around the bad one are still scored"
+    );
+    let dead: Vec<_> = output
+        .dead_letters
+        .iter()
+        .map(|d| (d.source_offset, d.kind))
+        .collect();
+    assert_eq!(
+        dead,
+        vec![(2, RejectKind::NotJson), (1, RejectKind::TransformFailed)]
+    );
+    assert!(
+        output.dead_letters[1].message.contains("card-1"),
+        "{}",
+        output.dead_letters[1].message
+    );
+}
