@@ -37,7 +37,12 @@ pub fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
 
 pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = base_config(&settings.brokers);
-    config.set("linger.ms", "5").set("acks", "all");
+    config
+        .set("linger.ms", "5")
+        .set("acks", "all")
+        // librdkafka's default is 5 minutes; a stuck broker should surface
+        // (and be retried by the sink) well before an operator gives up.
+        .set("message.timeout.ms", "30000");
     for (key, value) in &settings.producer {
         config.set(key, value);
     }
