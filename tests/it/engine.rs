@@ -4,7 +4,7 @@ use streamscore::batch::{Batch, SourceRecord};
 use streamscore::config::Pipeline;
 use streamscore::decode::RejectKind;
 use streamscore::engine::Engine;
-use streamscore::output::{Decision, ScoreRecord};
+use streamscore::output::{BatchOutput, Decision, ScoreRecord};
 
 use crate::support::repo_path;
 
@@ -15,6 +15,15 @@ fn record(offset: i64, payload: &str) -> SourceRecord {
         key: Some(format!("k{offset}").into_bytes()),
         payload: Some(payload.as_bytes().to_vec()),
     }
+}
+
+/// (source offset, kind) of each dead letter, in output order.
+fn dead_letter_kinds(output: &BatchOutput) -> Vec<(i64, RejectKind)> {
+    output
+        .dead_letters
+        .iter()
+        .map(|d| (d.source_offset, d.kind))
+        .collect()
 }
 
 #[tokio::test]
@@ -64,13 +73,8 @@ async fn a_batch_yields_scores_in_order_and_dead_letters_with_reasons() {
     );
     assert_eq!(huge.model_version, engine.model().version.as_str());
 
-    let dead: Vec<_> = output
-        .dead_letters
-        .iter()
-        .map(|d| (d.source_offset, d.kind))
-        .collect();
     assert_eq!(
-        dead,
+        dead_letter_kinds(&output),
         vec![(11, RejectKind::NotJson), (13, RejectKind::InvalidFeature)]
     );
     assert!(output.dead_letters[1].message.contains("log_amount"));
@@ -138,13 +142,8 @@ async fn only_the_rows_the_sql_fails_on_are_dead_lettered_with_the_sql_error() {
         vec![0, 3],
         "the rows around the bad one are still scored"
     );
-    let dead: Vec<_> = output
-        .dead_letters
-        .iter()
-        .map(|d| (d.source_offset, d.kind))
-        .collect();
     assert_eq!(
-        dead,
+        dead_letter_kinds(&output),
         vec![(2, RejectKind::NotJson), (1, RejectKind::TransformFailed)]
     );
     assert!(
