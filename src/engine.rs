@@ -92,14 +92,6 @@ impl Engine {
         &self.model
     }
 
-    pub fn decoder(&self) -> &Decoder {
-        &self.decoder
-    }
-
-    pub fn transform(&self) -> &SqlTransform {
-        &self.transform
-    }
-
     /// Scores one batch. Bad records become dead letters; only an internal
     /// failure (a bug, not bad data) is an error.
     pub async fn process(&self, batch: &Batch) -> Result<BatchOutput, EngineError> {
