@@ -124,42 +124,6 @@ fn bad_sql_and_bad_bundles_stop_the_start_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let good_sql = std::fs::read_to_string(repo_path("pipelines/fraud.sql")).unwrap();
     let good_model = repo_path("pipelines/models/fraud-lr.json");
-    let run = |pipeline: &std::path::Path| {
-        let out = streamscore(&["run", "--pipeline", pipeline.to_str().unwrap()]);
-        assert!(!out.status.success());
-        text(&out.stderr)
-    };
-
-    let p = pipeline_variant(
-        dir.path(),
-        "SELECT amount, no_such_column FROM transactions",
-        &good_model,
-    );
-    let err = run(&p);
-    assert!(
-        err.contains("pipeline SQL does not plan") && err.contains("no_such_column"),
-        "{err}"
-    );
-
-    let p = pipeline_variant(
-        dir.path(),
-        "SELECT * FROM transactions WHERE amount > 10",
-        &good_model,
-    );
-    let err = run(&p);
-    assert!(err.contains("one row per input row"), "{err}");
-
-    let p = pipeline_variant(
-        dir.path(),
-        "SELECT event_id, amount FROM transactions",
-        &good_model,
-    );
-    let err = run(&p);
-    assert!(
-        err.contains("feature `log_amount` is not a column"),
-        "{err}"
-    );
-
     let tampered = dir.path().join("tampered.json");
     let bundle = std::fs::read_to_string(&good_model).unwrap();
     std::fs::write(
@@ -167,17 +131,41 @@ fn bad_sql_and_bad_bundles_stop_the_start_with_a_clear_message() {
         bundle.replacen("\"threshold\": 0.5", "\"threshold\": 0.05", 1),
     )
     .unwrap();
-    let p = pipeline_variant(dir.path(), &good_sql, &tampered);
-    let err = run(&p);
-    assert!(
-        err.contains("checksum") && err.contains("tampered.json"),
-        "{err}"
-    );
+    let absent = dir.path().join("absent.json");
 
-    let p = pipeline_variant(dir.path(), &good_sql, &dir.path().join("absent.json"));
-    let err = run(&p);
-    assert!(
-        err.contains("cannot read model bundle") && err.contains("absent.json"),
-        "{err}"
-    );
+    // (SQL, model bundle, what the error must say)
+    let cases: [(&str, &std::path::Path, &[&str]); 5] = [
+        (
+            "SELECT amount, no_such_column FROM transactions",
+            &good_model,
+            &["pipeline SQL does not plan", "no_such_column"],
+        ),
+        (
+            "SELECT * FROM transactions WHERE amount > 10",
+            &good_model,
+            &["one row per input row"],
+        ),
+        (
+            "SELECT event_id, amount FROM transactions",
+            &good_model,
+            &["feature `log_amount` is not a column"],
+        ),
+        (&good_sql, &tampered, &["checksum", "tampered.json"]),
+        (
+            &good_sql,
+            &absent,
+            &["cannot read model bundle", "absent.json"],
+        ),
+    ];
+    for (sql, model, needles) in cases {
+        let pipeline = pipeline_variant(dir.path(), sql, model);
+        let out = streamscore(&["run", "--pipeline", pipeline.to_str().unwrap()]);
+        assert!(
+            !out.status.success(),
+            "{sql} with {} started",
+            model.display()
+        );
+        let err = text(&out.stderr);
+        assert!(needles.iter().all(|n| err.contains(n)), "{sql}: {err}");
+    }
 }

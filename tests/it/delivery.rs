@@ -66,13 +66,7 @@ async fn every_valid_event_gets_one_score_and_every_bad_one_a_dead_letter() {
     );
     let all_dead = dead.read_until(Duration::from_secs(30), |m| m.len() >= bad.len());
     assert!(all_dead, "not every bad record was dead-lettered");
-    sigterm(&child);
-    let status = wait_with_limit(&mut child, Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "exit {status}; log:\n{}",
-        log_of(dir.path(), "run")
-    );
+    stop_cleanly(&mut child, dir.path(), "run");
     scores.poll_for(Duration::from_secs(1));
     dead.poll_for(Duration::from_secs(1));
 
@@ -138,7 +132,7 @@ async fn every_valid_event_gets_one_score_and_every_bad_one_a_dead_letter() {
 /// are out, restarts it, and returns per-offset score counts once every
 /// input offset has one.
 async fn interrupt_and_restart(
-    stop: impl Fn(&mut std::process::Child),
+    stop: impl Fn(&mut std::process::Child, &std::path::Path),
 ) -> (
     std::collections::HashMap<(i32, i64), usize>,
     HashSet<(i32, i64)>,
@@ -157,7 +151,7 @@ async fn interrupt_and_restart(
     let mut scores = TopicReader::new(&topics.output, topics.partitions);
     let started = scores.read_until(Duration::from_secs(120), |m| m.len() >= 1_000);
     assert!(started, "no scores; log:\n{}", log_of(dir.path(), "first"));
-    stop(&mut first);
+    stop(&mut first, dir.path());
     let at_stop = scored_offsets(&scores.messages).len();
 
     let mut second = spawn_run(&pipeline, dir.path(), "second");
@@ -180,20 +174,14 @@ async fn interrupt_and_restart(
                 .join("\n")
         );
     }
-    sigterm(&second);
-    let status = wait_with_limit(&mut second, Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "exit {status}; log:\n{}",
-        log_of(dir.path(), "second")
-    );
+    stop_cleanly(&mut second, dir.path(), "second");
     scores.poll_for(Duration::from_secs(1));
     (scored_offsets(&scores.messages), landed, at_stop)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_nine_mid_stream_then_restart_loses_no_offset() {
-    let (scored, landed, at_kill) = interrupt_and_restart(|child| {
+    let (scored, landed, at_kill) = interrupt_and_restart(|child, _| {
         child.kill().expect("SIGKILL is sent");
         child.wait().expect("the child is reaped");
     })
@@ -208,12 +196,8 @@ async fn kill_nine_mid_stream_then_restart_loses_no_offset() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_mid_stream_then_restart_scores_each_offset_once() {
-    let (scored, landed, at_stop) = interrupt_and_restart(|child| {
-        sigterm(child);
-        let status = wait_with_limit(child, Duration::from_secs(30));
-        assert!(status.success(), "SIGTERM exit {status}");
-    })
-    .await;
+    let (scored, landed, at_stop) =
+        interrupt_and_restart(|child, dir| stop_cleanly(child, dir, "first")).await;
     assert!(
         at_stop < VALID,
         "the stop came after the stream ended ({at_stop} scored)"
@@ -253,10 +237,8 @@ async fn two_instances_in_one_group_share_the_partitions_and_score_everything() 
     let complete = scores.read_until(Duration::from_secs(120), |m| {
         scored_offsets(m).len() >= landed.len()
     });
-    for child in [&mut first, &mut second] {
-        sigterm(child);
-        assert!(wait_with_limit(child, Duration::from_secs(30)).success());
-    }
+    stop_cleanly(&mut first, dir.path(), "first");
+    stop_cleanly(&mut second, dir.path(), "second");
     assert!(complete, "not every offset was scored");
     let per_instance: Vec<usize> = ["first", "second"]
         .iter()

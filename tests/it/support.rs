@@ -220,27 +220,30 @@ pub fn spawn_run(pipeline: &Path, dir: &Path, name: &str) -> Child {
         .expect("streamscore starts")
 }
 
-pub fn sigterm(child: &Child) {
-    let status = Command::new("kill")
+/// Stops `streamscore run` with SIGTERM and requires a clean exit (0)
+/// within 30 s; on failure the message carries the instance's log.
+pub fn stop_cleanly(child: &mut Child, dir: &Path, name: &str) {
+    let sent = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill runs");
-    assert!(status.success());
-}
-
-/// Waits for a child to exit, failing the test if it takes over `limit`.
-pub fn wait_with_limit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait works") {
-            return status;
+            break status;
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("streamscore did not exit within {limit:?}");
+            panic!("{name} did not exit within 30 s of SIGTERM");
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    assert!(
+        status.success(),
+        "{name} exited with {status}; log:\n{}",
+        log_of(dir, name)
+    );
 }
 
 /// Simulated valid transactions as (key, payload).
