@@ -5,9 +5,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use arrow::array::AsArray;
-use arrow::compute::concat_batches;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::compute::{concat, concat_batches};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use crate::batch::Batch;
@@ -38,10 +38,10 @@ pub struct EngineSpec<'a> {
     pub threshold_override: Option<f64>,
 }
 
-/// Decoded rows that made it through the SQL, with their features.
+/// The rows that made it through the SQL: their features and event ids.
 struct TransformedRows {
-    decoded: RecordBatch,
     features: RecordBatch,
+    event_ids: ArrayRef,
     /// Per row, the index of the input record it came from.
     source_index: Vec<usize>,
 }
@@ -108,11 +108,10 @@ impl Engine {
                 .transform_rows(decoded.batch, decoded.source_index, &mut rejected)
                 .await?
         {
-            let event_ids = rows.decoded.column(self.event_id_column).clone();
             self.score_rows(
                 batch,
                 &rows.features,
-                event_ids.as_string::<i32>(),
+                rows.event_ids.as_string::<i32>(),
                 &rows.source_index,
                 &mut output,
                 &mut rejected,
@@ -146,20 +145,20 @@ impl Engine {
         source_index: Vec<usize>,
         rejected: &mut Vec<Rejected>,
     ) -> Result<Option<TransformedRows>, EngineError> {
+        let event_ids = decoded.column(self.event_id_column).clone();
         if let Ok(features) = self.transform.apply(decoded.clone()).await {
             return Ok(Some(TransformedRows {
-                decoded,
                 features,
+                event_ids,
                 source_index,
             }));
         }
-        let (mut kept_decoded, mut kept_features, mut kept_index) = (vec![], vec![], vec![]);
+        let (mut kept_features, mut kept_ids, mut kept_index) = (vec![], vec![], vec![]);
         for (row, &index) in source_index.iter().enumerate() {
-            let one = decoded.slice(row, 1);
-            match self.transform.apply(one.clone()).await {
+            match self.transform.apply(decoded.slice(row, 1)).await {
                 Ok(features) => {
-                    kept_decoded.push(one);
                     kept_features.push(features);
+                    kept_ids.push(event_ids.slice(row, 1));
                     kept_index.push(index);
                 }
                 Err(e) => rejected.push(Rejected {
@@ -172,13 +171,13 @@ impl Engine {
         if kept_index.is_empty() {
             return Ok(None);
         }
-        let concat = |schema: &SchemaRef, batches: &[RecordBatch]| {
-            concat_batches(schema, batches)
-                .map_err(|e| EngineError::Internal(format!("rows do not concatenate: {e}")))
-        };
+        let internal =
+            |e: ArrowError| EngineError::Internal(format!("rows do not concatenate: {e}"));
+        let ids: Vec<&dyn Array> = kept_ids.iter().map(AsRef::as_ref).collect();
         Ok(Some(TransformedRows {
-            decoded: concat(&decoded.schema(), &kept_decoded)?,
-            features: concat(self.transform.output_schema(), &kept_features)?,
+            features: concat_batches(self.transform.output_schema(), &kept_features)
+                .map_err(internal)?,
+            event_ids: concat(&ids).map_err(internal)?,
             source_index: kept_index,
         }))
     }

@@ -22,9 +22,8 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> K
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(rdkafka::error::KafkaError::AdminOp(code)).inspect_err(|_| {
-                    tracing::error!(topic, error = %code, "cannot create topic");
-                });
+                tracing::error!(topic, error = %code, "cannot create topic");
+                return Err(rdkafka::error::KafkaError::AdminOp(code));
             }
         }
     }
