@@ -17,11 +17,13 @@ fn batch_of(rows: usize) -> Batch {
         .iter()
         .take(rows)
         .enumerate()
-        .map(|(i, t)| SourceRecord {
-            partition: 0,
-            offset: i as i64,
-            key: Some(t.card_id.clone().into_bytes()),
-            payload: Some(serde_json::to_vec(t).expect("a transaction serialises")),
+        .map(|(i, t)| {
+            SourceRecord::new(
+                0,
+                i as i64,
+                Some(t.card_id.clone().into_bytes()),
+                Some(serde_json::to_vec(t).expect("a transaction serialises")),
+            )
         })
         .collect();
     batch

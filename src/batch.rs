@@ -9,7 +9,37 @@ pub struct SourceRecord {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
+    /// The payload, or for a record too large to decode only the prefix a
+    /// dead letter will carry: see [`SourceRecord::payload_size`].
     pub payload: Option<Vec<u8>>,
+    /// The payload's size as sent, which `payload` may fall short of.
+    pub payload_size: usize,
+    /// The record's Kafka timestamp (ms since the epoch), when it has one.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl SourceRecord {
+    /// A record kept whole.
+    pub fn new(
+        partition: i32,
+        offset: i64,
+        key: Option<Vec<u8>>,
+        payload: Option<Vec<u8>>,
+    ) -> Self {
+        Self {
+            partition,
+            offset,
+            key,
+            payload_size: payload.as_ref().map_or(0, Vec::len),
+            payload,
+            timestamp_ms: None,
+        }
+    }
+
+    /// Whether only a prefix of the payload was kept.
+    pub fn is_cut(&self) -> bool {
+        self.payload.as_ref().map_or(0, Vec::len) < self.payload_size
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -138,16 +138,9 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
     );
 
     let produced = produce_live(&pipeline, &live).await?;
-    let engine = Engine::new(EngineSpec {
-        schema: pipeline.schema.clone(),
-        max_record_bytes: pipeline.max_record_bytes,
-        event_id_field: &pipeline.event_id_field,
-        sql: &pipeline.sql,
-        model,
-        threshold_override: pipeline.threshold_override,
-    })
-    .await
-    .map_err(step("start the engine"))?;
+    let engine = Engine::new(EngineSpec::for_pipeline(&pipeline, model))
+        .await
+        .map_err(step("start the engine"))?;
     let started = Instant::now();
     let stats = score_until_done(&pipeline, &engine, produced).await?;
     let elapsed = started.elapsed();

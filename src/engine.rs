@@ -5,16 +5,20 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::compute::{concat, concat_batches};
+use arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use arrow::compute::{cast, concat, concat_batches};
+use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use crate::batch::Batch;
-use crate::config::Pipeline;
-use crate::decode::{Decoder, RejectKind, Rejected};
+use crate::config::{Pipeline, SqlFailureLimit};
+use crate::decode::{Decoder, RawRecord};
+use crate::error::{Chain, without_values};
+use crate::isolate::isolate;
 use crate::model::{BundleError, ModelBundle};
 use crate::output::{BatchOutput, DeadLetter, Decision, Outgoing, ScoreRecord};
+use crate::reject::{RejectKind, Rejected};
 use crate::schema::RecordSchema;
 use crate::transform::{SqlTransform, TransformError};
 
@@ -24,6 +28,16 @@ pub enum EngineError {
     Transform(#[from] TransformError),
     #[error(transparent)]
     Model(#[from] BundleError),
+    #[error(
+        "the pipeline SQL failed on more than {tolerated} of a batch's {rows} rows, so the SQL \
+         is wrong, not the data (transform.max_failed_share); fix it and restart, the batch \
+         is not committed. The batch's error: {error}"
+    )]
+    SqlFailsOnMostRows {
+        rows: usize,
+        tolerated: usize,
+        error: String,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -34,14 +48,34 @@ pub struct EngineSpec<'a> {
     pub max_record_bytes: usize,
     pub event_id_field: &'a str,
     pub sql: &'a str,
+    pub sql_failure_limit: SqlFailureLimit,
     pub model: ModelBundle,
     pub threshold_override: Option<f64>,
+    /// Dead letters carry at most this much of a refused payload.
+    pub dead_letter_payload_bytes: usize,
+}
+
+impl<'a> EngineSpec<'a> {
+    /// The pipeline's engine, scoring with `model`.
+    pub fn for_pipeline(pipeline: &'a Pipeline, model: ModelBundle) -> Self {
+        Self {
+            schema: pipeline.schema.clone(),
+            max_record_bytes: pipeline.max_record_bytes,
+            event_id_field: &pipeline.event_id_field,
+            sql: &pipeline.sql,
+            sql_failure_limit: pipeline.sql_failure_limit,
+            model,
+            threshold_override: pipeline.threshold_override,
+            dead_letter_payload_bytes: pipeline.batch.dead_letter_payload_bytes,
+        }
+    }
 }
 
 /// The rows that made it through the SQL: their features and event ids.
 struct TransformedRows {
     features: RecordBatch,
-    event_ids: ArrayRef,
+    /// As text, whatever the field's type: the score echoes it as a string.
+    event_ids: StringArray,
     /// Per row, the index of the input record it came from.
     source_index: Vec<usize>,
 }
@@ -49,24 +83,18 @@ struct TransformedRows {
 pub struct Engine {
     decoder: Decoder,
     transform: SqlTransform,
+    sql_failure_limit: SqlFailureLimit,
     model: Arc<ModelBundle>,
     threshold: f64,
     event_id_column: usize,
+    dead_letter_payload_bytes: usize,
 }
 
 impl Engine {
     /// Loads the pipeline's model bundle and plans its SQL.
     pub async fn for_pipeline(pipeline: &Pipeline) -> Result<Self, EngineError> {
         let model = ModelBundle::load(&pipeline.model_path)?;
-        Self::new(EngineSpec {
-            schema: pipeline.schema.clone(),
-            max_record_bytes: pipeline.max_record_bytes,
-            event_id_field: &pipeline.event_id_field,
-            sql: &pipeline.sql,
-            model,
-            threshold_override: pipeline.threshold_override,
-        })
-        .await
+        Self::new(EngineSpec::for_pipeline(pipeline, model)).await
     }
 
     pub async fn new(spec: EngineSpec<'_>) -> Result<Self, EngineError> {
@@ -82,9 +110,11 @@ impl Engine {
         Ok(Self {
             decoder: Decoder::new(spec.schema, spec.max_record_bytes),
             transform,
+            sql_failure_limit: spec.sql_failure_limit,
             threshold: spec.threshold_override.unwrap_or(spec.model.threshold),
             model: Arc::new(spec.model),
             event_id_column,
+            dead_letter_payload_bytes: spec.dead_letter_payload_bytes,
         })
     }
 
@@ -93,11 +123,15 @@ impl Engine {
     }
 
     /// Scores one batch. Bad records become dead letters; only an internal
-    /// failure (a bug, not bad data) is an error.
+    /// failure (a bug, not bad data) or an SQL that fails on most rows is an
+    /// error.
     pub async fn process(&self, batch: &Batch) -> Result<BatchOutput, EngineError> {
         let decoded = self
             .decoder
-            .decode(batch.records.iter().map(|r| r.payload.as_deref()))
+            .decode(batch.records.iter().map(|r| RawRecord {
+                bytes: r.payload.as_deref(),
+                size: r.payload_size,
+            }))
             .map_err(|e| {
                 EngineError::Internal(format!("decoded columns do not form a batch: {e}"))
             })?;
@@ -108,77 +142,88 @@ impl Engine {
                 .transform_rows(decoded.batch, decoded.source_index, &mut rejected)
                 .await?
         {
-            self.score_rows(
-                batch,
-                &rows.features,
-                rows.event_ids.as_string::<i32>(),
-                &rows.source_index,
-                &mut output,
-                &mut rejected,
-            )?;
+            self.score_rows(batch, &rows, &mut output, &mut rejected)?;
         }
         output.dead_letters = rejected
             .into_iter()
             .map(|r| {
-                let record = &batch.records[r.index];
-                DeadLetter {
-                    key: record.key.clone(),
-                    payload: record.payload.clone(),
-                    kind: r.kind,
-                    message: r.message,
-                    source_topic: batch.topic.clone(),
-                    source_partition: record.partition,
-                    source_offset: record.offset,
-                }
+                DeadLetter::for_record(
+                    &batch.records[r.index],
+                    &batch.topic,
+                    r.kind,
+                    r.message,
+                    self.dead_letter_payload_bytes,
+                )
             })
             .collect();
         Ok(output)
     }
 
     /// Runs the SQL on the decoded rows. If it fails (a cast of a bad value,
-    /// say), it runs again row by row, so that only the rows it fails on are
-    /// set aside and the rest of the batch is still scored. Failures are rare,
-    /// so the slow path costs nothing in the common case.
+    /// say), the failing rows are found by bisection and set aside, so the
+    /// rest of the batch is still scored. Failures are rare, so the slow path
+    /// costs nothing in the common case.
     async fn transform_rows(
         &self,
         decoded: RecordBatch,
         source_index: Vec<usize>,
         rejected: &mut Vec<Rejected>,
     ) -> Result<Option<TransformedRows>, EngineError> {
-        let event_ids = decoded.column(self.event_id_column).clone();
-        if let Ok(features) = self.transform.apply(decoded.clone()).await {
-            return Ok(Some(TransformedRows {
-                features,
-                event_ids,
-                source_index,
-            }));
-        }
-        let (mut kept_features, mut kept_ids, mut kept_index) = (vec![], vec![], vec![]);
-        for (row, &index) in source_index.iter().enumerate() {
-            match self.transform.apply(decoded.slice(row, 1)).await {
-                Ok(features) => {
-                    kept_features.push(features);
-                    kept_ids.push(event_ids.slice(row, 1));
-                    kept_index.push(index);
-                }
-                Err(e) => rejected.push(Rejected {
-                    index,
-                    kind: RejectKind::TransformFailed,
-                    message: e.to_string(),
-                }),
+        let event_ids = cast(decoded.column(self.event_id_column), &DataType::Utf8)
+            .map_err(|e| EngineError::Internal(format!("event ids do not cast to text: {e}")))?;
+        let batch_error = match self.transform.apply(decoded.clone()).await {
+            Ok(features) => {
+                return Ok(Some(TransformedRows {
+                    features,
+                    event_ids: event_ids.as_string::<i32>().clone(),
+                    source_index,
+                }));
             }
+            Err(e) => without_values(&Chain(&e).to_string()),
+        };
+        let rows = decoded.num_rows();
+        tracing::warn!(rows, error = %batch_error, "pipeline SQL failed on a batch; isolating the rows it fails on");
+        let limit = self.sql_failure_limit;
+        let tolerated = ((limit.max_share * rows as f64).floor() as usize)
+            .max(limit.min_rows.saturating_sub(1));
+        let isolated = isolate(rows, tolerated, |range| {
+            self.transform
+                .apply(decoded.slice(range.start, range.len()))
+        })
+        .await
+        .map_err(|_| EngineError::SqlFailsOnMostRows {
+            rows,
+            tolerated,
+            error: batch_error.clone(),
+        })?;
+        for (row, error) in isolated.failed {
+            rejected.push(Rejected {
+                index: source_index[row],
+                kind: RejectKind::TransformFailed,
+                message: without_values(&Chain(&error).to_string()),
+            });
         }
-        if kept_index.is_empty() {
+        if isolated.kept.is_empty() {
             return Ok(None);
         }
         let internal =
             |e: ArrowError| EngineError::Internal(format!("rows do not concatenate: {e}"));
-        let ids: Vec<&dyn Array> = kept_ids.iter().map(AsRef::as_ref).collect();
+        let ids: Vec<ArrayRef> = isolated
+            .kept
+            .iter()
+            .map(|(range, _)| event_ids.slice(range.start, range.len()))
+            .collect();
+        let ids: Vec<&dyn Array> = ids.iter().map(AsRef::as_ref).collect();
+        let features: Vec<RecordBatch> = isolated.kept.iter().map(|(_, f)| f.clone()).collect();
         Ok(Some(TransformedRows {
-            features: concat_batches(self.transform.output_schema(), &kept_features)
+            features: concat_batches(self.transform.output_schema(), &features)
                 .map_err(internal)?,
-            event_ids: concat(&ids).map_err(internal)?,
-            source_index: kept_index,
+            event_ids: concat(&ids).map_err(internal)?.as_string::<i32>().clone(),
+            source_index: isolated
+                .kept
+                .iter()
+                .flat_map(|(range, _)| source_index[range.clone()].iter().copied())
+                .collect(),
         }))
     }
 
@@ -187,23 +232,21 @@ impl Engine {
     fn score_rows(
         &self,
         batch: &Batch,
-        features: &RecordBatch,
-        event_ids: &arrow::array::StringArray,
-        source_index: &[usize],
+        rows: &TransformedRows,
         output: &mut BatchOutput,
         rejected: &mut Vec<Rejected>,
     ) -> Result<(), EngineError> {
         let scores = self
             .model
-            .score(features)
+            .score(&rows.features)
             .map_err(|e| EngineError::Internal(format!("scoring failed: {e}")))?;
         let mut invalid = scores.invalid.iter().peekable();
         let scored_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        for (row, &index) in source_index.iter().enumerate() {
-            if let Some((_, reason)) = invalid.next_if(|(r, _)| *r == row) {
+        for (row, &index) in rows.source_index.iter().enumerate() {
+            if let Some((_, kind, reason)) = invalid.next_if(|(r, _, _)| *r == row) {
                 rejected.push(Rejected {
                     index,
-                    kind: RejectKind::InvalidFeature,
+                    kind: *kind,
                     message: reason.clone(),
                 });
                 continue;
@@ -217,7 +260,7 @@ impl Engine {
                 Decision::Pass
             };
             let value = ScoreRecord {
-                event_id: Cow::Borrowed(event_ids.value(row)),
+                event_id: Cow::Borrowed(rows.event_ids.value(row)),
                 topic: Cow::Borrowed(&batch.topic),
                 partition: record.partition,
                 offset: record.offset,
@@ -238,6 +281,7 @@ impl Engine {
             output.scores.push(Outgoing {
                 key: record.key.clone(),
                 payload,
+                source_index: index,
             });
         }
         Ok(())

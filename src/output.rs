@@ -6,7 +6,8 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::RejectKind;
+use crate::batch::SourceRecord;
+use crate::reject::RejectKind;
 
 /// The JSON value on the output topic (documented in `schemas/score.json`).
 /// Strings borrow, so that serialising a batch of them allocates little.
@@ -41,18 +42,24 @@ pub enum Decision {
     Pass,
 }
 
-/// A message to produce: key and payload as bytes.
+/// A score to produce: key and payload as bytes, and the index in its batch
+/// of the record it answers (should Kafka refuse the score, that record is
+/// dead-lettered instead).
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
+    pub source_index: usize,
 }
 
-/// A refused input, produced unchanged with headers that say why.
+/// A refused input with headers that say why: its key and payload
+/// unchanged, the payload cut to a size the producer can always send.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
+    /// The payload's size as sent; more than `payload` holds when it was cut.
+    pub original_size: usize,
     pub kind: RejectKind,
     pub message: String,
     pub source_topic: String,
@@ -67,18 +74,60 @@ pub mod headers {
     pub const SOURCE_TOPIC: &str = "streamscore.source.topic";
     pub const SOURCE_PARTITION: &str = "streamscore.source.partition";
     pub const SOURCE_OFFSET: &str = "streamscore.source.offset";
+    /// The payload's size in bytes as it was sent.
+    pub const PAYLOAD_ORIGINAL_BYTES: &str = "streamscore.payload.original_bytes";
+    /// `true` when the dead letter carries only the first bytes of the
+    /// payload (or none of it).
+    pub const PAYLOAD_TRUNCATED: &str = "streamscore.payload.truncated";
 }
 
 impl DeadLetter {
+    /// The dead letter of `record` (from a batch of `topic`), its payload
+    /// cut to at most `max_payload_bytes`.
+    pub fn for_record(
+        record: &SourceRecord,
+        topic: &str,
+        kind: RejectKind,
+        message: String,
+        max_payload_bytes: usize,
+    ) -> Self {
+        let payload = record
+            .payload
+            .as_ref()
+            .map(|p| p[..p.len().min(max_payload_bytes)].to_vec());
+        Self {
+            key: record.key.clone(),
+            payload,
+            original_size: record.payload_size,
+            kind,
+            message,
+            source_topic: topic.to_owned(),
+            source_partition: record.partition,
+            source_offset: record.offset,
+        }
+    }
+
+    pub fn is_truncated(&self) -> bool {
+        self.payload.as_ref().map_or(0, Vec::len) < self.original_size
+    }
+
     /// The headers as (name, value) pairs, in a fixed order.
-    pub fn header_pairs(&self) -> [(&'static str, String); 5] {
-        [
+    pub fn header_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = vec![
             (headers::ERROR_KIND, self.kind.as_str().to_owned()),
             (headers::ERROR_MESSAGE, self.message.clone()),
             (headers::SOURCE_TOPIC, self.source_topic.clone()),
             (headers::SOURCE_PARTITION, self.source_partition.to_string()),
             (headers::SOURCE_OFFSET, self.source_offset.to_string()),
-        ]
+            (
+                headers::PAYLOAD_ORIGINAL_BYTES,
+                self.original_size.to_string(),
+            ),
+        ];
+        if self.is_truncated() {
+            pairs.push((headers::PAYLOAD_TRUNCATED, "true".to_owned()));
+        }
+        pairs
     }
 }
 

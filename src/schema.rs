@@ -8,6 +8,8 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::Deserialize;
 
+use crate::timestamp::{EpochUnit, TimestampFormat};
+
 /// Timestamps are kept as UTC milliseconds: the resolution card networks send.
 pub const TIMESTAMP_TYPE: DataType = DataType::Timestamp(TimeUnit::Millisecond, None);
 
@@ -35,7 +37,8 @@ pub enum FieldType {
     Float64,
     Int64,
     Bool,
-    /// An RFC 3339 string or an integer of epoch milliseconds.
+    /// A string (RFC 3339, zone-less `YYYY-MM-DD HH:MM:SS`, or a declared
+    /// format) or an epoch number in a declared unit; see [`crate::timestamp`].
     Timestamp,
 }
 
@@ -56,7 +59,7 @@ impl FieldType {
             FieldType::Float64 => "a number",
             FieldType::Int64 => "an integer",
             FieldType::Bool => "a boolean",
-            FieldType::Timestamp => "an RFC 3339 timestamp or epoch milliseconds",
+            FieldType::Timestamp => "a timestamp",
         }
     }
 }
@@ -73,6 +76,33 @@ pub struct FieldSpec {
     pub required: bool,
     #[serde(default)]
     pub description: String,
+    /// Timestamps only: the unit of epoch numbers (`s`, `ms`, `us`, `ns`;
+    /// default `ms`).
+    #[serde(default)]
+    pub unit: Option<EpochUnit>,
+    /// Timestamps only: a chrono strftime format for strings, instead of
+    /// RFC 3339 / `YYYY-MM-DD HH:MM:SS`.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Timestamps only: the zone of strings written without one: an IANA
+    /// name, `UTC` (the default) or an offset such as `+02:00`.
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+impl FieldSpec {
+    /// A field with no timestamp options, for schemas built in code.
+    pub fn new(name: &str, field_type: FieldType, required: bool) -> Self {
+        Self {
+            name: name.into(),
+            field_type,
+            required,
+            description: String::new(),
+            unit: None,
+            format: None,
+            timezone: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +122,8 @@ pub struct RecordSchema {
     pub name: String,
     pub fields: Vec<FieldSpec>,
     pub arrow: SchemaRef,
+    /// Per field, how a timestamp field is read (`None` for other types).
+    pub timestamp_formats: Vec<Option<TimestampFormat>>,
 }
 
 impl RecordSchema {
@@ -127,6 +159,10 @@ impl RecordSchema {
                 return Err(format!("field `{}` is declared twice", field.name));
             }
         }
+        let timestamp_formats = fields
+            .iter()
+            .map(timestamp_format_of)
+            .collect::<Result<Vec<_>, _>>()?;
         let arrow = Arc::new(Schema::new(
             fields
                 .iter()
@@ -137,6 +173,7 @@ impl RecordSchema {
             name,
             fields,
             arrow,
+            timestamp_formats,
         })
     }
 
@@ -147,4 +184,26 @@ impl RecordSchema {
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.fields.iter().position(|f| f.name == name)
     }
+}
+
+/// A timestamp field's reading rules; the options on any other type are an
+/// error, since they would be silently ignored.
+fn timestamp_format_of(field: &FieldSpec) -> Result<Option<TimestampFormat>, String> {
+    let has_options = field.unit.is_some() || field.format.is_some() || field.timezone.is_some();
+    if field.field_type != FieldType::Timestamp {
+        return match has_options {
+            true => Err(format!(
+                "field `{}`: `unit`, `format` and `timezone` apply to timestamp fields only",
+                field.name
+            )),
+            false => Ok(None),
+        };
+    }
+    TimestampFormat::new(
+        field.unit,
+        field.format.as_deref(),
+        field.timezone.as_deref(),
+    )
+    .map(Some)
+    .map_err(|e| format!("field `{}`: {e}", field.name))
 }

@@ -11,8 +11,9 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use crate::config::Pipeline;
-use crate::decode::{Decoder, Rejected};
+use crate::decode::Decoder;
 use crate::model::train::{TrainError, TrainOptions, TrainReport, fit_logistic, labels_from};
+use crate::reject::Rejected;
 use crate::transform::{SqlTransform, TransformError};
 
 #[derive(Debug, thiserror::Error)]

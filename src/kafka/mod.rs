@@ -10,17 +10,15 @@ use rdkafka::ClientConfig;
 
 use crate::config::KafkaSettings;
 
-/// Consumer properties the engine owns: changing them would break
-/// at-least-once delivery or the group, so the pipeline file may not set them.
-pub const RESERVED_CONSUMER_KEYS: &[&str] =
-    &["bootstrap.servers", "group.id", "enable.auto.offset.store"];
-
 fn base_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     config
 }
 
+/// The pipeline file's properties are applied over these; the ones that
+/// would void at-least-once were refused when the file was loaded
+/// (`config::client_properties`).
 pub fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = base_config(&settings.brokers);
     config
@@ -40,6 +38,9 @@ pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
     config
         .set("linger.ms", "5")
         .set("acks", "all")
+        // librdkafka's own retries then neither duplicate nor reorder a
+        // partition's scores.
+        .set("enable.idempotence", "true")
         // librdkafka's default is 5 minutes; a stuck broker should surface
         // (and be retried by the sink) well before an operator gives up.
         .set("message.timeout.ms", "30000");

@@ -6,6 +6,7 @@ use std::time::Duration;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -33,12 +34,13 @@ impl KafkaSource {
     }
 
     /// Waits for the first message, then gathers more until the batch is
-    /// full or has lingered long enough. Returns an empty batch only once
-    /// `stop` is cancelled.
+    /// full (rows or bytes) or has lingered long enough. Returns an empty
+    /// batch only once `stop` is cancelled.
     pub async fn next_batch(&self, stop: &CancellationToken) -> Batch {
         let mut batch = Batch::new(&self.topic);
         let mut deadline: Option<Instant> = None;
-        while batch.len() < self.batch.max_rows {
+        let mut bytes = 0;
+        while batch.len() < self.batch.max_rows && bytes < self.batch.max_bytes {
             let received = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -48,12 +50,9 @@ impl KafkaSource {
             match received {
                 Ok(message) => {
                     deadline.get_or_insert_with(|| Instant::now() + self.batch.linger);
-                    batch.records.push(SourceRecord {
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        key: message.key().map(<[u8]>::to_vec),
-                        payload: message.payload().map(<[u8]>::to_vec),
-                    });
+                    let record = self.detach(&message);
+                    bytes += record.payload.as_ref().map_or(0, Vec::len);
+                    batch.records.push(record);
                 }
                 Err(e) => {
                     // Broker and network trouble: librdkafka reconnects by
@@ -64,6 +63,30 @@ impl KafkaSource {
             }
         }
         batch
+    }
+
+    /// Copies a message out of librdkafka's buffer. A payload too large to
+    /// decode is copied only as far as its dead letter will carry it: the
+    /// size check comes before the copy, so a 100 MB record costs no more
+    /// memory than a dead letter.
+    fn detach(&self, message: &BorrowedMessage<'_>) -> SourceRecord {
+        let payload = message.payload();
+        let payload_size = payload.map_or(0, <[u8]>::len);
+        let kept = match payload {
+            Some(p) if p.len() > self.batch.max_record_bytes => {
+                &p[..p.len().min(self.batch.dead_letter_payload_bytes)]
+            }
+            Some(p) => p,
+            None => &[],
+        };
+        SourceRecord {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: payload.map(|_| kept.to_vec()),
+            payload_size,
+            timestamp_ms: message.timestamp().to_millis(),
+        }
     }
 
     /// Marks every record of `batch` as processed; the next commit (periodic,

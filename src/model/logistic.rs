@@ -8,6 +8,7 @@ use arrow::record_batch::RecordBatch;
 use ndarray::{Array1, Array2, ArrayView1, Zip};
 
 use super::ModelBundle;
+use crate::reject::RejectKind;
 
 /// How many reason codes each score carries.
 pub const REASON_COUNT: usize = 3;
@@ -20,17 +21,19 @@ pub struct Scores {
     /// Per row, the features that pushed the score up most, as indexes into
     /// the bundle's feature list, largest first.
     pub reasons: Vec<[Option<u16>; REASON_COUNT]>,
-    /// Rows the model could not score: (row, why).
-    pub invalid: Vec<(usize, String)>,
+    /// Rows the model could not score, in row order: (row, kind, why).
+    pub invalid: Vec<(usize, RejectKind, String)>,
 }
 
 impl ModelBundle {
     /// Scores every row of `features` (the pipeline SQL output). A row with a
-    /// null or non-finite feature is reported in `invalid`, not scored.
+    /// null or non-finite feature, or whose log-odds overflow (a finite but
+    /// huge feature), is reported in `invalid`, not scored: an infinite
+    /// logit would otherwise pass as a score of exactly 0 or 1.
     pub fn score(&self, features: &RecordBatch) -> Result<Scores, ArrowError> {
         let rows = features.num_rows();
         let k = self.features.len();
-        let mut invalid_reason: Vec<Option<String>> = vec![None; rows];
+        let mut invalid_reason: Vec<Option<(RejectKind, String)>> = vec![None; rows];
         // contributions[j, i]: how much feature j adds to row i's log-odds.
         let mut contributions = Array2::<f64>::zeros((k, rows));
         for (j, name) in self.features.iter().enumerate() {
@@ -46,11 +49,24 @@ impl ModelBundle {
                 .for_each(|c, &x| *c = (x - mean) * weight);
             for (i, reason) in invalid_reason.iter_mut().enumerate() {
                 if reason.is_none() && (values.is_null(i) || !values.value(i).is_finite()) {
-                    *reason = Some(format!("feature `{name}` is null or not a finite number"));
+                    *reason = Some((
+                        RejectKind::InvalidFeature,
+                        format!("feature `{name}` is null or not a finite number"),
+                    ));
                 }
             }
         }
         let logit: Array1<f64> = contributions.sum_axis(ndarray::Axis(0)) + self.intercept;
+        for (reason, z) in invalid_reason.iter_mut().zip(&logit) {
+            if reason.is_none() && !z.is_finite() {
+                *reason = Some((
+                    RejectKind::NonFiniteScore,
+                    "the model's log-odds are not finite: a feature value is too large for \
+                     the model's weights"
+                        .into(),
+                ));
+            }
+        }
         let probability = logit.iter().map(|z| 1.0 / (1.0 + (-z).exp())).collect();
         let reasons = (0..rows)
             .map(|i| top_reasons(contributions.column(i)))
@@ -58,7 +74,7 @@ impl ModelBundle {
         let invalid = invalid_reason
             .into_iter()
             .enumerate()
-            .filter_map(|(i, reason)| reason.map(|r| (i, r)))
+            .filter_map(|(i, reason)| reason.map(|(kind, why)| (i, kind, why)))
             .collect();
         Ok(Scores {
             probability,
@@ -136,12 +152,50 @@ mod tests {
         assert!((scores.probability[0] - expected).abs() < 1e-12);
         // a and b tie at 1.0; the first one found stays first.
         assert_eq!(scores.reasons[0], [Some(0), Some(1), Some(2)]);
+        let why = |f: &str| format!("feature `{f}` is null or not a finite number");
         assert_eq!(
             scores.invalid,
             vec![
-                (1, "feature `c` is null or not a finite number".to_string()),
-                (2, "feature `a` is null or not a finite number".to_string()),
+                (1, RejectKind::InvalidFeature, why("c")),
+                (2, RejectKind::InvalidFeature, why("a")),
             ]
         );
+    }
+
+    /// A finite feature so large that its contribution overflows: the logit
+    /// is infinite, and 1/(1+e^-z) would have been a confident 1.0 (flag) or
+    /// 0.0 (pass) that no feature supports.
+    #[test]
+    fn an_overflowing_logit_is_not_a_score() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Float64, true),
+            Field::new("b", DataType::Float64, true),
+            Field::new("c", DataType::Float64, true),
+        ]));
+        let column = |v: Vec<f64>| Arc::new(Float64Array::from(v)) as arrow::array::ArrayRef;
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                column(vec![1.0, 1.0, 1.0]),
+                column(vec![0.0, 0.0, 0.0]),
+                // c's weight is 2: 2e308 overflows to infinity.
+                column(vec![1e308, -1e308, 0.0]),
+            ],
+        )
+        .unwrap();
+        let scores = bundle().score(&batch).unwrap();
+        let kinds: Vec<(usize, RejectKind)> = scores
+            .invalid
+            .iter()
+            .map(|(row, kind, _)| (*row, *kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (0, RejectKind::NonFiniteScore),
+                (1, RejectKind::NonFiniteScore)
+            ]
+        );
+        assert!(scores.probability[2].is_finite());
     }
 }

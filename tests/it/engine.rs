@@ -2,19 +2,20 @@
 
 use streamscore::batch::{Batch, SourceRecord};
 use streamscore::config::Pipeline;
-use streamscore::decode::RejectKind;
-use streamscore::engine::Engine;
+use streamscore::engine::{Engine, EngineSpec};
+use streamscore::model::{BUNDLE_FORMAT, ModelBundle};
 use streamscore::output::{BatchOutput, Decision, ScoreRecord};
+use streamscore::reject::RejectKind;
 
 use crate::support::repo_path;
 
 fn record(offset: i64, payload: &str) -> SourceRecord {
-    SourceRecord {
-        partition: 1,
+    SourceRecord::new(
+        1,
         offset,
-        key: Some(format!("k{offset}").into_bytes()),
-        payload: Some(payload.as_bytes().to_vec()),
-    }
+        Some(format!("k{offset}").into_bytes()),
+        Some(payload.as_bytes().to_vec()),
+    )
 }
 
 /// (source offset, kind) of each dead letter, in output order.
@@ -84,15 +85,10 @@ async fn a_batch_yields_scores_in_order_and_dead_letters_with_reasons() {
     );
 }
 
-#[tokio::test]
-async fn only_the_rows_the_sql_fails_on_are_dead_lettered_with_the_sql_error() {
-    use streamscore::engine::EngineSpec;
-    use streamscore::model::{BUNDLE_FORMAT, ModelBundle};
-
+/// An engine for the example pipeline with `sql` and a one-feature model
+/// over its `card_number` column.
+async fn engine_with_sql(sql: &str) -> Engine {
     let pipeline = Pipeline::load(&repo_path("pipelines/fraud.toml"), None).unwrap();
-    // Card ids are text: casting them to numbers fails at run time, not at
-    // planning time, which is the case this pins.
-    let sql = "SELECT event_id, CAST(card_id AS DOUBLE) AS card_number FROM transactions";
     let model = ModelBundle {
         format: BUNDLE_FORMAT.into(),
         name: "cast".into(),
@@ -105,30 +101,30 @@ async fn only_the_rows_the_sql_fails_on_are_dead_lettered_with_the_sql_error() {
         threshold: 0.5,
         trained: Default::default(),
     };
-    let engine = Engine::new(EngineSpec {
-        schema: pipeline.schema.clone(),
-        max_record_bytes: pipeline.max_record_bytes,
-        event_id_field: &pipeline.event_id_field,
+    Engine::new(EngineSpec {
         sql,
-        model,
-        threshold_override: None,
+        ..EngineSpec::for_pipeline(&pipeline, model)
     })
     .await
-    .unwrap();
-    let tx = |card: &str| {
-        format!(
-            r#"{{"event_id":"e","card_id":"{card}","terminal_id":"t","amount":1,"event_time":1}}"#
-        )
-    };
-    let mut batch = Batch::new("transactions");
-    batch.records = vec![
-        record(0, &tx("7")),
-        record(1, &tx("card-1")),
-        record(2, "not json"),
-        record(3, &tx("42")),
-    ];
-    let output = engine.process(&batch).await.unwrap();
-    let scored: Vec<i64> = output
+    .unwrap()
+}
+
+/// Card ids are text: casting them to numbers fails at run time, not at
+/// planning time, which is the case these tests pin.
+const CAST_CARD_SQL: &str =
+    "SELECT event_id, CAST(card_id AS DOUBLE) AS card_number FROM transactions";
+
+fn with_card(offset: i64, card: &str) -> SourceRecord {
+    record(
+        offset,
+        &format!(
+            r#"{{"event_id":"e{offset}","card_id":"{card}","terminal_id":"t","amount":1,"event_time":1700000000000}}"#
+        ),
+    )
+}
+
+fn scored_offsets(output: &BatchOutput) -> Vec<i64> {
+    output
         .scores
         .iter()
         .map(|m| {
@@ -136,9 +132,22 @@ async fn only_the_rows_the_sql_fails_on_are_dead_lettered_with_the_sql_error() {
                 .unwrap()
                 .offset
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn only_the_rows_the_sql_fails_on_are_dead_lettered_without_their_values() {
+    let engine = engine_with_sql(CAST_CARD_SQL).await;
+    let mut batch = Batch::new("transactions");
+    batch.records = vec![
+        with_card(0, "7"),
+        with_card(1, "card-4111111111111111"),
+        record(2, "not json"),
+        with_card(3, "42"),
+    ];
+    let output = engine.process(&batch).await.unwrap();
     assert_eq!(
-        scored,
+        scored_offsets(&output),
         vec![0, 3],
         "the rows around the bad one are still scored"
     );
@@ -146,9 +155,57 @@ async fn only_the_rows_the_sql_fails_on_are_dead_lettered_with_the_sql_error() {
         dead_letter_kinds(&output),
         vec![(2, RejectKind::NotJson), (1, RejectKind::TransformFailed)]
     );
+    let message = &output.dead_letters[1].message;
+    assert!(message.contains("Cannot cast"), "{message}");
     assert!(
-        output.dead_letters[1].message.contains("card-1"),
-        "{}",
-        output.dead_letters[1].message
+        !message.contains("4111"),
+        "the card number leaked: {message}"
     );
+}
+
+/// A bug in the SQL fails every row: that must stop the stream, not
+/// dead-letter it.
+#[tokio::test]
+async fn an_sql_that_fails_on_most_rows_is_an_error_not_dead_letters() {
+    let engine = engine_with_sql(CAST_CARD_SQL).await;
+    let mut batch = Batch::new("transactions");
+    batch.records = (0..40)
+        .map(|i| with_card(i, &format!("card-{i}")))
+        .collect();
+    let err = engine.process(&batch).await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("the SQL is wrong, not the data"),
+        "{message}"
+    );
+    // Below the limit the same failures are only dead letters.
+    batch.records.truncate(9);
+    let output = engine.process(&batch).await.unwrap();
+    assert_eq!(output.dead_letters.len(), 9);
+}
+
+#[tokio::test]
+async fn an_int64_event_id_is_echoed_as_a_string() {
+    use streamscore::schema::{FieldSpec, FieldType, RecordSchema};
+
+    let pipeline = Pipeline::load(&repo_path("pipelines/fraud.toml"), None).unwrap();
+    let mut fields = pipeline.schema.fields.clone();
+    fields[0] = FieldSpec::new("event_id", FieldType::Int64, true);
+    let schema = RecordSchema::new("transactions".into(), fields).unwrap();
+    let model = streamscore::model::ModelBundle::load(&pipeline.model_path).unwrap();
+    let engine = Engine::new(EngineSpec {
+        schema,
+        ..EngineSpec::for_pipeline(&pipeline, model)
+    })
+    .await
+    .unwrap();
+    let mut batch = Batch::new("transactions");
+    batch.records = vec![record(
+        5,
+        r#"{"event_id":9007199254740993,"card_id":"c","terminal_id":"t","amount":3,"event_time":"2019-06-03 05:51:33"}"#,
+    )];
+    let output = engine.process(&batch).await.unwrap();
+    assert!(output.dead_letters.is_empty(), "{:?}", output.dead_letters);
+    let score: ScoreRecord = serde_json::from_slice(&output.scores[0].payload).unwrap();
+    assert_eq!(score.event_id, "9007199254740993");
 }

@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use crate::schema::{FieldType, RecordSchema, SchemaError};
 
+pub mod client_properties;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read pipeline file {path}: {source}")]
@@ -27,6 +29,13 @@ pub enum ConfigError {
         path: String,
         key: &'static str,
         message: String,
+    },
+    #[error("pipeline file {path}: `{section}` sets `{key}`, which is refused: {why}")]
+    RefusedProperty {
+        path: String,
+        section: &'static str,
+        key: String,
+        why: String,
     },
     #[error("pipeline file {path}: `{key}` points to {target}, which cannot be read: {source}")]
     MissingFile {
@@ -49,6 +58,10 @@ pub struct PipelineFile {
     pub schema: SchemaSection,
     pub transform: TransformSection,
     pub model: ModelSection,
+    #[serde(default)]
+    pub dead_letter: DeadLetterSection,
+    #[serde(default)]
+    pub shutdown: ShutdownSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +84,7 @@ pub struct KafkaSection {
 #[serde(deny_unknown_fields, default)]
 pub struct BatchSection {
     pub max_rows: usize,
+    pub max_bytes: usize,
     pub linger_ms: u64,
 }
 
@@ -78,7 +92,36 @@ impl Default for BatchSection {
     fn default() -> Self {
         Self {
             max_rows: 2_000,
+            max_bytes: 16 * 1024 * 1024,
             linger_ms: 20,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterSection {
+    pub max_payload_bytes: usize,
+}
+
+impl Default for DeadLetterSection {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSection {
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ShutdownSection {
+    fn default() -> Self {
+        Self {
+            drain_timeout_ms: 30_000,
         }
     }
 }
@@ -105,6 +148,18 @@ fn default_max_record_bytes() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct TransformSection {
     pub sql: PathBuf,
+    #[serde(default = "default_max_failed_share")]
+    pub max_failed_share: f64,
+    #[serde(default = "default_min_failed_rows_to_stop")]
+    pub min_failed_rows_to_stop: usize,
+}
+
+fn default_max_failed_share() -> f64 {
+    0.5
+}
+
+fn default_min_failed_rows_to_stop() -> usize {
+    10
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +169,9 @@ pub struct ModelSection {
     /// Overrides the bundle's own decision threshold.
     pub threshold: Option<f64>,
 }
+
+/// Room a dead letter needs beyond its payload: headers and the key.
+pub const DEAD_LETTER_OVERHEAD: usize = 16 * 1024;
 
 /// Kafka settings after validation.
 #[derive(Debug, Clone)]
@@ -130,7 +188,24 @@ pub struct KafkaSettings {
 #[derive(Debug, Clone, Copy)]
 pub struct BatchSettings {
     pub max_rows: usize,
+    /// A batch closes once its payloads reach this many bytes.
+    pub max_bytes: usize,
     pub linger: Duration,
+    /// Records larger than this are not decoded (`oversized`)...
+    pub max_record_bytes: usize,
+    /// ...and only this much of them is kept, for the dead letter.
+    pub dead_letter_payload_bytes: usize,
+}
+
+/// When the SQL fails on many rows of a batch, the SQL is wrong, not the
+/// data: stop instead of dead-lettering the stream.
+#[derive(Debug, Clone, Copy)]
+pub struct SqlFailureLimit {
+    /// Stop when more than this share of a batch's decoded rows fails...
+    pub max_share: f64,
+    /// ...and at least this many rows did (so one bad record in a tiny
+    /// batch is dead-lettered, not fatal).
+    pub min_rows: usize,
 }
 
 /// A pipeline whose files exist and whose values are in range.
@@ -144,8 +219,11 @@ pub struct Pipeline {
     pub max_record_bytes: usize,
     pub sql_path: PathBuf,
     pub sql: String,
+    pub sql_failure_limit: SqlFailureLimit,
     pub model_path: PathBuf,
     pub threshold_override: Option<f64>,
+    /// How long a stop may take to finish the batch in flight and commit.
+    pub drain_timeout: Duration,
 }
 
 impl Pipeline {
@@ -207,23 +285,50 @@ impl PipelineFile {
                     .into(),
             ));
         }
-        if let Some(key) = k
-            .consumer
-            .keys()
-            .find(|key| crate::kafka::RESERVED_CONSUMER_KEYS.contains(&key.as_str()))
-        {
-            return Err(invalid(
-                "kafka.consumer",
-                format!(
-                    "sets `{key}`, which streamscore manages; use kafka.brokers / kafka.group_id \
-                     (offsets are stored only after delivery)"
-                ),
-            ));
-        }
+        let refused =
+            |section: &'static str, r: client_properties::Refused| ConfigError::RefusedProperty {
+                path: shown.clone(),
+                section,
+                key: r.key,
+                why: r.why,
+            };
+        client_properties::check_consumer(&k.consumer).map_err(|r| refused("kafka.consumer", r))?;
+        client_properties::check_producer(&k.producer).map_err(|r| refused("kafka.producer", r))?;
+        let message_max_bytes = client_properties::message_max_bytes(&k.producer)
+            .map_err(|r| refused("kafka.producer", r))?;
         if self.batch.max_rows == 0 || self.batch.max_rows > 1_000_000 {
             return Err(invalid(
                 "batch.max_rows",
                 "must be between 1 and 1000000".into(),
+            ));
+        }
+        if self.batch.max_bytes < 1024 {
+            return Err(invalid("batch.max_bytes", "must be at least 1024".into()));
+        }
+        // Headers (kind, message, provenance) and the key need room too.
+        let dead_letter_room = message_max_bytes.saturating_sub(DEAD_LETTER_OVERHEAD);
+        if !(1..=dead_letter_room).contains(&self.dead_letter.max_payload_bytes) {
+            return Err(invalid(
+                "dead_letter.max_payload_bytes",
+                format!(
+                    "is {}; it must be between 1 and {dead_letter_room} (the producer's \
+                     message.max.bytes, {message_max_bytes}, less {DEAD_LETTER_OVERHEAD} bytes \
+                     for headers and key)",
+                    self.dead_letter.max_payload_bytes
+                ),
+            ));
+        }
+        let share = self.transform.max_failed_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(invalid(
+                "transform.max_failed_share",
+                format!("is {share}; it must lie in (0, 1]"),
+            ));
+        }
+        if self.shutdown.drain_timeout_ms == 0 {
+            return Err(invalid(
+                "shutdown.drain_timeout_ms",
+                "must be at least 1".into(),
             ));
         }
         if self.batch.linger_ms == 0 {
@@ -247,12 +352,13 @@ impl PipelineFile {
         let (schema_path, _) = read("schema.path", &self.schema.path)?;
         let schema = RecordSchema::load(&schema_path)?;
         match schema.field(&self.schema.event_id_field) {
-            Some(f) if f.field_type == FieldType::String && f.required => {}
+            Some(f)
+                if matches!(f.field_type, FieldType::String | FieldType::Int64) && f.required => {}
             _ => {
                 return Err(invalid(
                     "schema.event_id_field",
                     format!(
-                        "names `{}`, which must be a required string field of {}",
+                        "names `{}`, which must be a required string or int64 field of {}",
                         self.schema.event_id_field,
                         schema_path.display()
                     ),
@@ -277,15 +383,23 @@ impl PipelineFile {
             },
             batch: BatchSettings {
                 max_rows: self.batch.max_rows,
+                max_bytes: self.batch.max_bytes,
                 linger: Duration::from_millis(self.batch.linger_ms),
+                max_record_bytes: self.schema.max_record_bytes,
+                dead_letter_payload_bytes: self.dead_letter.max_payload_bytes,
             },
             schema,
             event_id_field: self.schema.event_id_field,
             max_record_bytes: self.schema.max_record_bytes,
             sql_path,
             sql,
+            sql_failure_limit: SqlFailureLimit {
+                max_share: share,
+                min_rows: self.transform.min_failed_rows_to_stop,
+            },
             model_path,
             threshold_override: self.model.threshold,
+            drain_timeout: Duration::from_millis(self.shutdown.drain_timeout_ms),
         })
     }
 }
@@ -375,6 +489,41 @@ mod tests {
                 "\"auto.commit.interval.ms\" = \"1000\"",
                 "\"enable.auto.offset.store\" = \"true\"",
                 "`kafka.consumer` sets `enable.auto.offset.store`",
+            ),
+            (
+                "\"auto.commit.interval.ms\" = \"1000\"",
+                "\"enable.auto.commit\" = \"false\"",
+                "`kafka.consumer` sets `enable.auto.commit`",
+            ),
+            (
+                "\"linger.ms\" = \"5\"",
+                "\"acks\" = \"1\"",
+                "`kafka.producer` sets `acks`",
+            ),
+            (
+                "\"linger.ms\" = \"5\"",
+                "\"enable.idempotence\" = \"false\"",
+                "`kafka.producer` sets `enable.idempotence`",
+            ),
+            (
+                "\"linger.ms\" = \"5\"",
+                "\"message.max.bytes\" = \"20000\"",
+                "`dead_letter.max_payload_bytes`",
+            ),
+            (
+                "max_payload_bytes = 65536",
+                "max_payload_bytes = 0",
+                "`dead_letter.max_payload_bytes`",
+            ),
+            (
+                "drain_timeout_ms = 30000",
+                "drain_timeout_ms = 0",
+                "`shutdown.drain_timeout_ms`",
+            ),
+            (
+                "max_failed_share = 0.5",
+                "max_failed_share = 1.5",
+                "`transform.max_failed_share`",
             ),
             (
                 "event_id_field = \"event_id\"",
