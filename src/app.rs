@@ -1,6 +1,7 @@
 //! Builds the components from a pipeline file and runs them until a signal.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -14,7 +15,7 @@ use crate::stats::Stats;
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("cannot start: {0}")]
-    Start(#[from] EngineError),
+    Start(#[source] EngineError),
     #[error("cannot connect to Kafka at {brokers}: {source}")]
     Connect {
         brokers: String,
@@ -22,21 +23,42 @@ pub enum AppError {
     },
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    #[error(
+        "the stop did not finish within shutdown.drain_timeout_ms ({0:?}); exited without \
+         committing the unfinished batch, which is read again on restart"
+    )]
+    DrainTimedOut(Duration),
+    #[error(
+        "a second signal: exited at once without committing the unfinished batch, which is \
+         read again on restart"
+    )]
+    Aborted,
+}
+
+/// How a run is asked to end: `stop` finishes the batch in flight and
+/// commits; `abort` (a second signal) gives up on it at once.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    pub stop: CancellationToken,
+    pub abort: CancellationToken,
 }
 
 /// Plans the SQL and loads the model first, so a bad pipeline fails before
-/// anything is consumed; then runs the loop until `stop`.
+/// anything is consumed; then runs the loop until `shutdown`.
 pub async fn run(
     pipeline: &Pipeline,
     stats: Arc<Stats>,
-    stop: CancellationToken,
+    shutdown: &Shutdown,
 ) -> Result<(), AppError> {
-    let engine = Engine::for_pipeline(pipeline).await?;
+    let engine = Engine::for_pipeline(pipeline)
+        .await
+        .map_err(AppError::Start)?;
     let connect = |source| AppError::Connect {
         brokers: pipeline.kafka.brokers.clone(),
         source,
     };
-    let sink = KafkaSink::new(&pipeline.kafka).map_err(connect)?;
+    let sink = KafkaSink::new(&pipeline.kafka, pipeline.batch.dead_letter_payload_bytes)
+        .map_err(connect)?;
     let source = KafkaSource::new(&pipeline.kafka, pipeline.batch).map_err(connect)?;
     tracing::info!(
         input = %pipeline.kafka.input_topic,
@@ -46,12 +68,33 @@ pub async fn run(
         version = %engine.model().version,
         "scoring"
     );
-    pipeline::run(&source, &engine, &sink, &stats, &stop).await?;
-    Ok(())
+    let outcome = tokio::select! {
+        result = pipeline::run(&source, &engine, &sink, &stats, &shutdown.stop) => {
+            return Ok(result?);
+        }
+        () = drain_deadline(&shutdown.stop, pipeline.drain_timeout) => {
+            AppError::DrainTimedOut(pipeline.drain_timeout)
+        }
+        () = shutdown.abort.cancelled() => AppError::Aborted,
+    };
+    // Closing the consumer would commit what it has stored and leave the
+    // group politely, which can take seconds; the process is about to exit,
+    // and the broker finds out by itself. So the clients are not closed.
+    std::mem::forget(source);
+    std::mem::forget(sink);
+    Err(outcome)
 }
 
-/// Cancels `stop` on SIGINT or SIGTERM.
-pub fn stop_on_signals(stop: CancellationToken) {
+/// Resolves `timeout` after `stop` is cancelled.
+async fn drain_deadline(stop: &CancellationToken, timeout: Duration) {
+    stop.cancelled().await;
+    tokio::time::sleep(timeout).await;
+}
+
+/// The first SIGINT or SIGTERM asks for a clean stop; the second aborts.
+pub fn stop_on_signals() -> Shutdown {
+    let shutdown = Shutdown::default();
+    let tokens = shutdown.clone();
     tokio::spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -61,11 +104,23 @@ pub fn stop_on_signals(stop: CancellationToken) {
                     return;
                 }
             };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        for first in [true, false] {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if first {
+                tracing::info!(
+                    "signal received; finishing the batch in flight (a second signal exits at once)"
+                );
+                tokens.stop.cancel();
+            } else {
+                tracing::warn!(
+                    "second signal received; exiting without committing the batch in flight"
+                );
+                tokens.abort.cancel();
+            }
         }
-        tracing::info!("signal received; finishing the batch in flight");
-        stop.cancel();
     });
+    shutdown
 }

@@ -272,7 +272,8 @@ async fn score_until_done(
     engine: &Engine,
     produced: usize,
 ) -> Result<Snapshot, DemoError> {
-    let sink = KafkaSink::new(&pipeline.kafka).map_err(step("create the sink"))?;
+    let sink = KafkaSink::new(&pipeline.kafka, pipeline.batch.dead_letter_payload_bytes)
+        .map_err(step("create the sink"))?;
     let source =
         KafkaSource::new(&pipeline.kafka, pipeline.batch).map_err(step("create the source"))?;
     let stats = Arc::new(Stats::default());

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 use streamscore::config::Pipeline;
+use streamscore::error::Chain;
 use streamscore::model::ModelBundle;
 use streamscore::model::train::TrainOptions;
 use streamscore::simulate::{SimulationConfig, simulate};
@@ -106,7 +106,8 @@ fn main() -> ExitCode {
     match runtime.block_on(execute(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let error: &(dyn std::error::Error + 'static) = e.as_ref();
+            eprintln!("error: {}", Chain(error));
             ExitCode::FAILURE
         }
     }
@@ -116,9 +117,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { pipeline, brokers } => {
             let pipeline = Pipeline::load(&pipeline, brokers.as_deref())?;
-            let stop = CancellationToken::new();
-            app::stop_on_signals(stop.clone());
-            app::run(&pipeline, Arc::new(Stats::default()), stop).await?;
+            let shutdown = app::stop_on_signals();
+            app::run(&pipeline, Arc::new(Stats::default()), &shutdown).await?;
         }
         Command::Train {
             pipeline,

@@ -37,9 +37,9 @@ pub async fn run(
             break;
         }
         let output = off_the_async_workers(engine.process(&batch)).await?;
-        sink.deliver(&output).await?;
+        let delivered = sink.deliver(&batch, &output).await?;
         source.store(&batch)?;
-        stats.record(&batch, &output);
+        stats.record(&batch, &output, delivered);
         tracing::debug!(
             rows = batch.len(),
             scored = output.scores.len(),

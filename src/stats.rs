@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::batch::Batch;
+use crate::kafka::sink::Delivered;
 use crate::output::BatchOutput;
 
 pub mod names {
@@ -35,15 +36,16 @@ pub struct Snapshot {
 
 impl Stats {
     /// Counts a delivered batch, once per batch rather than per row.
-    pub fn record(&self, batch: &Batch, output: &BatchOutput) {
+    pub fn record(&self, batch: &Batch, output: &BatchOutput, delivered: Delivered) {
+        let rerouted = delivered.scores_rerouted;
         let counts = [
             (&self.consumed, names::CONSUMED, batch.len()),
-            (&self.scored, names::SCORED, output.scores.len()),
+            (&self.scored, names::SCORED, output.scores.len() - rerouted),
             (&self.flagged, names::FLAGGED, output.flagged),
             (
                 &self.dead_lettered,
                 names::DEAD_LETTERED,
-                output.dead_letters.len(),
+                output.dead_letters.len() + rerouted,
             ),
             (&self.batches, names::BATCHES, 1),
         ];

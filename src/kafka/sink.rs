@@ -1,93 +1,222 @@
 //! The producer side: scores to the output topic, refused records to the
 //! dead-letter topic, and nothing counts as delivered until Kafka acks it.
+//!
+//! What happens when Kafka refuses a message depends on whose fault it is
+//! ([`Fault`]); no refusal ends in a crash loop:
+//! - **the message's** (too large, invalid record): re-sending the same bytes
+//!   cannot succeed, so they are not re-sent. A refused score becomes a dead
+//!   letter of its input (`undeliverable`); a refused dead letter is sent
+//!   again without its key and payload (the headers still say what, where
+//!   and why). Only if even that is refused does the batch fail.
+//! - **the operator's** (unknown topic, not authorised): the batch is held,
+//!   uncommitted, and offered again every [`HOLD_RETRY`] with an ERROR log
+//!   saying what to fix, until the topic or ACL exists; a stop (SIGTERM)
+//!   leaves it uncommitted, to be read again.
+//! - **the moment's** (timeouts, a broker away): sent again with backoff;
+//!   after [`TRANSIENT_ATTEMPTS`] rounds the batch fails without committing,
+//!   and the process exits so a restart re-reads it.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
+use crate::batch::Batch;
 use crate::config::KafkaSettings;
 use crate::output::{BatchOutput, DeadLetter, Outgoing};
+use crate::reject::RejectKind;
 
-/// How often a batch's failed deliveries are retried before the pipeline
-/// gives up (and, not having committed, re-reads the batch on restart).
-const DELIVERY_ATTEMPTS: u32 = 5;
+/// Rounds of transient failures before the batch fails.
+pub const TRANSIENT_ATTEMPTS: u32 = 5;
+/// How long a batch held by an operator's fault waits between offers.
+pub const HOLD_RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "{failed} messages to {topic} were not acknowledged after {DELIVERY_ATTEMPTS} attempts: {last_error}"
-)]
-pub struct DeliveryError {
-    pub topic: String,
-    pub failed: usize,
-    pub last_error: KafkaError,
+pub enum DeliveryError {
+    #[error(
+        "{failed} messages to {topic} were not acknowledged after {TRANSIENT_ATTEMPTS} attempts: {last_error}"
+    )]
+    Transient {
+        topic: String,
+        failed: usize,
+        last_error: KafkaError,
+    },
+    #[error(
+        "the dead-letter topic {topic} refuses even a dead letter without key or payload \
+         ({error}); check the topic's max.message.bytes and message format"
+    )]
+    DeadLetterRefused { topic: String, error: KafkaError },
+}
+
+/// Whose fault a refused message is, which decides what is done with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The message itself cannot be accepted; re-sending it is pointless.
+    Message,
+    /// A topic or permission is missing; only an operator can fix it.
+    Operator,
+    /// Anything else: worth another try.
+    Transient,
+}
+
+impl Fault {
+    pub fn of(error: &KafkaError) -> Self {
+        use RDKafkaErrorCode as C;
+        match error.rdkafka_error_code() {
+            Some(
+                C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidMessage
+                | C::InvalidRecord
+                | C::MessageBatchTooLarge
+                | C::InvalidTimestamp
+                | C::PolicyViolation
+                | C::UnsupportedForMessageFormat,
+            ) => Fault::Message,
+            Some(
+                C::UnknownTopicOrPartition
+                | C::UnknownTopic
+                | C::UnknownPartition
+                | C::InvalidTopic
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed,
+            ) => Fault::Operator,
+            _ => Fault::Transient,
+        }
+    }
+}
+
+/// What delivering a batch did besides the obvious.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Scores Kafka refused for good, sent as dead letters instead.
+    pub scores_rerouted: usize,
+}
+
+/// A message still to be acknowledged.
+enum Pending<'a> {
+    Score(&'a Outgoing),
+    Letter(Cow<'a, DeadLetter>),
 }
 
 pub struct KafkaSink {
     producer: FutureProducer,
     output_topic: String,
     dead_letter_topic: String,
+    dead_letter_payload_bytes: usize,
 }
 
 impl KafkaSink {
-    pub fn new(settings: &KafkaSettings) -> KafkaResult<Self> {
+    pub fn new(settings: &KafkaSettings, dead_letter_payload_bytes: usize) -> KafkaResult<Self> {
         Ok(Self {
             producer: super::producer_config(settings).create()?,
             output_topic: settings.output_topic.clone(),
             dead_letter_topic: settings.dead_letter_topic.clone(),
+            dead_letter_payload_bytes,
         })
     }
 
-    /// Produces everything a batch made and returns once all of it is acked.
-    pub async fn deliver(&self, output: &BatchOutput) -> Result<(), DeliveryError> {
-        let (scores, dead_letters) = futures::join!(
-            self.deliver_all(&self.output_topic, &output.scores, |m| self.send_score(m)),
-            self.deliver_all(&self.dead_letter_topic, &output.dead_letters, |d| {
-                self.send_dead_letter(d)
-            }),
-        );
-        scores.and(dead_letters)
+    /// Produces everything `batch` made and returns once all of it is acked.
+    pub async fn deliver(
+        &self,
+        batch: &Batch,
+        output: &BatchOutput,
+    ) -> Result<Delivered, DeliveryError> {
+        let mut delivered = Delivered::default();
+        let mut pending: Vec<Pending> = output
+            .scores
+            .iter()
+            .map(Pending::Score)
+            .chain(
+                output
+                    .dead_letters
+                    .iter()
+                    .map(|d| Pending::Letter(Cow::Borrowed(d))),
+            )
+            .collect();
+        let mut transient_rounds = 0;
+        let mut backoff = Duration::from_millis(100);
+        while !pending.is_empty() {
+            let results = join_all(pending.iter().map(|p| self.send(p))).await;
+            let mut next = Vec::new();
+            let (mut held, mut transient) = (None, None);
+            for (message, result) in pending.into_iter().zip(results) {
+                let Err(error) = result else { continue };
+                match (Fault::of(&error), message) {
+                    (Fault::Message, Pending::Score(score)) => {
+                        tracing::warn!(error = %error, "Kafka refused a score for good; dead-lettering its input");
+                        delivered.scores_rerouted += 1;
+                        next.push(Pending::Letter(Cow::Owned(DeadLetter::for_record(
+                            &batch.records[score.source_index],
+                            &batch.topic,
+                            RejectKind::Undeliverable,
+                            format!("Kafka refused the score: {error}"),
+                            self.dead_letter_payload_bytes,
+                        ))));
+                    }
+                    (Fault::Message, Pending::Letter(letter)) => {
+                        if letter.key.is_none() && letter.payload.is_none() {
+                            return Err(DeliveryError::DeadLetterRefused {
+                                topic: self.dead_letter_topic.clone(),
+                                error,
+                            });
+                        }
+                        tracing::warn!(error = %error, "Kafka refused a dead letter; sending it without key and payload");
+                        let mut bare = letter.into_owned();
+                        (bare.key, bare.payload) = (None, None);
+                        next.push(Pending::Letter(Cow::Owned(bare)));
+                    }
+                    (Fault::Operator, message) => {
+                        held = Some((self.topic_of(&message).to_owned(), error));
+                        next.push(message);
+                    }
+                    (Fault::Transient, message) => {
+                        transient = Some((self.topic_of(&message).to_owned(), error));
+                        next.push(message);
+                    }
+                }
+            }
+            let failed = next.len();
+            pending = next;
+            if let Some((topic, error)) = held {
+                tracing::error!(topic, failed, error = %error,
+                    "Kafka refuses the topic: create it or grant this client write access; \
+                     the batch is held uncommitted and offered again");
+                tokio::time::sleep(HOLD_RETRY).await;
+            } else if let Some((topic, last_error)) = transient {
+                transient_rounds += 1;
+                if transient_rounds == TRANSIENT_ATTEMPTS {
+                    return Err(DeliveryError::Transient {
+                        topic,
+                        failed,
+                        last_error,
+                    });
+                }
+                tracing::warn!(topic, failed, error = %last_error, attempt = transient_rounds, "delivery failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+        Ok(delivered)
     }
 
-    /// Sends `messages`, then re-sends the ones that failed, with backoff.
-    async fn deliver_all<'m, M, F, Fut>(
-        &self,
-        topic: &str,
-        messages: &'m [M],
-        send: F,
-    ) -> Result<(), DeliveryError>
-    where
-        F: Fn(&'m M) -> Fut,
-        Fut: Future<Output = Result<(), KafkaError>>,
-    {
-        let mut pending: Vec<&M> = messages.iter().collect();
-        let mut backoff = Duration::from_millis(100);
-        for attempt in 1..=DELIVERY_ATTEMPTS {
-            let results = join_all(pending.iter().map(|m| send(m))).await;
-            let mut last_error = None;
-            pending = pending
-                .into_iter()
-                .zip(results)
-                .filter_map(|(m, r)| r.map_err(|e| last_error = Some(e)).err().map(|()| m))
-                .collect();
-            let Some(last_error) = last_error else {
-                return Ok(());
-            };
-            if attempt == DELIVERY_ATTEMPTS {
-                return Err(DeliveryError {
-                    topic: topic.to_owned(),
-                    failed: pending.len(),
-                    last_error,
-                });
-            }
-            tracing::warn!(topic, failed = pending.len(), error = %last_error, attempt, "delivery failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff *= 2;
+    fn topic_of(&self, message: &Pending) -> &str {
+        match message {
+            Pending::Score(_) => &self.output_topic,
+            Pending::Letter(_) => &self.dead_letter_topic,
         }
-        Ok(())
+    }
+
+    async fn send(&self, message: &Pending<'_>) -> Result<(), KafkaError> {
+        match message {
+            Pending::Score(score) => self.send_score(score).await,
+            Pending::Letter(letter) => self.send_dead_letter(letter).await,
+        }
     }
 
     async fn send_score(&self, message: &Outgoing) -> Result<(), KafkaError> {
@@ -131,5 +260,22 @@ impl KafkaSink {
     /// Waits for everything queued to be delivered.
     pub fn flush(&self, timeout: Duration) -> KafkaResult<()> {
         self.producer.flush(timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_filed_by_whose_fault_they_are() {
+        use RDKafkaErrorCode as C;
+        let fault = |code| Fault::of(&KafkaError::MessageProduction(code));
+        assert_eq!(fault(C::MessageSizeTooLarge), Fault::Message);
+        assert_eq!(fault(C::InvalidRecord), Fault::Message);
+        assert_eq!(fault(C::UnknownTopicOrPartition), Fault::Operator);
+        assert_eq!(fault(C::TopicAuthorizationFailed), Fault::Operator);
+        assert_eq!(fault(C::MessageTimedOut), Fault::Transient);
+        assert_eq!(fault(C::NotEnoughReplicas), Fault::Transient);
     }
 }

@@ -169,3 +169,25 @@ fn bad_sql_and_bad_bundles_stop_the_start_with_a_clear_message() {
         assert!(needles.iter().all(|n| err.contains(n)), "{sql}: {err}");
     }
 }
+
+/// Pins a bug: a bad SQL file printed DataFusion's message four times, once
+/// per level of the error chain that both showed and returned its cause.
+#[test]
+fn an_error_prints_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = pipeline_variant(
+        dir.path(),
+        "SELECT amount, no_such_column FROM transactions",
+        &repo_path("pipelines/models/fraud-lr.json"),
+    );
+    let out = streamscore(&["run", "--pipeline", pipeline.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(
+        err.matches("No field named no_such_column").count(),
+        1,
+        "{err}"
+    );
+    let printed = err.lines().filter(|l| l.starts_with("error:")).count();
+    assert_eq!(printed, 1, "{err}");
+}

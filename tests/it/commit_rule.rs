@@ -38,8 +38,8 @@ async fn unacknowledged_scores_leave_the_offsets_uncommitted() {
             .payload(payload.as_deref().unwrap());
         producer.send(record, Duration::from_secs(5)).await.unwrap();
     }
-    // From now on the broker refuses every produce with an error librdkafka
-    // does not retry by itself.
+    // From now on the broker refuses every produce as too large: an error
+    // neither librdkafka nor streamscore re-sends as it is.
     mock.request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 500],
@@ -47,7 +47,7 @@ async fn unacknowledged_scores_leave_the_offsets_uncommitted() {
 
     let engine = Engine::for_pipeline(&pipeline).await.unwrap();
     let source = KafkaSource::new(&pipeline.kafka, pipeline.batch).unwrap();
-    let sink = KafkaSink::new(&pipeline.kafka).unwrap();
+    let sink = KafkaSink::new(&pipeline.kafka, pipeline.batch.dead_letter_payload_bytes).unwrap();
     let stats = Stats::default();
     let stop = CancellationToken::new();
     let result = tokio::time::timeout(
@@ -56,8 +56,15 @@ async fn unacknowledged_scores_leave_the_offsets_uncommitted() {
     )
     .await
     .expect("the pipeline gives up instead of hanging");
+    // Each score is refused as too large, so its input is dead-lettered
+    // instead; that is refused too, so it is sent bare; and when even that is
+    // refused the batch fails, uncommitted.
     let err = result.expect_err("delivery cannot succeed");
-    assert!(err.to_string().contains("not acknowledged"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("refuses even a dead letter without key or payload"),
+        "{err}"
+    );
     assert_eq!(
         stats.snapshot().batches,
         0,

@@ -9,6 +9,8 @@ use streamscore::output::headers;
 use crate::support::*;
 
 const VALID: usize = 10_000;
+/// The example pipeline's dead_letter.max_payload_bytes (the default).
+const DEAD_LETTER_PAYLOAD_BYTES: usize = 65_536;
 
 /// One record per decode error class, with the kind it must be filed under.
 fn malformed() -> Vec<(Option<Vec<u8>>, &'static str)> {
@@ -118,11 +120,17 @@ async fn every_valid_event_gets_one_score_and_every_bad_one_a_dead_letter() {
             Some(topics.input.as_str())
         );
         assert!(!header(message, headers::ERROR_MESSAGE).unwrap().is_empty());
+        // The oversized record's payload is cut to what a dead letter carries.
         let sent = records[index].1.as_deref().unwrap_or_default();
+        let kept = &sent[..sent.len().min(DEAD_LETTER_PAYLOAD_BYTES)];
         assert_eq!(
             message.payload().unwrap_or_default(),
-            sent,
+            kept,
             "payload changed"
+        );
+        assert_eq!(
+            header(message, headers::PAYLOAD_TRUNCATED).is_some(),
+            kept.len() < sent.len()
         );
         assert_eq!(message.key(), Some(b"bad".as_slice()));
     }

@@ -10,5 +10,6 @@ mod commit_rule;
 mod delivery;
 mod engine;
 mod golden;
+mod hardening;
 mod support;
 mod training;

@@ -67,7 +67,12 @@ impl Topics {
     /// A pipeline file for these topics, using the repository's schema, SQL
     /// and model by absolute path.
     pub fn write_pipeline(&self, dir: &Path, max_rows: usize) -> PathBuf {
-        let text = format!(
+        self.write_pipeline_with(dir, max_rows, "")
+    }
+
+    /// [`Topics::write_pipeline`] with `extra` TOML sections appended.
+    pub fn write_pipeline_with(&self, dir: &Path, max_rows: usize, extra: &str) -> PathBuf {
+        let mut text = format!(
             r#"
 [kafka]
 brokers = "{brokers}"
@@ -98,6 +103,7 @@ bundle = "{model}"
             sql = repo_path("pipelines/fraud.sql").display(),
             model = repo_path("pipelines/models/fraud-lr.json").display(),
         );
+        text.push_str(extra);
         let path = dir.join("pipeline.toml");
         std::fs::write(&path, text).expect("pipeline file is written");
         path
@@ -109,6 +115,8 @@ pub async fn produce(topic: &str, records: &[KeyedPayload]) -> Vec<(i32, i64)> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("linger.ms", "5")
+        // Room for the oversized records the hardening tests send.
+        .set("message.max.bytes", "4000000")
         .create()
         .expect("producer is created");
     let sends = records.iter().map(|(key, payload)| {
@@ -223,21 +231,10 @@ pub fn spawn_run(pipeline: &Path, dir: &Path, name: &str) -> Child {
 /// Stops `streamscore run` with SIGTERM and requires a clean exit (0)
 /// within 30 s; on failure the message carries the instance's log.
 pub fn stop_cleanly(child: &mut Child, dir: &Path, name: &str) {
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(sent.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait works") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{name} did not exit within 30 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    terminate(child);
+    let Some(status) = wait_exit(child, Duration::from_secs(30)) else {
+        let _ = child.kill();
+        panic!("{name} did not exit within 30 s of SIGTERM");
     };
     assert!(
         status.success(),
@@ -267,4 +264,66 @@ pub fn valid_events(count: usize) -> Vec<KeyedPayload> {
 
 pub fn log_of(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+}
+
+/// Per partition, the group's committed offset (None: nothing committed)
+/// and the topic's end offset.
+pub fn committed_and_end(group: &str, topic: &str, partitions: i32) -> Vec<(Option<i64>, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .expect("checker is created");
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("committed offsets are fetched");
+    (0..partitions)
+        .map(|p| {
+            let offset = committed
+                .find_partition(topic, p)
+                .expect("partition is listed")
+                .offset();
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks are fetched");
+            (offset.to_raw().filter(|&o| o >= 0), high)
+        })
+        .collect()
+}
+
+/// Sends SIGTERM to the child.
+pub fn terminate(child: &Child) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+}
+
+/// Waits up to `limit` for the child to exit.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait works") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Waits up to `limit` for `needle` to appear in the instance's log.
+pub fn wait_for_log(dir: &Path, name: &str, needle: &str, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if log_of(dir, name).contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
