@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::new_null_array;
+use arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondBuilder, new_null_array};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
@@ -14,6 +14,7 @@ use crate::config::Pipeline;
 use crate::decode::Decoder;
 use crate::model::train::{TrainError, TrainOptions, TrainReport, fit_logistic, labels_from};
 use crate::reject::Rejected;
+use crate::timestamp::TimestampFormat;
 use crate::transform::{SqlTransform, TransformError};
 
 #[derive(Debug, thiserror::Error)]
@@ -94,18 +95,22 @@ fn read_csv(decoder: &Decoder, data: &Path, shown: &str) -> Result<RecordBatch, 
             source,
         })
     };
-    let schema = &decoder.schema().arrow;
+    let record_schema = decoder.schema();
+    let schema = &record_schema.arrow;
     let format = arrow::csv::reader::Format::default().with_header(true);
     let (header, _) = format.infer_schema(open()?, Some(0)).map_err(csv_error)?;
     // Each file column gets the declared type of the schema field it names;
-    // columns the schema does not know are read as text and dropped.
+    // timestamps and columns the schema does not know are read as text (the
+    // former are then read as the stream reads them, the latter dropped).
     let file_schema = Arc::new(Schema::new(
         header
             .fields()
             .iter()
             .map(|f| match schema.field_with_name(f.name()) {
-                Ok(declared) => Field::new(f.name(), declared.data_type().clone(), true),
-                Err(_) => Field::new(f.name(), DataType::Utf8, true),
+                Ok(declared) if declared.data_type() != &crate::schema::TIMESTAMP_TYPE => {
+                    Field::new(f.name(), declared.data_type().clone(), true)
+                }
+                _ => Field::new(f.name(), DataType::Utf8, true),
             })
             .collect::<Vec<_>>(),
     ));
@@ -118,16 +123,47 @@ fn read_csv(decoder: &Decoder, data: &Path, shown: &str) -> Result<RecordBatch, 
     let columns = schema
         .fields()
         .iter()
-        .map(|field| match file.column_by_name(field.name()) {
-            Some(column) => Ok(column.clone()),
-            None if field.is_nullable() => Ok(new_null_array(field.data_type(), file.num_rows())),
-            None => Err(csv_error(ArrowError::SchemaError(format!(
-                "the header has no column `{}`, which the schema requires",
-                field.name()
-            )))),
-        })
+        .zip(&record_schema.timestamp_formats)
+        .map(
+            |(field, timestamp)| match file.column_by_name(field.name()) {
+                Some(column) => match timestamp {
+                    Some(format) => timestamps_from_text(column, format, field.name())
+                        .map_err(|message| csv_error(ArrowError::ParseError(message))),
+                    None => Ok(column.clone()),
+                },
+                None if field.is_nullable() => {
+                    Ok(new_null_array(field.data_type(), file.num_rows()))
+                }
+                None => Err(csv_error(ArrowError::SchemaError(format!(
+                    "the header has no column `{}`, which the schema requires",
+                    field.name()
+                )))),
+            },
+        )
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(schema.clone(), columns).map_err(csv_error)
+}
+
+/// A text column of timestamps, read with the field's declared format, as
+/// the stream's decoder reads them; an empty cell is null.
+fn timestamps_from_text(
+    column: &ArrayRef,
+    format: &TimestampFormat,
+    name: &str,
+) -> Result<ArrayRef, String> {
+    let text = column.as_string::<i32>();
+    let mut millis = TimestampMillisecondBuilder::with_capacity(text.len());
+    for (row, cell) in text.iter().enumerate() {
+        match cell.map(str::trim).filter(|c| !c.is_empty()) {
+            None => millis.append_null(),
+            Some(cell) => millis.append_value(
+                format
+                    .from_str(cell)
+                    .map_err(|e| format!("data row {}, column `{name}`: {e}", row + 1))?,
+            ),
+        }
+    }
+    Ok(Arc::new(millis.finish()))
 }
 
 /// Applies the pipeline SQL to decoded history.

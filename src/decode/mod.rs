@@ -8,6 +8,8 @@
 //! the schema, and only then appended to the Arrow builders (`columns`).
 
 mod columns;
+#[cfg(test)]
+mod properties;
 mod row;
 
 use arrow::error::ArrowError;

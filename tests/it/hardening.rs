@@ -130,7 +130,10 @@ async fn held_pipeline(dir: &std::path::Path, extra: &str) -> (Topics, std::path
     let mut topics = Topics::create(1).await;
     topics.output = unique("never-created");
     produce(&topics.input, &valid_events(50)).await;
-    let pipeline = topics.write_pipeline_with(dir, 50, extra);
+    // librdkafka waits this long (30 s by default) for a missing topic to
+    // appear before it fails the message.
+    let producer = "\n[kafka.producer]\n\"topic.metadata.propagation.max.ms\" = \"1000\"\n";
+    let pipeline = topics.write_pipeline_with(dir, 50, &format!("{producer}{extra}"));
     (topics, pipeline)
 }
 
