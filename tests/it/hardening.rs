@@ -19,7 +19,13 @@ const PAN: &str = "4111111111111111";
 async fn oversized_records_are_cut_into_dead_letters_and_the_stream_moves_on() {
     let topics = Topics::create(2).await;
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = topics.write_pipeline(dir.path(), 200);
+    // Valid events are about 300 bytes: the byte cap, not the row cap,
+    // closes these batches.
+    let pipeline = topics.write_pipeline(dir.path(), 1000);
+    let pipeline_text = std::fs::read_to_string(&pipeline)
+        .unwrap()
+        .replace("max_rows = 1000", "max_rows = 1000\nmax_bytes = 16384");
+    std::fs::write(&pipeline, pipeline_text).unwrap();
 
     let two_mb = format!(r#"{{"event_id":"big","pad":"{}"}}"#, "x".repeat(2_000_000));
     // Just over the engine producer's message.max.bytes (1,000,000).
@@ -103,6 +109,25 @@ async fn oversized_records_are_cut_into_dead_letters_and_the_stream_moves_on() {
     }
     let log = log_of(dir.path(), "first");
     assert!(!log.contains(PAN), "the card number is in the log");
+    let batch_rows: Vec<usize> = log
+        .lines()
+        .filter(|l| l.contains("batch delivered"))
+        .filter_map(|l| l.split("rows=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(!batch_rows.is_empty());
+    // A batch closes once its payloads reach the cap, so it holds at most
+    // cap / (smallest record) + 1 records.
+    let smallest = records
+        .iter()
+        .filter_map(|(_, payload)| payload.as_ref().map(Vec::len))
+        .min()
+        .unwrap();
+    let most = 16_384 / smallest + 1;
+    let largest = batch_rows.iter().max().copied().unwrap_or_default();
+    assert!(
+        largest <= most,
+        "a batch of {largest} rows (at most {most} fit): the byte cap did not close it"
+    );
 
     // Everything was committed, so a restart has nothing stuck to re-read,
     // and new events are scored.
