@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{AdminError, AdminServer};
 use crate::config::Pipeline;
 use crate::engine::{Engine, EngineError};
+use crate::kafka::context::SourceContext;
 use crate::kafka::sink::KafkaSink;
 use crate::kafka::source::KafkaSource;
 use crate::pipeline::{self, PipelineError};
-use crate::stats::Stats;
+use crate::telemetry::{self, Health, Stats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -21,6 +23,8 @@ pub enum AppError {
         brokers: String,
         source: rdkafka::error::KafkaError,
     },
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
     #[error(
@@ -44,7 +48,8 @@ pub struct Shutdown {
 }
 
 /// Plans the SQL and loads the model first, so a bad pipeline fails before
-/// anything is consumed; then runs the loop until `shutdown`.
+/// anything is consumed; then runs the loop until `shutdown`, with the admin
+/// server and the status line beside it.
 pub async fn run(
     pipeline: &Pipeline,
     stats: Arc<Stats>,
@@ -53,13 +58,36 @@ pub async fn run(
     let engine = Engine::for_pipeline(pipeline)
         .await
         .map_err(AppError::Start)?;
+    // The recorder goes in before the first metric is emitted.
+    telemetry::prometheus();
+    let health = Arc::new(Health::default());
+    health.set_model_loaded(&engine.model().name, &engine.model().version);
+    // Side tasks end with the run, whichever way it ends.
+    let side_tasks = CancellationToken::new();
+    let _end_side_tasks = side_tasks.clone().drop_guard();
+    if let Some(listen) = &pipeline.admin_listen {
+        AdminServer::new(Arc::clone(&health))
+            .start(listen, side_tasks.clone())
+            .await?;
+    }
+    tokio::spawn(telemetry::status::run(
+        Arc::clone(&stats),
+        pipeline.status_interval,
+        side_tasks.clone(),
+    ));
+    tokio::spawn(upkeep(side_tasks.clone()));
+
     let connect = |source| AppError::Connect {
         brokers: pipeline.kafka.brokers.clone(),
         source,
     };
     let sink = KafkaSink::new(&pipeline.kafka, pipeline.batch.dead_letter_payload_bytes)
         .map_err(connect)?;
-    let source = KafkaSource::new(&pipeline.kafka, pipeline.batch).map_err(connect)?;
+    let context = SourceContext {
+        health,
+        stats: Arc::clone(&stats),
+    };
+    let source = KafkaSource::new(&pipeline.kafka, pipeline.batch, context).map_err(connect)?;
     tracing::info!(
         input = %pipeline.kafka.input_topic,
         output = %pipeline.kafka.output_topic,
@@ -83,6 +111,18 @@ pub async fn run(
     std::mem::forget(source);
     std::mem::forget(sink);
     Err(outcome)
+}
+
+/// Drains the histograms' pending samples every few seconds, so that memory
+/// stays flat when nothing scrapes `/metrics`.
+async fn upkeep(stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => telemetry::prometheus().run_upkeep(),
+        }
+    }
 }
 
 /// Resolves `timeout` after `stop` is cancelled.

@@ -20,12 +20,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Pipeline;
 use crate::decode::Decoder;
 use crate::engine::{Engine, EngineSpec};
+use crate::kafka::context::SourceContext;
 use crate::kafka::{admin, sink::KafkaSink, source::KafkaSource};
 use crate::model::evaluate::auc_roc;
 use crate::model::train::TrainOptions;
 use crate::output::{Decision, ScoreRecord};
 use crate::simulate::{SimulationConfig, Transaction, simulate};
-use crate::stats::{Snapshot, Stats};
+use crate::telemetry::{Snapshot, Stats};
 use crate::{pipeline, training};
 
 /// How long the demo waits without progress before it gives up (the group
@@ -274,9 +275,13 @@ async fn score_until_done(
 ) -> Result<Snapshot, DemoError> {
     let sink = KafkaSink::new(&pipeline.kafka, pipeline.batch.dead_letter_payload_bytes)
         .map_err(step("create the sink"))?;
-    let source =
-        KafkaSource::new(&pipeline.kafka, pipeline.batch).map_err(step("create the source"))?;
     let stats = Arc::new(Stats::default());
+    let context = SourceContext {
+        health: Arc::default(),
+        stats: Arc::clone(&stats),
+    };
+    let source = KafkaSource::new(&pipeline.kafka, pipeline.batch, context)
+        .map_err(step("create the source"))?;
     let stop = CancellationToken::new();
     let progress = {
         let (stats, stop) = (Arc::clone(&stats), stop.clone());

@@ -13,6 +13,7 @@
 //! [`engine::Engine`] is the I/O-free middle (decode, transform, score);
 //! [`pipeline`] is the loop around it; [`app`] builds both from config.
 
+pub mod admin;
 pub mod app;
 pub mod batch;
 pub mod config;
@@ -28,7 +29,7 @@ pub mod pipeline;
 pub mod reject;
 pub mod schema;
 pub mod simulate;
-pub mod stats;
+pub mod telemetry;
 pub mod timestamp;
 pub mod training;
 pub mod transform;

@@ -13,7 +13,7 @@ use streamscore::error::Chain;
 use streamscore::model::ModelBundle;
 use streamscore::model::train::TrainOptions;
 use streamscore::simulate::{SimulationConfig, simulate};
-use streamscore::stats::Stats;
+use streamscore::telemetry::Stats;
 use streamscore::{app, demo, training};
 
 #[derive(Parser)]

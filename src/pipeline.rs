@@ -2,7 +2,7 @@
 //! stored only after every output of the batch is acknowledged, so a crash
 //! at any point re-reads rather than loses (at least once).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_util::sync::CancellationToken;
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{Engine, EngineError};
 use crate::kafka::sink::{DeliveryError, KafkaSink};
 use crate::kafka::source::KafkaSource;
-use crate::stats::Stats;
+use crate::telemetry::Stats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -36,10 +36,11 @@ pub async fn run(
         if batch.is_empty() {
             break;
         }
+        let started = Instant::now();
         let output = off_the_async_workers(engine.process(&batch)).await?;
         let delivered = sink.deliver(&batch, &output).await?;
         source.store(&batch)?;
-        stats.record(&batch, &output, delivered);
+        stats.record(&batch, &output, &delivered, started.elapsed());
         tracing::debug!(
             rows = batch.len(),
             scored = output.scores.len(),

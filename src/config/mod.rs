@@ -62,6 +62,40 @@ pub struct PipelineFile {
     pub dead_letter: DeadLetterSection,
     #[serde(default)]
     pub shutdown: ShutdownSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    pub enabled: bool,
+    pub listen: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    pub status_interval_ms: u64,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        Self {
+            status_interval_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +258,9 @@ pub struct Pipeline {
     pub threshold_override: Option<f64>,
     /// How long a stop may take to finish the batch in flight and commit.
     pub drain_timeout: Duration,
+    /// Where the admin server listens, when it is on.
+    pub admin_listen: Option<String>,
+    pub status_interval: Duration,
 }
 
 impl Pipeline {
@@ -325,6 +362,21 @@ impl PipelineFile {
                 format!("is {share}; it must lie in (0, 1]"),
             ));
         }
+        if self.telemetry.status_interval_ms == 0 {
+            return Err(invalid(
+                "telemetry.status_interval_ms",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.admin.enabled && self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "admin.listen",
+                format!(
+                    "is `{}`; it must be an address and port such as 127.0.0.1:9464",
+                    self.admin.listen
+                ),
+            ));
+        }
         if self.shutdown.drain_timeout_ms == 0 {
             return Err(invalid(
                 "shutdown.drain_timeout_ms",
@@ -400,6 +452,8 @@ impl PipelineFile {
             model_path,
             threshold_override: self.model.threshold,
             drain_timeout: Duration::from_millis(self.shutdown.drain_timeout_ms),
+            admin_listen: self.admin.enabled.then_some(self.admin.listen),
+            status_interval: Duration::from_millis(self.telemetry.status_interval_ms),
         })
     }
 }
@@ -519,6 +573,16 @@ mod tests {
                 "drain_timeout_ms = 30000",
                 "drain_timeout_ms = 0",
                 "`shutdown.drain_timeout_ms`",
+            ),
+            (
+                "listen = \"127.0.0.1:9464\"",
+                "listen = \"localhost\"",
+                "`admin.listen`",
+            ),
+            (
+                "status_interval_ms = 10000",
+                "status_interval_ms = 0",
+                "`telemetry.status_interval_ms`",
             ),
             (
                 "max_failed_share = 0.5",

@@ -1,14 +1,27 @@
-//! A consumer context that logs partition assignment, so an operator can see
-//! state follow partitions between instances.
+//! The clients' contexts: the consumer logs partition assignment (so an
+//! operator can see state follow partitions between instances) and keeps
+//! readiness; both turn librdkafka's statistics into metrics.
+
+use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::statistics::Statistics;
 
-pub struct LoggingContext;
+use crate::telemetry::{Health, Stats, kafka_stats};
 
-impl ClientContext for LoggingContext {}
+pub struct SourceContext {
+    pub health: Arc<Health>,
+    pub stats: Arc<Stats>,
+}
 
-impl ConsumerContext for LoggingContext {
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        kafka_stats::record_consumer(&statistics, &self.stats);
+    }
+}
+
+impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
@@ -17,12 +30,22 @@ impl ConsumerContext for LoggingContext {
                     .iter()
                     .map(|e| format!("{}/{}", e.topic(), e.partition()))
                     .collect();
+                self.health.set_partitions(partitions.len());
                 tracing::info!(partitions = %partitions.join(","), "partitions assigned");
             }
             Rebalance::Revoke(list) => {
+                self.health.set_partitions(0);
                 tracing::info!(count = list.count(), "partitions revoked");
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
         }
+    }
+}
+
+pub struct SinkContext;
+
+impl ClientContext for SinkContext {
+    fn stats(&self, statistics: Statistics) {
+        kafka_stats::record_producer(&statistics);
     }
 }

@@ -2,7 +2,7 @@
 //! sink and topic administration.
 
 pub mod admin;
-mod context;
+pub mod context;
 pub mod sink;
 pub mod source;
 
@@ -12,7 +12,10 @@ use crate::config::KafkaSettings;
 
 fn base_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
+    config
+        .set("bootstrap.servers", brokers)
+        // Consumer lag and the producer's queue come from these statistics.
+        .set("statistics.interval.ms", "5000");
     config
 }
 

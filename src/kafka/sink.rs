@@ -26,6 +26,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
+use super::context::SinkContext;
 use crate::batch::Batch;
 use crate::config::KafkaSettings;
 use crate::output::{BatchOutput, DeadLetter, Outgoing};
@@ -92,20 +93,22 @@ impl Fault {
 }
 
 /// What delivering a batch did besides the obvious.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Delivered {
-    /// Scores Kafka refused for good, sent as dead letters instead.
-    pub scores_rerouted: usize,
+    /// Positions in the batch's scores of those Kafka refused for good and
+    /// that went out as dead letters instead.
+    pub rerouted: Vec<usize>,
 }
 
 /// A message still to be acknowledged.
 enum Pending<'a> {
-    Score(&'a Outgoing),
+    /// A score and its position in the batch's scores.
+    Score(usize, &'a Outgoing),
     Letter(Cow<'a, DeadLetter>),
 }
 
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: FutureProducer<SinkContext>,
     output_topic: String,
     dead_letter_topic: String,
     dead_letter_payload_bytes: usize,
@@ -114,7 +117,7 @@ pub struct KafkaSink {
 impl KafkaSink {
     pub fn new(settings: &KafkaSettings, dead_letter_payload_bytes: usize) -> KafkaResult<Self> {
         Ok(Self {
-            producer: super::producer_config(settings).create()?,
+            producer: super::producer_config(settings).create_with_context(SinkContext)?,
             output_topic: settings.output_topic.clone(),
             dead_letter_topic: settings.dead_letter_topic.clone(),
             dead_letter_payload_bytes,
@@ -131,7 +134,8 @@ impl KafkaSink {
         let mut pending: Vec<Pending> = output
             .scores
             .iter()
-            .map(Pending::Score)
+            .enumerate()
+            .map(|(position, score)| Pending::Score(position, score))
             .chain(
                 output
                     .dead_letters
@@ -148,9 +152,9 @@ impl KafkaSink {
             for (message, result) in pending.into_iter().zip(results) {
                 let Err(error) = result else { continue };
                 match (Fault::of(&error), message) {
-                    (Fault::Message, Pending::Score(score)) => {
+                    (Fault::Message, Pending::Score(position, score)) => {
                         tracing::warn!(error = %error, "Kafka refused a score for good; dead-lettering its input");
-                        delivered.scores_rerouted += 1;
+                        delivered.rerouted.push(position);
                         next.push(Pending::Letter(Cow::Owned(DeadLetter::for_record(
                             &batch.records[score.source_index],
                             &batch.topic,
@@ -198,6 +202,8 @@ impl KafkaSink {
                     });
                 }
                 tracing::warn!(topic, failed, error = %last_error, attempt = transient_rounds, "delivery failed; retrying");
+                metrics::counter!(crate::telemetry::names::DELIVERY_RETRIES, "topic" => topic)
+                    .increment(1);
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
@@ -207,14 +213,14 @@ impl KafkaSink {
 
     fn topic_of(&self, message: &Pending) -> &str {
         match message {
-            Pending::Score(_) => &self.output_topic,
+            Pending::Score(..) => &self.output_topic,
             Pending::Letter(_) => &self.dead_letter_topic,
         }
     }
 
     async fn send(&self, message: &Pending<'_>) -> Result<(), KafkaError> {
         match message {
-            Pending::Score(score) => self.send_score(score).await,
+            Pending::Score(_, score) => self.send_score(score).await,
             Pending::Letter(letter) => self.send_dead_letter(letter).await,
         }
     }

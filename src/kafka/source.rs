@@ -11,20 +11,24 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::context::LoggingContext;
+use super::context::SourceContext;
 use crate::batch::{Batch, SourceRecord};
 use crate::config::{BatchSettings, KafkaSettings};
 
 pub struct KafkaSource {
-    consumer: StreamConsumer<LoggingContext>,
+    consumer: StreamConsumer<SourceContext>,
     topic: String,
     batch: BatchSettings,
 }
 
 impl KafkaSource {
-    pub fn new(settings: &KafkaSettings, batch: BatchSettings) -> KafkaResult<Self> {
-        let consumer: StreamConsumer<LoggingContext> =
-            super::consumer_config(settings).create_with_context(LoggingContext)?;
+    pub fn new(
+        settings: &KafkaSettings,
+        batch: BatchSettings,
+        context: SourceContext,
+    ) -> KafkaResult<Self> {
+        let consumer: StreamConsumer<SourceContext> =
+            super::consumer_config(settings).create_with_context(context)?;
         consumer.subscribe(&[&settings.input_topic])?;
         Ok(Self {
             consumer,

@@ -12,7 +12,7 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use streamscore::config::Pipeline;
 use streamscore::engine::Engine;
 use streamscore::kafka::{sink::KafkaSink, source::KafkaSource};
-use streamscore::stats::Stats;
+use streamscore::telemetry::Stats;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{KeyedPayload, repo_path};
@@ -46,7 +46,11 @@ async fn unacknowledged_scores_leave_the_offsets_uncommitted() {
     );
 
     let engine = Engine::for_pipeline(&pipeline).await.unwrap();
-    let source = KafkaSource::new(&pipeline.kafka, pipeline.batch).unwrap();
+    let context = streamscore::kafka::context::SourceContext {
+        health: Default::default(),
+        stats: Default::default(),
+    };
+    let source = KafkaSource::new(&pipeline.kafka, pipeline.batch, context).unwrap();
     let sink = KafkaSink::new(&pipeline.kafka, pipeline.batch.dead_letter_payload_bytes).unwrap();
     let stats = Stats::default();
     let stop = CancellationToken::new();

@@ -11,5 +11,6 @@ mod delivery;
 mod engine;
 mod golden;
 mod hardening;
+mod observability;
 mod support;
 mod training;

@@ -93,6 +93,10 @@ path = "{schema}"
 sql = "{sql}"
 [model]
 bundle = "{model}"
+[admin]
+listen = "127.0.0.1:0"
+[telemetry]
+status_interval_ms = 1000
 "#,
             brokers = brokers(),
             group = self.group,

@@ -1,0 +1,40 @@
+//! Readiness: an instance is ready when it holds partitions and a model.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use super::names;
+
+#[derive(Debug, Default)]
+pub struct Health {
+    partitions: AtomicUsize,
+    model_loaded: AtomicBool,
+}
+
+impl Health {
+    /// Called on every rebalance with the partitions now held.
+    pub fn set_partitions(&self, count: usize) {
+        self.partitions.store(count, Ordering::Relaxed);
+        metrics::gauge!(names::PARTITIONS_ASSIGNED).set(count as f64);
+    }
+
+    pub fn set_model_loaded(&self, name: &str, version: &str) {
+        self.model_loaded.store(true, Ordering::Relaxed);
+        metrics::gauge!(names::MODEL_INFO, "name" => name.to_owned(), "version" => version.to_owned())
+            .set(1.0);
+    }
+
+    pub fn partitions(&self) -> usize {
+        self.partitions.load(Ordering::Relaxed)
+    }
+
+    /// Why the instance is not ready, or `None` when it is.
+    pub fn not_ready_because(&self) -> Option<&'static str> {
+        if !self.model_loaded.load(Ordering::Relaxed) {
+            Some("no model loaded")
+        } else if self.partitions() == 0 {
+            Some("no partitions assigned")
+        } else {
+            None
+        }
+    }
+}

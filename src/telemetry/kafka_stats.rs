@@ -1,0 +1,33 @@
+//! librdkafka's statistics (every `statistics.interval.ms`) as gauges:
+//! consumer lag per partition, the producer's queue and its retries.
+
+use rdkafka::statistics::Statistics;
+
+use super::{Stats, names};
+
+/// The consumer's view: lag per assigned partition, and their total for the
+/// status line.
+pub fn record_consumer(statistics: &Statistics, stats: &Stats) {
+    let mut total = 0;
+    for (topic, t) in &statistics.topics {
+        // Partition -1 is librdkafka's internal "unassigned" queue, and a
+        // lag of -1 means not known yet (nothing committed or no end offset).
+        for (partition, p) in t.partitions.iter().filter(|(id, _)| **id >= 0) {
+            if p.consumer_lag < 0 {
+                continue;
+            }
+            total += p.consumer_lag;
+            metrics::gauge!(names::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                .set(p.consumer_lag as f64);
+        }
+    }
+    stats.set_consumer_lag(total);
+}
+
+/// The producer's view: messages waiting in its queue and the produce
+/// requests librdkafka retried.
+pub fn record_producer(statistics: &Statistics) {
+    metrics::gauge!(names::PRODUCER_QUEUE).set(statistics.msg_cnt as f64);
+    let retries: u64 = statistics.brokers.values().map(|b| b.txretries).sum();
+    metrics::counter!(names::PRODUCER_RETRIES).absolute(retries);
+}

@@ -1,0 +1,74 @@
+//! What an operator sees of a running engine: metric names (all of them, in
+//! [`names`]), the Prometheus recorder, the counters behind the status line,
+//! librdkafka's statistics turned into gauges, and readiness.
+//!
+//! Counting happens once per batch, not per row, and labels are bounded:
+//! topic, partition, kind, model name and version; never a card or event id.
+
+pub mod health;
+pub mod kafka_stats;
+pub mod stats;
+pub mod status;
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub use health::Health;
+pub use stats::{Snapshot, Stats};
+
+pub mod names {
+    pub const CONSUMED: &str = "streamscore_events_consumed_total";
+    pub const SCORED: &str = "streamscore_events_scored_total";
+    pub const FLAGGED: &str = "streamscore_events_flagged_total";
+    /// Labelled by `kind`, the dead-letter kind.
+    pub const DEAD_LETTERED: &str = "streamscore_events_dead_lettered_total";
+    pub const BATCHES: &str = "streamscore_batches_total";
+    /// Rows per batch.
+    pub const BATCH_ROWS: &str = "streamscore_batch_rows";
+    /// From a batch closing to its offsets being stored: decode, SQL, score,
+    /// produce and every ack.
+    pub const BATCH_SECONDS: &str = "streamscore_batch_seconds";
+    /// From a record's Kafka timestamp to its score's acknowledgement.
+    pub const KAFKA_TO_SCORE_SECONDS: &str = "streamscore_kafka_to_score_seconds";
+    /// Per partition, from librdkafka's statistics: end offset less the
+    /// committed offset.
+    pub const CONSUMER_LAG: &str = "streamscore_consumer_lag";
+    pub const PARTITIONS_ASSIGNED: &str = "streamscore_partitions_assigned";
+    /// Messages in the producer's local queue, from librdkafka's statistics.
+    pub const PRODUCER_QUEUE: &str = "streamscore_producer_queue_messages";
+    /// librdkafka's own produce-request retries, from its statistics.
+    pub const PRODUCER_RETRIES: &str = "streamscore_producer_retries_total";
+    /// Rounds in which streamscore sent a batch's refused outputs again.
+    pub const DELIVERY_RETRIES: &str = "streamscore_delivery_retries_total";
+    /// 1 for the model that is scoring, labelled by name and version.
+    pub const MODEL_INFO: &str = "streamscore_model_info";
+}
+
+/// Latency buckets, seconds: 1 ms to 1 minute.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+];
+const ROWS_BUCKETS: &[f64] = &[
+    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+];
+
+/// Installs the Prometheus recorder once per process and returns the handle
+/// that renders `/metrics`. Later calls return the same handle.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_rows".into()), ROWS_BUCKETS))
+            .expect("the bucket lists are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder already installed (an embedding program's own)
+        // keeps receiving the metrics; /metrics then shows nothing.
+        if let Err(e) = metrics::set_global_recorder(recorder) {
+            tracing::warn!(error = %e, "a metrics recorder is already installed; /metrics stays empty");
+        }
+        handle
+    })
+}
