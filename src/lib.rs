@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod app;
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod decode;
 pub mod demo;

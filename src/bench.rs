@@ -1,0 +1,508 @@
+//! `streamscore bench`: the end-to-end benchmark against a real broker.
+//!
+//! 1. Loads N simulated events into a fresh input topic.
+//! 2. Runs the bare passthrough (examples/passthrough.rs: consume, produce
+//!    unchanged, await acks, store offsets) and then `streamscore run` with
+//!    the pipeline, each from a fresh group over the same events, and reports
+//!    events/s for each: N over the time from the first output to the last.
+//! 3. For each offered load, starts the engine on an empty topic, produces at
+//!    that rate, and reports the Kafka-to-score latency: the score's Kafka
+//!    timestamp (set when the engine produced it) less the event's.
+//!
+//! The figures are printed as Markdown for bench/RESULTS.md.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Message};
+
+use crate::kafka::admin::ensure_topics;
+use crate::simulate::{SimulationConfig, simulate};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("bench: {0}")]
+    Failed(String),
+}
+
+fn failed(what: impl std::fmt::Display) -> BenchError {
+    BenchError::Failed(what.to_string())
+}
+
+/// An offered load for the latency runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    PerSecond(u64),
+    /// As fast as the producer goes: saturation.
+    Max,
+}
+
+impl std::str::FromStr for Load {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "max" {
+            return Ok(Load::Max);
+        }
+        s.parse()
+            .map(Load::PerSecond)
+            .map_err(|_| format!("`{s}` is not an events/s figure or `max`"))
+    }
+}
+
+pub struct BenchOptions {
+    pub brokers: String,
+    pub pipeline: PathBuf,
+    pub passthrough: PathBuf,
+    pub events: usize,
+    pub partitions: i32,
+    pub loads: Vec<Load>,
+    pub load_seconds: u64,
+    /// `fetch.wait.max.ms` for both consumers. Tansu answers a fetch only
+    /// when this wait is over, even when records arrive sooner, so its
+    /// default of 500 ms would be most of the measured latency.
+    pub fetch_wait_ms: u64,
+}
+
+/// Runs the whole benchmark and prints its Markdown tables.
+pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
+    let payloads = events(options.events, 0);
+    let input = topic("bench-in");
+    ensure_topics(&options.brokers, &[&input], options.partitions)
+        .await
+        .map_err(failed)?;
+    let started = Instant::now();
+    produce_all(&options.brokers, &input, &payloads).await?;
+    let load_rate = payloads.len() as f64 / started.elapsed().as_secs_f64();
+    eprintln!(
+        "loaded {} events into {input} ({load_rate:.0}/s)",
+        payloads.len()
+    );
+
+    println!("| run | events | seconds | events/s |");
+    println!("|---|---:|---:|---:|");
+    let passthrough_output = topic("bench-pass");
+    let passthrough = throughput(options, &passthrough_output, |output| {
+        Command::new(&options.passthrough)
+            .args([&options.brokers, &topic("bench-group"), &input, output])
+            .env("FETCH_WAIT_MAX_MS", options.fetch_wait_ms.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    })
+    .await?;
+    print_throughput("passthrough", options.events, passthrough);
+
+    let engine_output = topic("bench-scores");
+    let dir = tempfile::tempdir().map_err(failed)?;
+    let engine = throughput(options, &engine_output, |output| {
+        let pipeline = engine_pipeline(options, dir.path(), &input, output)?;
+        spawn_engine(&pipeline, dir.path())
+    })
+    .await?;
+    print_throughput("streamscore run", options.events, engine);
+    println!();
+    println!(
+        "engine / passthrough: **{:.2}x**",
+        passthrough.as_secs_f64() / engine.as_secs_f64()
+    );
+
+    if !options.loads.is_empty() {
+        println!();
+        println!("| offered load | events | achieved events/s | p50 ms | p99 ms | p99.9 ms |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        for (i, &load) in options.loads.iter().enumerate() {
+            latency_at(options, load, i + 1, dir.path()).await?;
+        }
+    }
+    Ok(())
+}
+
+fn print_throughput(name: &str, events: usize, took: Duration) {
+    println!(
+        "| {name} | {events} | {:.2} | {:.0} |",
+        took.as_secs_f64(),
+        events as f64 / took.as_secs_f64()
+    );
+}
+
+/// A topic name no earlier run used.
+fn topic(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    )
+}
+
+/// A simulated event: its id, key and JSON payload.
+struct Event {
+    id: String,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+/// `count` simulated events, their ids unique to `run`.
+fn events(count: usize, run: usize) -> Vec<Event> {
+    let config = SimulationConfig {
+        customers: 5_000,
+        terminals: 10_000,
+        days: (count / 7_000 + 1) as u32,
+        ..SimulationConfig::default()
+    };
+    simulate(&config)
+        .into_iter()
+        .take(count)
+        .map(|mut t| {
+            t.event_id = format!("{run}-{}", t.event_id);
+            Event {
+                payload: serde_json::to_vec(&t).unwrap_or_default(),
+                id: t.event_id,
+                key: t.card_id.into_bytes(),
+            }
+        })
+        .collect()
+}
+
+fn producer(brokers: &str) -> Result<FutureProducer, BenchError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .map_err(failed)
+}
+
+async fn produce_all(brokers: &str, topic: &str, payloads: &[Event]) -> Result<(), BenchError> {
+    let producer = producer(brokers)?;
+    for chunk in payloads.chunks(50_000) {
+        let sends = chunk.iter().map(|event| {
+            let record = FutureRecord::to(topic)
+                .key(&event.key)
+                .payload(&event.payload);
+            producer.send(record, Timeout::Never)
+        });
+        for result in join_all(sends).await {
+            result.map_err(|(e, _)| failed(e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts a consumer of the input (via `spawn`, given its output topic) and
+/// times it from its first output message to its `events`-th.
+async fn throughput(
+    options: &BenchOptions,
+    output: &str,
+    spawn: impl FnOnce(&str) -> std::io::Result<Child>,
+) -> Result<Duration, BenchError> {
+    ensure_topics(&options.brokers, &[output], options.partitions)
+        .await
+        .map_err(failed)?;
+    let watcher = watermark_reader(&options.brokers)?;
+    let mut child = spawn(output).map_err(failed)?;
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let done = loop {
+        let produced = total_end_offset(&watcher, output, options.partitions)?;
+        if produced > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
+        if produced >= options.events as i64 {
+            break Instant::now();
+        }
+        if Instant::now() > deadline || child.try_wait().map_err(failed)?.is_some() {
+            let _ = child.kill();
+            return Err(failed(format!(
+                "{output} reached {produced} of {} messages",
+                options.events
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stop(&mut child)?;
+    Ok(done - first.unwrap_or(done))
+}
+
+fn watermark_reader(brokers: &str) -> Result<BaseConsumer, BenchError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", topic("bench-watcher"))
+        .create()
+        .map_err(failed)
+}
+
+fn total_end_offset(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: i32,
+) -> Result<i64, BenchError> {
+    let mut total = 0;
+    for p in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .map_err(failed)?;
+        total += high;
+    }
+    Ok(total)
+}
+
+/// SIGTERM, then wait for the exit.
+fn stop(child: &mut Child) -> Result<(), BenchError> {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .map_err(failed)?;
+    child.wait().map_err(failed)?;
+    Ok(())
+}
+
+/// The pipeline file with the bench's brokers, topics and a fresh group;
+/// its own paths made absolute so it works from `dir`.
+fn engine_pipeline(
+    options: &BenchOptions,
+    dir: &Path,
+    input: &str,
+    output: &str,
+) -> std::io::Result<PathBuf> {
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let text = std::fs::read_to_string(&options.pipeline)?;
+    let mut file: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+    let base = options
+        .pipeline
+        .parent()
+        .unwrap_or(Path::new("."))
+        .canonicalize()?;
+    /// Sets `path.key` (path dotted: `kafka.consumer`), making the tables.
+    fn set(file: &mut toml::Table, path: &str, key: &str, value: &str) {
+        let mut table = file;
+        for name in path.split('.') {
+            let entry = table
+                .entry(name)
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            let Some(inner) = entry.as_table_mut() else {
+                return;
+            };
+            table = inner;
+        }
+        table.insert(key.into(), toml::Value::String(value.to_owned()));
+    }
+    set(&mut file, "kafka", "brokers", &options.brokers);
+    set(&mut file, "kafka", "group_id", &topic("bench-group"));
+    set(&mut file, "kafka", "input_topic", input);
+    set(&mut file, "kafka", "output_topic", output);
+    set(&mut file, "kafka", "dead_letter_topic", &topic("bench-dlq"));
+    set(&mut file, "admin", "listen", "127.0.0.1:0");
+    set(
+        &mut file,
+        "kafka.consumer",
+        "fetch.wait.max.ms",
+        &options.fetch_wait_ms.to_string(),
+    );
+    for (section, key) in [
+        ("schema", "path"),
+        ("transform", "sql"),
+        ("model", "bundle"),
+    ] {
+        let relative = file
+            .get(section)
+            .and_then(|s| s.get(key))
+            .and_then(toml::Value::as_str)
+            .ok_or_else(|| invalid(format!("the pipeline has no {section}.{key}")))?
+            .to_owned();
+        set(
+            &mut file,
+            section,
+            key,
+            &base.join(relative).display().to_string(),
+        );
+    }
+    let path = dir.join(format!("{}.toml", topic("pipeline")));
+    std::fs::write(
+        &path,
+        toml::to_string(&file).map_err(|e| invalid(e.to_string()))?,
+    )?;
+    Ok(path)
+}
+
+fn spawn_engine(pipeline: &Path, dir: &Path) -> std::io::Result<Child> {
+    let log = std::fs::File::create(dir.join("engine.log"))?;
+    Command::new(std::env::current_exe()?)
+        .args(["run", "--pipeline"])
+        .arg(pipeline)
+        .env("RUST_LOG", "streamscore=info,warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+}
+
+/// One latency row: the engine on an empty topic, events produced at `load`
+/// with their send time as Kafka timestamp, then every score read back.
+async fn latency_at(
+    options: &BenchOptions,
+    load: Load,
+    run: usize,
+    dir: &Path,
+) -> Result<(), BenchError> {
+    let (input, output) = (topic("bench-lat-in"), topic("bench-lat-out"));
+    ensure_topics(&options.brokers, &[&input, &output], options.partitions)
+        .await
+        .map_err(failed)?;
+    let pipeline = engine_pipeline(options, dir, &input, &output).map_err(failed)?;
+    let mut engine = spawn_engine(&pipeline, dir).map_err(failed)?;
+    wait_for_assignment(&dir.join("engine.log")).await?;
+
+    let count = match load {
+        Load::PerSecond(rate) => (rate * options.load_seconds) as usize,
+        Load::Max => options.events.min(200_000),
+    };
+    let payloads = events(count, run);
+    let sent_at = produce_paced(&options.brokers, &input, &payloads, load).await?;
+    let achieved = count as f64 / sent_at.1.as_secs_f64();
+    let scores = read_back(&options.brokers, &output, options.partitions, count)?;
+    stop(&mut engine)?;
+
+    let mut latencies: Vec<i64> = scores
+        .iter()
+        .filter_map(|(event_id, scored_ms)| Some(scored_ms - sent_at.0.get(event_id)?))
+        .collect();
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        let rank = ((q * latencies.len() as f64).ceil() as usize).max(1) - 1;
+        latencies.get(rank).copied().unwrap_or_default()
+    };
+    let name = match load {
+        Load::PerSecond(rate) => format!("{rate}/s"),
+        Load::Max => "max (saturation)".into(),
+    };
+    println!(
+        "| {name} | {count} | {achieved:.0} | {} | {} | {} |",
+        at(0.5),
+        at(0.99),
+        at(0.999)
+    );
+    Ok(())
+}
+
+async fn wait_for_assignment(log: &Path) -> Result<(), BenchError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(log).is_ok_and(|l| l.contains("partitions assigned")) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(failed("the engine got no partitions within 60 s"))
+}
+
+/// Produces at `load`, in 10 ms slices, each event stamped with its send
+/// time. Returns event id -> send time (ms) and how long sending took.
+async fn produce_paced(
+    brokers: &str,
+    topic: &str,
+    payloads: &[Event],
+    load: Load,
+) -> Result<(HashMap<String, i64>, Duration), BenchError> {
+    let producer = producer(brokers)?;
+    let slice = Duration::from_millis(10);
+    let per_slice = match load {
+        Load::PerSecond(rate) => (rate as usize / 100).max(1),
+        Load::Max => 10_000,
+    };
+    let mut sent_at = HashMap::with_capacity(payloads.len());
+    let started = Instant::now();
+    let mut next = tokio::time::Instant::now();
+    let mut pending = Vec::with_capacity(payloads.len());
+    for chunk in payloads.chunks(per_slice) {
+        for event in chunk {
+            let now = chrono::Utc::now().timestamp_millis();
+            let mut record = FutureRecord::to(topic)
+                .key(&event.key)
+                .payload(&event.payload)
+                .timestamp(now);
+            sent_at.insert(event.id.clone(), now);
+            // `send_result` hands the record to librdkafka now; an async
+            // `send` would wait to be polled, and the stamp would lie.
+            loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => break pending.push(delivery),
+                    Err((e, returned))
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                    {
+                        record = returned;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((e, _)) => return Err(failed(e)),
+                }
+            }
+        }
+        if let Load::PerSecond(_) = load {
+            next += slice;
+            tokio::time::sleep_until(next).await;
+        }
+    }
+    for result in join_all(pending).await {
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(failed(e)),
+            Err(_) => return Err(failed("a delivery was cancelled")),
+        }
+    }
+    Ok((sent_at, started.elapsed()))
+}
+
+/// Reads `count` scores: (event id, the score's Kafka timestamp in ms).
+fn read_back(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+) -> Result<Vec<(String, i64)>, BenchError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", self::topic("bench-reader"))
+        .create()
+        .map_err(failed)?;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(failed)?;
+    }
+    consumer.assign(&assignment).map_err(failed)?;
+    let mut scores = Vec::with_capacity(count);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while scores.len() < count && Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.map_err(failed)?;
+        let Some(timestamp) = message.timestamp().to_millis() else {
+            continue;
+        };
+        let Some(payload) = message.payload() else {
+            continue;
+        };
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload)
+            && let Some(id) = value["event_id"].as_str()
+        {
+            scores.push((id.to_owned(), timestamp));
+        }
+    }
+    if scores.len() < count {
+        return Err(failed(format!(
+            "read back {} of {count} scores",
+            scores.len()
+        )));
+    }
+    Ok(scores)
+}
