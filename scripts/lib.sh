@@ -19,9 +19,15 @@ ensure_toolchain() {
 # and what Tansu's and RocksDB's builds use (clang, cmake, protoc).
 APT_PACKAGES=(build-essential pkg-config libclang-dev cmake protobuf-compiler python3)
 
+# What only the test script needs: docker-compose checks the compose file
+# (it needs no Docker engine for that).
+TEST_APT_PACKAGES=(docker-compose)
+
+# Installs the packages named (default: APT_PACKAGES) that are missing.
 ensure_apt_packages() {
     local missing=()
-    for p in "${APT_PACKAGES[@]}"; do
+    local wanted=("${APT_PACKAGES[@]}" "$@")
+    for p in "${wanted[@]}"; do
         dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0

@@ -5,11 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-ensure_apt_packages
+ensure_apt_packages "${TEST_APT_PACKAGES[@]}"
 ensure_toolchain
 ensure_tansu
 
 cargo fmt --all -- --check
+docker-compose -f docker-compose.yml config -q
 cargo clippy --locked --all-targets -- -D warnings
 # Build everything before the broker starts, so its start-up is not timed
 # against a cold compile.

@@ -32,6 +32,9 @@ enum Command {
         /// Overrides `kafka.brokers` in the pipeline file.
         #[arg(long, env = "STREAMSCORE_BROKERS")]
         brokers: Option<String>,
+        /// Overrides `admin.listen` (and turns the admin server on).
+        #[arg(long, env = "STREAMSCORE_ADMIN_LISTEN")]
+        admin_listen: Option<String>,
     },
     /// Fit a logistic-regression bundle on history (NDJSON or CSV) through
     /// the pipeline's own decode and SQL.
@@ -142,8 +145,15 @@ fn main() -> ExitCode {
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { pipeline, brokers } => {
-            let pipeline = Pipeline::load(&pipeline, brokers.as_deref())?;
+        Command::Run {
+            pipeline,
+            brokers,
+            admin_listen,
+        } => {
+            let mut pipeline = Pipeline::load(&pipeline, brokers.as_deref())?;
+            if admin_listen.is_some() {
+                pipeline.admin_listen = admin_listen;
+            }
             let shutdown = app::stop_on_signals();
             app::run(&pipeline, Arc::new(Stats::default()), &shutdown).await?;
         }

@@ -43,6 +43,24 @@ pub mod names {
     pub const DELIVERY_RETRIES: &str = "streamscore_delivery_retries_total";
     /// 1 for the model that is scoring, labelled by name and version.
     pub const MODEL_INFO: &str = "streamscore_model_info";
+
+    /// Every name above, for checks that the dashboard knows them all.
+    pub const ALL: &[&str] = &[
+        CONSUMED,
+        SCORED,
+        FLAGGED,
+        DEAD_LETTERED,
+        BATCHES,
+        BATCH_ROWS,
+        BATCH_SECONDS,
+        KAFKA_TO_SCORE_SECONDS,
+        CONSUMER_LAG,
+        PARTITIONS_ASSIGNED,
+        PRODUCER_QUEUE,
+        PRODUCER_RETRIES,
+        DELIVERY_RETRIES,
+        MODEL_INFO,
+    ];
 }
 
 /// Latency buckets, seconds: 1 ms to 1 minute.

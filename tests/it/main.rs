@@ -8,6 +8,7 @@
 mod cli;
 mod commit_rule;
 mod delivery;
+mod deploy;
 mod engine;
 mod golden;
 mod hardening;
