@@ -4,12 +4,17 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::Batch;
 use crate::engine::{Engine, EngineError};
 use crate::kafka::sink::{DeliveryError, KafkaSink};
 use crate::kafka::source::KafkaSource;
+use crate::output::BatchOutput;
 use crate::telemetry::Stats;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +27,18 @@ pub enum PipelineError {
     Kafka(#[from] rdkafka::error::KafkaError),
 }
 
-/// Runs until `stop` is cancelled, then finishes the batch in flight,
+/// Runs until `stop` is cancelled, then finishes the batches in flight,
 /// flushes, commits and returns.
+///
+/// Batches overlap: while batch N waits for its acknowledgements, batch N+1
+/// is fetched, processed and sent (up to `batch.max_in_flight` batches
+/// awaiting acks). Offsets are still stored in batch order, each batch's
+/// only once all of its outputs are acknowledged.
+///
+/// Fetching runs beside the processing, handing over whole batches through
+/// a channel: a batch half gathered by the consumer must never be dropped
+/// (its records are consumed; dropping them and storing a later offset
+/// would lose them), so the fetch is never raced against anything else.
 pub async fn run(
     source: &KafkaSource,
     engine: &Engine,
@@ -31,28 +46,65 @@ pub async fn run(
     stats: &Stats,
     stop: &CancellationToken,
 ) -> Result<(), PipelineError> {
-    loop {
-        let batch = source.next_batch(stop).await;
-        if batch.is_empty() {
-            break;
+    let max_in_flight = source.batch_settings().max_in_flight;
+    let (batches, mut fetched) = mpsc::channel::<Batch>(1);
+    let fetch = async move {
+        loop {
+            let batch = source.next_batch(stop).await;
+            if batch.is_empty() || batches.send(batch).await.is_err() {
+                return Ok::<(), PipelineError>(());
+            }
         }
-        let started = Instant::now();
-        let output = off_the_async_workers(engine.process(&batch)).await?;
-        let delivered = sink.deliver(&batch, &output).await?;
-        source.store(&batch)?;
-        stats.record(&batch, &output, &delivered, started.elapsed());
-        tracing::debug!(
-            rows = batch.len(),
-            scored = output.scores.len(),
-            dead_lettered = output.dead_letters.len(),
-            "batch delivered"
-        );
-    }
+    };
+    let process = async {
+        let mut in_flight = FuturesOrdered::new();
+        let mut fetching = true;
+        while fetching || !in_flight.is_empty() {
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    let (batch, output, started, delivered): InFlight = done;
+                    let delivered = delivered?;
+                    source.store(&batch)?;
+                    stats.record(&batch, &output, &delivered, started.elapsed());
+                    tracing::debug!(
+                        rows = batch.len(),
+                        scored = output.scores.len(),
+                        dead_lettered = output.dead_letters.len(),
+                        "batch delivered"
+                    );
+                }
+                batch = fetched.recv(), if fetching && in_flight.len() < max_in_flight => {
+                    let Some(batch) = batch else {
+                        fetching = false;
+                        continue;
+                    };
+                    let started = Instant::now();
+                    let output = off_the_async_workers(engine.process(&batch)).await?;
+                    in_flight.push_back(async move {
+                        let delivered = sink.deliver(&batch, &output).await;
+                        (batch, output, started, delivered)
+                    });
+                }
+            }
+        }
+        Ok::<(), PipelineError>(())
+    };
+    tokio::try_join!(fetch, process)?;
     sink.flush(Duration::from_secs(30))?;
     source.commit()?;
     tracing::info!("stopped after committing delivered offsets");
     Ok(())
 }
+
+/// A delivered (or failed) batch: the batch, its outputs, when its work
+/// began, and what delivery said.
+type InFlight = (
+    Batch,
+    BatchOutput,
+    Instant,
+    Result<crate::kafka::sink::Delivered, DeliveryError>,
+);
 
 /// Runs a batch's CPU work (decode, SQL, scoring: milliseconds for a big
 /// batch) so that it does not hold up the other tasks on this worker

@@ -120,6 +120,7 @@ pub struct BatchSection {
     pub max_rows: usize,
     pub max_bytes: usize,
     pub linger_ms: u64,
+    pub max_in_flight: usize,
 }
 
 impl Default for BatchSection {
@@ -128,6 +129,7 @@ impl Default for BatchSection {
             max_rows: 2_000,
             max_bytes: 16 * 1024 * 1024,
             linger_ms: 20,
+            max_in_flight: 4,
         }
     }
 }
@@ -229,6 +231,8 @@ pub struct BatchSettings {
     pub max_record_bytes: usize,
     /// ...and only this much of them is kept, for the dead letter.
     pub dead_letter_payload_bytes: usize,
+    /// Batches sent and awaiting their acknowledgements at once.
+    pub max_in_flight: usize,
 }
 
 /// When the SQL fails on many rows of a batch, the SQL is wrong, not the
@@ -339,6 +343,12 @@ impl PipelineFile {
                 "must be between 1 and 1000000".into(),
             ));
         }
+        if !(1..=64).contains(&self.batch.max_in_flight) {
+            return Err(invalid(
+                "batch.max_in_flight",
+                "must be between 1 and 64".into(),
+            ));
+        }
         if self.batch.max_bytes < 1024 {
             return Err(invalid("batch.max_bytes", "must be at least 1024".into()));
         }
@@ -439,6 +449,7 @@ impl PipelineFile {
                 linger: Duration::from_millis(self.batch.linger_ms),
                 max_record_bytes: self.schema.max_record_bytes,
                 dead_letter_payload_bytes: self.dead_letter.max_payload_bytes,
+                max_in_flight: self.batch.max_in_flight,
             },
             schema,
             event_id_field: self.schema.event_id_field,

@@ -69,6 +69,10 @@ impl KafkaSource {
         batch
     }
 
+    pub fn batch_settings(&self) -> &BatchSettings {
+        &self.batch
+    }
+
     /// Copies a message out of librdkafka's buffer. A payload too large to
     /// decode is copied only as far as its dead letter will carry it: the
     /// size check comes before the copy, so a 100 MB record costs no more
