@@ -1,11 +1,19 @@
-//! Decode + SQL + score per batch, without Kafka: the engine's own cost.
-//! `cargo bench --bench score_path`; throughput is reported in events/s.
+//! Decode + SQL + score per batch, without Kafka: the engine's own cost,
+//! plus counting the batch (`Stats::record`, what the pipeline does after
+//! the acks). `cargo bench --bench score_path`; throughput is reported in
+//! events/s.
+//!
+//! With `STREAMSCORE_BENCH_RECORDER=1` the Prometheus recorder is installed
+//! first, as `streamscore run` does; without it the metric calls go nowhere.
+//! The two runs side by side give the cost of the metrics.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use streamscore::batch::{Batch, SourceRecord};
 use streamscore::config::Pipeline;
 use streamscore::engine::Engine;
+use streamscore::kafka::sink::Delivered;
 use streamscore::simulate::{SimulationConfig, simulate};
+use streamscore::telemetry::{self, Stats};
 
 fn batch_of(rows: usize) -> Batch {
     let transactions = simulate(&SimulationConfig {
@@ -30,6 +38,10 @@ fn batch_of(rows: usize) -> Batch {
 }
 
 fn score_path(c: &mut Criterion) {
+    if std::env::var_os("STREAMSCORE_BENCH_RECORDER").is_some() {
+        telemetry::prometheus();
+    }
+    let stats = Stats::default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime starts");
@@ -47,6 +59,12 @@ fn score_path(c: &mut Criterion) {
             b.iter(|| {
                 let output = runtime.block_on(engine.process(batch)).expect("scores");
                 assert_eq!(output.scores.len(), batch.len());
+                stats.record(
+                    batch,
+                    &output,
+                    &Delivered::default(),
+                    std::time::Duration::from_millis(1),
+                );
                 output
             });
         });

@@ -46,7 +46,12 @@ pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
         .set("enable.idempotence", "true")
         // librdkafka's default is 5 minutes; a stuck broker should surface
         // (and be retried by the sink) well before an operator gives up.
-        .set("message.timeout.ms", "30000");
+        .set("message.timeout.ms", "30000")
+        // A missing topic must fail as "unknown topic" (the sink holds the
+        // batch until an operator creates it) before the message times out
+        // (which the sink would take for a passing fault): librdkafka's
+        // default of 30 s equals the timeout above, and the timeout won.
+        .set("topic.metadata.propagation.max.ms", "10000");
     for (key, value) in &settings.producer {
         config.set(key, value);
     }

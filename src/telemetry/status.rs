@@ -26,7 +26,7 @@ pub async fn run(stats: Arc<Stats>, interval: Duration, stop: CancellationToken)
                 scored = line.delta.scored,
                 dead_lettered = line.delta.dead_lettered,
                 flagged = line.delta.flagged,
-                lag = stats
+                lag = %stats
                     .consumer_lag()
                     .map_or("unknown".into(), |l| l.to_string()),
                 batch_p50_ms = line.batch_p50_ms,
