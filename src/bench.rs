@@ -57,22 +57,59 @@ impl std::str::FromStr for Load {
     }
 }
 
+#[derive(Debug, clap::Args)]
 pub struct BenchOptions {
+    #[arg(long, env = "STREAMSCORE_BROKERS")]
     pub brokers: String,
+    #[arg(long, default_value = "pipelines/fraud.toml")]
     pub pipeline: PathBuf,
-    pub passthrough: PathBuf,
+    /// The passthrough binary; default: examples/passthrough next to this
+    /// binary (cargo build --examples).
+    #[arg(long)]
+    pub passthrough: Option<PathBuf>,
+    #[arg(long, default_value_t = 1_000_000)]
     pub events: usize,
+    #[arg(long, default_value_t = 3)]
     pub partitions: i32,
+    /// Offered loads in events/s, and `max` for saturation.
+    #[arg(long, value_delimiter = ',', default_value = "5000,20000,50000,max")]
     pub loads: Vec<Load>,
+    /// How long each offered load is produced.
+    #[arg(long = "seconds", default_value_t = 10)]
     pub load_seconds: u64,
     /// `fetch.wait.max.ms` for both consumers. Tansu answers a fetch only
     /// when this wait is over, even when records arrive sooner, so its
     /// default of 500 ms would be most of the measured latency.
+    #[arg(long, default_value_t = 10)]
     pub fetch_wait_ms: u64,
+}
+
+impl BenchOptions {
+    /// The passthrough binary: the one given, or the example built beside
+    /// this binary.
+    fn passthrough(&self) -> Result<PathBuf, BenchError> {
+        let path = match &self.passthrough {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .map_err(failed)?
+                .parent()
+                .ok_or_else(|| failed("the binary has no directory"))?
+                .join("examples/passthrough"),
+        };
+        if !path.exists() {
+            return Err(failed(format!(
+                "no passthrough binary at {}: build it with `cargo build --release --examples` \
+                 or pass --passthrough",
+                path.display()
+            )));
+        }
+        Ok(path)
+    }
 }
 
 /// Runs the whole benchmark and prints its Markdown tables.
 pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
+    let passthrough_binary = options.passthrough()?;
     let payloads = events(options.events, 0);
     let input = topic("bench-in");
     ensure_topics(&options.brokers, &[&input], options.partitions)
@@ -90,7 +127,7 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
     println!("|---|---:|---:|---:|");
     let passthrough_output = topic("bench-pass");
     let passthrough = throughput(options, &passthrough_output, |output| {
-        Command::new(&options.passthrough)
+        Command::new(&passthrough_binary)
             .args([&options.brokers, &topic("bench-group"), &input, output])
             .env("FETCH_WAIT_MAX_MS", options.fetch_wait_ms.to_string())
             .stdout(Stdio::null())

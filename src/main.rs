@@ -74,30 +74,7 @@ enum Command {
     /// The end-to-end benchmark against a real broker: a bare passthrough and
     /// the engine over the same events, then latency at offered loads.
     /// Prints Markdown for bench/RESULTS.md; see scripts/bench.sh.
-    Bench {
-        #[arg(long, env = "STREAMSCORE_BROKERS")]
-        brokers: String,
-        #[arg(long, default_value = "pipelines/fraud.toml")]
-        pipeline: PathBuf,
-        /// The passthrough binary; default: examples/passthrough next to
-        /// this binary (cargo build --examples).
-        #[arg(long)]
-        passthrough: Option<PathBuf>,
-        #[arg(long, default_value_t = 1_000_000)]
-        events: usize,
-        #[arg(long, default_value_t = 3)]
-        partitions: i32,
-        /// Offered loads in events/s, and `max` for saturation.
-        #[arg(long, value_delimiter = ',', default_value = "5000,20000,50000,max")]
-        loads: Vec<bench::Load>,
-        /// How long each offered load is produced.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// The consumers' fetch.wait.max.ms. Tansu answers a fetch only when
-        /// this wait is over, even when records arrive sooner.
-        #[arg(long, default_value_t = 10)]
-        fetch_wait_ms: u64,
-    },
+    Bench(bench::BenchOptions),
     /// The whole loop in one process: embedded broker, simulated events,
     /// a model trained on the spot, live progress and a summary.
     Demo {
@@ -229,42 +206,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 out.display()
             );
         }
-        Command::Bench {
-            brokers,
-            pipeline,
-            passthrough,
-            events,
-            partitions,
-            loads,
-            seconds,
-            fetch_wait_ms,
-        } => {
-            let passthrough = match passthrough {
-                Some(path) => path,
-                None => std::env::current_exe()?
-                    .parent()
-                    .context("the binary has no directory")?
-                    .join("examples/passthrough"),
-            };
-            if !passthrough.exists() {
-                bail!(
-                    "no passthrough binary at {}: build it with `cargo build --release --examples` \
-                     or pass --passthrough",
-                    passthrough.display()
-                );
-            }
-            bench::run(&bench::BenchOptions {
-                brokers,
-                pipeline,
-                passthrough,
-                events,
-                partitions,
-                loads,
-                load_seconds: seconds,
-                fetch_wait_ms,
-            })
-            .await?;
-        }
+        Command::Bench(options) => bench::run(&options).await?,
         Command::Demo {
             pipeline,
             brokers,
