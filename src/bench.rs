@@ -125,23 +125,29 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
 
     println!("| run | events | seconds | events/s |");
     println!("|---|---:|---:|---:|");
-    let passthrough_output = topic("bench-pass");
-    let passthrough = throughput(options, &passthrough_output, |output| {
+    let spawn_passthrough = |input: &str, output: &str| {
         Command::new(&passthrough_binary)
-            .args([&options.brokers, &topic("bench-group"), &input, output])
+            .args([&options.brokers, &topic("bench-group"), input, output])
             .env("FETCH_WAIT_MAX_MS", options.fetch_wait_ms.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
+    };
+    let passthrough_output = topic("bench-pass");
+    let passthrough = throughput(options, &passthrough_output, |output| {
+        spawn_passthrough(&input, output)
     })
     .await?;
     print_throughput("passthrough", options.events, passthrough);
 
     let engine_output = topic("bench-scores");
     let dir = tempfile::tempdir().map_err(failed)?;
-    let engine = throughput(options, &engine_output, |output| {
-        let pipeline = engine_pipeline(options, dir.path(), &input, output)?;
+    let spawn_engine_on = |input: &str, output: &str| {
+        let pipeline = engine_pipeline(options, dir.path(), input, output)?;
         spawn_engine(&pipeline, dir.path())
+    };
+    let engine = throughput(options, &engine_output, |output| {
+        spawn_engine_on(&input, output)
     })
     .await?;
     print_throughput("streamscore run", options.events, engine);
@@ -153,10 +159,14 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
 
     if !options.loads.is_empty() {
         println!();
-        println!("| offered load | events | achieved events/s | p50 ms | p99 ms | p99.9 ms |");
-        println!("|---|---:|---:|---:|---:|---:|");
+        println!(
+            "| offered load | run | events | achieved events/s | p50 ms | p99 ms | p99.9 ms |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|");
         for (i, &load) in options.loads.iter().enumerate() {
-            latency_at(options, load, i + 1, dir.path()).await?;
+            let run = 2 * i + 1;
+            latency_at(options, load, run, "passthrough", &spawn_passthrough).await?;
+            latency_at(options, load, run + 1, "streamscore run", &spawn_engine_on).await?;
         }
     }
     Ok(())
@@ -382,21 +392,32 @@ fn spawn_engine(pipeline: &Path, dir: &Path) -> std::io::Result<Child> {
         .spawn()
 }
 
-/// One latency row: the engine on an empty topic, events produced at `load`
-/// with their send time as Kafka timestamp, then every score read back.
+/// One latency row: `spawn` (given its input and output topics) on empty
+/// topics, warmed up with one event, then events produced at `load` with
+/// their send time as Kafka timestamp, and every output read back.
 async fn latency_at(
     options: &BenchOptions,
     load: Load,
     run: usize,
-    dir: &Path,
+    name: &str,
+    spawn: &impl Fn(&str, &str) -> std::io::Result<Child>,
 ) -> Result<(), BenchError> {
     let (input, output) = (topic("bench-lat-in"), topic("bench-lat-out"));
     ensure_topics(&options.brokers, &[&input, &output], options.partitions)
         .await
         .map_err(failed)?;
-    let pipeline = engine_pipeline(options, dir, &input, &output).map_err(failed)?;
-    let mut engine = spawn_engine(&pipeline, dir).map_err(failed)?;
-    wait_for_assignment(&dir.join("engine.log")).await?;
+    let mut child = spawn(&input, &output).map_err(failed)?;
+    // Once one event has made it through, the group has joined.
+    produce_all(&options.brokers, &input, &events(1, 0)).await?;
+    let watcher = watermark_reader(&options.brokers)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while total_end_offset(&watcher, &output, options.partitions)? < 1 {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(failed(format!("{name} produced nothing within 60 s")));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let count = match load {
         Load::PerSecond(rate) => (rate * options.load_seconds) as usize,
@@ -405,8 +426,8 @@ async fn latency_at(
     let payloads = events(count, run);
     let sent_at = produce_paced(&options.brokers, &input, &payloads, load).await?;
     let achieved = count as f64 / sent_at.1.as_secs_f64();
-    let scores = read_back(&options.brokers, &output, options.partitions, count)?;
-    stop(&mut engine)?;
+    let scores = read_back(&options.brokers, &output, options.partitions, count + 1)?;
+    stop(&mut child)?;
 
     let mut latencies: Vec<i64> = scores
         .iter()
@@ -417,28 +438,17 @@ async fn latency_at(
         let rank = ((q * latencies.len() as f64).ceil() as usize).max(1) - 1;
         latencies.get(rank).copied().unwrap_or_default()
     };
-    let name = match load {
+    let offered = match load {
         Load::PerSecond(rate) => format!("{rate}/s"),
         Load::Max => "max (saturation)".into(),
     };
     println!(
-        "| {name} | {count} | {achieved:.0} | {} | {} | {} |",
+        "| {offered} | {name} | {count} | {achieved:.0} | {} | {} | {} |",
         at(0.5),
         at(0.99),
         at(0.999)
     );
     Ok(())
-}
-
-async fn wait_for_assignment(log: &Path) -> Result<(), BenchError> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if std::fs::read_to_string(log).is_ok_and(|l| l.contains("partitions assigned")) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(failed("the engine got no partitions within 60 s"))
 }
 
 /// Produces at `load`, in 10 ms slices, each event stamped with its send
