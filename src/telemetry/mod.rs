@@ -7,6 +7,7 @@
 
 pub mod health;
 pub mod kafka_stats;
+mod latency;
 pub mod stats;
 pub mod status;
 
@@ -29,7 +30,8 @@ pub mod names {
     /// From a batch closing to its offsets being stored: decode, SQL, score,
     /// produce and every ack.
     pub const BATCH_SECONDS: &str = "streamscore_batch_seconds";
-    /// From a record's Kafka timestamp to its score's acknowledgement.
+    /// From a record's Kafka timestamp to its score's acknowledgement; a
+    /// histogram counted per batch (`latency.rs`).
     pub const KAFKA_TO_SCORE_SECONDS: &str = "streamscore_kafka_to_score_seconds";
     /// Per partition, from librdkafka's statistics: end offset less the
     /// committed offset.

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::latency::LatencyCounts;
 use super::names;
 use crate::batch::Batch;
 use crate::kafka::sink::Delivered;
@@ -90,7 +91,7 @@ impl Stats {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let latency = metrics::histogram!(names::KAFKA_TO_SCORE_SECONDS, "topic" => topic);
+        let mut latency = LatencyCounts::default();
         for (position, score) in output.scores.iter().enumerate() {
             if delivered.rerouted.contains(&position) {
                 continue;
@@ -99,8 +100,9 @@ impl Stats {
             let sent_ms = batch.records[score.source_index]
                 .timestamp_ms
                 .unwrap_or(now_ms);
-            latency.record((now_ms - sent_ms).max(0) as f64 / 1000.0);
+            latency.observe((now_ms - sent_ms).max(0) as f64 / 1000.0);
         }
+        latency.emit(&topic);
     }
 
     pub fn set_consumer_lag(&self, total: i64) {

@@ -109,7 +109,16 @@ async fn metrics_health_and_status_agree_with_what_was_produced() {
         let lag = sample_sum(&metrics, "streamscore_consumer_lag", &[&topic]);
         let scored = sample_sum(&metrics, "streamscore_events_scored_total", &[&topic]);
         let queue = sample_sum(&metrics, "streamscore_producer_queue_messages", &[]);
-        if lag == Some(0.0) && scored == Some(VALID as f64) && queue.is_some() {
+        // librdkafka reports a partition's lag once it knows its commit.
+        let lag_series = metrics
+            .lines()
+            .filter(|l| l.starts_with("streamscore_consumer_lag{"))
+            .count();
+        if lag == Some(0.0)
+            && lag_series == topics.partitions as usize
+            && scored == Some(VALID as f64)
+            && queue.is_some()
+        {
             break metrics;
         }
         assert!(
@@ -137,11 +146,6 @@ async fn metrics_health_and_status_agree_with_what_was_produced() {
             "{kind}"
         );
     }
-    let lag_series = metrics
-        .lines()
-        .filter(|l| l.starts_with("streamscore_consumer_lag{"))
-        .count();
-    assert_eq!(lag_series, 3, "one lag series per partition:\n{metrics}");
     assert_eq!(
         sum("streamscore_kafka_to_score_seconds_count", &[&topic]),
         Some(VALID as f64),
