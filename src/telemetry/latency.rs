@@ -4,17 +4,16 @@
 //! exporter drains it: one push per score. Measured with the recorder
 //! installed (`STREAMSCORE_BENCH_RECORDER=1 cargo bench --bench score_path`),
 //! that made the 1,000-row batch 6.4% slower. Here a batch's latencies are
-//! counted into the buckets locally and added to one counter per bucket,
-//! which Prometheus reads as a histogram (`_bucket{le}`, `_count`, `_sum`):
-//! a few metric updates per batch whatever its size.
+//! counted into the buckets locally and added to one counter per bucket
+//! (`handles.rs`), which Prometheus reads as a histogram (`_bucket{le}`,
+//! `_count`, `_sum`): a few metric updates per batch whatever its size.
 
-use super::names::KAFKA_TO_SCORE_SECONDS;
-
-/// Upper bounds, in seconds, and their `le` labels.
+/// Upper bounds, in seconds.
 const BOUNDS: [f64; 15] = [
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
 ];
-const LE: [&str; 16] = [
+/// The `le` label of each bucket, the last one above every bound.
+pub const BOUNDS_LE: [&str; 16] = [
     "0.001", "0.002", "0.005", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1", "2", "5", "10",
     "30", "60", "+Inf",
 ];
@@ -36,23 +35,21 @@ impl LatencyCounts {
         self.count += 1;
     }
 
-    /// Adds the counts to the exported histogram of `topic`.
-    pub fn emit(&self, topic: &str) {
-        if self.count == 0 {
-            return;
-        }
-        let mut cumulative = 0;
-        for (le, n) in LE.iter().zip(self.per_bucket) {
-            cumulative += n;
-            if cumulative > 0 {
-                metrics::counter!(format!("{KAFKA_TO_SCORE_SECONDS}_bucket"), "topic" => topic.to_owned(), "le" => *le)
-                    .increment(cumulative);
-            }
-        }
-        metrics::counter!(format!("{KAFKA_TO_SCORE_SECONDS}_count"), "topic" => topic.to_owned())
-            .increment(self.count);
-        metrics::gauge!(format!("{KAFKA_TO_SCORE_SECONDS}_sum"), "topic" => topic.to_owned())
-            .increment(self.sum_seconds);
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_seconds
+    }
+
+    /// Per bucket, how many values are at or below its bound, as
+    /// Prometheus counts them.
+    pub fn cumulative(&self) -> impl Iterator<Item = u64> + '_ {
+        self.per_bucket.iter().scan(0, |total, n| {
+            *total += n;
+            Some(*total)
+        })
     }
 }
 
@@ -73,5 +70,7 @@ mod tests {
         expected[15] = 1; // above 60 s
         assert_eq!(counts.per_bucket, expected);
         assert_eq!(counts.count, 5);
+        let cumulative: Vec<u64> = counts.cumulative().collect();
+        assert_eq!((cumulative[0], cumulative[1], cumulative[15]), (2, 3, 5));
     }
 }

@@ -5,6 +5,7 @@
 //! Counting happens once per batch, not per row, and labels are bounded:
 //! topic, partition, kind, model name and version; never a card or event id.
 
+mod handles;
 pub mod health;
 pub mod kafka_stats;
 mod latency;
@@ -33,6 +34,9 @@ pub mod names {
     /// From a record's Kafka timestamp to its score's acknowledgement; a
     /// histogram counted per batch (`latency.rs`).
     pub const KAFKA_TO_SCORE_SECONDS: &str = "streamscore_kafka_to_score_seconds";
+    pub const KAFKA_TO_SCORE_SECONDS_BUCKET: &str = "streamscore_kafka_to_score_seconds_bucket";
+    pub const KAFKA_TO_SCORE_SECONDS_COUNT: &str = "streamscore_kafka_to_score_seconds_count";
+    pub const KAFKA_TO_SCORE_SECONDS_SUM: &str = "streamscore_kafka_to_score_seconds_sum";
     /// Per partition, from librdkafka's statistics: end offset less the
     /// committed offset.
     pub const CONSUMER_LAG: &str = "streamscore_consumer_lag";

@@ -1,21 +1,22 @@
 //! Counters of what the pipeline did, emitted as metrics and kept in atomics
 //! for the status line and the demo's progress line and summary.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::handles::TopicHandles;
 use super::latency::LatencyCounts;
-use super::names;
 use crate::batch::Batch;
 use crate::kafka::sink::Delivered;
 use crate::output::BatchOutput;
+use crate::reject::RejectKind;
 
 /// At most this many batch times are kept between two status lines.
 const MAX_BATCH_SAMPLES: usize = 100_000;
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Stats {
     consumed: AtomicU64,
     scored: AtomicU64,
@@ -26,6 +27,8 @@ pub struct Stats {
     consumer_lag: AtomicI64,
     /// Batch processing times since the status line last took them.
     batch_seconds: Mutex<Vec<f64>>,
+    /// Metric handles by input topic.
+    handles: Mutex<HashMap<String, Arc<TopicHandles>>>,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -50,43 +53,45 @@ impl Stats {
         elapsed: Duration,
     ) {
         let rerouted = delivered.rerouted.len();
-        let topic = batch.topic.clone();
-        let counts = [
-            (&self.consumed, names::CONSUMED, batch.len()),
-            (&self.scored, names::SCORED, output.scores.len() - rerouted),
-            (&self.flagged, names::FLAGGED, output.flagged),
-            (&self.batches, names::BATCHES, 1),
-        ];
-        for (atomic, name, n) in counts {
+        let scored = output.scores.len() - rerouted;
+        let dead_lettered = output.dead_letters.len() + rerouted;
+        for (atomic, n) in [
+            (&self.consumed, batch.len()),
+            (&self.scored, scored),
+            (&self.flagged, output.flagged),
+            (&self.dead_lettered, dead_lettered),
+            (&self.batches, 1),
+        ] {
             atomic.fetch_add(n as u64, Ordering::Relaxed);
-            metrics::counter!(name, "topic" => topic.clone()).increment(n as u64);
         }
-        self.dead_lettered.fetch_add(
-            (output.dead_letters.len() + rerouted) as u64,
-            Ordering::Relaxed,
-        );
-        let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for letter in &output.dead_letters {
-            *by_kind.entry(letter.kind.as_str()).or_default() += 1;
-        }
-        if rerouted > 0 {
-            *by_kind
-                .entry(crate::reject::RejectKind::Undeliverable.as_str())
-                .or_default() += rerouted as u64;
-        }
-        for (kind, n) in by_kind {
-            metrics::counter!(names::DEAD_LETTERED, "topic" => topic.clone(), "kind" => kind)
-                .increment(n);
-        }
-
-        metrics::histogram!(names::BATCH_ROWS, "topic" => topic.clone()).record(batch.len() as f64);
         let seconds = elapsed.as_secs_f64();
-        metrics::histogram!(names::BATCH_SECONDS, "topic" => topic.clone()).record(seconds);
         if let Ok(mut samples) = self.batch_seconds.lock()
             && samples.len() < MAX_BATCH_SAMPLES
         {
             samples.push(seconds);
         }
+
+        let Some(metrics) = self.handles(&batch.topic) else {
+            return;
+        };
+        metrics.consumed.increment(batch.len() as u64);
+        metrics.scored.increment(scored as u64);
+        metrics.flagged.increment(output.flagged as u64);
+        metrics.batches.increment(1);
+        let mut by_kind: BTreeMap<RejectKind, u64> = BTreeMap::new();
+        for letter in &output.dead_letters {
+            *by_kind.entry(letter.kind).or_default() += 1;
+        }
+        if rerouted > 0 {
+            *by_kind.entry(RejectKind::Undeliverable).or_default() += rerouted as u64;
+        }
+        for (kind, n) in by_kind {
+            if let Some(counter) = metrics.dead_lettered(kind) {
+                counter.increment(n);
+            }
+        }
+        metrics.batch_rows.record(batch.len() as f64);
+        metrics.batch_seconds.record(seconds);
 
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -102,7 +107,18 @@ impl Stats {
                 .unwrap_or(now_ms);
             latency.observe((now_ms - sent_ms).max(0) as f64 / 1000.0);
         }
-        latency.emit(&topic);
+        metrics.add_latencies(&latency);
+    }
+
+    /// The topic's metric handles, registered on its first batch.
+    fn handles(&self, topic: &str) -> Option<Arc<TopicHandles>> {
+        let mut handles = self.handles.lock().ok()?;
+        if let Some(found) = handles.get(topic) {
+            return Some(Arc::clone(found));
+        }
+        let registered = Arc::new(TopicHandles::register(topic));
+        handles.insert(topic.to_owned(), Arc::clone(&registered));
+        Some(registered)
     }
 
     pub fn set_consumer_lag(&self, total: i64) {
