@@ -98,14 +98,8 @@ async fn every_valid_event_gets_one_score_and_every_bad_one_a_dead_letter() {
 
     assert_eq!(dead.messages.len(), bad.len());
     for message in &dead.messages {
-        let offset: i64 = header(message, headers::SOURCE_OFFSET)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let partition: i32 = header(message, headers::SOURCE_PARTITION)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let offset: i64 = parsed_header(message, headers::SOURCE_OFFSET);
+        let partition: i32 = parsed_header(message, headers::SOURCE_PARTITION);
         let index = landed
             .iter()
             .position(|&o| o == (partition, offset))

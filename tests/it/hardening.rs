@@ -69,10 +69,7 @@ async fn oversized_records_are_cut_into_dead_letters_and_the_stream_moves_on() {
     assert_eq!(dead.messages.len(), bad.len());
     for message in &dead.messages {
         let kind = header(message, headers::ERROR_KIND).unwrap();
-        let original: usize = header(message, headers::PAYLOAD_ORIGINAL_BYTES)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let original: usize = parsed_header(message, headers::PAYLOAD_ORIGINAL_BYTES);
         let sent = bad
             .iter()
             .find(|(payload, _)| payload.len() == original)

@@ -218,6 +218,17 @@ pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// A header's value read as a number (or anything else `parse` makes).
+pub fn parsed_header<T: std::str::FromStr>(message: &OwnedMessage, name: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    header(message, name)
+        .unwrap_or_else(|| panic!("no header {name}"))
+        .parse()
+        .unwrap()
+}
+
 /// `streamscore run` as a child process, its log in `dir/<name>.log`.
 pub fn spawn_run(pipeline: &Path, dir: &Path, name: &str) -> Child {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
