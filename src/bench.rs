@@ -123,8 +123,8 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
         payloads.len()
     );
 
-    println!("| run | events | seconds | events/s |");
-    println!("|---|---:|---:|---:|");
+    println!("| run | events | seconds | events/s | process CPU s |");
+    println!("|---|---:|---:|---:|---:|");
     let spawn_passthrough = |input: &str, output: &str| {
         Command::new(&passthrough_binary)
             .args([&options.brokers, &topic("bench-group"), input, output])
@@ -152,10 +152,10 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
     .await?;
     print_throughput("streamscore run", options.events, engine);
     println!();
-    if passthrough.min(engine) >= SHORTEST_TIMED {
+    if passthrough.took.min(engine.took) >= SHORTEST_TIMED {
         println!(
             "engine / passthrough: **{:.2}x**",
-            passthrough.as_secs_f64() / engine.as_secs_f64()
+            passthrough.took.as_secs_f64() / engine.took.as_secs_f64()
         );
     }
 
@@ -178,15 +178,18 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
 /// cannot be timed.
 const SHORTEST_TIMED: Duration = Duration::from_millis(200);
 
-fn print_throughput(name: &str, events: usize, took: Duration) {
-    if took < SHORTEST_TIMED {
-        println!("| {name} | {events} | under {SHORTEST_TIMED:?} | too few events to time |");
+fn print_throughput(name: &str, events: usize, run: Timed) {
+    let cpu = run.cpu.map_or("n/a".into(), |s| format!("{s:.1}"));
+    if run.took < SHORTEST_TIMED {
+        println!(
+            "| {name} | {events} | under {SHORTEST_TIMED:?} | too few events to time | {cpu} |"
+        );
         return;
     }
     println!(
-        "| {name} | {events} | {:.2} | {:.0} |",
-        took.as_secs_f64(),
-        events as f64 / took.as_secs_f64()
+        "| {name} | {events} | {:.2} | {:.0} | {cpu} |",
+        run.took.as_secs_f64(),
+        events as f64 / run.took.as_secs_f64()
     );
 }
 
@@ -259,7 +262,7 @@ async fn throughput(
     options: &BenchOptions,
     output: &str,
     spawn: impl FnOnce(&str) -> std::io::Result<Child>,
-) -> Result<Duration, BenchError> {
+) -> Result<Timed, BenchError> {
     ensure_topics(&options.brokers, &[output], options.partitions)
         .await
         .map_err(failed)?;
@@ -284,8 +287,12 @@ async fn throughput(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let cpu = cpu_seconds(child.id());
     stop(&mut child)?;
-    Ok(done - first.unwrap_or(done))
+    Ok(Timed {
+        took: done - first.unwrap_or(done),
+        cpu,
+    })
 }
 
 fn watermark_reader(brokers: &str) -> Result<BaseConsumer, BenchError> {
@@ -309,6 +316,31 @@ fn total_end_offset(
         total += high;
     }
     Ok(total)
+}
+
+/// A throughput run: from first output to last, and the CPU time the
+/// process had used by then.
+#[derive(Debug, Clone, Copy)]
+struct Timed {
+    took: Duration,
+    cpu: Option<f64>,
+}
+
+/// User plus system CPU seconds of a running process, from /proc.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let after_name = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let per_second: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0);
+    Some(ticks / per_second)
 }
 
 /// SIGTERM, then wait for the exit.
