@@ -129,7 +129,10 @@ impl Default for BatchSection {
             max_rows: 2_000,
             max_bytes: 16 * 1024 * 1024,
             linger_ms: 20,
-            max_in_flight: 4,
+            // More overlaps batches, but then librdkafka's producer broker
+            // thread busy-polls while requests are outstanding (measured:
+            // about 25 µs of CPU per event against Tansu); see fraud.toml.
+            max_in_flight: 1,
         }
     }
 }

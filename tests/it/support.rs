@@ -87,6 +87,8 @@ dead_letter_topic = "{dlq}"
 [batch]
 max_rows = {max_rows}
 linger_ms = 10
+# Overlapping batches: the harder path for the commit rule (the default is 1).
+max_in_flight = 3
 [schema]
 path = "{schema}"
 [transform]
