@@ -35,11 +35,6 @@ impl SourceRecord {
             timestamp_ms: None,
         }
     }
-
-    /// Whether only a prefix of the payload was kept.
-    pub fn is_cut(&self) -> bool {
-        self.payload.as_ref().map_or(0, Vec::len) < self.payload_size
-    }
 }
 
 #[derive(Debug, Clone, Default)]

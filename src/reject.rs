@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectKind {
     // Decoding.
     Empty,
@@ -45,6 +45,11 @@ impl RejectKind {
         RejectKind::Undeliverable,
     ];
 
+    /// Its position in [`RejectKind::ALL`], for per-kind arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RejectKind::Empty => "empty",
@@ -77,4 +82,16 @@ pub struct Rejected {
     pub index: usize,
     pub kind: RejectKind,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_kind_at_its_index() {
+        for (position, kind) in RejectKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), position, "{kind}");
+        }
+    }
 }

@@ -17,7 +17,7 @@ pub struct TopicHandles {
     pub scored: Counter,
     pub flagged: Counter,
     pub batches: Counter,
-    /// By [`RejectKind::ALL`] position.
+    /// By [`RejectKind::index`].
     pub dead_lettered: Vec<Counter>,
     pub batch_rows: Histogram,
     pub batch_seconds: Histogram,
@@ -51,11 +51,6 @@ impl TopicHandles {
             latency_count: counter(names::KAFKA_TO_SCORE_SECONDS_COUNT),
             latency_sum: metrics::gauge!(names::KAFKA_TO_SCORE_SECONDS_SUM, "topic" => topic.to_owned()),
         }
-    }
-
-    pub fn dead_lettered(&self, kind: RejectKind) -> Option<&Counter> {
-        let position = RejectKind::ALL.iter().position(|k| *k == kind)?;
-        self.dead_lettered.get(position)
     }
 
     /// Adds a batch's latencies to the histogram's cumulative buckets.

@@ -8,7 +8,8 @@ use super::{Stats, names};
 /// The consumer's view: lag per assigned partition, and their total for the
 /// status line.
 pub fn record_consumer(statistics: &Statistics, stats: &Stats) {
-    let mut total = 0;
+    // Stays unknown (-1) until some partition's lag is known.
+    let mut total = -1;
     for (topic, t) in &statistics.topics {
         // Partition -1 is librdkafka's internal "unassigned" queue, and a
         // lag of -1 means not known yet (nothing committed or no end offset).
@@ -16,7 +17,7 @@ pub fn record_consumer(statistics: &Statistics, stats: &Stats) {
             if p.consumer_lag < 0 {
                 continue;
             }
-            total += p.consumer_lag;
+            total = total.max(0) + p.consumer_lag;
             metrics::gauge!(names::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
                 .set(p.consumer_lag as f64);
         }

@@ -1,7 +1,7 @@
 //! Counters of what the pipeline did, emitted as metrics and kept in atomics
 //! for the status line and the demo's progress line and summary.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,7 +16,6 @@ use crate::reject::RejectKind;
 /// At most this many batch times are kept between two status lines.
 const MAX_BATCH_SAMPLES: usize = 100_000;
 
-#[derive(Default)]
 pub struct Stats {
     consumed: AtomicU64,
     scored: AtomicU64,
@@ -29,6 +28,22 @@ pub struct Stats {
     batch_seconds: Mutex<Vec<f64>>,
     /// Metric handles by input topic.
     handles: Mutex<HashMap<String, Arc<TopicHandles>>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            consumed: AtomicU64::default(),
+            scored: AtomicU64::default(),
+            flagged: AtomicU64::default(),
+            dead_lettered: AtomicU64::default(),
+            batches: AtomicU64::default(),
+            // Unknown until librdkafka's first statistics, not zero.
+            consumer_lag: AtomicI64::new(-1),
+            batch_seconds: Mutex::default(),
+            handles: Mutex::default(),
+        }
+    }
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -78,15 +93,13 @@ impl Stats {
         metrics.scored.increment(scored as u64);
         metrics.flagged.increment(output.flagged as u64);
         metrics.batches.increment(1);
-        let mut by_kind: BTreeMap<RejectKind, u64> = BTreeMap::new();
+        let mut by_kind = [0u64; RejectKind::ALL.len()];
         for letter in &output.dead_letters {
-            *by_kind.entry(letter.kind).or_default() += 1;
+            by_kind[letter.kind.index()] += 1;
         }
-        if rerouted > 0 {
-            *by_kind.entry(RejectKind::Undeliverable).or_default() += rerouted as u64;
-        }
-        for (kind, n) in by_kind {
-            if let Some(counter) = metrics.dead_lettered(kind) {
+        by_kind[RejectKind::Undeliverable.index()] += rerouted as u64;
+        for (counter, n) in metrics.dead_lettered.iter().zip(by_kind) {
+            if n > 0 {
                 counter.increment(n);
             }
         }
