@@ -266,7 +266,7 @@ async fn throughput(
     ensure_topics(&options.brokers, &[output], options.partitions)
         .await
         .map_err(failed)?;
-    let watcher = watermark_reader(&options.brokers)?;
+    let watcher = reader(&options.brokers)?;
     let mut child = spawn(output).map_err(failed)?;
     let mut first = None;
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -295,10 +295,11 @@ async fn throughput(
     })
 }
 
-fn watermark_reader(brokers: &str) -> Result<BaseConsumer, BenchError> {
+/// A consumer outside any working group, for watermarks and reading back.
+fn reader(brokers: &str) -> Result<BaseConsumer, BenchError> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", topic("bench-watcher"))
+        .set("group.id", topic("bench-reader"))
         .create()
         .map_err(failed)
 }
@@ -451,7 +452,7 @@ async fn latency_at(
     let mut child = spawn(&input, &output).map_err(failed)?;
     // Once one event has made it through, the group has joined.
     produce_all(&options.brokers, &input, &events(1, 0)).await?;
-    let watcher = watermark_reader(&options.brokers)?;
+    let watcher = reader(&options.brokers)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while total_end_offset(&watcher, &output, options.partitions)? < 1 {
         if Instant::now() > deadline {
@@ -556,11 +557,7 @@ fn read_back(
     partitions: i32,
     count: usize,
 ) -> Result<Vec<(String, i64)>, BenchError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", self::topic("bench-reader"))
-        .create()
-        .map_err(failed)?;
+    let consumer = reader(brokers)?;
     let mut assignment = TopicPartitionList::new();
     for p in 0..partitions {
         assignment

@@ -231,12 +231,7 @@ impl KafkaSink {
         if let Some(key) = &message.key {
             record = record.key(key.as_slice());
         }
-        // A full local queue waits (Timeout::Never) rather than drops.
-        self.producer
-            .send(record, Timeout::Never)
-            .await
-            .map(drop)
-            .map_err(|(e, _)| e)
+        self.produce(record).await
     }
 
     async fn send_dead_letter(&self, letter: &DeadLetter) -> Result<(), KafkaError> {
@@ -256,6 +251,12 @@ impl KafkaSink {
         if let Some(payload) = &letter.payload {
             record = record.payload(payload.as_slice());
         }
+        self.produce(record).await
+    }
+
+    /// Sends one record and waits for its acknowledgement. A full local
+    /// queue waits (Timeout::Never) rather than drops.
+    async fn produce(&self, record: FutureRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
         self.producer
             .send(record, Timeout::Never)
             .await
