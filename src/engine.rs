@@ -5,8 +5,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, StringArray};
-use arrow::compute::{cast, concat, concat_batches};
+use arrow::array::{AsArray, StringArray, UInt32Array};
+use arrow::compute::{cast, concat_batches, take};
 use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -207,22 +207,24 @@ impl Engine {
             return Ok(None);
         }
         let internal =
-            |e: ArrowError| EngineError::Internal(format!("rows do not concatenate: {e}"));
-        let ids: Vec<ArrayRef> = isolated
+            |e: ArrowError| EngineError::Internal(format!("kept rows do not combine: {e}"));
+        let kept_rows: Vec<u32> = isolated
             .kept
             .iter()
-            .map(|(range, _)| event_ids.slice(range.start, range.len()))
+            .flat_map(|(range, _)| range.clone())
+            .map(|row| row as u32)
             .collect();
-        let ids: Vec<&dyn Array> = ids.iter().map(AsRef::as_ref).collect();
-        let features: Vec<RecordBatch> = isolated.kept.iter().map(|(_, f)| f.clone()).collect();
+        let features: Vec<RecordBatch> = isolated.kept.into_iter().map(|(_, f)| f).collect();
         Ok(Some(TransformedRows {
             features: concat_batches(self.transform.output_schema(), &features)
                 .map_err(internal)?,
-            event_ids: concat(&ids).map_err(internal)?.as_string::<i32>().clone(),
-            source_index: isolated
-                .kept
+            event_ids: take(&event_ids, &UInt32Array::from(kept_rows.clone()), None)
+                .map_err(internal)?
+                .as_string::<i32>()
+                .clone(),
+            source_index: kept_rows
                 .iter()
-                .flat_map(|(range, _)| source_index[range.clone()].iter().copied())
+                .map(|&row| source_index[row as usize])
                 .collect(),
         }))
     }
