@@ -30,11 +30,11 @@ impl ConsumerContext for SourceContext {
                     .iter()
                     .map(|e| format!("{}/{}", e.topic(), e.partition()))
                     .collect();
-                self.health.set_partitions(partitions.len());
+                self.health.change_partitions(partitions.len(), 0);
                 tracing::info!(partitions = %partitions.join(","), "partitions assigned");
             }
             Rebalance::Revoke(list) => {
-                self.health.set_partitions(0);
+                self.health.change_partitions(0, list.count());
                 tracing::info!(count = list.count(), "partitions revoked");
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),

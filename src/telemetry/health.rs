@@ -11,10 +11,15 @@ pub struct Health {
 }
 
 impl Health {
-    /// Called on every rebalance with the partitions now held.
-    pub fn set_partitions(&self, count: usize) {
-        self.partitions.store(count, Ordering::Relaxed);
-        metrics::gauge!(names::PARTITIONS_ASSIGNED).set(count as f64);
+    /// Counts partitions assigned (`+n`) or revoked (`-n`). Counting by
+    /// change rather than setting a total holds for both rebalance
+    /// protocols: eager revokes everything before each assignment,
+    /// cooperative moves only some partitions.
+    pub fn change_partitions(&self, assigned: usize, revoked: usize) {
+        // Rebalance callbacks come one at a time, from the consumer.
+        let held = (self.partitions.load(Ordering::Relaxed) + assigned).saturating_sub(revoked);
+        self.partitions.store(held, Ordering::Relaxed);
+        metrics::gauge!(names::PARTITIONS_ASSIGNED).set(held as f64);
     }
 
     pub fn set_model_loaded(&self, name: &str, version: &str) {
