@@ -150,8 +150,9 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
             Err(_) if self.field.field_type == FieldType::Int64 => Err(E::custom(
                 "expected an integer, got one beyond the 64-bit signed range",
             )),
+            // Beyond i64: read as a float, like any other epoch number.
             Err(_) if self.field.field_type == FieldType::Timestamp => {
-                self.epoch(|t| t.from_epoch(i64::MAX))
+                self.epoch(|t| t.from_epoch_float(v as f64))
             }
             Err(_) => Err(self.mismatch("a number")),
         }
