@@ -5,12 +5,16 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::models::AdminToken;
 use crate::admin::{AdminError, AdminServer};
-use crate::config::Pipeline;
+use crate::config::{ModelSource, Pipeline};
 use crate::engine::{Engine, EngineError};
 use crate::kafka::context::SourceContext;
 use crate::kafka::sink::KafkaSink;
 use crate::kafka::source::KafkaSource;
+use crate::model::ModelSlot;
+use crate::model::follow::Follower;
+use crate::model::registry::Registry;
 use crate::pipeline::{self, PipelineError};
 use crate::telemetry::{self, Health, Stats};
 
@@ -25,6 +29,11 @@ pub enum AppError {
     },
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error("cannot read the admin token file {path} (admin.token_file): {source}")]
+    TokenFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
     #[error(
@@ -55,27 +64,43 @@ pub async fn run(
     stats: Arc<Stats>,
     shutdown: &Shutdown,
 ) -> Result<(), AppError> {
+    // The recorder goes in before the first metric (the engine's model
+    // gauges) is emitted.
+    telemetry::prometheus();
     let engine = Engine::for_pipeline(pipeline)
         .await
         .map_err(AppError::Start)?;
-    // The recorder goes in before the first metric is emitted.
-    telemetry::prometheus();
     let health = Arc::new(Health::default());
-    health.set_model_loaded(&engine.model().name, &engine.model().version);
+    health.set_model_loaded();
     // Side tasks end with the run, whichever way it ends.
     let side_tasks = CancellationToken::new();
     let _end_side_tasks = side_tasks.clone().drop_guard();
+    let follower = match &pipeline.model {
+        ModelSource::Registry { dir, name, poll } => {
+            let follower = Arc::new(Follower::new(
+                Registry::open(dir),
+                name,
+                Arc::clone(engine.models()),
+            ));
+            tokio::spawn(Arc::clone(&follower).run(*poll, side_tasks.clone()));
+            Some(follower)
+        }
+        ModelSource::Bundle(_) => None,
+    };
     if let Some(listen) = &pipeline.admin_listen {
-        AdminServer::new(Arc::clone(&health))
-            .start(listen, side_tasks.clone())
-            .await?;
+        let mut server = AdminServer::new(Arc::clone(&health));
+        if let Some(follower) = &follower {
+            let token = admin_token(pipeline)?;
+            server = server.merge(crate::admin::models::routes(Arc::clone(follower), token));
+        }
+        server.start(listen, side_tasks.clone()).await?;
     }
     tokio::spawn(telemetry::status::run(
         Arc::clone(&stats),
         pipeline.status_interval,
         side_tasks.clone(),
     ));
-    tokio::spawn(upkeep(side_tasks.clone()));
+    tokio::spawn(upkeep(Arc::clone(engine.models()), side_tasks.clone()));
 
     let connect = |source| AppError::Connect {
         brokers: pipeline.kafka.brokers.clone(),
@@ -92,12 +117,15 @@ pub async fn run(
         input = %pipeline.kafka.input_topic,
         output = %pipeline.kafka.output_topic,
         dead_letter = %pipeline.kafka.dead_letter_topic,
-        model = %engine.model().name,
-        version = %engine.model().version,
+        model = %engine.models().current().champion.name(),
+        version = %engine.models().current().champion.version(),
         "scoring"
     );
     let outcome = tokio::select! {
         result = pipeline::run(&source, &engine, &sink, &stats, &shutdown.stop) => {
+            if let Some(follower) = &follower {
+                follower.flush_history();
+            }
             return Ok(result?);
         }
         () = drain_deadline(&shutdown.stop, pipeline.drain_timeout) => {
@@ -113,16 +141,39 @@ pub async fn run(
     Err(outcome)
 }
 
-/// Drains the histograms' pending samples every few seconds, so that memory
-/// stays flat when nothing scrapes `/metrics`.
-async fn upkeep(stop: CancellationToken) {
+/// Every few seconds: drains the histograms' pending samples, so that
+/// memory stays flat when nothing scrapes `/metrics`, and sets the
+/// champion-challenger gauges.
+async fn upkeep(models: Arc<ModelSlot>, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = ticks.tick() => telemetry::prometheus().run_upkeep(),
+            _ = ticks.tick() => {
+                telemetry::prometheus().run_upkeep();
+                models.comparison();
+            }
         }
     }
+}
+
+/// The model routes' token: `STREAMSCORE_ADMIN_TOKEN`, else the file
+/// `admin.token_file` names. Without either the routes answer 401.
+fn admin_token(pipeline: &Pipeline) -> Result<AdminToken, AppError> {
+    if let Ok(token) = std::env::var("STREAMSCORE_ADMIN_TOKEN") {
+        return Ok(AdminToken::new(Some(&token)));
+    }
+    let Some(path) = &pipeline.admin_token_file else {
+        tracing::warn!(
+            "no admin token (admin.token_file or STREAMSCORE_ADMIN_TOKEN): the model routes answer 401"
+        );
+        return Ok(AdminToken::new(None));
+    };
+    let token = std::fs::read_to_string(path).map_err(|source| AppError::TokenFile {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(AdminToken::new(Some(&token)))
 }
 
 /// Resolves `timeout` after `stop` is cancelled.

@@ -132,9 +132,9 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
     let (model, holdout_auc) = train_on(&pipeline, &history).await?;
     eprintln!(
         "trained {} {} on {} features; hold-out AUC {}",
-        model.name,
-        model.version,
-        model.features.len(),
+        model.name(),
+        model.version(),
+        model.manifest.features.len(),
         holdout_auc.map_or("n/a".into(), |a| format!("{a:.3}"))
     );
 
@@ -203,7 +203,7 @@ fn simulate_split(options: &DemoOptions) -> (Vec<Transaction>, Vec<Transaction>)
 async fn train_on(
     pipeline: &Pipeline,
     history: &[Transaction],
-) -> Result<(crate::model::ModelBundle, Option<f64>), DemoError> {
+) -> Result<(crate::model::Bundle, Option<f64>), DemoError> {
     let decoder = Decoder::new(pipeline.schema.clone(), pipeline.max_record_bytes);
     let ndjson: Vec<u8> = history
         .iter()

@@ -12,11 +12,14 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use crate::batch::Batch;
-use crate::config::{Pipeline, SqlFailureLimit};
+use crate::config::{ModelSource, Pipeline, SqlFailureLimit};
 use crate::decode::{Decoder, RawRecord};
 use crate::error::{Chain, without_values};
 use crate::isolate::isolate;
-use crate::model::{BundleError, ModelBundle};
+use crate::model::comparison::Pair;
+use crate::model::follow::load_state;
+use crate::model::registry::{Registry, RegistryError};
+use crate::model::{Bundle, BundleError, Lineup, ModelSlot, Role, Scores};
 use crate::output::{BatchOutput, DeadLetter, Decision, Outgoing, ScoreRecord};
 use crate::reject::{RejectKind, Rejected};
 use crate::schema::RecordSchema;
@@ -28,6 +31,8 @@ pub enum EngineError {
     Transform(#[from] TransformError),
     #[error(transparent)]
     Model(#[from] BundleError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     #[error(
         "the pipeline SQL failed on more than {tolerated} of a batch's {rows} rows, so the SQL \
          is wrong, not the data (transform.max_failed_share); fix it and restart, the batch \
@@ -49,7 +54,9 @@ pub struct EngineSpec<'a> {
     pub event_id_field: &'a str,
     pub sql: &'a str,
     pub sql_failure_limit: SqlFailureLimit,
-    pub model: ModelBundle,
+    pub model: Bundle,
+    /// Scored beside the champion, to the shadow topic.
+    pub challenger: Option<Bundle>,
     pub threshold_override: Option<f64>,
     /// Dead letters carry at most this much of a refused payload.
     pub dead_letter_payload_bytes: usize,
@@ -57,7 +64,7 @@ pub struct EngineSpec<'a> {
 
 impl<'a> EngineSpec<'a> {
     /// The pipeline's engine, scoring with `model`.
-    pub fn for_pipeline(pipeline: &'a Pipeline, model: ModelBundle) -> Self {
+    pub fn for_pipeline(pipeline: &'a Pipeline, model: Bundle) -> Self {
         Self {
             schema: pipeline.schema.clone(),
             max_record_bytes: pipeline.max_record_bytes,
@@ -65,6 +72,7 @@ impl<'a> EngineSpec<'a> {
             sql: &pipeline.sql,
             sql_failure_limit: pipeline.sql_failure_limit,
             model,
+            challenger: None,
             threshold_override: pipeline.threshold_override,
             dead_letter_payload_bytes: pipeline.batch.dead_letter_payload_bytes,
         }
@@ -84,17 +92,24 @@ pub struct Engine {
     decoder: Decoder,
     transform: SqlTransform,
     sql_failure_limit: SqlFailureLimit,
-    model: Arc<ModelBundle>,
-    threshold: f64,
+    models: Arc<ModelSlot>,
     event_id_column: usize,
     dead_letter_payload_bytes: usize,
 }
 
 impl Engine {
-    /// Loads the pipeline's model bundle and plans its SQL.
+    /// Loads the pipeline's model bundle (or its registry's champion and
+    /// challenger) and plans its SQL.
     pub async fn for_pipeline(pipeline: &Pipeline) -> Result<Self, EngineError> {
-        let model = ModelBundle::load(&pipeline.model_path)?;
-        Self::new(EngineSpec::for_pipeline(pipeline, model)).await
+        let (model, challenger) = match &pipeline.model {
+            ModelSource::Bundle(path) => (Bundle::load(path)?, None),
+            ModelSource::Registry { dir, name, .. } => load_state(&Registry::open(dir), name)?,
+        };
+        Self::new(EngineSpec {
+            challenger,
+            ..EngineSpec::for_pipeline(pipeline, model)
+        })
+        .await
     }
 
     pub async fn new(spec: EngineSpec<'_>) -> Result<Self, EngineError> {
@@ -106,20 +121,25 @@ impl Engine {
         })?;
         let transform =
             SqlTransform::plan(spec.sql, &spec.schema.name, spec.schema.arrow.clone()).await?;
-        spec.model.check_fits(transform.output_schema())?;
+        let models = ModelSlot::new(
+            spec.model,
+            spec.challenger,
+            Arc::clone(transform.output_schema()),
+            spec.threshold_override,
+        )?;
         Ok(Self {
             decoder: Decoder::new(spec.schema, spec.max_record_bytes),
             transform,
             sql_failure_limit: spec.sql_failure_limit,
-            threshold: spec.threshold_override.unwrap_or(spec.model.threshold),
-            model: Arc::new(spec.model),
+            models: Arc::new(models),
             event_id_column,
             dead_letter_payload_bytes: spec.dead_letter_payload_bytes,
         })
     }
 
-    pub fn model(&self) -> &ModelBundle {
-        &self.model
+    /// The models this engine scores with; swap them here.
+    pub fn models(&self) -> &Arc<ModelSlot> {
+        &self.models
     }
 
     /// Scores one batch. Bad records become dead letters; only an internal
@@ -136,14 +156,18 @@ impl Engine {
                 EngineError::Internal(format!("decoded columns do not form a batch: {e}"))
             })?;
         let mut rejected = decoded.rejected;
+        // Loaded once: the whole batch is scored by this lineup.
+        let lineup = self.models.current();
         let mut output = BatchOutput::default();
         if decoded.batch.num_rows() > 0
             && let Some(rows) = self
                 .transform_rows(decoded.batch, decoded.source_index, &mut rejected)
                 .await?
         {
-            self.score_rows(batch, &rows, &mut output, &mut rejected)?;
+            self.score_rows(batch, &rows, &lineup, &mut output, &mut rejected)?;
+            self.models.note_scored(&lineup, batch);
         }
+        output.lineup = Some(lineup);
         output.dead_letters = rejected
             .into_iter()
             .map(|r| {
@@ -230,22 +254,42 @@ impl Engine {
     }
 
     /// Scores the SQL output and appends one score record per row (or a
-    /// dead letter for a row the model cannot use).
+    /// dead letter for a row the model cannot use); with a challenger, also
+    /// its shadow score of every row both models can score.
     fn score_rows(
         &self,
         batch: &Batch,
         rows: &TransformedRows,
+        lineup: &Lineup,
         output: &mut BatchOutput,
         rejected: &mut Vec<Rejected>,
     ) -> Result<(), EngineError> {
-        let scores = self
-            .model
-            .score(&rows.features)
-            .map_err(|e| EngineError::Internal(format!("scoring failed: {e}")))?;
-        let mut invalid = scores.invalid.iter().peekable();
-        let scored_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let scoring = |bundle: &Bundle| {
+            bundle
+                .score(&rows.features)
+                .map_err(|e| EngineError::Internal(format!("scoring failed: {e}")))
+        };
+        let champion = scoring(&lineup.champion)?;
+        let challenger = match &lineup.challenger {
+            Some(bundle) => Some((bundle, scoring(bundle)?)),
+            None => None,
+        };
+        let champion_threshold = self.models.threshold(&lineup.champion);
+        let writer = RecordWriter {
+            batch,
+            rows,
+            scored_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        };
+        let mut pairs = Vec::new();
+        let mut champion_invalid = champion.invalid.iter().peekable();
+        let mut challenger_invalid = challenger
+            .as_ref()
+            .map(|(_, scores)| scores.invalid.iter().peekable());
         for (row, &index) in rows.source_index.iter().enumerate() {
-            if let Some((_, kind, reason)) = invalid.next_if(|(r, _, _)| *r == row) {
+            let challenger_cannot = challenger_invalid
+                .as_mut()
+                .is_some_and(|invalid| invalid.next_if(|(r, _, _)| *r == row).is_some());
+            if let Some((_, kind, reason)) = champion_invalid.next_if(|(r, _, _)| *r == row) {
                 rejected.push(Rejected {
                     index,
                     kind: *kind,
@@ -253,39 +297,85 @@ impl Engine {
                 });
                 continue;
             }
-            let record = &batch.records[index];
-            let score = scores.probability[row];
-            let decision = if score >= self.threshold {
-                output.flagged += 1;
+            let flags = champion.probability[row] >= champion_threshold;
+            output.flagged += usize::from(flags);
+            output.scores.push(writer.record(
+                row,
+                &lineup.champion,
+                &champion,
+                flags,
+                Role::Champion,
+            )?);
+            let Some((bundle, scores)) = challenger.as_ref().filter(|_| !challenger_cannot) else {
+                continue;
+            };
+            let challenger_flags = scores.probability[row] >= self.models.threshold(bundle);
+            output.shadow.push(writer.record(
+                row,
+                bundle,
+                scores,
+                challenger_flags,
+                Role::Challenger,
+            )?);
+            pairs.push(Pair {
+                champion: champion.probability[row],
+                challenger: scores.probability[row],
+                champion_flags: flags,
+                challenger_flags,
+            });
+        }
+        if !pairs.is_empty() {
+            self.models.compare(pairs);
+        }
+        Ok(())
+    }
+}
+
+/// Builds score records for the rows of one batch.
+struct RecordWriter<'a> {
+    batch: &'a Batch,
+    rows: &'a TransformedRows,
+    scored_at: String,
+}
+
+impl RecordWriter<'_> {
+    fn record(
+        &self,
+        row: usize,
+        bundle: &Bundle,
+        scores: &Scores,
+        flags: bool,
+        role: Role,
+    ) -> Result<Outgoing, EngineError> {
+        let index = self.rows.source_index[row];
+        let record = &self.batch.records[index];
+        let value = ScoreRecord {
+            event_id: Cow::Borrowed(self.rows.event_ids.value(row)),
+            topic: Cow::Borrowed(&self.batch.topic),
+            partition: record.partition,
+            offset: record.offset,
+            score: scores.probability[row],
+            decision: if flags {
                 Decision::Flag
             } else {
                 Decision::Pass
-            };
-            let value = ScoreRecord {
-                event_id: Cow::Borrowed(rows.event_ids.value(row)),
-                topic: Cow::Borrowed(&batch.topic),
-                partition: record.partition,
-                offset: record.offset,
-                score,
-                decision,
-                model_name: Cow::Borrowed(&self.model.name),
-                model_version: Cow::Borrowed(&self.model.version),
-                reasons: scores.reasons[row]
-                    .iter()
-                    .flatten()
-                    .map(|&j| Cow::Borrowed(self.model.features[j as usize].as_str()))
-                    .collect(),
-                scored_at: Cow::Borrowed(&scored_at),
-            };
-            let payload = serde_json::to_vec(&value).map_err(|e| {
-                EngineError::Internal(format!("score record does not serialise: {e}"))
-            })?;
-            output.scores.push(Outgoing {
-                key: record.key.clone(),
-                payload,
-                source_index: index,
-            });
-        }
-        Ok(())
+            },
+            model_name: Cow::Borrowed(bundle.name()),
+            model_version: Cow::Borrowed(bundle.version()),
+            role,
+            reasons: scores.reasons[row]
+                .iter()
+                .flatten()
+                .map(|&j| Cow::Borrowed(bundle.manifest.features[j as usize].name.as_str()))
+                .collect(),
+            scored_at: Cow::Borrowed(&self.scored_at),
+        };
+        let payload = serde_json::to_vec(&value)
+            .map_err(|e| EngineError::Internal(format!("score record does not serialise: {e}")))?;
+        Ok(Outgoing {
+            key: record.key.clone(),
+            payload,
+            source_index: index,
+        })
     }
 }

@@ -22,6 +22,7 @@ pub mod decode;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod instance;
 pub mod isolate;
 pub mod kafka;
 pub mod model;

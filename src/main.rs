@@ -10,7 +10,10 @@ use clap::{Parser, Subcommand};
 
 use streamscore::config::Pipeline;
 use streamscore::error::Chain;
-use streamscore::model::ModelBundle;
+use streamscore::instance::operator;
+use streamscore::model::Bundle;
+use streamscore::model::commands;
+use streamscore::model::registry::{Change, Registry};
 use streamscore::model::train::TrainOptions;
 use streamscore::simulate::{SimulationConfig, simulate};
 use streamscore::telemetry::Stats;
@@ -47,9 +50,13 @@ enum Command {
         /// Column of the decoded records that holds the fraud label.
         #[arg(long, default_value = "is_fraud")]
         label: String,
-        /// Where to write the bundle.
-        #[arg(long)]
-        out: PathBuf,
+        /// Where to write the bundle directory.
+        #[arg(long, required_unless_present = "register")]
+        out: Option<PathBuf>,
+        /// Add the bundle to this registry as a new version (the first
+        /// version of a name becomes its champion).
+        #[arg(long, env = "STREAMSCORE_REGISTRY")]
+        register: Option<PathBuf>,
         #[arg(long, default_value = "fraud-lr")]
         name: String,
         #[arg(long, default_value = "1")]
@@ -59,6 +66,11 @@ enum Command {
         features: Vec<String>,
         #[arg(long, default_value_t = 0.5)]
         threshold: f64,
+    },
+    /// The model registry: list, show, promote, roll back, history.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
     },
     /// Write simulated card transactions as NDJSON (with labels).
     Simulate {
@@ -89,6 +101,45 @@ enum Command {
         history_days: u32,
         #[arg(long, default_value_t = 3)]
         partitions: i32,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Every model with its champion and challenger.
+    List {
+        #[arg(long, env = "STREAMSCORE_REGISTRY")]
+        registry: PathBuf,
+    },
+    /// A model's versions, state and the engines' live comparison.
+    Show {
+        #[arg(long, env = "STREAMSCORE_REGISTRY")]
+        registry: PathBuf,
+        name: String,
+    },
+    /// Make VERSION (or, without one, the challenger) the champion; with
+    /// --challenger, make VERSION the challenger.
+    Promote {
+        #[arg(long, env = "STREAMSCORE_REGISTRY")]
+        registry: PathBuf,
+        name: String,
+        version: Option<String>,
+        #[arg(long, requires = "version")]
+        challenger: bool,
+    },
+    /// Return to the previous champion; with --challenger, drop the challenger.
+    Rollback {
+        #[arg(long, env = "STREAMSCORE_REGISTRY")]
+        registry: PathBuf,
+        name: String,
+        #[arg(long)]
+        challenger: bool,
+    },
+    /// Every change, and where each version began to score.
+    History {
+        #[arg(long, env = "STREAMSCORE_REGISTRY")]
+        registry: PathBuf,
+        name: String,
     },
 }
 
@@ -139,6 +190,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             data,
             label,
             out,
+            register,
             name,
             model_version,
             features,
@@ -163,14 +215,28 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 ..TrainOptions::default()
             };
             let report = training::train(&set, &label, &options)?;
-            report.bundle.save(&out)?;
-            // Read it back: what was written is what will be served.
-            ModelBundle::load(&out).context("the written bundle does not load")?;
+            let mut written = Vec::new();
+            if let Some(out) = &out {
+                report.bundle.save(out)?;
+                written.push(out.clone());
+            }
+            if let Some(registry) = &register {
+                let by = format!("train:{}", operator());
+                written.push(Registry::open(registry).register(&report.bundle, &by)?);
+            }
+            for path in &written {
+                // Read it back: what was written is what will be served.
+                Bundle::load(path).context("the written bundle does not load")?;
+            }
             println!(
                 "wrote {} ({} {}): {} training rows, {} hold-out rows, hold-out AUC {}",
-                out.display(),
-                report.bundle.name,
-                report.bundle.version,
+                written
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                report.bundle.name(),
+                report.bundle.version(),
                 report.training_rows,
                 report.holdout_rows,
                 report
@@ -206,6 +272,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 out.display()
             );
         }
+        Command::Models { command } => print!("{}", models(command)?),
         Command::Bench(options) => bench::run(&options).await?,
         Command::Demo {
             pipeline,
@@ -238,4 +305,41 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn models(command: ModelsCommand) -> anyhow::Result<String> {
+    let by = format!("cli:{}", operator());
+    Ok(match command {
+        ModelsCommand::List { registry } => commands::list(&Registry::open(&registry))?,
+        ModelsCommand::Show { registry, name } => {
+            commands::show(&Registry::open(&registry), &name)?
+        }
+        ModelsCommand::Promote {
+            registry,
+            name,
+            version,
+            challenger,
+        } => {
+            let change = match (version, challenger) {
+                (Some(version), true) => Change::SetChallenger(version),
+                (version, _) => Change::Promote(version),
+            };
+            commands::change(&Registry::open(&registry), &name, &change, &by)?
+        }
+        ModelsCommand::Rollback {
+            registry,
+            name,
+            challenger,
+        } => {
+            let change = if challenger {
+                Change::ClearChallenger
+            } else {
+                Change::Rollback
+            };
+            commands::change(&Registry::open(&registry), &name, &change, &by)?
+        }
+        ModelsCommand::History { registry, name } => {
+            commands::history(&Registry::open(&registry), &name)?
+        }
+    })
 }

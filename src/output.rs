@@ -6,7 +6,10 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::batch::SourceRecord;
+use crate::model::{Lineup, Role};
 use crate::reject::RejectKind;
 
 /// The JSON value on the output topic (documented in `schemas/score.json`).
@@ -26,6 +29,8 @@ pub struct ScoreRecord<'a> {
     pub model_name: Cow<'a, str>,
     #[serde(borrow)]
     pub model_version: Cow<'a, str>,
+    /// `champion` on the output topic, `challenger` on the shadow topic.
+    pub role: Role,
     /// Features that raised the score most, largest first.
     #[serde(borrow)]
     pub reasons: Vec<Cow<'a, str>>,
@@ -135,6 +140,10 @@ impl DeadLetter {
 #[derive(Debug, Default)]
 pub struct BatchOutput {
     pub scores: Vec<Outgoing>,
+    /// The challenger's scores, for the shadow topic.
+    pub shadow: Vec<Outgoing>,
     pub dead_letters: Vec<DeadLetter>,
     pub flagged: usize,
+    /// The models loaded to score the batch.
+    pub lineup: Option<Arc<Lineup>>,
 }

@@ -2,7 +2,7 @@
 //! `/metrics` (Prometheus text), `/healthz` (the process is alive) and
 //! `/readyz` (partitions assigned and a model loaded). Later capabilities
 //! (models, drift) add their routes with [`AdminServer::merge`]; none
-//! starts a server of its own.
+//! starts a server of its own. The model routes are in `models.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::{self, Health};
+
+pub mod models;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {listen} for the admin server (admin.listen): {source}")]

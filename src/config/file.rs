@@ -32,6 +32,8 @@ pub struct PipelineFile {
 pub struct AdminSection {
     pub enabled: bool,
     pub listen: String,
+    /// File holding the bearer token of the model routes.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminSection {
@@ -39,6 +41,7 @@ impl Default for AdminSection {
         Self {
             enabled: true,
             listen: "127.0.0.1:9464".into(),
+            token_file: None,
         }
     }
 }
@@ -65,6 +68,8 @@ pub struct KafkaSection {
     pub input_topic: String,
     pub output_topic: String,
     pub dead_letter_topic: String,
+    /// The challenger's scores; without it they are compared, not sent.
+    pub shadow_topic: Option<String>,
     /// librdkafka consumer properties, passed through as written.
     #[serde(default)]
     pub consumer: BTreeMap<String, String>,
@@ -163,7 +168,19 @@ fn default_min_failed_rows_to_stop() -> usize {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    pub bundle: PathBuf,
-    /// Overrides the bundle's own decision threshold.
+    /// A bundle directory, served as it is...
+    pub bundle: Option<PathBuf>,
+    /// ...or a registry directory and a model name in it, whose champion
+    /// and challenger are followed as they change.
+    pub registry: Option<PathBuf>,
+    pub name: Option<String>,
+    /// Overrides the bundles' own decision threshold.
     pub threshold: Option<f64>,
+    /// How often the registry's state is read again besides the file watch.
+    #[serde(default = "default_registry_poll_ms")]
+    pub registry_poll_ms: u64,
+}
+
+fn default_registry_poll_ms() -> u64 {
+    2_000
 }

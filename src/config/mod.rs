@@ -61,6 +61,7 @@ pub struct KafkaSettings {
     pub input_topic: String,
     pub output_topic: String,
     pub dead_letter_topic: String,
+    pub shadow_topic: Option<String>,
     pub consumer: BTreeMap<String, String>,
     pub producer: BTreeMap<String, String>,
 }
@@ -90,6 +91,20 @@ pub struct SqlFailureLimit {
     pub min_rows: usize,
 }
 
+/// Where the models come from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// One bundle directory, served until the process stops.
+    Bundle(PathBuf),
+    /// A registry's champion and challenger for `name`, followed as they
+    /// change (file watch, and a poll every `poll`).
+    Registry {
+        dir: PathBuf,
+        name: String,
+        poll: Duration,
+    },
+}
+
 /// A pipeline whose files exist and whose values are in range.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -102,12 +117,14 @@ pub struct Pipeline {
     pub sql_path: PathBuf,
     pub sql: String,
     pub sql_failure_limit: SqlFailureLimit,
-    pub model_path: PathBuf,
+    pub model: ModelSource,
     pub threshold_override: Option<f64>,
     /// How long a stop may take to finish the batch in flight and commit.
     pub drain_timeout: Duration,
     /// Where the admin server listens, when it is on.
     pub admin_listen: Option<String>,
+    /// The file with the model routes' bearer token, if the file names one.
+    pub admin_token_file: Option<PathBuf>,
     pub status_interval: Duration,
 }
 
@@ -163,10 +180,14 @@ impl PipelineFile {
                 return Err(invalid(key, "must not be empty".into()));
             }
         }
-        if k.output_topic == k.input_topic || k.dead_letter_topic == k.input_topic {
+        if k.output_topic == k.input_topic
+            || k.dead_letter_topic == k.input_topic
+            || k.shadow_topic.as_ref() == Some(&k.input_topic)
+        {
             return Err(invalid(
                 "kafka.input_topic",
-                "must differ from the output and dead-letter topics, or scores would be scored again"
+                "must differ from the output, shadow and dead-letter topics, or scores would be \
+                 scored again"
                     .into(),
             ));
         }
@@ -272,9 +293,9 @@ impl PipelineFile {
             }
         }
         let (sql_path, sql) = read("transform.sql", &self.transform.sql)?;
-        // The bundle is read when the engine starts (and `train` writes it),
-        // so only its path is resolved here.
-        let model_path = base.join(&self.model.bundle);
+        let model = self
+            .model_source(base)
+            .map_err(|(key, message)| invalid(key, message))?;
 
         Ok(Pipeline {
             source_path: path.to_owned(),
@@ -284,6 +305,7 @@ impl PipelineFile {
                 input_topic: self.kafka.input_topic,
                 output_topic: self.kafka.output_topic,
                 dead_letter_topic: self.kafka.dead_letter_topic,
+                shadow_topic: self.kafka.shadow_topic,
                 consumer: self.kafka.consumer,
                 producer: self.kafka.producer,
             },
@@ -304,12 +326,48 @@ impl PipelineFile {
                 max_share: share,
                 min_rows: self.transform.min_failed_rows_to_stop,
             },
-            model_path,
+            model,
             threshold_override: self.model.threshold,
             drain_timeout: Duration::from_millis(self.shutdown.drain_timeout_ms),
             admin_listen: self.admin.enabled.then_some(self.admin.listen),
+            admin_token_file: self.admin.token_file.map(|f| base.join(f)),
             status_interval: Duration::from_millis(self.telemetry.status_interval_ms),
         })
+    }
+}
+
+impl PipelineFile {
+    /// `[model]` names a bundle, or a registry and a name. The bundle is read
+    /// when the engine starts (and `train` writes it), so only paths are
+    /// resolved here.
+    fn model_source(&self, base: &Path) -> Result<ModelSource, (&'static str, String)> {
+        let m = &self.model;
+        match (&m.bundle, &m.registry, &m.name) {
+            (Some(bundle), None, None) => Ok(ModelSource::Bundle(base.join(bundle))),
+            (None, Some(registry), Some(name)) => {
+                if !crate::model::manifest::is_path_safe(name) {
+                    return Err((
+                        "model.name",
+                        format!("is {name:?}; use letters, digits, `.`, `_` and `-` only"),
+                    ));
+                }
+                if m.registry_poll_ms == 0 {
+                    return Err(("model.registry_poll_ms", "must be at least 1".into()));
+                }
+                Ok(ModelSource::Registry {
+                    dir: base.join(registry),
+                    name: name.clone(),
+                    poll: Duration::from_millis(m.registry_poll_ms),
+                })
+            }
+            (None, Some(_), None) => Err(("model.name", "is required with `registry`".into())),
+            _ => Err((
+                "model",
+                "must set either `bundle` (a bundle directory) or `registry` and `name`, not \
+                 both"
+                    .into(),
+            )),
+        }
     }
 }
 
@@ -341,8 +399,39 @@ mod tests {
         assert_eq!(p.batch.max_rows, 2000);
         assert_eq!(p.schema.name, "transactions");
         assert!(p.sql.contains("FROM transactions"));
-        assert!(p.model_path.ends_with("models/fraud-lr.json"));
+        assert!(
+            matches!(&p.model, ModelSource::Bundle(path) if path.ends_with("models/fraud-lr")),
+            "{:?}",
+            p.model
+        );
         assert_eq!(p.kafka.consumer["session.timeout.ms"], "10000");
+    }
+
+    #[test]
+    fn a_model_is_a_bundle_or_a_registry_and_name_not_both() {
+        let p = load_variant(|t| {
+            t.replace(
+                "bundle = \"models/fraud-lr\"",
+                "registry = \"models\"\nname = \"fraud-lr\"",
+            )
+        })
+        .unwrap();
+        assert!(
+            matches!(&p.model, ModelSource::Registry { name, .. } if name == "fraud-lr"),
+            "{:?}",
+            p.model
+        );
+        let err = load_variant(|t| {
+            t.replace(
+                "bundle = \"models/fraud-lr\"",
+                "bundle = \"models/fraud-lr\"\nregistry = \"models\"\nname = \"x\"",
+            )
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("`model`"), "{err}");
+        let err = load_variant(|t| t.replace("bundle = \"models/fraud-lr\"", "registry = \"m\""))
+            .unwrap_err();
+        assert!(err.to_string().contains("`model.name`"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The producer side: scores to the output topic, refused records to the
-//! dead-letter topic, and nothing counts as delivered until Kafka acks it.
+//! The producer side: scores to the output topic, a challenger's scores to
+//! the shadow topic, refused records to the dead-letter topic, and nothing counts as delivered until Kafka acks it.
 //!
 //! What happens when Kafka refuses a message depends on whose fault it is
 //! ([`Fault`]); no refusal ends in a crash loop:
@@ -104,12 +104,16 @@ pub struct Delivered {
 enum Pending<'a> {
     /// A score and its position in the batch's scores.
     Score(usize, &'a Outgoing),
+    /// A challenger's score, for the shadow topic.
+    Shadow(&'a Outgoing),
     Letter(Cow<'a, DeadLetter>),
 }
 
 pub struct KafkaSink {
     producer: FutureProducer<SinkContext>,
     output_topic: String,
+    /// Where challenger scores go; without one they are compared, not sent.
+    shadow_topic: Option<String>,
     dead_letter_topic: String,
     dead_letter_payload_bytes: usize,
 }
@@ -119,6 +123,7 @@ impl KafkaSink {
         Ok(Self {
             producer: super::producer_config(settings).create_with_context(SinkContext)?,
             output_topic: settings.output_topic.clone(),
+            shadow_topic: settings.shadow_topic.clone(),
             dead_letter_topic: settings.dead_letter_topic.clone(),
             dead_letter_payload_bytes,
         })
@@ -136,6 +141,13 @@ impl KafkaSink {
             .iter()
             .enumerate()
             .map(|(position, score)| Pending::Score(position, score))
+            .chain(
+                output
+                    .shadow
+                    .iter()
+                    .filter(|_| self.shadow_topic.is_some())
+                    .map(Pending::Shadow),
+            )
             .chain(
                 output
                     .dead_letters
@@ -162,6 +174,11 @@ impl KafkaSink {
                             format!("Kafka refused the score: {error}"),
                             self.dead_letter_payload_bytes,
                         ))));
+                    }
+                    (Fault::Message, Pending::Shadow(_)) => {
+                        // Its input was scored and delivered; a lost shadow
+                        // score thins the comparison, nothing more.
+                        tracing::warn!(error = %error, "Kafka refused a challenger score for good; it is dropped");
                     }
                     (Fault::Message, Pending::Letter(letter)) => {
                         if letter.key.is_none() && letter.payload.is_none() {
@@ -214,20 +231,24 @@ impl KafkaSink {
     fn topic_of(&self, message: &Pending) -> &str {
         match message {
             Pending::Score(..) => &self.output_topic,
+            Pending::Shadow(_) => self.shadow_topic.as_deref().unwrap_or_default(),
             Pending::Letter(_) => &self.dead_letter_topic,
         }
     }
 
     async fn send(&self, message: &Pending<'_>) -> Result<(), KafkaError> {
         match message {
-            Pending::Score(_, score) => self.send_score(score).await,
+            Pending::Score(_, score) => self.send_score(&self.output_topic, score).await,
+            Pending::Shadow(score) => {
+                let topic = self.shadow_topic.as_deref().unwrap_or_default();
+                self.send_score(topic, score).await
+            }
             Pending::Letter(letter) => self.send_dead_letter(letter).await,
         }
     }
 
-    async fn send_score(&self, message: &Outgoing) -> Result<(), KafkaError> {
-        let mut record =
-            FutureRecord::<[u8], [u8]>::to(&self.output_topic).payload(&message.payload);
+    async fn send_score(&self, topic: &str, message: &Outgoing) -> Result<(), KafkaError> {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(&message.payload);
         if let Some(key) = &message.key {
             record = record.key(key.as_slice());
         }

@@ -1,15 +1,26 @@
-//! The model bundle: a JSON file with the model, its feature list in order,
-//! the standardisation it was trained with, its decision threshold and a
-//! checksum, so a truncated or hand-edited file is refused instead of served.
+//! A bundle on disk: a directory with `manifest.json` and the model's own
+//! payload file(s). Loading verifies everything before anything serves: the
+//! manifest's own checksum, each payload file's checksum over its raw bytes,
+//! the payload against the manifest, and the check row's score.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Schema};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use arrow::array::{ArrayRef, Float64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
 
-pub const BUNDLE_FORMAT: &str = "streamscore.logistic-regression.v1";
+use super::features::feature_matrix;
+use super::manifest::{
+    BUNDLE_FORMAT, CheckRow, FeatureSpec, MANIFEST_FILE, Manifest, Preprocessing, sha256,
+};
+use super::{Model, Scores};
+use crate::reject::RejectKind;
+
+/// How far the check row's score may move between writing and loading.
+const CHECK_ROW_TOLERANCE: f64 = 1e-9;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -18,16 +29,32 @@ pub enum BundleError {
         path: String,
         source: std::io::Error,
     },
-    #[error("model bundle {path} is not valid: {message}")]
-    Invalid { path: String, message: String },
+    #[error("model bundle {path}: the manifest is not valid: {message}")]
+    Manifest { path: String, message: String },
     #[error(
-        "model bundle {path} has checksum {found} but its content hashes to {computed}; \
-         the file was changed or truncated after it was written"
+        "model bundle {path}: payload file {file} has checksum {computed}, but the manifest \
+         says {expected}; the file was changed or truncated after the bundle was written"
     )]
     Checksum {
         path: String,
-        found: String,
+        file: String,
+        expected: String,
         computed: String,
+    },
+    #[error("model bundle {path}: payload file {file} is not valid: {message}")]
+    Payload {
+        path: String,
+        file: String,
+        message: String,
+    },
+    #[error(
+        "model bundle {path}: the check row scores {computed}, but the bundle was written \
+         with {expected}; the payload does not compute what was trained"
+    )]
+    CheckRow {
+        path: String,
+        expected: f64,
+        computed: f64,
     },
     #[error("model {model} does not fit this pipeline: {message}")]
     DoesNotFit { model: String, message: String },
@@ -38,135 +65,219 @@ pub enum BundleError {
     },
 }
 
-/// Everything in a bundle file but its checksum. The fields are flat so that
-/// the canonical form (keys sorted) is simple to reproduce.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelBundle {
-    pub format: String,
-    pub name: String,
-    pub version: String,
-    /// Feature columns of the pipeline SQL output, in coefficient order.
-    pub features: Vec<String>,
-    /// Standardisation: a feature enters the model as (x - mean) / std.
-    pub mean: Vec<f64>,
-    pub std: Vec<f64>,
-    pub coefficients: Vec<f64>,
-    pub intercept: f64,
-    /// Scores at or above this are flagged.
-    pub threshold: f64,
-    /// Training provenance, for people and audits.
-    #[serde(default)]
-    pub trained: BTreeMap<String, String>,
+impl BundleError {
+    /// A short, bounded label for metrics (`reason="checksum"`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BundleError::Read { .. } => "unreadable",
+            BundleError::Manifest { .. } => "invalid_manifest",
+            BundleError::Checksum { .. } => "checksum",
+            BundleError::Payload { .. } => "invalid_payload",
+            BundleError::CheckRow { .. } => "check_row",
+            BundleError::DoesNotFit { .. } => "does_not_fit",
+            BundleError::Write { .. } => "unwritable",
+        }
+    }
 }
 
-impl ModelBundle {
-    pub fn load(path: &Path) -> Result<Self, BundleError> {
-        let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| BundleError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        Self::from_json(&bytes, &shown)
-    }
+/// What a new bundle is made from; [`Bundle::assemble`] adds the checksums
+/// and the check row's score.
+pub struct BundleParts {
+    pub name: String,
+    pub version: String,
+    pub features: Vec<FeatureSpec>,
+    pub preprocessing: Preprocessing,
+    pub threshold: f64,
+    pub provenance: BTreeMap<String, String>,
+    pub metrics: BTreeMap<String, f64>,
+    pub model: Model,
+    /// A real feature row (a training row, say), kept to score again on load.
+    pub check_features: Vec<f64>,
+}
 
-    /// Parses and verifies a bundle; `origin` names it in errors.
-    pub fn from_json(bytes: &[u8], origin: &str) -> Result<Self, BundleError> {
-        let invalid = |message: String| BundleError::Invalid {
-            path: origin.to_owned(),
-            message,
+/// A verified bundle, ready to score.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub manifest: Manifest,
+    pub model: Model,
+}
+
+/// A bundle shared between the engine and whoever swaps it.
+pub type SharedBundle = Arc<Bundle>;
+
+impl Bundle {
+    pub fn assemble(parts: BundleParts) -> Result<Self, BundleError> {
+        let payload = parts
+            .model
+            .payload_files()
+            .iter()
+            .map(|(file, bytes)| ((*file).to_owned(), sha256(bytes)))
+            .collect();
+        let mut bundle = Bundle {
+            manifest: Manifest {
+                format: BUNDLE_FORMAT.into(),
+                name: parts.name,
+                version: parts.version,
+                kind: parts.model.kind(),
+                features: parts.features,
+                preprocessing: parts.preprocessing,
+                threshold: parts.threshold,
+                provenance: parts.provenance,
+                metrics: parts.metrics,
+                reference: None,
+                check_row: CheckRow {
+                    features: parts.check_features,
+                    score: f64::NAN,
+                },
+                payload,
+            },
+            model: parts.model,
         };
-        let mut fields: BTreeMap<String, serde_json::Value> =
-            serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
-        let found = match fields.remove("checksum") {
-            Some(serde_json::Value::String(s)) => s,
-            _ => return Err(invalid("`checksum` is missing or not a string".into())),
-        };
-        let computed = checksum(&fields);
-        if found != computed {
-            return Err(BundleError::Checksum {
-                path: origin.to_owned(),
-                found,
-                computed,
-            });
-        }
-        let bundle: ModelBundle =
-            serde_json::from_value(serde_json::Value::Object(fields.into_iter().collect()))
-                .map_err(|e| invalid(e.to_string()))?;
-        bundle.validate().map_err(invalid)?;
+        let origin = format!("{} {}", bundle.name(), bundle.version());
+        bundle.manifest.check_row.score =
+            bundle
+                .score_check_row()
+                .map_err(|message| BundleError::Manifest {
+                    path: origin.clone(),
+                    message,
+                })?;
+        // What is written is what loads: the same checks, before any file.
+        Manifest::from_json(&bundle.manifest.to_json()).map_err(|message| {
+            BundleError::Manifest {
+                path: origin,
+                message,
+            }
+        })?;
         Ok(bundle)
     }
 
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut fields = self.canonical_fields();
-        let sum = checksum(&fields);
-        fields.insert("checksum".into(), serde_json::Value::String(sum));
-        let mut out = serde_json::to_vec_pretty(&fields).expect("a map of JSON values serialises");
-        out.push(b'\n');
-        out
+    pub fn name(&self) -> &str {
+        &self.manifest.name
     }
 
-    pub fn save(&self, path: &Path) -> Result<(), BundleError> {
-        std::fs::write(path, self.to_json()).map_err(|source| BundleError::Write {
-            path: path.display().to_string(),
-            source,
-        })
+    pub fn version(&self) -> &str {
+        &self.manifest.version
     }
 
-    fn canonical_fields(&self) -> BTreeMap<String, serde_json::Value> {
-        match serde_json::to_value(self).expect("a bundle serialises") {
-            serde_json::Value::Object(map) => map.into_iter().collect(),
-            _ => unreachable!("a struct serialises to a JSON object"),
-        }
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        if self.format != BUNDLE_FORMAT {
-            return Err(format!(
-                "`format` is {:?}; this engine reads {BUNDLE_FORMAT:?}",
-                self.format
-            ));
-        }
-        let k = self.features.len();
-        if k == 0 {
-            return Err("`features` is empty".into());
-        }
-        for (name, len) in [
-            ("mean", self.mean.len()),
-            ("std", self.std.len()),
-            ("coefficients", self.coefficients.len()),
-        ] {
-            if len != k {
-                return Err(format!("`{name}` has {len} values for {k} features"));
+    /// Loads a bundle directory (or the `manifest.json` inside one).
+    pub fn load(path: &Path) -> Result<Self, BundleError> {
+        let dir = bundle_dir(path);
+        let shown = dir.display().to_string();
+        let read = |file: &Path| {
+            std::fs::read(file).map_err(|source| BundleError::Read {
+                path: file.display().to_string(),
+                source,
+            })
+        };
+        let manifest =
+            Manifest::from_json(&read(&dir.join(MANIFEST_FILE))?).map_err(|message| {
+                BundleError::Manifest {
+                    path: shown.clone(),
+                    message,
+                }
+            })?;
+        let mut files = BTreeMap::new();
+        for (file, expected) in &manifest.payload {
+            let bytes = read(&dir.join(file))?;
+            let computed = sha256(&bytes);
+            if &computed != expected {
+                return Err(BundleError::Checksum {
+                    path: shown,
+                    file: file.clone(),
+                    expected: expected.clone(),
+                    computed,
+                });
             }
+            files.insert(file.clone(), bytes);
         }
-        let all_finite = self
-            .mean
+        let model = Model::from_payload(manifest.kind, &files, manifest.features.len()).map_err(
+            |(file, message)| BundleError::Payload {
+                path: shown.clone(),
+                file,
+                message,
+            },
+        )?;
+        let bundle = Bundle { manifest, model };
+        let expected = bundle.manifest.check_row.score;
+        let computed = bundle
+            .score_check_row()
+            .map_err(|message| BundleError::Manifest {
+                path: shown.clone(),
+                message,
+            })?;
+        // NaN on either side fails too.
+        let agrees = (computed - expected).abs() <= CHECK_ROW_TOLERANCE;
+        if !agrees {
+            return Err(BundleError::CheckRow {
+                path: shown,
+                expected,
+                computed,
+            });
+        }
+        Ok(bundle)
+    }
+
+    /// Writes the bundle into `dir` (created if need be): payload first,
+    /// manifest last, so a half-written bundle has no manifest.
+    pub fn save(&self, dir: &Path) -> Result<(), BundleError> {
+        let write = |path: PathBuf, bytes: &[u8]| {
+            std::fs::write(&path, bytes).map_err(|source| BundleError::Write {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        std::fs::create_dir_all(dir).map_err(|source| BundleError::Write {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        for (file, bytes) in self.model.payload_files() {
+            write(dir.join(file), &bytes)?;
+        }
+        write(dir.join(MANIFEST_FILE), &self.manifest.to_json())
+    }
+
+    /// Scores every row of `features` (the pipeline SQL output). A row with
+    /// a null or non-finite feature, or that the model cannot give a finite
+    /// score, is reported in `invalid`, not scored.
+    pub fn score(&self, features: &RecordBatch) -> Result<Scores, ArrowError> {
+        let matrix = feature_matrix(features, self.manifest.feature_names())?;
+        let mut x = matrix.values;
+        if let Preprocessing::Standardize { mean, std } = &self.manifest.preprocessing {
+            x -= &ndarray::ArrayView1::from(mean);
+            x /= &ndarray::ArrayView1::from(std);
+        }
+        let output = self.model.score(x.view());
+        let invalid = matrix
+            .unusable
             .iter()
-            .chain(&self.coefficients)
-            .chain([&self.intercept])
-            .all(|v| v.is_finite());
-        if !all_finite {
-            return Err("`mean`, `coefficients` and `intercept` must be finite numbers".into());
-        }
-        if let Some(i) = self.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(format!(
-                "`std` of feature `{}` is {}; it must be a positive number",
-                self.features[i], self.std[i]
-            ));
-        }
-        if !(self.threshold > 0.0 && self.threshold < 1.0) {
-            return Err(format!(
-                "`threshold` is {}; it must lie strictly between 0 and 1",
-                self.threshold
-            ));
-        }
-        Ok(())
+            .zip(&output.probability)
+            .enumerate()
+            .filter_map(|(row, (unusable, p))| match unusable {
+                Some(name) => Some((
+                    row,
+                    RejectKind::InvalidFeature,
+                    format!("feature `{name}` is null or not a finite number"),
+                )),
+                None if !p.is_finite() => Some((
+                    row,
+                    RejectKind::NonFiniteScore,
+                    "the model gives no finite score: a feature value is too large for the \
+                     model's weights"
+                        .into(),
+                )),
+                None => None,
+            })
+            .collect();
+        Ok(Scores {
+            probability: output.probability,
+            reasons: output.reasons,
+            invalid,
+        })
     }
 
     /// Checks that every feature is a numeric column of the SQL output.
     pub fn check_fits(&self, sql_output: &Schema) -> Result<(), BundleError> {
-        for feature in &self.features {
+        for feature in self.manifest.feature_names() {
             let message = match sql_output.field_with_name(feature) {
                 Err(_) => format!(
                     "feature `{feature}` is not a column of the pipeline SQL output (columns: {})",
@@ -184,11 +295,46 @@ impl ModelBundle {
                 ),
             };
             return Err(BundleError::DoesNotFit {
-                model: format!("{} {}", self.name, self.version),
+                model: format!("{} {}", self.name(), self.version()),
                 message,
             });
         }
         Ok(())
+    }
+
+    /// Scores the manifest's check row through the serving path.
+    fn score_check_row(&self) -> Result<f64, String> {
+        let fields: Vec<Field> = self
+            .manifest
+            .feature_names()
+            .map(|name| Field::new(name, DataType::Float64, true))
+            .collect();
+        let columns: Vec<ArrayRef> = self
+            .manifest
+            .check_row
+            .features
+            .iter()
+            .map(|&v| std::sync::Arc::new(Float64Array::from(vec![v])) as ArrayRef)
+            .collect();
+        let row = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| format!("the check row does not form a batch: {e}"))?;
+        let scores = self
+            .score(&row)
+            .map_err(|e| format!("the check row does not score: {e}"))?;
+        match scores.invalid.first() {
+            Some((_, _, why)) => Err(format!("the check row does not score: {why}")),
+            None => Ok(scores.probability[0]),
+        }
+    }
+}
+
+/// The directory of a bundle named by its directory or its manifest.
+fn bundle_dir(path: &Path) -> PathBuf {
+    if path.file_name().is_some_and(|f| f == MANIFEST_FILE) {
+        path.parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    } else {
+        path.to_path_buf()
     }
 }
 
@@ -196,59 +342,102 @@ pub fn is_feature_type(data_type: &DataType) -> bool {
     data_type.is_numeric() || *data_type == DataType::Boolean
 }
 
-fn checksum(fields: &BTreeMap<String, serde_json::Value>) -> String {
-    let canonical = serde_json::to_vec(fields).expect("a map of JSON values serialises");
-    format!("sha256:{}", hex::encode(Sha256::digest(&canonical)))
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::model::Logistic;
 
-    pub(crate) fn bundle() -> ModelBundle {
-        ModelBundle {
-            format: BUNDLE_FORMAT.into(),
+    /// A three-feature logistic bundle: a = (x-1)/2 * 0.5, b * -1, c * 2.
+    pub(crate) fn bundle() -> Bundle {
+        Bundle::assemble(BundleParts {
             name: "test".into(),
             version: "1".into(),
-            features: vec!["a".into(), "b".into()],
-            mean: vec![1.0, 0.0],
-            std: vec![2.0, 1.0],
-            coefficients: vec![0.5, -1.0],
-            intercept: -0.25,
+            features: ["a", "b", "c"]
+                .map(|name| FeatureSpec {
+                    name: name.into(),
+                    data_type: "Float64".into(),
+                })
+                .to_vec(),
+            preprocessing: Preprocessing::Standardize {
+                mean: vec![1.0, 0.0, 0.0],
+                std: vec![2.0, 1.0, 1.0],
+            },
             threshold: 0.5,
-            trained: BTreeMap::new(),
+            provenance: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            model: Model::Logistic(Logistic {
+                coefficients: vec![0.5, -1.0, 2.0],
+                intercept: -0.25,
+            }),
+            check_features: vec![3.0, 1.0, 0.5],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn round_trips_through_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        bundle().save(dir.path()).unwrap();
+        let loaded = Bundle::load(dir.path()).unwrap();
+        assert_eq!(loaded.manifest, bundle().manifest);
+        let again = Bundle::load(&dir.path().join(MANIFEST_FILE)).unwrap();
+        assert_eq!(again.manifest.version, "1");
+    }
+
+    #[test]
+    fn a_tampered_payload_is_refused_by_its_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        bundle().save(dir.path()).unwrap();
+        let payload = dir.path().join("model.json");
+        let text = std::fs::read_to_string(&payload).unwrap();
+        std::fs::write(&payload, text.replace("-0.25", "-0.24")).unwrap();
+        let err = Bundle::load(dir.path()).unwrap_err();
+        assert_eq!(err.reason(), "checksum", "{err}");
+        assert!(err.to_string().contains("model.json"), "{err}");
+    }
+
+    #[test]
+    fn an_edited_or_truncated_manifest_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        bundle().save(dir.path()).unwrap();
+        let manifest = dir.path().join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        std::fs::write(
+            &manifest,
+            text.replace("\"threshold\": 0.5", "\"threshold\": 0.9"),
+        )
+        .unwrap();
+        let err = Bundle::load(dir.path()).unwrap_err();
+        assert_eq!(err.reason(), "invalid_manifest", "{err}");
+        assert!(err.to_string().contains("changed after"), "{err}");
+        std::fs::write(&manifest, &text.as_bytes()[..text.len() / 2]).unwrap();
+        let err = Bundle::load(dir.path()).unwrap_err();
+        assert_eq!(err.reason(), "invalid_manifest", "{err}");
+    }
+
+    /// A payload that verifies but computes something else than what was
+    /// trained (here: a check row written by other maths) is refused.
+    #[test]
+    fn a_check_row_that_scores_differently_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = bundle();
+        b.manifest.check_row.score = 0.123;
+        b.save(dir.path()).unwrap();
+        let err = Bundle::load(dir.path()).unwrap_err();
+        assert_eq!(err.reason(), "check_row", "{err}");
+    }
+
+    #[test]
+    fn inconsistent_manifests_are_refused_with_the_field_named() {
+        let mut b = bundle();
+        if let Preprocessing::Standardize { std, .. } = &mut b.manifest.preprocessing {
+            std[1] = 0.0;
         }
-    }
-
-    #[test]
-    fn round_trips_and_verifies_its_checksum() {
-        let json = bundle().to_json();
-        assert_eq!(ModelBundle::from_json(&json, "mem").unwrap(), bundle());
-    }
-
-    #[test]
-    fn an_edited_bundle_is_refused() {
-        let text = String::from_utf8(bundle().to_json()).unwrap();
-        let edited = text.replace("-0.25", "-0.24");
-        let err = ModelBundle::from_json(edited.as_bytes(), "m.json").unwrap_err();
-        assert!(matches!(err, BundleError::Checksum { .. }), "{err}");
-        let truncated = &text.as_bytes()[..text.len() / 2];
-        let err = ModelBundle::from_json(truncated, "m.json").unwrap_err();
-        assert!(err.to_string().contains("m.json"), "{err}");
-    }
-
-    #[test]
-    fn inconsistent_bundles_are_refused_with_the_field_named() {
+        let err = Manifest::from_json(&b.manifest.to_json()).unwrap_err();
+        assert!(err.contains("std` of feature `b`"), "{err}");
         let mut b = bundle();
-        b.std[1] = 0.0;
-        let err = ModelBundle::from_json(&b.to_json(), "m.json").unwrap_err();
-        assert!(err.to_string().contains("`std` of feature `b`"), "{err}");
-        let mut b = bundle();
-        b.coefficients.pop();
-        let err = ModelBundle::from_json(&b.to_json(), "m.json").unwrap_err();
-        assert!(
-            err.to_string().contains("`coefficients` has 1 values"),
-            "{err}"
-        );
+        b.manifest.version = "../x".into();
+        let err = Manifest::from_json(&b.manifest.to_json()).unwrap_err();
+        assert!(err.contains("`version`"), "{err}");
     }
 }

@@ -11,7 +11,10 @@ use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2};
 
-use super::{BUNDLE_FORMAT, ModelBundle, evaluate::auc_roc, is_feature_type};
+use super::{
+    Bundle, BundleError, BundleParts, FeatureSpec, Logistic, Model, Preprocessing,
+    evaluate::auc_roc, is_feature_type,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -25,6 +28,8 @@ pub enum TrainError {
     Fit(String),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
 }
 
 #[derive(Debug, Clone)]
@@ -59,7 +64,7 @@ impl Default for TrainOptions {
 /// What training produced and how well it did on held-out rows.
 #[derive(Debug)]
 pub struct TrainReport {
-    pub bundle: ModelBundle,
+    pub bundle: Bundle,
     pub training_rows: usize,
     pub holdout_rows: usize,
     pub holdout_auc: Option<f64>,
@@ -114,29 +119,49 @@ pub fn fit_logistic(
         })
         .flatten();
 
-    let mut trained = BTreeMap::new();
-    trained.insert("rows".into(), train_rows.to_string());
-    trained.insert(
+    let mut provenance = BTreeMap::new();
+    provenance.insert(
+        "trainer".into(),
+        "streamscore train (linfa-logistic)".into(),
+    );
+    provenance.insert("training_rows".into(), train_rows.to_string());
+    provenance.insert(
         "fraud_rows".into(),
         y_train.iter().filter(|y| **y).count().to_string(),
     );
-    trained.insert("l2_penalty".into(), options.l2_penalty.to_string());
+    provenance.insert("l2_penalty".into(), options.l2_penalty.to_string());
+    provenance.insert("at".into(), chrono::Utc::now().to_rfc3339());
+    let mut metrics = BTreeMap::new();
     if let Some(auc) = holdout_auc {
-        trained.insert("holdout_auc".into(), format!("{auc:.4}"));
+        metrics.insert("holdout_auc".into(), auc);
     }
-    trained.insert("at".into(), chrono::Utc::now().to_rfc3339());
-    let bundle = ModelBundle {
-        format: BUNDLE_FORMAT.into(),
+    let schema = features.schema();
+    let bundle = Bundle::assemble(BundleParts {
         name: options.name.clone(),
         version: options.version.clone(),
-        features: names,
-        mean: mean.to_vec(),
-        std: std.to_vec(),
-        coefficients,
-        intercept,
+        features: names
+            .iter()
+            .map(|name| FeatureSpec {
+                name: name.clone(),
+                data_type: schema
+                    .field_with_name(name)
+                    .map(|f| f.data_type().to_string())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        preprocessing: Preprocessing::Standardize {
+            mean: mean.to_vec(),
+            std: std.to_vec(),
+        },
         threshold: options.threshold,
-        trained,
-    };
+        provenance,
+        metrics,
+        model: Model::Logistic(Logistic {
+            coefficients,
+            intercept,
+        }),
+        check_features: x.row(0).to_vec(),
+    })?;
     Ok(TrainReport {
         bundle,
         training_rows: train_rows,

@@ -22,10 +22,9 @@ impl Health {
         metrics::gauge!(names::PARTITIONS_ASSIGNED).set(held as f64);
     }
 
-    pub fn set_model_loaded(&self, name: &str, version: &str) {
+    /// The model slot shows which versions serve (`streamscore_model_info`).
+    pub fn set_model_loaded(&self) {
         self.model_loaded.store(true, Ordering::Relaxed);
-        metrics::gauge!(names::MODEL_INFO, "name" => name.to_owned(), "version" => version.to_owned())
-            .set(1.0);
     }
 
     pub fn partitions(&self) -> usize {

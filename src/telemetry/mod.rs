@@ -47,8 +47,20 @@ pub mod names {
     pub const PRODUCER_RETRIES: &str = "streamscore_producer_retries_total";
     /// Rounds in which streamscore sent a batch's refused outputs again.
     pub const DELIVERY_RETRIES: &str = "streamscore_delivery_retries_total";
-    /// 1 for the model that is scoring, labelled by name and version.
+    /// 1 for each model that is scoring, labelled by name, version and role
+    /// (champion or challenger); 0 for one swapped out.
     pub const MODEL_INFO: &str = "streamscore_model_info";
+    /// Lineup changes (promotions, rollbacks, challengers set).
+    pub const MODEL_SWAPS: &str = "streamscore_model_swaps_total";
+    /// Versions refused before serving, labelled by `reason` (checksum,
+    /// does_not_fit, invalid_manifest, check_row, ...).
+    pub const MODEL_REFUSALS: &str = "streamscore_model_refusals_total";
+    /// Over the last scored events, per `role`: the share flagged.
+    pub const CHALLENGER_FLAG_RATE: &str = "streamscore_challenger_flag_rate";
+    /// Share of events where champion and challenger decide differently.
+    pub const CHALLENGER_DISAGREEMENT: &str = "streamscore_challenger_disagreement_rate";
+    /// Spearman's rank correlation of champion and challenger scores.
+    pub const CHALLENGER_RANK_CORRELATION: &str = "streamscore_challenger_rank_correlation";
 
     /// Every name above, for checks that the dashboard knows them all.
     pub const ALL: &[&str] = &[
@@ -66,6 +78,11 @@ pub mod names {
         PRODUCER_RETRIES,
         DELIVERY_RETRIES,
         MODEL_INFO,
+        MODEL_SWAPS,
+        MODEL_REFUSALS,
+        CHALLENGER_FLAG_RATE,
+        CHALLENGER_DISAGREEMENT,
+        CHALLENGER_RANK_CORRELATION,
     ];
 }
 

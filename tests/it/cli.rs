@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use streamscore::model::ModelBundle;
+use streamscore::model::Bundle;
 
 use crate::support::repo_path;
 
@@ -53,7 +53,7 @@ fn the_demo_runs_green_on_its_embedded_broker() {
 fn simulate_then_train_writes_a_bundle_that_serves() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("history.ndjson");
-    let model = dir.path().join("model.json");
+    let model = dir.path().join("bundle");
     let out = streamscore(&[
         "simulate",
         "--out",
@@ -79,13 +79,14 @@ fn simulate_then_train_writes_a_bundle_that_serves() {
         "{}",
         text(&out.stdout)
     );
-    let bundle = ModelBundle::load(&model).unwrap();
-    assert_eq!(bundle.version, "t1");
+    let bundle = Bundle::load(&model).unwrap();
+    assert_eq!(bundle.version(), "t1");
+    let features: Vec<&str> = bundle.manifest.feature_names().collect();
     assert!(
-        !bundle.features.iter().any(|f| f == "is_fraud"),
+        !features.contains(&"is_fraud"),
         "the label leaked into the features"
     );
-    assert!(bundle.features.contains(&"log_amount".to_string()));
+    assert!(features.contains(&"log_amount"));
 }
 
 /// A pipeline file in `dir` that differs from the example in `edit`, with
@@ -123,15 +124,20 @@ bundle = "{model}"
 fn bad_sql_and_bad_bundles_stop_the_start_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let good_sql = std::fs::read_to_string(repo_path("pipelines/fraud.sql")).unwrap();
-    let good_model = repo_path("pipelines/models/fraud-lr.json");
-    let tampered = dir.path().join("tampered.json");
-    let bundle = std::fs::read_to_string(&good_model).unwrap();
+    let good_model = repo_path("pipelines/models/fraud-lr");
+    let tampered = dir.path().join("tampered");
+    std::fs::create_dir(&tampered).unwrap();
+    for file in ["manifest.json", "model.json"] {
+        std::fs::copy(good_model.join(file), tampered.join(file)).unwrap();
+    }
+    // One coefficient's sign flipped: the payload's checksum no longer holds.
+    let payload = std::fs::read_to_string(tampered.join("model.json")).unwrap();
     std::fs::write(
-        &tampered,
-        bundle.replacen("\"threshold\": 0.5", "\"threshold\": 0.05", 1),
+        tampered.join("model.json"),
+        payload.replacen("0.7", "-0.7", 1),
     )
     .unwrap();
-    let absent = dir.path().join("absent.json");
+    let absent = dir.path().join("absent");
 
     // (SQL, model bundle, what the error must say)
     let cases: [(&str, &std::path::Path, &[&str]); 5] = [
@@ -150,12 +156,12 @@ fn bad_sql_and_bad_bundles_stop_the_start_with_a_clear_message() {
             &good_model,
             &["feature `log_amount` is not a column"],
         ),
-        (&good_sql, &tampered, &["checksum", "tampered.json"]),
         (
             &good_sql,
-            &absent,
-            &["cannot read model bundle", "absent.json"],
+            &tampered,
+            &["checksum", "model.json", "tampered"],
         ),
+        (&good_sql, &absent, &["cannot read model bundle", "absent"]),
     ];
     for (sql, model, needles) in cases {
         let pipeline = pipeline_variant(dir.path(), sql, model);
@@ -178,7 +184,7 @@ fn an_error_prints_each_cause_once() {
     let pipeline = pipeline_variant(
         dir.path(),
         "SELECT amount, no_such_column FROM transactions",
-        &repo_path("pipelines/models/fraud-lr.json"),
+        &repo_path("pipelines/models/fraud-lr"),
     );
     let out = streamscore(&["run", "--pipeline", pipeline.to_str().unwrap()]);
     assert!(!out.status.success());

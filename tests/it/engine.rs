@@ -3,7 +3,7 @@
 use streamscore::batch::{Batch, SourceRecord};
 use streamscore::config::Pipeline;
 use streamscore::engine::{Engine, EngineSpec};
-use streamscore::model::{BUNDLE_FORMAT, ModelBundle};
+use streamscore::model::{Bundle, BundleParts, FeatureSpec, Logistic, Model, Preprocessing};
 use streamscore::output::{BatchOutput, Decision, ScoreRecord};
 use streamscore::reject::RejectKind;
 
@@ -72,7 +72,10 @@ async fn a_batch_yields_scores_in_order_and_dead_letters_with_reasons() {
         "{:?}",
         huge.reasons
     );
-    assert_eq!(huge.model_version, engine.model().version.as_str());
+    assert_eq!(
+        huge.model_version,
+        engine.models().current().champion.version()
+    );
 
     assert_eq!(
         dead_letter_kinds(&output),
@@ -89,18 +92,24 @@ async fn a_batch_yields_scores_in_order_and_dead_letters_with_reasons() {
 /// over its `card_number` column.
 async fn engine_with_sql(sql: &str) -> Engine {
     let pipeline = Pipeline::load(&repo_path("pipelines/fraud.toml"), None).unwrap();
-    let model = ModelBundle {
-        format: BUNDLE_FORMAT.into(),
+    let model = Bundle::assemble(BundleParts {
         name: "cast".into(),
         version: "1".into(),
-        features: vec!["card_number".into()],
-        mean: vec![0.0],
-        std: vec![1.0],
-        coefficients: vec![0.1],
-        intercept: 0.0,
+        features: vec![FeatureSpec {
+            name: "card_number".into(),
+            data_type: "Float64".into(),
+        }],
+        preprocessing: Preprocessing::None,
         threshold: 0.5,
-        trained: Default::default(),
-    };
+        provenance: Default::default(),
+        metrics: Default::default(),
+        model: Model::Logistic(Logistic {
+            coefficients: vec![0.1],
+            intercept: 0.0,
+        }),
+        check_features: vec![1.0],
+    })
+    .unwrap();
     Engine::new(EngineSpec {
         sql,
         ..EngineSpec::for_pipeline(&pipeline, model)
@@ -192,7 +201,7 @@ async fn an_int64_event_id_is_echoed_as_a_string() {
     let mut fields = pipeline.schema.fields.clone();
     fields[0] = FieldSpec::new("event_id", FieldType::Int64, true);
     let schema = RecordSchema::new("transactions".into(), fields).unwrap();
-    let model = streamscore::model::ModelBundle::load(&pipeline.model_path).unwrap();
+    let model = Bundle::load(&repo_path("pipelines/models/fraud-lr")).unwrap();
     let engine = Engine::new(EngineSpec {
         schema,
         ..EngineSpec::for_pipeline(&pipeline, model)

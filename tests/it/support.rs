@@ -107,7 +107,7 @@ status_interval_ms = 1000
             dlq = self.dead_letters,
             schema = repo_path("schemas/transaction.json").display(),
             sql = repo_path("pipelines/fraud.sql").display(),
-            model = repo_path("pipelines/models/fraud-lr.json").display(),
+            model = repo_path("pipelines/models/fraud-lr").display(),
         );
         text.push_str(extra);
         let path = dir.join("pipeline.toml");
