@@ -141,7 +141,7 @@ mod tests {
 
     /// Ranks [1, 2.5, 2.5, 4, 5] and [2, 1, 4.5, 4.5, 3]: rho = 3.75 / 9.5.
     #[test]
-    fn ties_share_their_mean_rank_as_scipy_does() {
+    fn tied_scores_share_their_mean_rank() {
         let mut c = Comparison::new(10);
         c.extend(
             [(1.0, 2.0), (2.0, 1.0), (2.0, 4.0), (3.0, 4.0), (5.0, 3.0)].map(|(a, b)| pair(a, b)),

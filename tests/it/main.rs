@@ -12,6 +12,7 @@ mod deploy;
 mod engine;
 mod golden;
 mod hardening;
+mod models;
 mod observability;
 mod support;
 mod training;

@@ -2,60 +2,9 @@
 //! the real broker: /metrics agrees with what was produced, /readyz turns
 //! ready once partitions are assigned, and the status line appears.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-
-/// A plain HTTP/1.0 GET: (status code, body).
-fn http_get(address: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).expect("the admin server accepts");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("an HTTP status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The sum of every sample of `name` whose labels contain each of `labels`.
-fn sample_sum(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    let values: Vec<f64> = metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
-}
-
-fn admin_address(dir: &Path, name: &str) -> String {
-    assert!(
-        wait_for_log(dir, name, "admin server listening", Duration::from_secs(60)),
-        "{}",
-        log_of(dir, name)
-    );
-    let log = log_of(dir, name);
-    let line = log
-        .lines()
-        .find(|l| l.contains("admin server listening"))
-        .unwrap();
-    line.split("address=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the log names the address")
-        .to_owned()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_health_and_status_agree_with_what_was_produced() {

@@ -1,6 +1,8 @@
 //! Helpers for tests against a real broker and the real binary.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -343,4 +345,69 @@ pub fn wait_for_log(dir: &Path, name: &str, needle: &str, limit: Duration) -> bo
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// A plain HTTP/1.0 GET: (status code, body).
+pub fn http_get(address: &str, path: &str) -> (u16, String) {
+    http_request(address, "GET", path, &[], "")
+}
+
+/// A plain HTTP/1.0 request with extra header lines: (status code, body).
+pub fn http_request(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("the admin server accepts");
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {address}\r\n");
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("an HTTP status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The sum of every sample of `name` whose labels contain each of `labels`.
+pub fn sample_sum(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let values: Vec<f64> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+pub fn admin_address(dir: &Path, name: &str) -> String {
+    assert!(
+        wait_for_log(dir, name, "admin server listening", Duration::from_secs(60)),
+        "{}",
+        log_of(dir, name)
+    );
+    let log = log_of(dir, name);
+    let line = log
+        .lines()
+        .find(|l| l.contains("admin server listening"))
+        .unwrap();
+    line.split("address=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the log names the address")
+        .to_owned()
 }
