@@ -1,7 +1,10 @@
 //! `streamscore demo`: the whole loop in one process. An embedded
 //! Kafka-protocol broker (librdkafka's mock cluster) unless `--brokers` is
-//! given, simulated card transactions, a model trained on their history, the
-//! real pipeline scoring the live part, live progress and a summary.
+//! given, simulated card transactions, a model trained on their history and
+//! registered, the app (`app::run`, as `streamscore run` runs it) scoring the
+//! live part, and halfway through a second model trained (on the history and
+//! the labelled first half) and promoted while the stream runs. Live progress
+//! and a summary that counts the scores of each version.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,19 +18,19 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::Pipeline;
+use crate::app::{self, Shutdown};
+use crate::config::{ModelSource, Pipeline};
 use crate::decode::Decoder;
-use crate::engine::{Engine, EngineSpec};
-use crate::kafka::context::SourceContext;
-use crate::kafka::{admin, sink::KafkaSink, source::KafkaSource};
+use crate::kafka::admin;
+use crate::model::Bundle;
 use crate::model::evaluate::auc_roc;
+use crate::model::registry::{Change, Registry};
 use crate::model::train::TrainOptions;
 use crate::output::{Decision, ScoreRecord};
 use crate::simulate::{SimulationConfig, Transaction, simulate};
 use crate::telemetry::{Snapshot, Stats};
-use crate::{pipeline, training};
+use crate::training;
 
 /// How long the demo waits without progress before it gives up (the group
 /// join alone takes about 3 s on the embedded broker).
@@ -76,6 +79,8 @@ pub struct DemoSummary {
     pub fraud: usize,
     pub holdout_auc: Option<f64>,
     pub elapsed: Duration,
+    /// (version, scores it gave), in the order the versions served.
+    pub scores_by_version: Vec<(String, usize)>,
 }
 
 pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSummary, DemoError> {
@@ -129,31 +134,62 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
         history.len(),
         live.len()
     );
-    let (model, holdout_auc) = train_on(&pipeline, &history).await?;
-    eprintln!(
-        "trained {} {} on {} features; hold-out AUC {}",
-        model.name(),
-        model.version(),
-        model.manifest.features.len(),
-        holdout_auc.map_or("n/a".into(), |a| format!("{a:.3}"))
-    );
+    let (model, holdout_auc) = train_on(&pipeline, &history, "1").await?;
+    // The app follows a registry, as a production pipeline would.
+    let registry_dir = tempfile::tempdir().map_err(step("create the demo registry"))?;
+    let registry = Registry::open(registry_dir.path());
+    registry
+        .register(&model, "demo")
+        .map_err(step("register the first model"))?;
+    pipeline.model = ModelSource::Registry {
+        dir: registry_dir.path().to_path_buf(),
+        name: model.name().to_owned(),
+        poll: Duration::from_millis(200),
+    };
+    // The admin server's fixed port may be taken; the demo needs none.
+    pipeline.admin_listen = None;
 
-    let produced = produce_live(&pipeline, &live).await?;
-    let engine = Engine::new(EngineSpec::for_pipeline(&pipeline, model))
-        .await
-        .map_err(step("start the engine"))?;
+    // The first half of the stream now, with the malformed records; the
+    // second half once version 2 is promoted.
+    let half = live.len() / 2;
+    let produced = produce_live(&pipeline, &live[..half], MALFORMED).await? + (live.len() - half);
     let started = Instant::now();
-    let stats = score_until_done(&pipeline, &engine, produced).await?;
+    let stats = Arc::new(Stats::default());
+    let shutdown = Shutdown::default();
+    let second_half = SecondHalf {
+        pipeline: &pipeline,
+        registry: &registry,
+        name: model.name(),
+        // The labels of the first half have arrived by then.
+        history: history.iter().chain(&live[..half]).cloned().collect(),
+        events: &live[half..],
+    };
+    let (result, (), retrained) = tokio::join!(
+        app::run(&pipeline, Arc::clone(&stats), &shutdown),
+        watch_progress(&stats, produced, &shutdown),
+        second_half.after(produced - (live.len() - half), &stats, &shutdown),
+    );
+    eprintln!();
+    result.map_err(step("run the pipeline"))?;
+    retrained?;
+    let stats = stats.snapshot();
     let elapsed = started.elapsed();
 
     let scores = read_scores(&pipeline, stats.scored as usize).await?;
+    let mut scores_by_version: Vec<(String, usize)> = Vec::new();
+    for (_, _, _, version) in &scores {
+        match scores_by_version.iter_mut().find(|(v, _)| v == version) {
+            Some((_, n)) => *n += 1,
+            None => scores_by_version.push((version.clone(), 1)),
+        }
+    }
     let labels: HashMap<&str, bool> = live
         .iter()
         .map(|t| (t.event_id.as_str(), t.is_fraud))
         .collect();
     let mut pairs = Vec::with_capacity(scores.len());
     let mut flagged_fraud = 0;
-    for (event_id, score, decision) in &scores {
+    for (event_id, score, decision, _) in &scores {
         if let Some(&fraud) = labels.get(event_id.as_str()) {
             pairs.push((*score, fraud));
             flagged_fraud += usize::from(fraud && *decision == Decision::Flag);
@@ -172,6 +208,7 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
         fraud: live.iter().filter(|t| t.is_fraud).count(),
         holdout_auc,
         elapsed,
+        scores_by_version,
     })
 }
 
@@ -203,7 +240,8 @@ fn simulate_split(options: &DemoOptions) -> (Vec<Transaction>, Vec<Transaction>)
 async fn train_on(
     pipeline: &Pipeline,
     history: &[Transaction],
-) -> Result<(crate::model::Bundle, Option<f64>), DemoError> {
+    version: &str,
+) -> Result<(Bundle, Option<f64>), DemoError> {
     let decoder = Decoder::new(pipeline.schema.clone(), pipeline.max_record_bytes);
     let ndjson: Vec<u8> = history
         .iter()
@@ -220,15 +258,29 @@ async fn train_on(
         .map_err(step("derive features"))?;
     let options = TrainOptions {
         name: "fraud-lr-demo".into(),
-        version: chrono::Utc::now().format("%Y%m%d%H%M%S").to_string(),
+        version: version.to_owned(),
         ..TrainOptions::default()
     };
     let report = training::train(&set, "is_fraud", &options).map_err(step("train"))?;
+    eprintln!(
+        "trained {} {} on {} rows and {} features; hold-out AUC {}",
+        report.bundle.name(),
+        report.bundle.version(),
+        report.training_rows,
+        report.bundle.manifest.features.len(),
+        report
+            .holdout_auc
+            .map_or("n/a".into(), |a| format!("{a:.3}"))
+    );
     Ok((report.bundle, report.holdout_auc))
 }
 
 /// Produces the live events (without their labels) and the malformed ones.
-async fn produce_live(pipeline: &Pipeline, live: &[Transaction]) -> Result<usize, DemoError> {
+async fn produce_live(
+    pipeline: &Pipeline,
+    live: &[Transaction],
+    malformed: &[&[u8]],
+) -> Result<usize, DemoError> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &pipeline.kafka.brokers)
         .set("linger.ms", "5")
@@ -248,8 +300,8 @@ async fn produce_live(pipeline: &Pipeline, live: &[Transaction]) -> Result<usize
             )
         })
         .collect();
-    for (i, bad) in MALFORMED.iter().enumerate() {
-        let at = (i + 1) * payloads.len() / (MALFORMED.len() + 1);
+    for (i, bad) in malformed.iter().enumerate() {
+        let at = (i + 1) * payloads.len() / (malformed.len() + 1);
         payloads.insert(at, (b"malformed".to_vec(), bad.to_vec()));
     }
     let sends = payloads.iter().map(|(key, payload)| {
@@ -266,58 +318,105 @@ async fn produce_live(pipeline: &Pipeline, live: &[Transaction]) -> Result<usize
     Ok(payloads.len())
 }
 
-/// Runs the real pipeline until every produced event is accounted for,
-/// printing progress once a second.
-async fn score_until_done(
-    pipeline: &Pipeline,
-    engine: &Engine,
-    produced: usize,
-) -> Result<Snapshot, DemoError> {
-    let sink = KafkaSink::new(&pipeline.kafka, pipeline.batch.dead_letter_payload_bytes)
-        .map_err(step("create the sink"))?;
-    let stats = Arc::new(Stats::default());
-    let context = SourceContext {
-        health: Arc::default(),
-        stats: Arc::clone(&stats),
-    };
-    let source = KafkaSource::new(&pipeline.kafka, pipeline.batch, context)
-        .map_err(step("create the source"))?;
-    let stop = CancellationToken::new();
-    let progress = {
-        let (stats, stop) = (Arc::clone(&stats), stop.clone());
-        async move {
-            let started = Instant::now();
-            let mut ticker = tokio::time::interval(Duration::from_secs(1));
-            ticker.tick().await;
-            let mut previous = Snapshot::default();
-            let mut last_progress = Instant::now();
-            loop {
-                ticker.tick().await;
-                let s = stats.snapshot();
-                print_progress(&s, &previous, started.elapsed());
-                if s.consumed != previous.consumed {
-                    last_progress = Instant::now();
-                }
-                previous = s;
-                if s.consumed as usize >= produced {
-                    stop.cancel();
-                    return;
-                }
-                if last_progress.elapsed() > STALL_LIMIT {
-                    eprintln!("giving up: nothing consumed for {STALL_LIMIT:?}");
-                    stop.cancel();
-                    return;
-                }
+/// The second half of the stream: once the first is consumed, version 2 is
+/// trained on the history and the labelled first half, registered and
+/// promoted (the app's registry follower swaps it in), and the rest of the
+/// events are produced.
+struct SecondHalf<'a> {
+    pipeline: &'a Pipeline,
+    registry: &'a Registry,
+    name: &'a str,
+    history: Vec<Transaction>,
+    events: &'a [Transaction],
+}
+
+/// Time for the follower to see the promotion (it polls every 200 ms).
+const SWAP_GRACE: Duration = Duration::from_secs(1);
+
+impl SecondHalf<'_> {
+    /// Runs once `first_half` events are consumed; a failure stops the app.
+    async fn after(
+        self,
+        first_half: usize,
+        stats: &Stats,
+        shutdown: &Shutdown,
+    ) -> Result<(), DemoError> {
+        let mut ticker = tokio::time::interval(Duration::from_millis(100));
+        while (stats.snapshot().consumed as usize) < first_half {
+            tokio::select! {
+                () = shutdown.stop.cancelled() => return Ok(()),
+                _ = ticker.tick() => {}
             }
         }
-    };
-    let (result, ()) = tokio::join!(
-        pipeline::run(&source, engine, &sink, &stats, &stop),
-        progress
-    );
-    eprintln!();
-    result.map_err(step("run the pipeline"))?;
-    Ok(stats.snapshot())
+        let (pipeline, events) = (self.pipeline, self.events);
+        let done = async {
+            self.promote().await?;
+            tokio::time::sleep(SWAP_GRACE).await;
+            produce_live(pipeline, events, &[]).await
+        };
+        let result = done.await;
+        if result.is_err() {
+            shutdown.stop.cancel();
+        }
+        result.map(drop)
+    }
+
+    async fn promote(self) -> Result<(), DemoError> {
+        // Training is seconds of CPU: on a thread of its own, with its own
+        // runtime for the SQL, so the stream's workers keep scoring.
+        let (pipeline, history) = (self.pipeline.clone(), self.history);
+        let (model, _) = tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(step("start the training runtime"))?;
+            runtime.block_on(train_on(&pipeline, &history, "2"))
+        })
+        .await
+        .map_err(step("train the second model"))??;
+        self.registry
+            .register(&model, "demo")
+            .map_err(step("register the second model"))?;
+        self.registry
+            .change(
+                self.name,
+                &Change::Promote(Some(model.version().to_owned())),
+                "demo",
+                |_| Ok(()),
+            )
+            .map_err(step("promote the second model"))?;
+        eprintln!("promoted version 2 while the stream runs");
+        Ok(())
+    }
+}
+
+/// Prints progress once a second and stops the app once every produced
+/// event is accounted for (or nothing moves for a while, or it was stopped).
+async fn watch_progress(stats: &Stats, produced: usize, shutdown: &Shutdown) {
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    let mut previous = Snapshot::default();
+    let mut last_progress = Instant::now();
+    loop {
+        tokio::select! {
+            () = shutdown.stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let s = stats.snapshot();
+        print_progress(&s, &previous, started.elapsed());
+        if s.consumed != previous.consumed {
+            last_progress = Instant::now();
+        }
+        previous = s;
+        if s.consumed as usize >= produced {
+            break;
+        }
+        if last_progress.elapsed() > STALL_LIMIT {
+            eprintln!("giving up: nothing consumed for {STALL_LIMIT:?}");
+            break;
+        }
+    }
+    shutdown.stop.cancel();
 }
 
 /// One line a second: the rate over the last second and the totals so far.
@@ -332,11 +431,12 @@ fn print_progress(s: &Snapshot, previous: &Snapshot, elapsed: Duration) {
     );
 }
 
-/// Reads the output topic back: (event id, score, decision) per record.
+/// Reads the output topic back: (event id, score, decision, model version)
+/// per record.
 async fn read_scores(
     pipeline: &Pipeline,
     expected: usize,
-) -> Result<Vec<(String, f64, Decision)>, DemoError> {
+) -> Result<Vec<(String, f64, Decision, String)>, DemoError> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &pipeline.kafka.brokers)
         .set("group.id", format!("{}-reader", pipeline.kafka.group_id))
@@ -358,7 +458,12 @@ async fn read_scores(
             .map_err(step("read the scores"))?;
         let record: ScoreRecord = serde_json::from_slice(message.payload().unwrap_or_default())
             .map_err(step("parse a score record"))?;
-        scores.push((record.event_id.into_owned(), record.score, record.decision));
+        scores.push((
+            record.event_id.into_owned(),
+            record.score,
+            record.decision,
+            record.model_version.into_owned(),
+        ));
     }
     Ok(scores)
 }
@@ -391,5 +496,8 @@ impl DemoSummary {
             show(self.holdout_auc),
             show(self.live_auc)
         );
+        for (version, count) in &self.scores_by_version {
+            println!("  scored by version {version:<4} {count:>8}");
+        }
     }
 }

@@ -47,6 +47,16 @@ fn the_demo_runs_green_on_its_embedded_broker() {
         stderr.contains("events/s"),
         "no live progress in:\n{stderr}"
     );
+    // Halfway, version 2 is trained, promoted and swapped in.
+    assert!(stderr.contains("promoted version 2"), "{stderr}");
+    let by_version: Vec<u64> = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("scored by version "))
+        .map(|rest| rest.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(by_version.len(), 2, "{stdout}");
+    assert!(by_version.iter().all(|&n| n > 0), "{stdout}");
+    assert_eq!(by_version.iter().sum::<u64>(), 20_000, "{stdout}");
 }
 
 #[test]
