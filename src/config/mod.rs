@@ -191,6 +191,16 @@ impl PipelineFile {
                     .into(),
             ));
         }
+        if let Some(shadow) = &k.shadow_topic
+            && (shadow == &k.output_topic || shadow == &k.dead_letter_topic)
+        {
+            return Err(invalid(
+                "kafka.shadow_topic",
+                "must differ from the output and dead-letter topics: a challenger's scores \
+                 must never pass for the champion's"
+                    .into(),
+            ));
+        }
         let refused =
             |section: &'static str, r: client_properties::Refused| ConfigError::RefusedProperty {
                 path: shown.clone(),
@@ -477,6 +487,11 @@ mod tests {
                 "output_topic = \"scores\"",
                 "output_topic = \"transactions\"",
                 "`kafka.input_topic`",
+            ),
+            (
+                "# shadow_topic = \"scores-shadow\"",
+                "shadow_topic = \"scores\"",
+                "`kafka.shadow_topic`",
             ),
             (
                 "group_id = \"streamscore-fraud\"",

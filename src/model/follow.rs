@@ -172,7 +172,7 @@ impl Follower {
     }
 
     /// Writes what this instance serves, with the live champion-challenger
-    /// comparison, to `<name>/live/<instance>.json` for `models show`.
+    /// comparison, to `<name>/.live/<instance>.json` for `models show`.
     fn write_live_report(&self) {
         let lineup = self.slot.current();
         let report = LiveReport {

@@ -8,6 +8,7 @@
 //! <registry>/<name>/state.json     replaced atomically (write, then rename)
 //! <registry>/<name>/history.jsonl  one JSON object per line, appended
 //! <registry>/<name>/.lock          held while the state changes
+//! <registry>/<name>/.live/         what each running instance serves
 //! ```
 //!
 //! Every change happens under an exclusive lock on `.lock`, so a command
@@ -26,7 +27,8 @@ use super::{Bundle, BundleError};
 const STATE_FILE: &str = "state.json";
 const HISTORY_FILE: &str = "history.jsonl";
 const LOCK_FILE: &str = ".lock";
-const LIVE_DIR: &str = "live";
+/// Dot-named, so it can never be taken for a version.
+const LIVE_DIR: &str = ".live";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -131,7 +133,7 @@ impl HistoryEntry {
 }
 
 /// What one engine instance serves, and its live comparison; written every
-/// few seconds to `<name>/live/<instance>.json`.
+/// few seconds to `<name>/.live/<instance>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LiveReport {
     pub at: String,

@@ -152,9 +152,17 @@ impl ModelSlot {
         self.lock_comparison().extend(pairs);
     }
 
-    /// The champion-challenger window now, also set as gauges.
+    /// The champion-challenger window now, also set as gauges (NaN, a gap
+    /// in the graphs, while there is nothing to compare).
     pub fn comparison(&self) -> Option<ComparisonSummary> {
-        let summary = self.lock_comparison().summary()?;
+        let Some(summary) = self.lock_comparison().summary() else {
+            for role in [Role::Champion, Role::Challenger] {
+                metrics::gauge!(names::CHALLENGER_FLAG_RATE, "role" => role.as_str()).set(f64::NAN);
+            }
+            metrics::gauge!(names::CHALLENGER_DISAGREEMENT).set(f64::NAN);
+            metrics::gauge!(names::CHALLENGER_RANK_CORRELATION).set(f64::NAN);
+            return None;
+        };
         metrics::gauge!(names::CHALLENGER_FLAG_RATE, "role" => "champion")
             .set(summary.champion_flag_rate);
         metrics::gauge!(names::CHALLENGER_FLAG_RATE, "role" => "challenger")
