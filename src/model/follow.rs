@@ -272,3 +272,56 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::model::bundle::tests::bundle;
+    use crate::model::registry::Change;
+
+    fn version(v: &str) -> Bundle {
+        let mut b = bundle();
+        b.manifest.version = v.into();
+        b
+    }
+
+    /// The poll is an hour away: only the file watch can bring the swap.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_state_file_change_is_seen_by_the_watch_and_swapped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path());
+        registry.register(&version("1"), "test").unwrap();
+        registry.register(&version("2"), "test").unwrap();
+        let sql_output = Arc::new(Schema::new(
+            ["a", "b", "c"]
+                .map(|n| Field::new(n, DataType::Float64, true))
+                .to_vec(),
+        ));
+        let (champion, challenger) = load_state(&registry, "test").unwrap();
+        let slot = Arc::new(ModelSlot::new(champion, challenger, sql_output, None).unwrap());
+        let follower = Arc::new(Follower::new(registry.clone(), "test", Arc::clone(&slot)));
+        let stop = CancellationToken::new();
+        let running =
+            tokio::spawn(Arc::clone(&follower).run(Duration::from_secs(3600), stop.clone()));
+        // Let the first (immediate) poll pass before the change.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        registry
+            .change("test", &Change::Promote(Some("2".into())), "t", |_| Ok(()))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while slot.current().champion.version() != "2" {
+            assert!(
+                Instant::now() < deadline,
+                "the watch did not bring the swap"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        running.await.unwrap();
+    }
+}
