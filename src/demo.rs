@@ -24,13 +24,13 @@ use crate::config::{ModelSource, Pipeline};
 use crate::decode::Decoder;
 use crate::kafka::admin;
 use crate::model::Bundle;
-use crate::model::evaluate::auc_roc;
 use crate::model::registry::{Change, Registry};
-use crate::model::train::TrainOptions;
 use crate::output::{Decision, ScoreRecord};
 use crate::simulate::{SimulationConfig, Transaction, simulate};
 use crate::telemetry::{Snapshot, Stats};
-use crate::training;
+use crate::train;
+use crate::train::fit::TrainOptions;
+use crate::train::metrics::auc_roc;
 
 /// How long the demo waits without progress before it gives up (the group
 /// join alone takes about 3 s on the embedded broker).
@@ -252,8 +252,8 @@ async fn train_on(
         })
         .collect();
     let (decoded, rejected) =
-        training::decode_lines(&decoder, &ndjson).map_err(step("decode history"))?;
-    let set = training::features_for(&decoder, &pipeline.sql, decoded, rejected)
+        train::decode_lines(&decoder, &ndjson).map_err(step("decode history"))?;
+    let set = train::features_for(&decoder, &pipeline.sql, decoded, rejected)
         .await
         .map_err(step("derive features"))?;
     let options = TrainOptions {
@@ -261,7 +261,8 @@ async fn train_on(
         version: version.to_owned(),
         ..TrainOptions::default()
     };
-    let report = training::train(&set, "is_fraud", &options).map_err(step("train"))?;
+    let request = train::TrainRequest::new("is_fraud", options);
+    let report = train::train(&set, &request, |_, _| {}).map_err(step("train"))?;
     eprintln!(
         "trained {} {} on {} rows and {} features; hold-out AUC {}",
         report.bundle.name(),
@@ -269,10 +270,11 @@ async fn train_on(
         report.training_rows,
         report.bundle.manifest.features.len(),
         report
-            .holdout_auc
+            .evaluation
+            .auc
             .map_or("n/a".into(), |a| format!("{a:.3}"))
     );
-    Ok((report.bundle, report.holdout_auc))
+    Ok((report.bundle, report.evaluation.auc))
 }
 
 /// Produces the live events (without their labels) and the malformed ones.

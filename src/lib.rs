@@ -33,5 +33,5 @@ pub mod schema;
 pub mod simulate;
 pub mod telemetry;
 pub mod timestamp;
-pub mod training;
+pub mod train;
 pub mod transform;

@@ -11,13 +11,11 @@ use clap::{Parser, Subcommand};
 use streamscore::config::Pipeline;
 use streamscore::error::Chain;
 use streamscore::instance::operator;
-use streamscore::model::Bundle;
 use streamscore::model::commands;
 use streamscore::model::registry::{Change, Registry};
-use streamscore::model::train::TrainOptions;
 use streamscore::simulate::{SimulationConfig, simulate};
 use streamscore::telemetry::Stats;
-use streamscore::{app, bench, demo, training};
+use streamscore::{app, bench, demo, train};
 
 #[derive(Parser)]
 #[command(version, about = "Real-time fraud scoring beside Kafka")]
@@ -39,34 +37,10 @@ enum Command {
         #[arg(long, env = "STREAMSCORE_ADMIN_LISTEN")]
         admin_listen: Option<String>,
     },
-    /// Fit a logistic-regression bundle on history (NDJSON or CSV) through
-    /// the pipeline's own decode and SQL.
-    Train {
-        #[arg(long, default_value = "pipelines/fraud.toml")]
-        pipeline: PathBuf,
-        /// History file: .csv with a header row, otherwise NDJSON.
-        #[arg(long)]
-        data: PathBuf,
-        /// Column of the decoded records that holds the fraud label.
-        #[arg(long, default_value = "is_fraud")]
-        label: String,
-        /// Where to write the bundle directory.
-        #[arg(long, required_unless_present = "register")]
-        out: Option<PathBuf>,
-        /// Add the bundle to this registry as a new version (the first
-        /// version of a name becomes its champion).
-        #[arg(long, env = "STREAMSCORE_REGISTRY")]
-        register: Option<PathBuf>,
-        #[arg(long, default_value = "fraud-lr")]
-        name: String,
-        #[arg(long, default_value = "1")]
-        model_version: String,
-        /// Comma-separated feature columns; default: every numeric SQL column.
-        #[arg(long, value_delimiter = ',')]
-        features: Vec<String>,
-        #[arg(long, default_value_t = 0.5)]
-        threshold: f64,
-    },
+    /// Fit a model on history (NDJSON or CSV) through the pipeline's own
+    /// decode and SQL: one kind with a hold-out, or several chosen by
+    /// cross-validation.
+    Train(Box<streamscore::train::command::TrainArgs>),
     /// The model registry: list, show, promote, roll back, history.
     Models {
         #[command(subcommand)]
@@ -185,65 +159,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let shutdown = app::stop_on_signals();
             app::run(&pipeline, Arc::new(Stats::default()), &shutdown).await?;
         }
-        Command::Train {
-            pipeline,
-            data,
-            label,
-            out,
-            register,
-            name,
-            model_version,
-            features,
-            threshold,
-        } => {
-            let pipeline = Pipeline::load(&pipeline, None)?;
-            let set = training::prepare(&pipeline, &data).await?;
-            if let Some(first) = set.rejected.first() {
-                eprintln!(
-                    "warning: {} records of {} refused; first, line {}: {}",
-                    set.rejected.len(),
-                    data.display(),
-                    first.index + 1,
-                    first.message
-                );
-            }
-            let options = TrainOptions {
-                name,
-                version: model_version,
-                features,
-                threshold,
-                ..TrainOptions::default()
-            };
-            let report = training::train(&set, &label, &options)?;
-            let mut written = Vec::new();
-            if let Some(out) = &out {
-                report.bundle.save(out)?;
-                written.push(out.clone());
-            }
-            if let Some(registry) = &register {
-                let by = format!("train:{}", operator());
-                written.push(Registry::open(registry).register(&report.bundle, &by)?);
-            }
-            for path in &written {
-                // Read it back: what was written is what will be served.
-                Bundle::load(path).context("the written bundle does not load")?;
-            }
-            println!(
-                "wrote {} ({} {}): {} training rows, {} hold-out rows, hold-out AUC {}",
-                written
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(" and "),
-                report.bundle.name(),
-                report.bundle.version(),
-                report.training_rows,
-                report.holdout_rows,
-                report
-                    .holdout_auc
-                    .map_or("n/a".into(), |a| format!("{a:.4}"))
-            );
-        }
+        Command::Train(args) => print!("{}", train::command::run(&args).await?),
         Command::Simulate {
             out,
             days,

@@ -125,6 +125,7 @@ impl Bundle {
                 provenance: parts.provenance,
                 metrics: parts.metrics,
                 reference: None,
+                cv: None,
                 check_row: CheckRow {
                     features: parts.check_features,
                     score: f64::NAN,

@@ -19,12 +19,18 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
     Logistic,
+    /// One decision tree; its probability is the class frequency of a leaf.
+    Tree,
+    /// Trees on bootstrap samples and feature subsets; probabilities averaged.
+    Forest,
 }
 
 impl ModelKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ModelKind::Logistic => "logistic",
+            ModelKind::Tree => "tree",
+            ModelKind::Forest => "forest",
         }
     }
 }
@@ -83,6 +89,9 @@ pub struct Manifest {
     /// bundle has them (drift monitoring reads them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<serde_json::Value>,
+    /// The cross-validation table that chose this kind, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv: Option<serde_json::Value>,
     pub check_row: CheckRow,
     /// Payload file name (inside the bundle directory) -> `sha256:<hex>` of
     /// its raw bytes.

@@ -6,14 +6,14 @@
 mod bundle;
 pub mod commands;
 pub mod comparison;
-pub mod evaluate;
+
 mod features;
 pub mod follow;
 mod logistic;
 pub mod manifest;
 pub mod registry;
 pub mod slot;
-pub mod train;
+pub mod trees;
 
 use std::collections::BTreeMap;
 
@@ -33,6 +33,11 @@ pub const REASON_COUNT: usize = 3;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Model {
     Logistic(Logistic),
+    /// A tree or a forest: `kind` says which.
+    Trees {
+        kind: ModelKind,
+        ensemble: trees::Ensemble,
+    },
 }
 
 /// What a model says about prepared rows.
@@ -46,6 +51,7 @@ impl Model {
     pub fn kind(&self) -> ModelKind {
         match self {
             Model::Logistic(_) => ModelKind::Logistic,
+            Model::Trees { kind, .. } => *kind,
         }
     }
 
@@ -53,6 +59,7 @@ impl Model {
     pub fn payload_files(&self) -> Vec<(&'static str, Vec<u8>)> {
         match self {
             Model::Logistic(m) => vec![(logistic::PAYLOAD_FILE, m.to_payload())],
+            Model::Trees { ensemble, .. } => vec![(trees::PAYLOAD_FILE, ensemble.to_payload())],
         }
     }
 
@@ -75,6 +82,12 @@ impl Model {
                     .map(Model::Logistic)
                     .map_err(|message| (name.to_owned(), message))
             }
+            ModelKind::Tree | ModelKind::Forest => {
+                let name = trees::PAYLOAD_FILE;
+                trees::Ensemble::from_payload(file(name)?, features)
+                    .map(|ensemble| Model::Trees { kind, ensemble })
+                    .map_err(|message| (name.to_owned(), message))
+            }
         }
     }
 
@@ -82,6 +95,7 @@ impl Model {
     pub fn score(&self, x: ArrayView2<f64>) -> ModelOutput {
         match self {
             Model::Logistic(m) => m.score(x),
+            Model::Trees { ensemble, .. } => ensemble.score(x),
         }
     }
 }

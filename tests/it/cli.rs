@@ -85,7 +85,7 @@ fn simulate_then_train_writes_a_bundle_that_serves() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("hold-out AUC"),
+        text(&out.stdout).contains("(hold-out): AUC"),
         "{}",
         text(&out.stdout)
     );

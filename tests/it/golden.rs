@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Float64Type};
 use arrow::record_batch::RecordBatch;
 use streamscore::config::Pipeline;
 use streamscore::decode::Decoder;
-use streamscore::training;
+use streamscore::train;
 
 use crate::support::repo_path;
 
@@ -41,9 +41,9 @@ async fn the_example_sql_turns_transactions_into_the_expected_features() {
     let pipeline = Pipeline::load(&repo_path("pipelines/fraud.toml"), None).unwrap();
     let decoder = Decoder::new(pipeline.schema.clone(), pipeline.max_record_bytes);
     let input = std::fs::read(repo_path("tests/golden/fraud.input.jsonl")).unwrap();
-    let (decoded, rejected) = training::decode_lines(&decoder, &input).unwrap();
+    let (decoded, rejected) = train::decode_lines(&decoder, &input).unwrap();
     assert!(rejected.is_empty(), "{rejected:?}");
-    let set = training::features_for(&decoder, &pipeline.sql, decoded, rejected)
+    let set = train::features_for(&decoder, &pipeline.sql, decoded, rejected)
         .await
         .unwrap();
     let actual = rows_as_json(&set.features);

@@ -23,7 +23,9 @@ const TOKEN: &str = "test-token-7c1e";
 /// `shift` (so the two versions score differently).
 fn variant(version: &str, shift: f64, rename_features: bool) -> Bundle {
     let base = Bundle::load(&repo_path("pipelines/models/fraud-lr")).unwrap();
-    let Model::Logistic(logistic) = &base.model;
+    let Model::Logistic(logistic) = &base.model else {
+        panic!("the committed bundle is a logistic regression");
+    };
     let features = base
         .manifest
         .features

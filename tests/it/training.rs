@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use streamscore::config::Pipeline;
 use streamscore::simulate::{SimulationConfig, simulate};
-use streamscore::training;
+use streamscore::train;
 
 use crate::support::repo_path;
 
@@ -42,15 +42,15 @@ async fn csv_columns_are_matched_by_name_and_give_the_ndjson_features() {
     }
     std::fs::write(&csv_path, &csv).unwrap();
 
-    let from_ndjson = training::prepare(&pipeline, &ndjson_path).await.unwrap();
-    let from_csv = training::prepare(&pipeline, &csv_path).await.unwrap();
+    let from_ndjson = train::prepare(&pipeline, &ndjson_path).await.unwrap();
+    let from_csv = train::prepare(&pipeline, &csv_path).await.unwrap();
     assert_eq!(from_csv.decoded.num_rows(), history.len());
     assert_eq!(from_csv.features, from_ndjson.features);
     assert_eq!(from_csv.decoded, from_ndjson.decoded);
 
     let without_amount = csv.replacen("is_fraud,amount,", "is_fraud,amount_usd,", 1);
     std::fs::write(&csv_path, without_amount).unwrap();
-    let err = training::prepare(&pipeline, &csv_path)
+    let err = train::prepare(&pipeline, &csv_path)
         .await
         .err()
         .unwrap()
@@ -92,8 +92,8 @@ async fn csv_timestamps_are_read_as_the_schema_declares_them() {
     let (ndjson_path, csv_path) = (dir.path().join("h.ndjson"), dir.path().join("h.csv"));
     std::fs::write(&ndjson_path, ndjson).unwrap();
     std::fs::write(&csv_path, csv).unwrap();
-    let from_ndjson = training::prepare(&pipeline, &ndjson_path).await.unwrap();
-    let from_csv = training::prepare(&pipeline, &csv_path).await.unwrap();
+    let from_ndjson = train::prepare(&pipeline, &ndjson_path).await.unwrap();
+    let from_csv = train::prepare(&pipeline, &csv_path).await.unwrap();
     assert_eq!(from_csv.decoded, from_ndjson.decoded);
     assert_eq!(from_csv.features, from_ndjson.features);
 }

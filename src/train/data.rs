@@ -10,9 +10,10 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
+use super::build::{TrainReport, TrainRequest, build};
+use super::fit::TrainError;
 use crate::config::Pipeline;
 use crate::decode::Decoder;
-use crate::model::train::{TrainError, TrainOptions, TrainReport, fit_logistic, labels_from};
 use crate::reject::Rejected;
 use crate::timestamp::TimestampFormat;
 use crate::transform::{SqlTransform, TransformError};
@@ -191,13 +192,12 @@ pub async fn features_for(
     })
 }
 
-/// Fits a model on a prepared set, reading labels from `label` in the
-/// decoded records.
+/// Fits what `request` asks on a prepared set; `progress(done, total)`
+/// after each fit.
 pub fn train(
     set: &TrainingSet,
-    label: &str,
-    options: &TrainOptions,
+    request: &TrainRequest,
+    progress: impl FnMut(usize, usize),
 ) -> Result<TrainReport, TrainingError> {
-    let labels = labels_from(&set.decoded, label)?;
-    Ok(fit_logistic(&set.features, &labels, label, options)?)
+    Ok(build(set, request, progress)?)
 }

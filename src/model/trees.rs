@@ -1,0 +1,275 @@
+//! Tree ensembles: one decision tree, a forest, and (later) imported boosted
+//! trees share this form: flat node arrays per tree, as XGBoost, LightGBM
+//! and scikit-learn store them, a split rule, and a link that turns the
+//! trees' leaf values into a probability.
+//!
+//! Reasons: each row's prediction is split over the features along its
+//! paths (the change in a node's expected value from parent to child is
+//! credited to the parent's split feature), on the link's scale before the
+//! final sigmoid. Summed with the root's expected value, the credits give
+//! the prediction exactly.
+
+use ndarray::{Array2, ArrayView2};
+use serde::{Deserialize, Serialize};
+
+use super::{ModelOutput, top_reasons};
+
+/// The payload file of a tree bundle.
+pub const PAYLOAD_FILE: &str = "trees.json";
+
+/// Marks a leaf in [`Tree::feature`].
+pub const LEAF: i32 = -1;
+
+/// One tree in flat arrays; node 0 is the root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tree {
+    /// Per node, the feature it splits on, or [`LEAF`].
+    pub feature: Vec<i32>,
+    pub threshold: Vec<f64>,
+    pub left: Vec<u32>,
+    pub right: Vec<u32>,
+    /// A leaf's value; for an internal node, the cover-weighted mean of the
+    /// leaves under it (its expected value).
+    pub value: Vec<f64>,
+    /// The training weight that reached each node.
+    pub cover: Vec<f64>,
+}
+
+/// Which side a value equal to the threshold takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitRule {
+    /// `x < threshold` goes left (XGBoost).
+    LessThan,
+    /// `x <= threshold` goes left (linfa, scikit-learn, LightGBM).
+    LessOrEqual,
+}
+
+/// How leaf values become a probability.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Link {
+    /// Leaves hold probabilities; the ensemble averages them (a tree, a
+    /// forest).
+    MeanProbability,
+    /// Leaves hold log-odds; the ensemble adds them to `base_margin` and
+    /// applies the sigmoid (boosted trees).
+    SumLogit { base_margin: f64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ensemble {
+    pub trees: Vec<Tree>,
+    pub split: SplitRule,
+    pub link: Link,
+}
+
+impl Tree {
+    pub fn is_leaf(&self, node: usize) -> bool {
+        self.feature[node] == LEAF
+    }
+
+    /// The leaf `row` reaches, with each split node passed on the way.
+    fn walk(&self, row: &[f64], split: SplitRule, mut visit: impl FnMut(usize, usize)) -> usize {
+        let mut node = 0;
+        while !self.is_leaf(node) {
+            let x = row[self.feature[node] as usize];
+            let t = self.threshold[node];
+            let goes_left = match split {
+                SplitRule::LessThan => x < t,
+                SplitRule::LessOrEqual => x <= t,
+            };
+            let next = if goes_left {
+                self.left[node]
+            } else {
+                self.right[node]
+            } as usize;
+            visit(node, next);
+            node = next;
+        }
+        node
+    }
+
+    /// Checks the arrays agree and every index is in range, so that scoring
+    /// cannot panic or loop on a bad payload.
+    fn validate(&self, features: usize) -> Result<(), String> {
+        let n = self.feature.len();
+        if n == 0 {
+            return Err("a tree has no nodes".into());
+        }
+        for (name, len) in [
+            ("threshold", self.threshold.len()),
+            ("left", self.left.len()),
+            ("right", self.right.len()),
+            ("value", self.value.len()),
+            ("cover", self.cover.len()),
+        ] {
+            if len != n {
+                return Err(format!("a tree has {n} nodes but {len} `{name}` values"));
+            }
+        }
+        for node in 0..n {
+            if !self.value[node].is_finite() {
+                return Err(format!("node {node} has a non-finite value"));
+            }
+            if self.is_leaf(node) {
+                continue;
+            }
+            let f = self.feature[node];
+            if f < 0 || f as usize >= features {
+                return Err(format!("node {node} splits on feature {f} of {features}"));
+            }
+            // Children come after their parent: no cycles, every walk ends.
+            for child in [self.left[node], self.right[node]] {
+                if (child as usize) <= node || child as usize >= n {
+                    return Err(format!("node {node} has child {child} of {n} nodes"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Ensemble {
+    pub fn from_payload(bytes: &[u8], features: usize) -> Result<Self, String> {
+        let ensemble: Ensemble = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if ensemble.trees.is_empty() {
+            return Err("`trees` is empty".into());
+        }
+        for (i, tree) in ensemble.trees.iter().enumerate() {
+            tree.validate(features)
+                .map_err(|e| format!("tree {i}: {e}"))?;
+        }
+        Ok(ensemble)
+    }
+
+    pub fn to_payload(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an ensemble serialises")
+    }
+
+    /// Scores rows (rows x features) and credits each row's prediction to
+    /// the features along its paths.
+    pub fn score(&self, x: ArrayView2<f64>) -> ModelOutput {
+        let (rows, k) = x.dim();
+        let mut raw = vec![0.0; rows];
+        let mut credit = Array2::<f64>::zeros((rows, k));
+        let scale = match self.link {
+            Link::MeanProbability => 1.0 / self.trees.len() as f64,
+            Link::SumLogit { .. } => 1.0,
+        };
+        for (i, row) in x.rows().into_iter().enumerate() {
+            let row = row.as_slice().map_or_else(|| row.to_vec(), <[f64]>::to_vec);
+            let mut credits = credit.row_mut(i);
+            for tree in &self.trees {
+                let leaf = tree.walk(&row, self.split, |parent, child| {
+                    credits[tree.feature[parent] as usize] +=
+                        scale * (tree.value[child] - tree.value[parent]);
+                });
+                raw[i] += tree.value[leaf];
+            }
+        }
+        let probability = raw
+            .iter()
+            .map(|&sum| match self.link {
+                Link::MeanProbability => sum / self.trees.len() as f64,
+                Link::SumLogit { base_margin } => {
+                    let z = base_margin + sum;
+                    if z.is_finite() {
+                        1.0 / (1.0 + (-z).exp())
+                    } else {
+                        f64::NAN
+                    }
+                }
+            })
+            .collect();
+        let reasons = credit.rows().into_iter().map(top_reasons).collect();
+        ModelOutput {
+            probability,
+            reasons,
+        }
+    }
+
+    /// How much each feature's splits reduce impurity (or move the value),
+    /// weighted by cover: a rough importance for reports.
+    pub fn split_counts(&self, features: usize) -> Vec<f64> {
+        let mut counts = vec![0.0; features];
+        for tree in &self.trees {
+            for node in 0..tree.feature.len() {
+                if !tree.is_leaf(node) {
+                    counts[tree.feature[node] as usize] += tree.cover[node];
+                }
+            }
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use ndarray::array;
+
+    use super::*;
+
+    /// x0 <= 0.5 ? (x1 <= 2 ? 0.1 : 0.5) : 0.9, covers 10 = 6 (4 + 2) + 4.
+    pub(crate) fn stump() -> Tree {
+        let value = |node_values: [f64; 5]| node_values.to_vec();
+        Tree {
+            feature: vec![0, 1, LEAF, LEAF, LEAF],
+            threshold: vec![0.5, 2.0, 0.0, 0.0, 0.0],
+            left: vec![1, 2, 0, 0, 0],
+            right: vec![4, 3, 0, 0, 0],
+            // Node 1: (4*0.1 + 2*0.5)/6; root: (6*node1 + 4*0.9)/10.
+            value: value([(1.4 + 3.6) / 10.0, 1.4 / 6.0, 0.1, 0.5, 0.9]),
+            cover: vec![10.0, 6.0, 4.0, 2.0, 4.0],
+        }
+    }
+
+    #[test]
+    fn leaves_are_reached_by_the_split_rule_and_credits_add_up() {
+        let ensemble = Ensemble {
+            trees: vec![stump()],
+            split: SplitRule::LessOrEqual,
+            link: Link::MeanProbability,
+        };
+        let x = array![[0.5, 3.0], [0.2, 1.0], [0.9, 0.0]];
+        let out = ensemble.score(x.view());
+        assert_eq!(out.probability, vec![0.5, 0.1, 0.9]);
+        // Row 0: root 0.5 -> node1 (0.2333) -> leaf 0.5: x0 credited
+        // -0.2667, x1 +0.2667; only x1 raised the score.
+        assert_eq!(out.reasons[0], [Some(1), None, None]);
+        let strict = Ensemble {
+            split: SplitRule::LessThan,
+            ..ensemble
+        };
+        assert_eq!(strict.score(x.view()).probability[0], 0.9);
+    }
+
+    #[test]
+    fn boosted_trees_add_margins_then_take_the_sigmoid() {
+        let ensemble = Ensemble {
+            trees: vec![stump(), stump()],
+            split: SplitRule::LessOrEqual,
+            link: Link::SumLogit { base_margin: -1.0 },
+        };
+        let out = ensemble.score(array![[0.9, 0.0]].view());
+        let z: f64 = -1.0 + 0.9 + 0.9;
+        assert!((out.probability[0] - 1.0 / (1.0 + (-z).exp())).abs() < 1e-15);
+    }
+
+    #[test]
+    fn payloads_with_bad_indexes_are_refused() {
+        let mut tree = stump();
+        tree.right[0] = 9;
+        let bad = Ensemble {
+            trees: vec![tree],
+            split: SplitRule::LessOrEqual,
+            link: Link::MeanProbability,
+        };
+        let err = Ensemble::from_payload(&bad.to_payload(), 2).unwrap_err();
+        assert!(err.contains("tree 0: node 0 has child 9"), "{err}");
+        let err = Ensemble::from_payload(&bad.to_payload(), 1).unwrap_err();
+        assert!(err.contains("tree 0"), "{err}");
+    }
+}

@@ -1,0 +1,313 @@
+//! From a prepared training set to a bundle: pick the features, fit (one
+//! kind with a hold-out, or several by cross-validation and refit the
+//! winner on everything), choose the threshold, and write the metrics and
+//! the CV table into the manifest.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, TimestampMillisecondType};
+use arrow::record_batch::RecordBatch;
+use ndarray::Axis;
+
+use super::data::TrainingSet;
+use super::fit::{Candidate, TrainError, TrainOptions, feature_matrix, fit};
+use super::metrics::{Context, Evaluation, ThresholdRule, choose_threshold, evaluate};
+use super::select::{CvTable, Folds, Labelled, Metric, cross_validate, take_rows};
+use crate::model::{Bundle, BundleParts, FeatureSpec, is_feature_type};
+
+/// What to train beyond the fitting options.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    /// Column of the decoded records that holds the fraud label.
+    pub label: String,
+    pub options: TrainOptions,
+    /// One kind (with a hold-out) or several (with `folds`).
+    pub candidates: Vec<Candidate>,
+    pub folds: Option<Folds>,
+    pub metric: Metric,
+    pub threshold: ThresholdRule,
+    /// Decoded columns for card precision@k and time folds, if present.
+    pub card_column: String,
+    pub time_column: String,
+    pub card_precision_k: usize,
+}
+
+impl TrainRequest {
+    pub fn new(label: &str, options: TrainOptions) -> Self {
+        Self {
+            label: label.to_owned(),
+            options,
+            candidates: vec![Candidate::Logistic],
+            folds: None,
+            metric: Metric::AveragePrecision,
+            threshold: ThresholdRule::Fixed(0.5),
+            card_column: "card_id".into(),
+            time_column: "event_time".into(),
+            card_precision_k: 100,
+        }
+    }
+}
+
+/// What training produced and how well it did.
+#[derive(Debug)]
+pub struct TrainReport {
+    pub bundle: Bundle,
+    pub training_rows: usize,
+    /// Rows the evaluation comes from: the hold-out, or every row once
+    /// (out of fold) with cross-validation.
+    pub evaluated_rows: usize,
+    pub evaluation: Evaluation,
+    pub cv: Option<CvTable>,
+}
+
+/// Fits what `request` asks on `set` and assembles the bundle.
+pub fn build(
+    set: &TrainingSet,
+    request: &TrainRequest,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<TrainReport, TrainError> {
+    let options = &request.options;
+    let y = labels_from(&set.decoded, &request.label)?;
+    let names = feature_names(&set.features, &options.features, &request.label)?;
+    let x = feature_matrix(&set.features, &names)?;
+    let cards = text_column(&set.decoded, &request.card_column);
+    let times = time_column(&set.decoded, &request.time_column);
+    let data = Labelled {
+        x: x.view(),
+        y: &y,
+        cards: cards.as_deref(),
+        times_ms: times.as_deref(),
+        k: request.card_precision_k,
+    };
+
+    let (candidate, fitted, scores, evaluated, cv, training_rows) = match request.folds {
+        Some(folds) => {
+            let splits = super::select::fold_indices(folds, &y, times.as_deref(), options.seed)?;
+            let total = request.candidates.len() * splits.len() + 1;
+            let mut done = 0;
+            let table = cross_validate(
+                &request.candidates,
+                &data,
+                folds,
+                request.metric,
+                options,
+                || {
+                    done += 1;
+                    progress(done, total);
+                },
+            )?;
+            let candidate: Candidate = table.winner.parse()?;
+            // Out-of-fold scores of the winner, for the threshold and the
+            // reported metrics; then the winner refitted on every row.
+            let mut oof = vec![f64::NAN; y.len()];
+            for (train, test) in &splits {
+                let y_train: Vec<bool> = train.iter().map(|&i| y[i]).collect();
+                let f = fit(
+                    candidate,
+                    x.select(Axis(0), train).view(),
+                    &y_train,
+                    options,
+                )?;
+                for (&i, p) in test.iter().zip(f.predict(x.select(Axis(0), test).view())) {
+                    oof[i] = p;
+                }
+            }
+            let scored: Vec<usize> = (0..y.len()).filter(|&i| !oof[i].is_nan()).collect();
+            let fitted = fit(candidate, x.view(), &y, options)?;
+            progress(total, total);
+            let scores: Vec<f64> = scored.iter().map(|&i| oof[i]).collect();
+            (candidate, fitted, scores, scored, Some(table), y.len())
+        }
+        None => {
+            let candidate = *request.candidates.first().unwrap_or(&Candidate::Logistic);
+            let holdout = ((y.len() as f64) * options.holdout_fraction) as usize;
+            let cut = y.len() - holdout;
+            if cut < 2 {
+                return Err(TrainError::NoData(format!("{} rows", y.len())));
+            }
+            let (x_train, x_holdout) = x.view().split_at(Axis(0), cut);
+            let fitted = fit(candidate, x_train, &y[..cut], options)?;
+            progress(1, 1);
+            let scores = fitted.predict(x_holdout);
+            (
+                candidate,
+                fitted,
+                scores,
+                (cut..y.len()).collect(),
+                None,
+                cut,
+            )
+        }
+    };
+    let labels: Vec<bool> = evaluated.iter().map(|&i| y[i]).collect();
+    let cards_e = cards.as_deref().map(|c| take_rows(c, &evaluated));
+    let times_e = times.as_deref().map(|t| take_rows(t, &evaluated));
+    let threshold = choose_threshold(
+        request.threshold,
+        &scores,
+        &labels,
+        times_e.as_deref().unwrap_or(&vec![0; labels.len()]),
+    )
+    .ok_or_else(|| {
+        TrainError::Options(format!(
+            "no threshold meets {:?} on the evaluated rows",
+            request.threshold
+        ))
+    })?;
+    if !(threshold > 0.0 && threshold < 1.0) {
+        return Err(TrainError::Options(format!(
+            "the chosen threshold {threshold} is not strictly between 0 and 1"
+        )));
+    }
+    let evaluation = evaluate(
+        &scores,
+        &labels,
+        threshold,
+        &Context {
+            cards: cards_e.as_deref(),
+            times_ms: times_e.as_deref(),
+            k: request.card_precision_k,
+        },
+    );
+
+    let mut provenance = BTreeMap::new();
+    provenance.insert(
+        "trainer".into(),
+        format!("streamscore train ({})", candidate.kind().as_str()),
+    );
+    provenance.insert("training_rows".into(), training_rows.to_string());
+    provenance.insert(
+        "fraud_rows".into(),
+        y.iter().filter(|f| **f).count().to_string(),
+    );
+    provenance.insert(
+        "evaluated_on".into(),
+        match &cv {
+            Some(t) => format!("out-of-fold scores, {}", t.scheme),
+            None => format!("the last {} rows (hold-out)", scores.len()),
+        },
+    );
+    provenance.insert("threshold_rule".into(), format!("{:?}", request.threshold));
+    provenance.insert("at".into(), chrono::Utc::now().to_rfc3339());
+    let mut metrics = BTreeMap::new();
+    for (key, value) in [
+        ("auc", evaluation.auc),
+        ("average_precision", evaluation.average_precision),
+        ("brier", evaluation.brier),
+        ("precision_at_threshold", evaluation.precision),
+        ("recall_at_threshold", evaluation.recall),
+        ("card_precision_at_k", evaluation.card_precision),
+    ] {
+        if let Some(v) = value {
+            metrics.insert(key.to_owned(), v);
+        }
+    }
+    let schema = set.features.schema();
+    let mut bundle = Bundle::assemble(BundleParts {
+        name: options.name.clone(),
+        version: options.version.clone(),
+        features: names
+            .iter()
+            .map(|name| FeatureSpec {
+                name: name.clone(),
+                data_type: schema
+                    .field_with_name(name)
+                    .map(|f| f.data_type().to_string())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        preprocessing: fitted.preprocessing,
+        threshold,
+        provenance,
+        metrics,
+        model: fitted.model,
+        check_features: x.row(0).to_vec(),
+    })?;
+    if let Some(table) = &cv {
+        bundle.manifest.cv = Some(serde_json::to_value(table).expect("a CV table serialises"));
+    }
+    Ok(TrainReport {
+        bundle,
+        training_rows,
+        evaluated_rows: scores.len(),
+        evaluation,
+        cv,
+    })
+}
+
+/// The wanted features, or by default every numeric column but the label.
+fn feature_names(
+    features: &RecordBatch,
+    wanted: &[String],
+    label: &str,
+) -> Result<Vec<String>, TrainError> {
+    let schema = features.schema();
+    if wanted.is_empty() {
+        return Ok(schema
+            .fields()
+            .iter()
+            .filter(|f| is_feature_type(f.data_type()) && f.name() != label)
+            .map(|f| f.name().clone())
+            .collect());
+    }
+    for name in wanted {
+        match schema.field_with_name(name) {
+            Ok(f) if is_feature_type(f.data_type()) && name != label => {}
+            _ => return Err(TrainError::BadFeature(name.clone())),
+        }
+    }
+    Ok(wanted.to_vec())
+}
+
+/// Reads a label column (boolean, or numbers where non-zero means fraud).
+pub fn labels_from(batch: &RecordBatch, column: &str) -> Result<Vec<bool>, TrainError> {
+    let array = batch
+        .column_by_name(column)
+        .ok_or_else(|| TrainError::BadLabel(format!("`{column}` is not in the data")))?;
+    if array.null_count() > 0 {
+        return Err(TrainError::BadLabel(format!(
+            "`{column}` is missing on {} rows",
+            array.null_count()
+        )));
+    }
+    let as_bool = cast(array, &DataType::Boolean)
+        .map_err(|e| TrainError::BadLabel(format!("`{column}` is not boolean or numeric: {e}")))?;
+    Ok(as_bool
+        .as_boolean()
+        .iter()
+        .map(|v| v.unwrap_or(false))
+        .collect())
+}
+
+/// A decoded column as text, when it exists and has no nulls.
+fn text_column(batch: &RecordBatch, name: &str) -> Option<Vec<String>> {
+    let column = batch.column_by_name(name)?;
+    if column.null_count() > 0 {
+        return None;
+    }
+    let text = cast(column, &DataType::Utf8).ok()?;
+    Some(
+        text.as_string::<i32>()
+            .iter()
+            .map(|v| v.unwrap_or_default().to_owned())
+            .collect(),
+    )
+}
+
+/// A decoded timestamp column in epoch milliseconds, when it exists and has
+/// no nulls.
+fn time_column(batch: &RecordBatch, name: &str) -> Option<Vec<i64>> {
+    let column = batch.column_by_name(name)?;
+    if column.null_count() > 0 {
+        return None;
+    }
+    let millis = cast(column, &crate::schema::TIMESTAMP_TYPE).ok()?;
+    Some(
+        millis
+            .as_primitive::<TimestampMillisecondType>()
+            .values()
+            .to_vec(),
+    )
+}

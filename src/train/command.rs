@@ -1,0 +1,257 @@
+//! `streamscore train`: its options, and the run from a history file to a
+//! written (and read back) bundle.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::build::{TrainReport, TrainRequest};
+use super::fit::{Candidate, TrainOptions};
+use super::metrics::ThresholdRule;
+use super::select::{Folds, Metric};
+use crate::config::Pipeline;
+use crate::model::Bundle;
+use crate::model::registry::Registry;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[arg(long, default_value = "pipelines/fraud.toml")]
+    pub pipeline: PathBuf,
+    /// History file: .csv with a header row, otherwise NDJSON.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Column of the decoded records that holds the fraud label.
+    #[arg(long, default_value = "is_fraud")]
+    pub label: String,
+    /// Where to write the bundle directory.
+    #[arg(long, required_unless_present = "register")]
+    pub out: Option<PathBuf>,
+    /// Add the bundle to this registry as a new version (the first version
+    /// of a name becomes its champion).
+    #[arg(long, env = "STREAMSCORE_REGISTRY")]
+    pub register: Option<PathBuf>,
+    #[arg(long, default_value = "fraud-lr")]
+    pub name: String,
+    #[arg(long, default_value = "1")]
+    pub model_version: String,
+    /// Comma-separated feature columns; default: every numeric SQL column.
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
+    /// Candidate kinds: logistic, tree, forest. More than one needs --cv
+    /// or --time-folds to choose between them.
+    #[arg(long, value_delimiter = ',', default_value = "logistic")]
+    pub models: Vec<String>,
+    /// Stratified k-fold cross-validation with this many folds.
+    #[arg(long, conflicts_with = "time_folds")]
+    pub cv: Option<usize>,
+    /// Time folds: train on the past, skip --gap, validate on the next period.
+    #[arg(long)]
+    pub time_folds: Option<usize>,
+    /// The label delay skipped between training and validation (7d, 12h, 30m).
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub gap: Duration,
+    /// Selection metric: ap (average precision), auc, brier, card-precision.
+    #[arg(long, default_value = "ap")]
+    pub metric: String,
+    /// A fixed decision threshold...
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f64,
+    /// ...or the lowest threshold reaching this precision...
+    #[arg(long, conflicts_with = "alert_budget")]
+    pub target_precision: Option<f64>,
+    /// ...or the one that flags at most this many events a day.
+    #[arg(long)]
+    pub alert_budget: Option<f64>,
+    /// Columns of the decoded records for card precision@k and time folds.
+    #[arg(long, default_value = "card_id")]
+    pub card_column: String,
+    #[arg(long, default_value = "event_time")]
+    pub time_column: String,
+    /// k of card precision@k per day.
+    #[arg(long, default_value_t = 100)]
+    pub k: usize,
+    /// Trees: deepest level and fewest rows per leaf; forests: how many trees.
+    #[arg(long, default_value_t = 8)]
+    pub max_depth: usize,
+    #[arg(long, default_value_t = 20)]
+    pub min_leaf: usize,
+    #[arg(long, default_value_t = 50)]
+    pub trees: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainCommandError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Training(#[from] super::TrainingError),
+    #[error(transparent)]
+    Fit(#[from] super::fit::TrainError),
+    #[error(transparent)]
+    Bundle(#[from] crate::model::BundleError),
+    #[error(transparent)]
+    Registry(#[from] crate::model::registry::RegistryError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Reads `7d`, `12h`, `30m` or `45s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.ends_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!("`{text}` has no unit; use d, h, m or s"));
+    }
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 7d, 12h, 30m or 45s"))?;
+    let seconds = match unit {
+        "d" => n * 86_400,
+        "h" => n * 3_600,
+        "m" => n * 60,
+        "s" => n,
+        _ => return Err(format!("`{text}` has no unit; use d, h, m or s")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+impl TrainArgs {
+    fn request(&self) -> Result<TrainRequest, TrainCommandError> {
+        let candidates = self
+            .models
+            .iter()
+            .map(|m| m.parse::<Candidate>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let folds = match (self.cv, self.time_folds) {
+            (Some(k), _) => Some(Folds::Stratified { k }),
+            (None, Some(folds)) => Some(Folds::Time {
+                folds,
+                gap_ms: self.gap.as_millis() as i64,
+            }),
+            (None, None) => None,
+        };
+        if candidates.len() > 1 && folds.is_none() {
+            return Err(TrainCommandError::Usage(
+                "several --models need --cv or --time-folds to choose between them".into(),
+            ));
+        }
+        let threshold = match (self.target_precision, self.alert_budget) {
+            (Some(p), _) => ThresholdRule::Precision(p),
+            (None, Some(b)) => ThresholdRule::AlertBudget(b),
+            (None, None) => ThresholdRule::Fixed(self.threshold),
+        };
+        Ok(TrainRequest {
+            label: self.label.clone(),
+            options: TrainOptions {
+                name: self.name.clone(),
+                version: self.model_version.clone(),
+                features: self.features.clone(),
+                threshold: self.threshold,
+                max_depth: self.max_depth,
+                min_leaf: self.min_leaf,
+                forest_trees: self.trees,
+                ..TrainOptions::default()
+            },
+            candidates,
+            folds,
+            metric: self.metric.parse::<Metric>()?,
+            threshold,
+            card_column: self.card_column.clone(),
+            time_column: self.time_column.clone(),
+            card_precision_k: self.k,
+        })
+    }
+}
+
+/// Trains, writes the bundle where asked, reads it back, and returns what
+/// to print.
+pub async fn run(args: &TrainArgs) -> Result<String, TrainCommandError> {
+    let request = args.request()?;
+    let pipeline = Pipeline::load(&args.pipeline, None)?;
+    let set = super::prepare(&pipeline, &args.data).await?;
+    if let Some(first) = set.rejected.first() {
+        eprintln!(
+            "warning: {} records of {} refused; first, line {}: {}",
+            set.rejected.len(),
+            args.data.display(),
+            first.index + 1,
+            first.message
+        );
+    }
+    let bar = progress_bar();
+    let report = super::train(&set, &request, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let mut written = Vec::new();
+    if let Some(out) = &args.out {
+        report.bundle.save(out)?;
+        written.push(out.clone());
+    }
+    if let Some(registry) = &args.register {
+        let by = format!("train:{}", crate::instance::operator());
+        written.push(Registry::open(registry).register(&report.bundle, &by)?);
+    }
+    for path in &written {
+        // Read it back: what was written is what will be served.
+        Bundle::load(path)?;
+    }
+    let shown: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    Ok(summary(&report, &shown.join(" and ")))
+}
+
+fn summary(report: &TrainReport, written: &str) -> String {
+    let e = &report.evaluation;
+    let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.4}"));
+    let mut out = String::new();
+    if let Some(cv) = &report.cv {
+        out.push_str(&cv.render());
+    }
+    out.push_str(&format!(
+        "wrote {written} ({} {}, {}): {} training rows\n  evaluated on {} rows ({}): AUC {}, AP {}, \
+         Brier {}, card precision@{} {}\n  threshold {:.4}: precision {}, recall {}\n",
+        report.bundle.name(),
+        report.bundle.version(),
+        report.bundle.manifest.kind.as_str(),
+        report.training_rows,
+        report.evaluated_rows,
+        if report.cv.is_some() { "out of fold" } else { "hold-out" },
+        show(e.auc),
+        show(e.average_precision),
+        show(e.brier),
+        e.card_precision_k,
+        show(e.card_precision),
+        e.threshold,
+        show(e.precision),
+        show(e.recall),
+    ));
+    out
+}
+
+/// A progress bar on a terminal; nothing otherwise.
+fn progress_bar() -> indicatif::ProgressBar {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let bar = indicatif::ProgressBar::new(1);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("fitting {bar:30} {pos}/{len} fits, {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_their_unit() {
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1_800)));
+        assert!(parse_duration("7").unwrap_err().contains("no unit"));
+        assert!(parse_duration("xd").is_err());
+    }
+}
