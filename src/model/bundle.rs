@@ -219,7 +219,9 @@ impl Bundle {
     }
 
     /// Writes the bundle into `dir` (created if need be): payload first,
-    /// manifest last, so a half-written bundle has no manifest.
+    /// manifest last, so a half-written bundle has no manifest. A bundle
+    /// already there is replaced whole: its manifest and every payload file
+    /// any kind writes go first, so no stale payload is left beside the new.
     pub fn save(&self, dir: &Path) -> Result<(), BundleError> {
         let write = |path: PathBuf, bytes: &[u8]| {
             std::fs::write(&path, bytes).map_err(|source| BundleError::Write {
@@ -231,6 +233,17 @@ impl Bundle {
             path: dir.display().to_string(),
             source,
         })?;
+        for stale in std::iter::once(MANIFEST_FILE).chain(super::PAYLOAD_FILES.iter().copied()) {
+            match std::fs::remove_file(dir.join(stale)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(BundleError::Write {
+                        path: dir.join(stale).display().to_string(),
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
+        }
         for (file, bytes) in self.model.payload_files() {
             write(dir.join(file), &bytes)?;
         }

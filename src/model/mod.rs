@@ -26,6 +26,9 @@ pub use slot::{Lineup, ModelSlot, Role};
 
 use crate::reject::RejectKind;
 
+/// Every payload file name any model kind writes.
+pub const PAYLOAD_FILES: &[&str] = &[logistic::PAYLOAD_FILE, trees::PAYLOAD_FILE];
+
 /// How many reason codes each score carries.
 pub const REASON_COUNT: usize = 3;
 

@@ -69,7 +69,13 @@ pub fn build(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<TrainReport, TrainError> {
     let options = &request.options;
-    let y = labels_from(&set.decoded, &request.label)?;
+    // The SQL may encode the label (text classes to 0/1); else the decoded
+    // records hold it.
+    let label_source = match set.features.column_by_name(&request.label) {
+        Some(_) => &set.features,
+        None => &set.decoded,
+    };
+    let y = labels_from(label_source, &request.label)?;
     let names = feature_names(&set.features, &options.features, &request.label)?;
     let x = feature_matrix(&set.features, &names)?;
     let cards = text_column(&set.decoded, &request.card_column);
@@ -99,21 +105,14 @@ pub fn build(
                 },
             )?;
             let candidate: Candidate = table.winner.parse()?;
-            // Out-of-fold scores of the winner, for the threshold and the
-            // reported metrics; then the winner refitted on every row.
-            let mut oof = vec![f64::NAN; y.len()];
-            for (train, test) in &splits {
-                let y_train: Vec<bool> = train.iter().map(|&i| y[i]).collect();
-                let f = fit(
-                    candidate,
-                    x.select(Axis(0), train).view(),
-                    &y_train,
-                    options,
-                )?;
-                for (&i, p) in test.iter().zip(f.predict(x.select(Axis(0), test).view())) {
-                    oof[i] = p;
-                }
-            }
+            // The winner's out-of-fold scores give the threshold and the
+            // reported metrics; then it is refitted on every row.
+            let oof = &table
+                .rows
+                .iter()
+                .find(|r| r.kind == table.winner)
+                .expect("the winner is a row")
+                .out_of_fold;
             let scored: Vec<usize> = (0..y.len()).filter(|&i| !oof[i].is_nan()).collect();
             let fitted = fit(candidate, x.view(), &y, options)?;
             progress(total, total);

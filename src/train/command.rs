@@ -31,8 +31,10 @@ pub struct TrainArgs {
     /// of a name becomes its champion).
     #[arg(long, env = "STREAMSCORE_REGISTRY")]
     pub register: Option<PathBuf>,
-    #[arg(long, default_value = "fraud-lr")]
-    pub name: String,
+    /// The model's name; default: the pipeline file's name (`fraud` for
+    /// fraud.toml, `german-credit` for german_credit.toml).
+    #[arg(long)]
+    pub name: Option<String>,
     #[arg(long, default_value = "1")]
     pub model_version: String,
     /// Comma-separated feature columns; default: every numeric SQL column.
@@ -71,12 +73,15 @@ pub struct TrainArgs {
     /// k of card precision@k per day.
     #[arg(long, default_value_t = 100)]
     pub k: usize,
+    /// Logistic regression: the L2 penalty on the standardised coefficients.
+    #[arg(long, default_value_t = 0.1)]
+    pub l2_penalty: f64,
     /// Trees: deepest level and fewest rows per leaf; forests: how many trees.
     #[arg(long, default_value_t = 8)]
     pub max_depth: usize,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 5)]
     pub min_leaf: usize,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 100)]
     pub trees: usize,
 }
 
@@ -143,10 +148,15 @@ impl TrainArgs {
         Ok(TrainRequest {
             label: self.label.clone(),
             options: TrainOptions {
-                name: self.name.clone(),
+                name: self.name.clone().unwrap_or_else(|| {
+                    self.pipeline
+                        .file_stem()
+                        .map_or("model".into(), |s| s.to_string_lossy().replace('_', "-"))
+                }),
                 version: self.model_version.clone(),
                 features: self.features.clone(),
                 threshold: self.threshold,
+                l2_penalty: self.l2_penalty,
                 max_depth: self.max_depth,
                 min_leaf: self.min_leaf,
                 forest_trees: self.trees,

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondBuilder, new_null_array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, TimestampMillisecondBuilder, new_null_array,
+};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
@@ -56,7 +58,10 @@ pub async fn prepare(pipeline: &Pipeline, data: &Path) -> Result<TrainingSet, Tr
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     let (decoded, rejected) = if is_csv {
-        (read_csv(&decoder, data, &shown)?, Vec::new())
+        (
+            read_csv(&decoder, data, &shown, &pipeline.event_id_field)?,
+            Vec::new(),
+        )
     } else {
         let text = std::fs::read(data).map_err(|source| TrainingError::Read {
             path: shown.clone(),
@@ -84,8 +89,14 @@ pub fn decode_lines(
 
 /// Reads a CSV file with a header row. Columns are matched to the schema by
 /// name, in any order: arrow-csv reads by position, so the file's own
-/// header decides which column is which.
-fn read_csv(decoder: &Decoder, data: &Path, shown: &str) -> Result<RecordBatch, TrainingError> {
+/// header decides which column is which. A file without the event-id column
+/// (history often has none) gets its row numbers as ids.
+fn read_csv(
+    decoder: &Decoder,
+    data: &Path,
+    shown: &str,
+    event_id_field: &str,
+) -> Result<RecordBatch, TrainingError> {
     let csv_error = |source| TrainingError::Csv {
         path: shown.to_owned(),
         source,
@@ -134,6 +145,10 @@ fn read_csv(decoder: &Decoder, data: &Path, shown: &str) -> Result<RecordBatch, 
                 },
                 None if field.is_nullable() => {
                     Ok(new_null_array(field.data_type(), file.num_rows()))
+                }
+                None if field.name() == event_id_field => {
+                    let numbers = Int64Array::from_iter_values(1..=file.num_rows() as i64);
+                    arrow::compute::cast(&numbers, field.data_type()).map_err(csv_error)
                 }
                 None => Err(csv_error(ArrowError::SchemaError(format!(
                     "the header has no column `{}`, which the schema requires",

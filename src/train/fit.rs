@@ -98,8 +98,8 @@ impl Default for TrainOptions {
             threshold: 0.5,
             holdout_fraction: 0.2,
             max_depth: 8,
-            min_leaf: 20,
-            forest_trees: 50,
+            min_leaf: 5,
+            forest_trees: 100,
             seed: 7,
         }
     }

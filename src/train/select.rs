@@ -81,6 +81,10 @@ impl Metric {
 pub struct CvRow {
     pub kind: String,
     pub folds: Vec<Evaluation>,
+    /// Each row's score from the fold that held it out (NaN for a row no
+    /// fold validated); not written into bundles.
+    #[serde(skip)]
+    pub out_of_fold: Vec<f64>,
     /// Mean and standard deviation of the selection metric over the folds
     /// that have it.
     pub mean: Option<f64>,
@@ -191,11 +195,15 @@ pub fn cross_validate(
     let mut rows = Vec::new();
     for &candidate in candidates {
         let mut evaluations = Vec::new();
+        let mut out_of_fold = vec![f64::NAN; data.y.len()];
         for (train, test) in &splits {
             let x_train = data.x.select(Axis(0), train);
             let y_train: Vec<bool> = train.iter().map(|&i| data.y[i]).collect();
             let fitted = fit(candidate, x_train.view(), &y_train, options)?;
             let scores = fitted.predict(data.x.select(Axis(0), test).view());
+            for (&row, &score) in test.iter().zip(&scores) {
+                out_of_fold[row] = score;
+            }
             let cards = data.cards.map(|c| take_rows(c, test));
             let times = data.times_ms.map(|t| take_rows(t, test));
             let y_test: Vec<bool> = test.iter().map(|&i| data.y[i]).collect();
@@ -216,6 +224,7 @@ pub fn cross_validate(
         rows.push(CvRow {
             kind: candidate.kind().as_str().to_owned(),
             folds: evaluations,
+            out_of_fold,
             mean,
             std,
         });

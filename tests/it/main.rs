@@ -14,5 +14,6 @@ mod golden;
 mod hardening;
 mod models;
 mod observability;
+mod selection;
 mod support;
 mod training;
