@@ -41,6 +41,8 @@ enum Command {
     /// decode and SQL: one kind with a hold-out, or several chosen by
     /// cross-validation.
     Train(Box<streamscore::train::command::TrainArgs>),
+    /// Every fraud metric of a bundle on a labelled file.
+    Evaluate(streamscore::train::command::EvaluateArgs),
     /// The model registry: list, show, promote, roll back, history.
     Models {
         #[command(subcommand)]
@@ -160,6 +162,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             app::run(&pipeline, Arc::new(Stats::default()), &shutdown).await?;
         }
         Command::Train(args) => print!("{}", train::command::run(&args).await?),
+        Command::Evaluate(args) => print!("{}", train::command::evaluate(&args).await?),
         Command::Simulate {
             out,
             days,

@@ -236,6 +236,38 @@ pub fn build(
     })
 }
 
+/// Scores `set` with `bundle` through the serving path and evaluates it at
+/// the bundle's threshold. Returns the evaluation and how many rows the
+/// model could not score (left out of it).
+pub fn evaluate_bundle(
+    bundle: &Bundle,
+    set: &TrainingSet,
+    request: &TrainRequest,
+) -> Result<(Evaluation, usize), TrainError> {
+    let label_source = match set.features.column_by_name(&request.label) {
+        Some(_) => &set.features,
+        None => &set.decoded,
+    };
+    let y = labels_from(label_source, &request.label)?;
+    let scores = bundle.score(&set.features)?;
+    let unscorable: std::collections::HashSet<usize> =
+        scores.invalid.iter().map(|(row, _, _)| *row).collect();
+    let kept: Vec<usize> = (0..y.len()).filter(|i| !unscorable.contains(i)).collect();
+    let cards = text_column(&set.decoded, &request.card_column).map(|c| take_rows(&c, &kept));
+    let times = time_column(&set.decoded, &request.time_column).map(|t| take_rows(&t, &kept));
+    let evaluation = evaluate(
+        &take_rows(&scores.probability, &kept),
+        &take_rows(&y, &kept),
+        bundle.manifest.threshold,
+        &Context {
+            cards: cards.as_deref(),
+            times_ms: times.as_deref(),
+            k: request.card_precision_k,
+        },
+    );
+    Ok((evaluation, unscorable.len()))
+}
+
 /// The wanted features, or by default every numeric column but the label.
 fn feature_names(
     features: &RecordBatch,

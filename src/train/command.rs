@@ -211,6 +211,66 @@ pub async fn run(args: &TrainArgs) -> Result<String, TrainCommandError> {
     Ok(summary(&report, &shown.join(" and ")))
 }
 
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// The pipeline whose decode and SQL make the bundle's features.
+    #[arg(long, default_value = "pipelines/fraud.toml")]
+    pub pipeline: PathBuf,
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// A labelled file: .csv with a header row, otherwise NDJSON.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "is_fraud")]
+    pub label: String,
+    #[arg(long, default_value = "card_id")]
+    pub card_column: String,
+    #[arg(long, default_value = "event_time")]
+    pub time_column: String,
+    #[arg(long, default_value_t = 100)]
+    pub k: usize,
+}
+
+/// `streamscore evaluate`: every metric of any bundle on any labelled file,
+/// at the bundle's own threshold.
+pub async fn evaluate(args: &EvaluateArgs) -> Result<String, TrainCommandError> {
+    let pipeline = Pipeline::load(&args.pipeline, None)?;
+    let bundle = Bundle::load(&args.bundle)?;
+    let set = super::prepare(&pipeline, &args.data).await?;
+    let request = TrainRequest {
+        card_column: args.card_column.clone(),
+        time_column: args.time_column.clone(),
+        card_precision_k: args.k,
+        ..TrainRequest::new(&args.label, TrainOptions::default())
+    };
+    let (evaluation, unscored) = super::build::evaluate_bundle(&bundle, &set, &request)?;
+    let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.4}"));
+    let e = &evaluation;
+    Ok(format!(
+        "{} {} ({}) on {}: {} rows, {} positives{}\n  AUC {}\n  average precision {}\n  Brier {}\n  \
+         card precision@{} per day {}\n  at threshold {:.4}: precision {}, recall {}\n",
+        bundle.name(),
+        bundle.version(),
+        bundle.manifest.kind.as_str(),
+        args.data.display(),
+        e.rows,
+        e.frauds,
+        if unscored > 0 {
+            format!(" ({unscored} rows the model cannot score left out)")
+        } else {
+            String::new()
+        },
+        show(e.auc),
+        show(e.average_precision),
+        show(e.brier),
+        e.card_precision_k,
+        show(e.card_precision),
+        e.threshold,
+        show(e.precision),
+        show(e.recall),
+    ))
+}
+
 fn summary(report: &TrainReport, written: &str) -> String {
     let e = &report.evaluation;
     let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.4}"));

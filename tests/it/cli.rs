@@ -207,3 +207,31 @@ fn an_error_prints_each_cause_once() {
     let printed = err.lines().filter(|l| l.starts_with("error:")).count();
     assert_eq!(printed, 1, "{err}");
 }
+
+/// `evaluate` prints every metric of a bundle on a labelled file.
+#[test]
+fn evaluate_prints_the_metrics_of_a_bundle_on_labelled_data() {
+    let out = streamscore(&[
+        "evaluate",
+        "--pipeline",
+        "pipelines/german_credit.toml",
+        "--bundle",
+        "pipelines/models/german-credit",
+        "--data",
+        "data/german_credit.csv",
+        "--label",
+        "creditability",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("1000 rows, 300 positives"), "{stdout}");
+    for metric in [
+        "AUC 0.",
+        "average precision 0.",
+        "Brier 0.",
+        "precision 0.",
+        "recall 0.",
+    ] {
+        assert!(stdout.contains(metric), "{metric}: {stdout}");
+    }
+}
