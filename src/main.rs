@@ -117,6 +117,29 @@ enum ModelsCommand {
         registry: PathBuf,
         name: String,
     },
+    /// Wrap a model trained elsewhere into a bundle.
+    Import {
+        /// xgboost (JSON from save_model) or lightgbm (text from save_model).
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        file: PathBuf,
+        /// The SQL output columns, in the order of the model's features.
+        #[arg(long, value_delimiter = ',', required = true)]
+        features: Vec<String>,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "1")]
+        model_version: String,
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f64,
+        /// Where to write the bundle directory...
+        #[arg(long, required_unless_present = "register")]
+        out: Option<PathBuf>,
+        /// ...and/or the registry to add it to.
+        #[arg(long, env = "STREAMSCORE_REGISTRY")]
+        register: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -259,6 +282,53 @@ fn models(command: ModelsCommand) -> anyhow::Result<String> {
         }
         ModelsCommand::History { registry, name } => {
             commands::history(&Registry::open(&registry), &name)?
+        }
+        ModelsCommand::Import {
+            kind,
+            file,
+            features,
+            name,
+            model_version,
+            threshold,
+            out,
+            register,
+        } => {
+            let kind = match kind.as_str() {
+                "xgboost" => streamscore::model::ModelKind::Xgboost,
+                "lightgbm" => streamscore::model::ModelKind::Lightgbm,
+                other => bail!("--kind is xgboost or lightgbm, not `{other}`"),
+            };
+            let bundle = commands::import(&commands::Import {
+                kind,
+                file: &file,
+                features: &features,
+                name: &name,
+                version: &model_version,
+                threshold,
+            })?;
+            let mut written = Vec::new();
+            if let Some(out) = out {
+                bundle.save(&out)?;
+                written.push(out);
+            }
+            if let Some(registry) = register {
+                written.push(
+                    Registry::open(&registry)
+                        .register(&bundle, &format!("import:{}", operator()))?,
+                );
+            }
+            format!(
+                "wrote {} ({} {}, {}, {} features)\n",
+                written
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                bundle.name(),
+                bundle.version(),
+                bundle.manifest.kind.as_str(),
+                bundle.manifest.features.len()
+            )
         }
     })
 }

@@ -23,6 +23,10 @@ pub enum ModelKind {
     Tree,
     /// Trees on bootstrap samples and feature subsets; probabilities averaged.
     Forest,
+    /// Imported gradient-boosted trees: XGBoost JSON, binary:logistic.
+    Xgboost,
+    /// Imported gradient-boosted trees: LightGBM text, binary objective.
+    Lightgbm,
 }
 
 impl ModelKind {
@@ -31,6 +35,8 @@ impl ModelKind {
             ModelKind::Logistic => "logistic",
             ModelKind::Tree => "tree",
             ModelKind::Forest => "forest",
+            ModelKind::Xgboost => "xgboost",
+            ModelKind::Lightgbm => "lightgbm",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod comparison;
 
 mod features;
 pub mod follow;
+pub mod import;
 mod logistic;
 pub mod manifest;
 pub mod registry;
@@ -27,7 +28,20 @@ pub use slot::{Lineup, ModelSlot, Role};
 use crate::reject::RejectKind;
 
 /// Every payload file name any model kind writes.
-pub const PAYLOAD_FILES: &[&str] = &[logistic::PAYLOAD_FILE, trees::PAYLOAD_FILE];
+pub const PAYLOAD_FILES: &[&str] = &[
+    logistic::PAYLOAD_FILE,
+    trees::PAYLOAD_FILE,
+    import::xgboost::PAYLOAD_FILE,
+    import::lightgbm::PAYLOAD_FILE,
+];
+
+/// The payload file an imported kind keeps its original model in.
+fn imported_file(kind: ModelKind) -> &'static str {
+    match kind {
+        ModelKind::Lightgbm => import::lightgbm::PAYLOAD_FILE,
+        _ => import::xgboost::PAYLOAD_FILE,
+    }
+}
 
 /// How many reason codes each score carries.
 pub const REASON_COUNT: usize = 3;
@@ -39,6 +53,13 @@ pub enum Model {
     /// A tree or a forest: `kind` says which.
     Trees {
         kind: ModelKind,
+        ensemble: trees::Ensemble,
+    },
+    /// Boosted trees from another library: its own file, kept as the
+    /// payload, and the ensemble read from it.
+    Imported {
+        kind: ModelKind,
+        file: Vec<u8>,
         ensemble: trees::Ensemble,
     },
 }
@@ -54,7 +75,7 @@ impl Model {
     pub fn kind(&self) -> ModelKind {
         match self {
             Model::Logistic(_) => ModelKind::Logistic,
-            Model::Trees { kind, .. } => *kind,
+            Model::Trees { kind, .. } | Model::Imported { kind, .. } => *kind,
         }
     }
 
@@ -63,6 +84,7 @@ impl Model {
         match self {
             Model::Logistic(m) => vec![(logistic::PAYLOAD_FILE, m.to_payload())],
             Model::Trees { ensemble, .. } => vec![(trees::PAYLOAD_FILE, ensemble.to_payload())],
+            Model::Imported { kind, file, .. } => vec![(imported_file(*kind), file.clone())],
         }
     }
 
@@ -85,6 +107,11 @@ impl Model {
                     .map(Model::Logistic)
                     .map_err(|message| (name.to_owned(), message))
             }
+            ModelKind::Xgboost | ModelKind::Lightgbm => {
+                let name = imported_file(kind);
+                let bytes = file(name)?;
+                Self::import(kind, bytes.clone(), features).map_err(|m| (name.to_owned(), m))
+            }
             ModelKind::Tree | ModelKind::Forest => {
                 let name = trees::PAYLOAD_FILE;
                 trees::Ensemble::from_payload(file(name)?, features)
@@ -98,8 +125,22 @@ impl Model {
     pub fn score(&self, x: ArrayView2<f64>) -> ModelOutput {
         match self {
             Model::Logistic(m) => m.score(x),
-            Model::Trees { ensemble, .. } => ensemble.score(x),
+            Model::Trees { ensemble, .. } | Model::Imported { ensemble, .. } => ensemble.score(x),
         }
+    }
+
+    /// Reads another library's model file of `kind` for `features` inputs.
+    pub fn import(kind: ModelKind, file: Vec<u8>, features: usize) -> Result<Self, String> {
+        let ensemble = match kind {
+            ModelKind::Xgboost => import::xgboost::parse(&file, features)?,
+            ModelKind::Lightgbm => import::lightgbm::parse(&file, features)?,
+            other => return Err(format!("`{}` models are not imported", other.as_str())),
+        };
+        Ok(Model::Imported {
+            kind,
+            file,
+            ensemble,
+        })
     }
 }
 

@@ -64,6 +64,11 @@ pub struct Ensemble {
     pub trees: Vec<Tree>,
     pub split: SplitRule,
     pub link: Link,
+    /// Compare features and thresholds as 32-bit floats, as XGBoost does
+    /// (a value within a float32 step of a threshold would otherwise take
+    /// the other branch).
+    #[serde(default)]
+    pub single_precision: bool,
 }
 
 impl Tree {
@@ -72,11 +77,19 @@ impl Tree {
     }
 
     /// The leaf `row` reaches, with each split node passed on the way.
-    fn walk(&self, row: &[f64], split: SplitRule, mut visit: impl FnMut(usize, usize)) -> usize {
+    fn walk(
+        &self,
+        row: &[f64],
+        split: SplitRule,
+        single_precision: bool,
+        mut visit: impl FnMut(usize, usize),
+    ) -> usize {
         let mut node = 0;
         while !self.is_leaf(node) {
-            let x = row[self.feature[node] as usize];
-            let t = self.threshold[node];
+            let (mut x, mut t) = (row[self.feature[node] as usize], self.threshold[node]);
+            if single_precision {
+                (x, t) = (f64::from(x as f32), f64::from(t as f32));
+            }
             let goes_left = match split {
                 SplitRule::LessThan => x < t,
                 SplitRule::LessOrEqual => x <= t,
@@ -163,7 +176,7 @@ impl Ensemble {
             let row = row.as_slice().map_or_else(|| row.to_vec(), <[f64]>::to_vec);
             let mut credits = credit.row_mut(i);
             for tree in &self.trees {
-                let leaf = tree.walk(&row, self.split, |parent, child| {
+                let leaf = tree.walk(&row, self.split, self.single_precision, |parent, child| {
                     credits[tree.feature[parent] as usize] +=
                         scale * (tree.value[child] - tree.value[parent]);
                 });
@@ -232,6 +245,7 @@ pub(crate) mod tests {
             trees: vec![stump()],
             split: SplitRule::LessOrEqual,
             link: Link::MeanProbability,
+            single_precision: false,
         };
         let x = array![[0.5, 3.0], [0.2, 1.0], [0.9, 0.0]];
         let out = ensemble.score(x.view());
@@ -252,6 +266,7 @@ pub(crate) mod tests {
             trees: vec![stump(), stump()],
             split: SplitRule::LessOrEqual,
             link: Link::SumLogit { base_margin: -1.0 },
+            single_precision: false,
         };
         let out = ensemble.score(array![[0.9, 0.0]].view());
         let z: f64 = -1.0 + 0.9 + 0.9;
@@ -266,6 +281,7 @@ pub(crate) mod tests {
             trees: vec![tree],
             split: SplitRule::LessOrEqual,
             link: Link::MeanProbability,
+            single_precision: false,
         };
         let err = Ensemble::from_payload(&bad.to_payload(), 2).unwrap_err();
         assert!(err.contains("tree 0: node 0 has child 9"), "{err}");

@@ -146,6 +146,7 @@ pub fn fit(
                         trees: vec![tree],
                         split: SplitRule::LessOrEqual,
                         link: Link::MeanProbability,
+                        single_precision: false,
                     },
                 },
                 preprocessing: Preprocessing::None,

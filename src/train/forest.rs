@@ -46,6 +46,7 @@ pub(super) fn fit_forest(
                 trees,
                 split: SplitRule::LessOrEqual,
                 link: Link::MeanProbability,
+                single_precision: false,
             },
         },
         preprocessing: Preprocessing::None,

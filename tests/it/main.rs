@@ -12,6 +12,7 @@ mod deploy;
 mod engine;
 mod golden;
 mod hardening;
+mod imported;
 mod models;
 mod observability;
 mod selection;

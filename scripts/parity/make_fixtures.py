@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Fixtures for the imported-model parity tests (tests/it/imported.rs).
+
+Trains small XGBoost and LightGBM binary classifiers on simulated
+transactions and writes, into tests/fixtures/imported/:
+  rows.csv             1,000 feature rows (a header, then one row per line)
+  xgboost.json         the XGBoost model, save_model("...json"), binary:logistic
+  xgboost_pred.csv     XGBoost's predict_proba[:, 1] on rows.csv, repr floats
+  lightgbm.txt         the LightGBM model, save_model (text), objective binary
+  lightgbm_pred.csv    LightGBM's predict on rows.csv
+  versions.txt         the library versions that made them
+
+CI only reads these files; it needs no Python. To remake them:
+  pip install numpy xgboost lightgbm
+  python3 scripts/parity/make_fixtures.py
+"""
+import pathlib
+
+import numpy as np
+import lightgbm
+import xgboost
+
+OUT = pathlib.Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "imported"
+FEATURES = ["amount", "log_amount", "hour_of_day", "is_night", "is_online"]
+
+
+def simulate(n, rng):
+    amount = rng.gamma(2.0, 40.0, n)
+    hour = rng.integers(0, 24, n).astype(float)
+    online = (rng.random(n) < 0.3).astype(float)
+    x = np.column_stack([amount, np.log1p(amount), hour, (hour < 6).astype(float), online])
+    logit = -4.0 + 0.012 * amount + 1.2 * x[:, 3] + 0.8 * online
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(int)
+    return x, y
+
+
+def main():
+    rng = np.random.default_rng(7)
+    x, y = simulate(20_000, rng)
+    rows, _ = simulate(1_000, rng)
+    OUT.mkdir(parents=True, exist_ok=True)
+    np.savetxt(OUT / "rows.csv", rows, delimiter=",", header=",".join(FEATURES), comments="", fmt="%.17g")
+
+    xgb = xgboost.XGBClassifier(n_estimators=40, max_depth=4, learning_rate=0.2, objective="binary:logistic")
+    xgb.fit(x, y)
+    xgb.save_model(OUT / "xgboost.json")
+    write_predictions(OUT / "xgboost_pred.csv", xgb.predict_proba(rows)[:, 1])
+
+    lgb = lightgbm.LGBMClassifier(n_estimators=40, num_leaves=15, learning_rate=0.2, verbose=-1)
+    lgb.fit(x, y)
+    lgb.booster_.save_model(OUT / "lightgbm.txt")
+    write_predictions(OUT / "lightgbm_pred.csv", lgb.predict_proba(rows)[:, 1])
+
+    (OUT / "versions.txt").write_text(
+        f"numpy {np.__version__}\nxgboost {xgboost.__version__}\nlightgbm {lightgbm.__version__}\n"
+    )
+
+
+def write_predictions(path, values):
+    path.write_text("".join(f"{float(v)!r}\n" for v in values))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+//! Models trained elsewhere score here as they scored where they were made:
+//! the XGBoost and LightGBM models and predictions committed by
+//! scripts/parity/make_fixtures.py, wrapped by `streamscore models import`
+//! as a user would, then scored through the bundle's serving path.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use streamscore::model::{Bundle, ModelKind};
+
+use crate::support::repo_path;
+
+const FIXTURES: &str = "tests/fixtures/imported";
+
+/// rows.csv: feature names and one batch of the rows.
+fn rows() -> (Vec<String>, RecordBatch) {
+    let text = std::fs::read_to_string(repo_path(&format!("{FIXTURES}/rows.csv"))).unwrap();
+    let mut lines = text.lines();
+    let names: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    let mut columns = vec![Vec::new(); names.len()];
+    for line in lines {
+        for (j, value) in line.split(',').enumerate() {
+            columns[j].push(value.parse::<f64>().unwrap());
+        }
+    }
+    let schema = Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(n, DataType::Float64, false))
+            .collect::<Vec<_>>(),
+    );
+    let arrays: Vec<ArrayRef> = columns
+        .into_iter()
+        .map(|c| Arc::new(Float64Array::from(c)) as ArrayRef)
+        .collect();
+    (
+        names,
+        RecordBatch::try_new(Arc::new(schema), arrays).unwrap(),
+    )
+}
+
+fn predictions(file: &str) -> Vec<f64> {
+    std::fs::read_to_string(repo_path(&format!("{FIXTURES}/{file}")))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+/// `models import`, then the bundle's scores against the library's own.
+fn assert_parity(kind: &str, model: &str, predicted: &str) {
+    let (names, batch) = rows();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .args([
+            "models", "import", "--kind", kind, "--name", "imported", "--file",
+        ])
+        .arg(repo_path(&format!("{FIXTURES}/{model}")))
+        .arg("--features")
+        .arg(names.join(","))
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bundle = Bundle::load(dir.path()).unwrap();
+    assert_eq!(bundle.manifest.kind.as_str(), kind);
+    // The payload is the library's file, byte for byte.
+    let payload = std::fs::read(
+        dir.path()
+            .join(bundle.manifest.payload.keys().next().unwrap()),
+    )
+    .unwrap();
+    assert_eq!(
+        payload,
+        std::fs::read(repo_path(&format!("{FIXTURES}/{model}"))).unwrap()
+    );
+
+    let scores = bundle.score(&batch).unwrap();
+    assert!(scores.invalid.is_empty());
+    let expected = predictions(predicted);
+    assert_eq!(expected.len(), batch.num_rows());
+    let worst = scores
+        .probability
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    eprintln!("{kind}: largest difference from the library's predictions {worst:e}");
+    assert!(worst <= 1e-6, "{kind}: largest difference {worst}");
+}
+
+#[test]
+fn xgboost_json_models_score_as_xgboost_does() {
+    assert_parity("xgboost", "xgboost.json", "xgboost_pred.csv");
+}
+
+#[test]
+fn lightgbm_text_models_score_as_lightgbm_does() {
+    assert_parity("lightgbm", "lightgbm.txt", "lightgbm_pred.csv");
+}
+
+#[test]
+fn a_model_with_the_wrong_feature_count_is_refused() {
+    let bytes = std::fs::read(repo_path(&format!("{FIXTURES}/xgboost.json"))).unwrap();
+    let err = streamscore::model::Model::import(ModelKind::Xgboost, bytes, 3).unwrap_err();
+    assert!(err.contains("5 features but 3 were named"), "{err}");
+}
