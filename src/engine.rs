@@ -12,15 +12,15 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use crate::batch::Batch;
-use crate::config::{ModelSource, Pipeline, SqlFailureLimit};
+use crate::config::{ModelSource, Pipeline, ReasonsFor, SqlFailureLimit};
 use crate::decode::{Decoder, RawRecord};
 use crate::error::{Chain, without_values};
 use crate::isolate::isolate;
 use crate::model::comparison::Pair;
 use crate::model::follow::load_state;
 use crate::model::registry::{Registry, RegistryError};
-use crate::model::{Bundle, BundleError, Lineup, ModelSlot, Role, Scores};
-use crate::output::{BatchOutput, DeadLetter, Decision, Outgoing, ScoreRecord};
+use crate::model::{Bundle, BundleError, Explain, Lineup, ModelSlot, Role, Scores};
+use crate::output::{BatchOutput, DeadLetter, Decision, Outgoing, ReasonRecord, ScoreRecord};
 use crate::reject::{RejectKind, Rejected};
 use crate::schema::RecordSchema;
 use crate::transform::{SqlTransform, TransformError};
@@ -58,6 +58,7 @@ pub struct EngineSpec<'a> {
     /// Scored beside the champion, to the shadow topic.
     pub challenger: Option<Bundle>,
     pub threshold_override: Option<f64>,
+    pub reasons: ReasonsFor,
     /// Dead letters carry at most this much of a refused payload.
     pub dead_letter_payload_bytes: usize,
 }
@@ -74,6 +75,7 @@ impl<'a> EngineSpec<'a> {
             model,
             challenger: None,
             threshold_override: pipeline.threshold_override,
+            reasons: pipeline.reasons,
             dead_letter_payload_bytes: pipeline.batch.dead_letter_payload_bytes,
         }
     }
@@ -93,6 +95,7 @@ pub struct Engine {
     transform: SqlTransform,
     sql_failure_limit: SqlFailureLimit,
     models: Arc<ModelSlot>,
+    reasons: ReasonsFor,
     event_id_column: usize,
     dead_letter_payload_bytes: usize,
 }
@@ -132,6 +135,7 @@ impl Engine {
             transform,
             sql_failure_limit: spec.sql_failure_limit,
             models: Arc::new(models),
+            reasons: spec.reasons,
             event_id_column,
             dead_letter_payload_bytes: spec.dead_letter_payload_bytes,
         })
@@ -265,8 +269,12 @@ impl Engine {
         rejected: &mut Vec<Rejected>,
     ) -> Result<(), EngineError> {
         let scoring = |bundle: &Bundle| {
+            let explain = match self.reasons {
+                ReasonsFor::All => Explain::All,
+                ReasonsFor::Flagged => Explain::AtOrAbove(self.models.threshold(bundle)),
+            };
             bundle
-                .score(&rows.features)
+                .score_explained(&rows.features, explain)
                 .map_err(|e| EngineError::Internal(format!("scoring failed: {e}")))
         };
         let champion = scoring(&lineup.champion)?;
@@ -366,7 +374,14 @@ impl RecordWriter<'_> {
             reasons: scores.reasons[row]
                 .iter()
                 .flatten()
-                .map(|&j| Cow::Borrowed(bundle.manifest.features[j as usize].name.as_str()))
+                .map(|reason| ReasonRecord {
+                    feature: Cow::Borrowed(
+                        bundle.manifest.features[usize::from(reason.feature)]
+                            .name
+                            .as_str(),
+                    ),
+                    contribution: reason.contribution,
+                })
                 .collect(),
             scored_at: Cow::Borrowed(&self.scored_at),
         };

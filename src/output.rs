@@ -33,10 +33,18 @@ pub struct ScoreRecord<'a> {
     pub role: Role,
     /// Features that raised the score most, largest first.
     #[serde(borrow)]
-    pub reasons: Vec<Cow<'a, str>>,
+    pub reasons: Vec<ReasonRecord<'a>>,
     /// RFC 3339, UTC.
     #[serde(borrow)]
     pub scored_at: Cow<'a, str>,
+}
+
+/// One reason on a score: the feature and how much it raised the score.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReasonRecord<'a> {
+    #[serde(borrow)]
+    pub feature: Cow<'a, str>,
+    pub contribution: f64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -8,16 +8,19 @@ transactions and writes, into tests/fixtures/imported/:
   xgboost_pred.csv     XGBoost's predict_proba[:, 1] on rows.csv, repr floats
   lightgbm.txt         the LightGBM model, save_model (text), objective binary
   lightgbm_pred.csv    LightGBM's predict on rows.csv
+  xgboost_shap.csv     shap.TreeExplainer (path-dependent) values of the
+  lightgbm_shap.csv    first 100 rows, in log-odds, one row per line
   versions.txt         the library versions that made them
 
 CI only reads these files; it needs no Python. To remake them:
-  pip install numpy xgboost lightgbm
+  pip install numpy xgboost lightgbm shap
   python3 scripts/parity/make_fixtures.py
 """
 import pathlib
 
 import numpy as np
 import lightgbm
+import shap
 import xgboost
 
 OUT = pathlib.Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "imported"
@@ -51,8 +54,13 @@ def main():
     lgb.booster_.save_model(OUT / "lightgbm.txt")
     write_predictions(OUT / "lightgbm_pred.csv", lgb.predict_proba(rows)[:, 1])
 
+    for name, model in [("xgboost", xgb), ("lightgbm", lgb)]:
+        values = shap.TreeExplainer(model, feature_perturbation="tree_path_dependent").shap_values(rows[:100])
+        np.savetxt(OUT / f"{name}_shap.csv", np.asarray(values), delimiter=",", fmt="%.17g")
+
     (OUT / "versions.txt").write_text(
         f"numpy {np.__version__}\nxgboost {xgboost.__version__}\nlightgbm {lightgbm.__version__}\n"
+        f"shap {shap.__version__}\n"
     )
 
 

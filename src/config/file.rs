@@ -179,6 +179,17 @@ pub struct ModelSection {
     /// How often the registry's state is read again besides the file watch.
     #[serde(default = "default_registry_poll_ms")]
     pub registry_poll_ms: u64,
+    /// Which scores carry reasons: every one, or only flagged ones.
+    #[serde(default)]
+    pub reasons: ReasonsFor,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonsFor {
+    #[default]
+    All,
+    Flagged,
 }
 
 fn default_registry_poll_ms() -> u64 {

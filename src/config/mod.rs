@@ -12,7 +12,7 @@ use crate::schema::{FieldType, RecordSchema, SchemaError};
 pub mod client_properties;
 mod file;
 
-pub use file::PipelineFile;
+pub use file::{PipelineFile, ReasonsFor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -119,6 +119,7 @@ pub struct Pipeline {
     pub sql_failure_limit: SqlFailureLimit,
     pub model: ModelSource,
     pub threshold_override: Option<f64>,
+    pub reasons: ReasonsFor,
     /// How long a stop may take to finish the batch in flight and commit.
     pub drain_timeout: Duration,
     /// Where the admin server listens, when it is on.
@@ -336,6 +337,7 @@ impl PipelineFile {
                 max_share: share,
                 min_rows: self.transform.min_failed_rows_to_stop,
             },
+            reasons: self.model.reasons,
             model,
             threshold_override: self.model.threshold,
             drain_timeout: Duration::from_millis(self.shutdown.drain_timeout_ms),

@@ -254,13 +254,22 @@ impl Bundle {
     /// a null or non-finite feature, or that the model cannot give a finite
     /// score, is reported in `invalid`, not scored.
     pub fn score(&self, features: &RecordBatch) -> Result<Scores, ArrowError> {
+        self.score_explained(features, super::Explain::All)
+    }
+
+    /// [`Self::score`], with reasons only for the rows `explain` wants.
+    pub fn score_explained(
+        &self,
+        features: &RecordBatch,
+        explain: super::Explain,
+    ) -> Result<Scores, ArrowError> {
         let matrix = feature_matrix(features, self.manifest.feature_names())?;
         let mut x = matrix.values;
         if let Preprocessing::Standardize { mean, std } = &self.manifest.preprocessing {
             x -= &ndarray::ArrayView1::from(mean);
             x /= &ndarray::ArrayView1::from(std);
         }
-        let output = self.model.score(x.view());
+        let output = self.model.score(x.view(), explain);
         let invalid = matrix
             .unusable
             .iter()

@@ -4,7 +4,7 @@
 use ndarray::{Array1, ArrayView1, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
-use super::{ModelOutput, top_reasons};
+use super::{Explain, ModelOutput, REASON_COUNT, top_reasons};
 
 /// The payload file of a logistic bundle.
 pub const PAYLOAD_FILE: &str = "model.json";
@@ -47,10 +47,10 @@ impl Logistic {
     /// whose terms raise the log-odds most. A row whose log-odds overflow (a
     /// finite but huge feature) gets a NaN probability: 1/(1+e^-inf) would
     /// pass as a confident 0 or 1 that no feature supports.
-    pub fn score(&self, x: ArrayView2<f64>) -> ModelOutput {
+    pub fn score(&self, x: ArrayView2<f64>, explain: Explain) -> ModelOutput {
         let contributions = &x * &ArrayView1::from(&self.coefficients);
         let logit: Array1<f64> = contributions.sum_axis(Axis(1)) + self.intercept;
-        let probability = logit
+        let probability: Vec<f64> = logit
             .iter()
             .map(|z| {
                 if z.is_finite() {
@@ -60,7 +60,18 @@ impl Logistic {
                 }
             })
             .collect();
-        let reasons = contributions.rows().into_iter().map(top_reasons).collect();
+        let reasons = contributions
+            .rows()
+            .into_iter()
+            .zip(&probability)
+            .map(|(terms, &p)| {
+                if explain.wants(p) {
+                    top_reasons(terms)
+                } else {
+                    [None; REASON_COUNT]
+                }
+            })
+            .collect();
         ModelOutput {
             probability,
             reasons,

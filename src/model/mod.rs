@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod registry;
 pub mod slot;
 pub mod trees;
+mod treeshap;
 
 use std::collections::BTreeMap;
 
@@ -68,7 +69,34 @@ pub enum Model {
 pub struct ModelOutput {
     /// Probability of fraud per row; NaN where the model has no finite score.
     pub probability: Vec<f64>,
-    pub reasons: Vec<[Option<u16>; REASON_COUNT]>,
+    pub reasons: Vec<[Option<Reason>; REASON_COUNT]>,
+}
+
+/// Which rows get reasons: all, or (where explaining costs more than
+/// scoring, as TreeSHAP on a large forest does) only those flagged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Explain {
+    All,
+    AtOrAbove(f64),
+}
+
+impl Explain {
+    pub fn wants(self, probability: f64) -> bool {
+        match self {
+            Explain::All => true,
+            Explain::AtOrAbove(threshold) => probability >= threshold,
+        }
+    }
+}
+
+/// A feature that raised a score, and by how much: its term in the
+/// log-odds for a logistic regression, its SHAP value (log-odds for boosted
+/// trees, probability for trees and forests) for tree models.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reason {
+    /// Index into the bundle's feature list.
+    pub feature: u16,
+    pub contribution: f64,
 }
 
 impl Model {
@@ -121,11 +149,14 @@ impl Model {
         }
     }
 
-    /// Scores prepared rows (rows x features, in the manifest's order).
-    pub fn score(&self, x: ArrayView2<f64>) -> ModelOutput {
+    /// Scores prepared rows (rows x features, in the manifest's order);
+    /// rows `explain` wants get reasons.
+    pub fn score(&self, x: ArrayView2<f64>, explain: Explain) -> ModelOutput {
         match self {
-            Model::Logistic(m) => m.score(x),
-            Model::Trees { ensemble, .. } | Model::Imported { ensemble, .. } => ensemble.score(x),
+            Model::Logistic(m) => m.score(x, explain),
+            Model::Trees { ensemble, .. } | Model::Imported { ensemble, .. } => {
+                ensemble.score(x, explain)
+            }
         }
     }
 
@@ -149,15 +180,14 @@ impl Model {
 pub struct Scores {
     /// Probability of fraud, per row; meaningless for rows in `invalid`.
     pub probability: Vec<f64>,
-    /// Per row, the features that pushed the score up most, as indexes into
-    /// the bundle's feature list, largest first.
-    pub reasons: Vec<[Option<u16>; REASON_COUNT]>,
+    /// Per row, the features that pushed the score up most, largest first.
+    pub reasons: Vec<[Option<Reason>; REASON_COUNT]>,
     /// Rows the model could not score, in row order: (row, kind, why).
     pub invalid: Vec<(usize, RejectKind, String)>,
 }
 
 /// The features with the largest positive contributions, largest first.
-pub(crate) fn top_reasons(contributions: ArrayView1<f64>) -> [Option<u16>; REASON_COUNT] {
+pub(crate) fn top_reasons(contributions: ArrayView1<f64>) -> [Option<Reason>; REASON_COUNT] {
     let mut top: [Option<(u16, f64)>; REASON_COUNT] = [None; REASON_COUNT];
     for (j, &c) in contributions.iter().enumerate() {
         if c.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
@@ -169,7 +199,12 @@ pub(crate) fn top_reasons(contributions: ArrayView1<f64>) -> [Option<u16>; REASO
         top[slot..].rotate_right(1);
         top[slot] = Some((j as u16, c));
     }
-    top.map(|t| t.map(|(j, _)| j))
+    top.map(|t| {
+        t.map(|(feature, contribution)| Reason {
+            feature,
+            contribution,
+        })
+    })
 }
 
 #[cfg(test)]
@@ -208,7 +243,12 @@ mod tests {
         let expected = 1.0 / (1.0 + (-(1.0 + 1.0 + 0.2 - 0.25f64)).exp());
         assert!((scores.probability[0] - expected).abs() < 1e-12);
         // a and b tie at 1.0; the first one found stays first.
-        assert_eq!(scores.reasons[0], [Some(0), Some(1), Some(2)]);
+        let named: Vec<(u16, f64)> = scores.reasons[0]
+            .iter()
+            .flatten()
+            .map(|r| (r.feature, r.contribution))
+            .collect();
+        assert_eq!(named, [(0, 1.0), (1, 1.0), (2, 0.2)]);
         let why = |f: &str| format!("feature `{f}` is null or not a finite number");
         assert_eq!(
             scores.invalid,

@@ -3,16 +3,16 @@
 //! and scikit-learn store them, a split rule, and a link that turns the
 //! trees' leaf values into a probability.
 //!
-//! Reasons: each row's prediction is split over the features along its
-//! paths (the change in a node's expected value from parent to child is
-//! credited to the parent's split feature), on the link's scale before the
-//! final sigmoid. Summed with the root's expected value, the credits give
-//! the prediction exactly.
+//! Reasons: each row's TreeSHAP values (`treeshap.rs`), on the link's scale
+//! before the final sigmoid: probability for a tree or a forest, log-odds
+//! for boosted trees. Summed with the expected value, they give the
+//! prediction exactly.
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
-use super::{ModelOutput, top_reasons};
+use super::treeshap::add_shap_values;
+use super::{Explain, ModelOutput, top_reasons};
 
 /// The payload file of a tree bundle.
 pub const PAYLOAD_FILE: &str = "trees.json";
@@ -77,7 +77,7 @@ impl Tree {
     }
 
     /// The leaf `row` reaches, with each split node passed on the way.
-    fn walk(
+    pub(crate) fn walk(
         &self,
         row: &[f64],
         split: SplitRule,
@@ -162,45 +162,64 @@ impl Ensemble {
         serde_json::to_vec(self).expect("an ensemble serialises")
     }
 
-    /// Scores rows (rows x features) and credits each row's prediction to
-    /// the features along its paths.
-    pub fn score(&self, x: ArrayView2<f64>) -> ModelOutput {
+    /// Scores rows (rows x features); rows `explain` wants get their
+    /// TreeSHAP reasons.
+    pub fn score(&self, x: ArrayView2<f64>, explain: Explain) -> ModelOutput {
         let (rows, k) = x.dim();
-        let mut raw = vec![0.0; rows];
-        let mut credit = Array2::<f64>::zeros((rows, k));
         let scale = match self.link {
             Link::MeanProbability => 1.0 / self.trees.len() as f64,
             Link::SumLogit { .. } => 1.0,
         };
-        for (i, row) in x.rows().into_iter().enumerate() {
+        let mut probability = Vec::with_capacity(rows);
+        let mut reasons = Vec::with_capacity(rows);
+        let mut phi = Array1::<f64>::zeros(k);
+        for row in x.rows() {
             let row = row.as_slice().map_or_else(|| row.to_vec(), <[f64]>::to_vec);
-            let mut credits = credit.row_mut(i);
-            for tree in &self.trees {
-                let leaf = tree.walk(&row, self.split, self.single_precision, |parent, child| {
-                    credits[tree.feature[parent] as usize] +=
-                        scale * (tree.value[child] - tree.value[parent]);
-                });
-                raw[i] += tree.value[leaf];
-            }
-        }
-        let probability = raw
-            .iter()
-            .map(|&sum| match self.link {
-                Link::MeanProbability => sum / self.trees.len() as f64,
+            let raw: f64 = self
+                .trees
+                .iter()
+                .map(|tree| {
+                    tree.value[tree.walk(&row, self.split, self.single_precision, |_, _| {})]
+                })
+                .sum();
+            let p = match self.link {
+                Link::MeanProbability => raw * scale,
                 Link::SumLogit { base_margin } => {
-                    let z = base_margin + sum;
+                    let z = base_margin + raw;
                     if z.is_finite() {
                         1.0 / (1.0 + (-z).exp())
                     } else {
                         f64::NAN
                     }
                 }
-            })
-            .collect();
-        let reasons = credit.rows().into_iter().map(top_reasons).collect();
+            };
+            probability.push(p);
+            if !explain.wants(p) {
+                reasons.push([None; super::REASON_COUNT]);
+                continue;
+            }
+            phi.fill(0.0);
+            self.add_shap_values(
+                &row,
+                phi.as_slice_mut().expect("a fresh array is contiguous"),
+            );
+            reasons.push(top_reasons(phi.view()));
+        }
         ModelOutput {
             probability,
             reasons,
+        }
+    }
+
+    /// Adds the row's TreeSHAP values (one per feature) to `phi`, on the
+    /// link's scale: with the expected value they sum to the raw prediction.
+    pub fn add_shap_values(&self, row: &[f64], phi: &mut [f64]) {
+        let scale = match self.link {
+            Link::MeanProbability => 1.0 / self.trees.len() as f64,
+            Link::SumLogit { .. } => 1.0,
+        };
+        for tree in &self.trees {
+            add_shap_values(tree, row, self.split, self.single_precision, scale, phi);
         }
     }
 
@@ -224,6 +243,7 @@ pub(crate) mod tests {
     use ndarray::array;
 
     use super::*;
+    use crate::model::Explain;
 
     /// x0 <= 0.5 ? (x1 <= 2 ? 0.1 : 0.5) : 0.9, covers 10 = 6 (4 + 2) + 4.
     pub(crate) fn stump() -> Tree {
@@ -248,16 +268,17 @@ pub(crate) mod tests {
             single_precision: false,
         };
         let x = array![[0.5, 3.0], [0.2, 1.0], [0.9, 0.0]];
-        let out = ensemble.score(x.view());
+        let out = ensemble.score(x.view(), Explain::All);
         assert_eq!(out.probability, vec![0.5, 0.1, 0.9]);
         // Row 0: root 0.5 -> node1 (0.2333) -> leaf 0.5: x0 credited
         // -0.2667, x1 +0.2667; only x1 raised the score.
-        assert_eq!(out.reasons[0], [Some(1), None, None]);
+        assert_eq!(out.reasons[0][0].map(|r| r.feature), Some(1));
+        assert!(out.reasons[0][1].is_none());
         let strict = Ensemble {
             split: SplitRule::LessThan,
             ..ensemble
         };
-        assert_eq!(strict.score(x.view()).probability[0], 0.9);
+        assert_eq!(strict.score(x.view(), Explain::All).probability[0], 0.9);
     }
 
     #[test]
@@ -268,7 +289,7 @@ pub(crate) mod tests {
             link: Link::SumLogit { base_margin: -1.0 },
             single_precision: false,
         };
-        let out = ensemble.score(array![[0.9, 0.0]].view());
+        let out = ensemble.score(array![[0.9, 0.0]].view(), Explain::All);
         let z: f64 = -1.0 + 0.9 + 0.9;
         assert!((out.probability[0] - 1.0 / (1.0 + (-z).exp())).abs() < 1e-15);
     }

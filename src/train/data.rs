@@ -216,3 +216,33 @@ pub fn train(
 ) -> Result<TrainReport, TrainingError> {
     Ok(build(set, request, progress)?)
 }
+
+/// Decoded records back to JSON objects, one per row, as a producer would
+/// send them (nulls left out): for replaying history into a topic, and for
+/// tests and benches that need the records of a CSV file.
+pub fn to_json_records(batch: &RecordBatch) -> Vec<Vec<u8>> {
+    use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
+    (0..batch.num_rows())
+        .map(|row| {
+            let mut object = serde_json::Map::new();
+            for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+                if column.is_null(row) {
+                    continue;
+                }
+                let value: serde_json::Value = match field.data_type() {
+                    DataType::Int64 => column.as_primitive::<Int64Type>().value(row).into(),
+                    DataType::Float64 => column.as_primitive::<Float64Type>().value(row).into(),
+                    DataType::Boolean => column.as_boolean().value(row).into(),
+                    DataType::Utf8 => column.as_string::<i32>().value(row).into(),
+                    DataType::Timestamp(_, _) => column
+                        .as_primitive::<TimestampMillisecondType>()
+                        .value(row)
+                        .into(),
+                    _ => continue,
+                };
+                object.insert(field.name().clone(), value);
+            }
+            serde_json::to_vec(&object).expect("a JSON object serialises")
+        })
+        .collect()
+}

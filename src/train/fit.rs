@@ -120,7 +120,10 @@ impl Fitted {
             x -= &ArrayView1::from(mean);
             x /= &ArrayView1::from(std);
         }
-        self.model.score(x.view()).probability
+        // Reasons are not needed to rank rows: none are computed.
+        self.model
+            .score(x.view(), crate::model::Explain::AtOrAbove(f64::INFINITY))
+            .probability
     }
 }
 

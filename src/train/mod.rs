@@ -12,4 +12,6 @@ pub mod metrics;
 pub mod select;
 
 pub use build::{TrainReport, TrainRequest};
-pub use data::{TrainingError, TrainingSet, decode_lines, features_for, prepare, train};
+pub use data::{
+    TrainingError, TrainingSet, decode_lines, features_for, prepare, to_json_records, train,
+};

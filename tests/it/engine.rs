@@ -68,9 +68,17 @@ async fn a_batch_yields_scores_in_order_and_dead_letters_with_reasons() {
     assert_eq!(small.decision, Decision::Pass);
     assert_eq!(output.flagged, 1);
     assert!(
-        huge.reasons.iter().any(|r| r.contains("amount")),
+        huge.reasons
+            .iter()
+            .any(|r| r.feature.contains("amount") && r.contribution > 0.0),
         "{:?}",
         huge.reasons
+    );
+    // Largest first.
+    assert!(
+        huge.reasons
+            .windows(2)
+            .all(|w| w[0].contribution >= w[1].contribution)
     );
     assert_eq!(
         huge.model_version,

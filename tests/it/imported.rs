@@ -1,7 +1,8 @@
 //! Models trained elsewhere score here as they scored where they were made:
 //! the XGBoost and LightGBM models and predictions committed by
 //! scripts/parity/make_fixtures.py, wrapped by `streamscore models import`
-//! as a user would, then scored through the bundle's serving path.
+//! as a user would, then scored through the bundle's serving path; and
+//! their reasons are the TreeSHAP values the `shap` package computes.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use streamscore::model::{Bundle, ModelKind};
+use streamscore::model::{Bundle, Model, ModelKind};
 
 use crate::support::repo_path;
 
@@ -112,4 +113,49 @@ fn a_model_with_the_wrong_feature_count_is_refused() {
     let bytes = std::fs::read(repo_path(&format!("{FIXTURES}/xgboost.json"))).unwrap();
     let err = streamscore::model::Model::import(ModelKind::Xgboost, bytes, 3).unwrap_err();
     assert!(err.contains("5 features but 3 were named"), "{err}");
+}
+
+/// Every feature's path-dependent TreeSHAP value on the first 100 rows,
+/// against shap.TreeExplainer's, in log-odds.
+fn assert_shap_parity(kind: ModelKind, model: &str, expected: &str) {
+    let (names, batch) = rows();
+    let bytes = std::fs::read(repo_path(&format!("{FIXTURES}/{model}"))).unwrap();
+    let Model::Imported { ensemble, .. } = Model::import(kind, bytes, names.len()).unwrap() else {
+        panic!("an imported model")
+    };
+    let expected: Vec<Vec<f64>> =
+        std::fs::read_to_string(repo_path(&format!("{FIXTURES}/{expected}")))
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+            .collect();
+    let columns: Vec<&Float64Array> = batch
+        .columns()
+        .iter()
+        .map(|c| c.as_any().downcast_ref::<Float64Array>().unwrap())
+        .collect();
+    let mut worst: f64 = 0.0;
+    for (i, want) in expected.iter().enumerate() {
+        let row: Vec<f64> = columns.iter().map(|c| c.value(i)).collect();
+        let mut phi = vec![0.0; names.len()];
+        ensemble.add_shap_values(&row, &mut phi);
+        for (got, want) in phi.iter().zip(want) {
+            worst = worst.max((got - want).abs());
+        }
+    }
+    eprintln!("{kind:?}: largest TreeSHAP difference from shap {worst:e}");
+    assert!(
+        worst <= 1e-6,
+        "{kind:?}: largest TreeSHAP difference {worst}"
+    );
+}
+
+#[test]
+fn xgboost_reasons_are_the_shap_values_shap_computes() {
+    assert_shap_parity(ModelKind::Xgboost, "xgboost.json", "xgboost_shap.csv");
+}
+
+#[test]
+fn lightgbm_reasons_are_the_shap_values_shap_computes() {
+    assert_shap_parity(ModelKind::Lightgbm, "lightgbm.txt", "lightgbm_shap.csv");
 }

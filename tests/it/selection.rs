@@ -5,8 +5,6 @@
 
 use std::process::Command;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Int64Type};
 use streamscore::batch::{Batch, SourceRecord};
 use streamscore::config::Pipeline;
 use streamscore::engine::{Engine, EngineSpec};
@@ -109,25 +107,10 @@ async fn a_forest_serves_what_it_was_trained_to_score() {
     // The same applications as JSON records, as a producer would send them.
     let decoded = &set.decoded;
     let mut batch = Batch::new("credit-applications");
-    for row in 0..decoded.num_rows() {
-        let mut object = serde_json::Map::new();
-        for (field, column) in decoded.schema().fields().iter().zip(decoded.columns()) {
-            if column.is_null(row) {
-                continue;
-            }
-            let value = match field.data_type() {
-                DataType::Int64 => column.as_primitive::<Int64Type>().value(row).into(),
-                DataType::Utf8 => column.as_string::<i32>().value(row).into(),
-                other => panic!("unexpected column type {other}"),
-            };
-            object.insert(field.name().clone(), value);
-        }
-        batch.records.push(SourceRecord::new(
-            0,
-            row as i64,
-            None,
-            Some(serde_json::to_vec(&object).unwrap()),
-        ));
+    for (row, payload) in train::to_json_records(decoded).into_iter().enumerate() {
+        batch
+            .records
+            .push(SourceRecord::new(0, row as i64, None, Some(payload)));
     }
     let engine = Engine::new(EngineSpec::for_pipeline(&pipeline, report.bundle.clone()))
         .await
