@@ -196,9 +196,17 @@ pub fn cross_validate(
     for &candidate in candidates {
         let mut evaluations = Vec::new();
         let mut out_of_fold = vec![f64::NAN; data.y.len()];
-        for (train, test) in &splits {
+        for (fold, (train, test)) in splits.iter().enumerate() {
             let x_train = data.x.select(Axis(0), train);
             let y_train: Vec<bool> = train.iter().map(|&i| data.y[i]).collect();
+            if y_train.iter().all(|&y| y) || !y_train.iter().any(|&y| y) {
+                return Err(TrainError::Options(format!(
+                    "fold {} trains on {} rows of one class only; use fewer folds or a \
+                     shorter gap",
+                    fold + 1,
+                    y_train.len()
+                )));
+            }
             let fitted = fit(candidate, x_train.view(), &y_train, options)?;
             let scores = fitted.predict(data.x.select(Axis(0), test).view());
             for (&row, &score) in test.iter().zip(&scores) {
