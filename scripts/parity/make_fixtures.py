@@ -10,6 +10,8 @@ transactions and writes, into tests/fixtures/imported/:
   lightgbm_pred.csv    LightGBM's predict on rows.csv
   xgboost_shap.csv     shap.TreeExplainer (path-dependent) values of the
   lightgbm_shap.csv    first 100 rows, in log-odds, one row per line
+  xgboost_100x6.json   a 100-tree, depth-6 XGBoost model for benches/trees.rs
+  xgboost_timing.txt   XGBoost's own predict on rows.csv, one thread: ns per row
   versions.txt         the library versions that made them
 
 CI only reads these files; it needs no Python. To remake them:
@@ -54,6 +56,11 @@ def main():
     lgb.booster_.save_model(OUT / "lightgbm.txt")
     write_predictions(OUT / "lightgbm_pred.csv", lgb.predict_proba(rows)[:, 1])
 
+    big = xgboost.XGBClassifier(n_estimators=100, max_depth=6, learning_rate=0.1, n_jobs=1)
+    big.fit(x, y)
+    big.save_model(OUT / "xgboost_100x6.json")
+    (OUT / "xgboost_timing.txt").write_text(predict_timing(big.get_booster(), rows))
+
     for name, model in [("xgboost", xgb), ("lightgbm", lgb)]:
         values = shap.TreeExplainer(model, feature_perturbation="tree_path_dependent").shap_values(rows[:100])
         np.savetxt(OUT / f"{name}_shap.csv", np.asarray(values), delimiter=",", fmt="%.17g")
@@ -61,6 +68,28 @@ def main():
     (OUT / "versions.txt").write_text(
         f"numpy {np.__version__}\nxgboost {xgboost.__version__}\nlightgbm {lightgbm.__version__}\n"
         f"shap {shap.__version__}\n"
+    )
+
+
+def predict_timing(booster, rows):
+    """XGBoost's own predict of the 1,000 rows on one thread: the median of
+    200 calls, in ns per row, for the bench to compare against."""
+    import time
+
+    booster.set_param({"nthread": 1})
+    matrix = np.ascontiguousarray(rows, dtype=np.float32)
+    for _ in range(20):
+        booster.inplace_predict(matrix)
+    times = []
+    for _ in range(200):
+        start = time.perf_counter_ns()
+        booster.inplace_predict(matrix)
+        times.append(time.perf_counter_ns() - start)
+    times.sort()
+    per_row = times[len(times) // 2] / len(rows)
+    return (
+        f"xgboost {xgboost.__version__} inplace_predict, 1 thread, {len(rows)} rows, "
+        f"median of 200: {per_row:.1f} ns per row\n"
     )
 
 

@@ -8,7 +8,7 @@
 //! for boosted trees. Summed with the expected value, they give the
 //! prediction exactly.
 
-use ndarray::{Array1, ArrayView2};
+use ndarray::{Array1, ArrayView2, CowArray};
 use serde::{Deserialize, Serialize};
 
 use super::treeshap::add_shap_values;
@@ -71,38 +71,66 @@ pub struct Ensemble {
     pub single_precision: bool,
 }
 
+/// A node as scoring reads it: 24 bytes, in one array per tree. A leaf has
+/// `feature == PACKED_LEAF` and its value in `threshold`.
+#[derive(Debug, Clone, Copy)]
+struct Packed {
+    threshold: f64,
+    feature: u32,
+    left: u32,
+    right: u32,
+}
+
+const PACKED_LEAF: u32 = u32::MAX;
+
+fn pack(tree: &Tree, single_precision: bool) -> Vec<Packed> {
+    (0..tree.feature.len())
+        .map(|node| {
+            if tree.is_leaf(node) {
+                Packed {
+                    threshold: tree.value[node],
+                    feature: PACKED_LEAF,
+                    left: 0,
+                    right: 0,
+                }
+            } else {
+                let t = tree.threshold[node];
+                Packed {
+                    threshold: if single_precision {
+                        f64::from(t as f32)
+                    } else {
+                        t
+                    },
+                    feature: tree.feature[node] as u32,
+                    left: tree.left[node],
+                    right: tree.right[node],
+                }
+            }
+        })
+        .collect()
+}
+
+/// Adds the leaf each row of `data` reaches to its `raw` entry.
+/// `LESS_THAN`: `x < t` goes left, else `x <= t`.
+fn add_leaves<const LESS_THAN: bool>(tree: &[Packed], data: &[f64], k: usize, raw: &mut [f64]) {
+    for (row, out) in data.chunks_exact(k).zip(raw.iter_mut()) {
+        let mut node = tree[0];
+        while node.feature != PACKED_LEAF {
+            let x = row[node.feature as usize];
+            let left = if LESS_THAN {
+                x < node.threshold
+            } else {
+                x <= node.threshold
+            };
+            node = tree[if left { node.left } else { node.right } as usize];
+        }
+        *out += node.threshold;
+    }
+}
+
 impl Tree {
     pub fn is_leaf(&self, node: usize) -> bool {
         self.feature[node] == LEAF
-    }
-
-    /// The leaf `row` reaches, with each split node passed on the way.
-    pub(crate) fn walk(
-        &self,
-        row: &[f64],
-        split: SplitRule,
-        single_precision: bool,
-        mut visit: impl FnMut(usize, usize),
-    ) -> usize {
-        let mut node = 0;
-        while !self.is_leaf(node) {
-            let (mut x, mut t) = (row[self.feature[node] as usize], self.threshold[node]);
-            if single_precision {
-                (x, t) = (f64::from(x as f32), f64::from(t as f32));
-            }
-            let goes_left = match split {
-                SplitRule::LessThan => x < t,
-                SplitRule::LessOrEqual => x <= t,
-            };
-            let next = if goes_left {
-                self.left[node]
-            } else {
-                self.right[node]
-            } as usize;
-            visit(node, next);
-            node = next;
-        }
-        node
     }
 
     /// Checks the arrays agree and every index is in range, so that scoring
@@ -166,26 +194,23 @@ impl Ensemble {
     /// TreeSHAP reasons.
     pub fn score(&self, x: ArrayView2<f64>, explain: Explain) -> ModelOutput {
         let (rows, k) = x.dim();
-        let scale = match self.link {
-            Link::MeanProbability => 1.0 / self.trees.len() as f64,
-            Link::SumLogit { .. } => 1.0,
+        // Compared as XGBoost compares them, once per batch rather than per
+        // node; f32 -> f64 is exact and keeps the order.
+        let x = if self.single_precision {
+            CowArray::from(x.mapv(|v| f64::from(v as f32)))
+        } else {
+            x.as_standard_layout()
         };
+        let data = x.as_slice().expect("a standard-layout array is one slice");
+        let raw = self.raw_scores(data, k);
         let mut probability = Vec::with_capacity(rows);
         let mut reasons = Vec::with_capacity(rows);
         let mut phi = Array1::<f64>::zeros(k);
-        for row in x.rows() {
-            let row = row.as_slice().map_or_else(|| row.to_vec(), <[f64]>::to_vec);
-            let raw: f64 = self
-                .trees
-                .iter()
-                .map(|tree| {
-                    tree.value[tree.walk(&row, self.split, self.single_precision, |_, _| {})]
-                })
-                .sum();
+        for (i, sum) in raw.into_iter().enumerate() {
             let p = match self.link {
-                Link::MeanProbability => raw * scale,
+                Link::MeanProbability => sum / self.trees.len() as f64,
                 Link::SumLogit { base_margin } => {
-                    let z = base_margin + raw;
+                    let z = base_margin + sum;
                     if z.is_finite() {
                         1.0 / (1.0 + (-z).exp())
                     } else {
@@ -200,7 +225,7 @@ impl Ensemble {
             }
             phi.fill(0.0);
             self.add_shap_values(
-                &row,
+                &data[i * k..(i + 1) * k],
                 phi.as_slice_mut().expect("a fresh array is contiguous"),
             );
             reasons.push(top_reasons(phi.view()));
@@ -211,6 +236,23 @@ impl Ensemble {
         }
     }
 
+    /// Per row, the sum of the leaf values it reaches. Trees outside, rows
+    /// inside: one tree's nodes stay in cache for the whole batch.
+    fn raw_scores(&self, data: &[f64], k: usize) -> Vec<f64> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let mut raw = vec![0.0; data.len() / k];
+        for tree in &self.trees {
+            let packed = pack(tree, self.single_precision);
+            match self.split {
+                SplitRule::LessThan => add_leaves::<true>(&packed, data, k, &mut raw),
+                SplitRule::LessOrEqual => add_leaves::<false>(&packed, data, k, &mut raw),
+            }
+        }
+        raw
+    }
+
     /// Adds the row's TreeSHAP values (one per feature) to `phi`, on the
     /// link's scale: with the expected value they sum to the raw prediction.
     pub fn add_shap_values(&self, row: &[f64], phi: &mut [f64]) {
@@ -218,8 +260,17 @@ impl Ensemble {
             Link::MeanProbability => 1.0 / self.trees.len() as f64,
             Link::SumLogit { .. } => 1.0,
         };
+        let mut paths = super::treeshap::scratch();
         for tree in &self.trees {
-            add_shap_values(tree, row, self.split, self.single_precision, scale, phi);
+            add_shap_values(
+                tree,
+                row,
+                self.split,
+                self.single_precision,
+                scale,
+                phi,
+                &mut paths,
+            );
         }
     }
 

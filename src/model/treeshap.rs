@@ -8,8 +8,8 @@
 use super::trees::{SplitRule, Tree};
 
 /// One element of the path of unique features from the root.
-#[derive(Debug, Clone, Copy)]
-struct PathElement {
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PathElement {
     /// The feature split on; -1 for the root's placeholder.
     feature: i32,
     /// Share of the cover that follows this path when the feature is left out.
@@ -22,7 +22,7 @@ struct PathElement {
 
 /// Adds `scale` times the tree's SHAP values for `row` to `phi` (one value
 /// per feature). Their sum plus the root's expected value is the leaf value
-/// the row reaches.
+/// the row reaches. `paths` is scratch space, reused between calls.
 pub fn add_shap_values(
     tree: &Tree,
     row: &[f64],
@@ -30,22 +30,21 @@ pub fn add_shap_values(
     single_precision: bool,
     scale: f64,
     phi: &mut [f64],
+    paths: &mut Vec<PathElement>,
 ) {
-    recurse(
-        &Walk {
-            tree,
-            row,
-            split,
-            single_precision,
-            scale,
-        },
-        0,
-        &[],
-        1.0,
-        1.0,
-        -1,
-        phi,
-    );
+    let walk = Walk {
+        tree,
+        row,
+        split,
+        single_precision,
+        scale,
+    };
+    recurse(&walk, 0, paths, 0, 0, 1.0, 1.0, -1, phi);
+}
+
+/// Scratch space for [`add_shap_values`].
+pub fn scratch() -> Vec<PathElement> {
+    Vec::with_capacity(256)
 }
 
 struct Walk<'a> {
@@ -72,22 +71,38 @@ impl Walk<'_> {
     }
 }
 
+/// Each level of the recursion keeps its path in its own segment of
+/// `paths`, after its parent's: no allocation per node.
+#[allow(clippy::too_many_arguments)]
 fn recurse(
     walk: &Walk,
     node: usize,
-    parent_path: &[PathElement],
+    paths: &mut Vec<PathElement>,
+    parent_start: usize,
+    parent_len: usize,
     zero_fraction: f64,
     one_fraction: f64,
     feature: i32,
     phi: &mut [f64],
 ) {
-    let mut path = parent_path.to_vec();
-    extend(&mut path, zero_fraction, one_fraction, feature);
+    let start = parent_start + parent_len;
+    if paths.len() < start + parent_len + 1 {
+        paths.resize(start + parent_len + 1, PathElement::default());
+    }
+    paths.copy_within(parent_start..start, start);
+    let mut len = parent_len + 1;
+    extend(
+        &mut paths[start..start + len],
+        zero_fraction,
+        one_fraction,
+        feature,
+    );
     let tree = walk.tree;
     if tree.is_leaf(node) {
+        let path = &paths[start..start + len];
         let value = tree.value[node] * walk.scale;
-        for i in 1..path.len() {
-            let w = unwound_sum(&path, i);
+        for i in 1..len {
+            let w = unwound_sum(path, i);
             let el = path[i];
             phi[el.feature as usize] += w * (el.one_fraction - el.zero_fraction) * value;
         }
@@ -108,15 +123,21 @@ fn recurse(
     let split_feature = tree.feature[node];
     let (mut incoming_zero, mut incoming_one) = (1.0, 1.0);
     // A feature already on the path is taken out and put back at this split.
-    if let Some(k) = path.iter().position(|el| el.feature == split_feature) {
-        incoming_zero = path[k].zero_fraction;
-        incoming_one = path[k].one_fraction;
-        unwind(&mut path, k);
+    if let Some(k) = paths[start..start + len]
+        .iter()
+        .position(|el| el.feature == split_feature)
+    {
+        incoming_zero = paths[start + k].zero_fraction;
+        incoming_one = paths[start + k].one_fraction;
+        unwind(&mut paths[start..start + len], k);
+        len -= 1;
     }
     recurse(
         walk,
         hot,
-        &path,
+        paths,
+        start,
+        len,
         hot_zero * incoming_zero,
         incoming_one,
         split_feature,
@@ -125,7 +146,9 @@ fn recurse(
     recurse(
         walk,
         cold,
-        &path,
+        paths,
+        start,
+        len,
         cold_zero * incoming_zero,
         0.0,
         split_feature,
@@ -133,14 +156,16 @@ fn recurse(
     );
 }
 
-fn extend(path: &mut Vec<PathElement>, zero_fraction: f64, one_fraction: f64, feature: i32) {
-    let depth = path.len();
-    path.push(PathElement {
+/// Appends an element (the slice's last, already there) to the path of
+/// the elements before it.
+fn extend(path: &mut [PathElement], zero_fraction: f64, one_fraction: f64, feature: i32) {
+    let depth = path.len() - 1;
+    path[depth] = PathElement {
         feature,
         zero_fraction,
         one_fraction,
         weight: if depth == 0 { 1.0 } else { 0.0 },
-    });
+    };
     let n = (depth + 1) as f64;
     for i in (0..depth).rev() {
         path[i + 1].weight += one_fraction * path[i].weight * (i + 1) as f64 / n;
@@ -148,8 +173,9 @@ fn extend(path: &mut Vec<PathElement>, zero_fraction: f64, one_fraction: f64, fe
     }
 }
 
-/// Removes element `index` from the path, undoing its extension.
-fn unwind(path: &mut Vec<PathElement>, index: usize) {
+/// Removes element `index` from the path, undoing its extension; the
+/// path's last element is then stale (the caller shortens the path).
+fn unwind(path: &mut [PathElement], index: usize) {
     let depth = path.len() - 1;
     let (one, zero) = (path[index].one_fraction, path[index].zero_fraction);
     let mut next = path[depth].weight;
@@ -168,7 +194,6 @@ fn unwind(path: &mut Vec<PathElement>, index: usize) {
         path[i].zero_fraction = path[i + 1].zero_fraction;
         path[i].one_fraction = path[i + 1].one_fraction;
     }
-    path.pop();
 }
 
 /// The total permutation weight with element `index` unwound.
@@ -201,7 +226,15 @@ mod tests {
         let tree = stump();
         for row in [[0.5, 3.0], [0.2, 1.0], [0.9, 0.0]] {
             let mut phi = vec![0.0; 2];
-            add_shap_values(&tree, &row, SplitRule::LessOrEqual, false, 1.0, &mut phi);
+            add_shap_values(
+                &tree,
+                &row,
+                SplitRule::LessOrEqual,
+                false,
+                1.0,
+                &mut phi,
+                &mut scratch(),
+            );
             let mut leaf = 0;
             while !tree.is_leaf(leaf) {
                 let f = tree.feature[leaf] as usize;
@@ -234,6 +267,7 @@ mod tests {
             false,
             1.0,
             &mut phi,
+            &mut scratch(),
         );
         let v_x0 = 1.4 / 6.0;
         let v_x1 = 0.6 * 0.1 + 0.4 * 0.9;
