@@ -71,60 +71,94 @@ pub struct Ensemble {
     pub single_precision: bool,
 }
 
-/// A node as scoring reads it: 24 bytes, in one array per tree. A leaf has
-/// `feature == PACKED_LEAF` and its value in `threshold`.
-#[derive(Debug, Clone, Copy)]
+/// A tree as scoring reads it: nodes renumbered breadth first, with a
+/// node's two children side by side (`left`, `left + 1`), so that the step
+/// down is computed rather than branched on. A leaf points to itself with a
+/// NaN threshold (no comparison with NaN is true), so every row can take
+/// the same number of steps, `depth`, and rows can walk in lockstep.
 struct Packed {
+    nodes: Vec<PackedNode>,
+    /// Per node, its value (used at leaves).
+    value: Vec<f64>,
+    depth: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PackedNode {
     threshold: f64,
     feature: u32,
     left: u32,
-    right: u32,
 }
 
-const PACKED_LEAF: u32 = u32::MAX;
+/// Rows walked in lockstep: independent chains of loads the processor
+/// overlaps.
+const LOCKSTEP: usize = 8;
 
-fn pack(tree: &Tree, single_precision: bool) -> Vec<Packed> {
-    (0..tree.feature.len())
-        .map(|node| {
-            if tree.is_leaf(node) {
-                Packed {
-                    threshold: tree.value[node],
-                    feature: PACKED_LEAF,
-                    left: 0,
-                    right: 0,
-                }
+fn pack(tree: &Tree, single_precision: bool) -> Packed {
+    let n = tree.feature.len();
+    let mut nodes = Vec::with_capacity(n);
+    let mut value = Vec::with_capacity(n);
+    let mut queue = std::collections::VecDeque::from([(0usize, 0usize)]);
+    let mut depth = 0;
+    while let Some((node, level)) = queue.pop_front() {
+        depth = depth.max(level);
+        let index = nodes.len() as u32;
+        value.push(tree.value[node]);
+        if tree.is_leaf(node) {
+            nodes.push(PackedNode {
+                threshold: f64::NAN,
+                feature: 0,
+                left: index,
+            });
+            continue;
+        }
+        let t = tree.threshold[node];
+        // The children take the next two free slots: those after every node
+        // already placed or waiting in the queue.
+        nodes.push(PackedNode {
+            threshold: if single_precision {
+                f64::from(t as f32)
             } else {
-                let t = tree.threshold[node];
-                Packed {
-                    threshold: if single_precision {
-                        f64::from(t as f32)
-                    } else {
-                        t
-                    },
-                    feature: tree.feature[node] as u32,
-                    left: tree.left[node],
-                    right: tree.right[node],
-                }
-            }
-        })
-        .collect()
+                t
+            },
+            feature: tree.feature[node] as u32,
+            left: (nodes.len() + queue.len() + 1) as u32,
+        });
+        queue.push_back((tree.left[node] as usize, level + 1));
+        queue.push_back((tree.right[node] as usize, level + 1));
+    }
+    Packed {
+        nodes,
+        value,
+        depth,
+    }
 }
 
 /// Adds the leaf each row of `data` reaches to its `raw` entry.
-/// `LESS_THAN`: `x < t` goes left, else `x <= t`.
-fn add_leaves<const LESS_THAN: bool>(tree: &[Packed], data: &[f64], k: usize, raw: &mut [f64]) {
-    for (row, out) in data.chunks_exact(k).zip(raw.iter_mut()) {
-        let mut node = tree[0];
-        while node.feature != PACKED_LEAF {
-            let x = row[node.feature as usize];
-            let left = if LESS_THAN {
-                x < node.threshold
-            } else {
-                x <= node.threshold
-            };
-            node = tree[if left { node.left } else { node.right } as usize];
+/// `LESS_THAN`: `x < t` goes left, else `x <= t`; a NaN goes left.
+fn add_leaves<const LESS_THAN: bool>(tree: &Packed, data: &[f64], k: usize, raw: &mut [f64]) {
+    let step = |node: usize, row: &[f64]| {
+        let n = tree.nodes[node];
+        let x = row[n.feature as usize];
+        let right = if LESS_THAN {
+            x >= n.threshold
+        } else {
+            x > n.threshold
+        };
+        n.left as usize + usize::from(right)
+    };
+    for (block, outs) in raw.chunks_mut(LOCKSTEP).enumerate() {
+        let first = block * LOCKSTEP;
+        let mut at = [0usize; LOCKSTEP];
+        for _ in 0..tree.depth {
+            for (i, node) in at.iter_mut().take(outs.len()).enumerate() {
+                let row = first + i;
+                *node = step(*node, &data[row * k..(row + 1) * k]);
+            }
         }
-        *out += node.threshold;
+        for (out, node) in outs.iter_mut().zip(at) {
+            *out += tree.value[node];
+        }
     }
 }
 

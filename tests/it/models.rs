@@ -181,8 +181,7 @@ async fn swaps_under_load_lose_nothing_and_every_score_names_the_current_version
     let mut scores = TopicReader::new(&topics.output, topics.partitions);
     // The events go out in one chunk per change, and each change is made
     // while the engine scores its chunk. The next chunk waits until the
-    // engine serves the new champion and has scored this chunk, so every
-    // change shows in every partition whatever the machine's speed.
+    // engine serves the new champion and has scored this chunk.
     let events = valid_events(EVENTS);
     let mut produced = Vec::new();
     for (i, chunk) in events.chunks(EVENTS / CHANGES).enumerate() {
@@ -271,16 +270,12 @@ async fn swaps_under_load_lose_nothing_and_every_score_names_the_current_version
         versions_seen,
         HashSet::from(["a".to_owned(), "b".to_owned()])
     );
-    // Every change showed in every partition: changes 1 to 18 each came
-    // before a chunk (change 0 may precede a partition's first score, and
-    // change 19 may follow its last).
-    for (partition, sequence) in &starts {
-        let changes = sequence.windows(2).filter(|w| w[0].1 != w[1].1).count();
-        assert!(
-            changes >= CHANGES - 2,
-            "partition {partition}: {sequence:?}"
-        );
-    }
+    // No assertion on how many version changes each partition saw: whether
+    // a chunk is scored before or after the change that follows it is a
+    // race by design (an earlier version of this test counted them and
+    // failed one run in three). Each change is confirmed served above
+    // (wait_until_serving), and every score's version is checked against
+    // the history.
     let changes: Vec<&HistoryEntry> = history
         .iter()
         .filter(|e| e.event == "promote" || e.event == "rollback")
