@@ -59,6 +59,9 @@ pub struct TrainReport {
     /// (out of fold) with cross-validation.
     pub evaluated_rows: usize,
     pub evaluation: Evaluation,
+    /// The scores and labels the evaluation comes from (for the report).
+    pub evaluated_scores: Vec<f64>,
+    pub evaluated_labels: Vec<bool>,
     pub cv: Option<CvTable>,
 }
 
@@ -232,6 +235,8 @@ pub fn build(
         training_rows,
         evaluated_rows: scores.len(),
         evaluation,
+        evaluated_scores: scores,
+        evaluated_labels: labels,
         cv,
     })
 }

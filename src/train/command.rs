@@ -83,6 +83,9 @@ pub struct TrainArgs {
     pub min_leaf: usize,
     #[arg(long, default_value_t = 100)]
     pub trees: usize,
+    /// Also write a self-contained HTML page of the evaluation here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +102,11 @@ pub enum TrainCommandError {
     Registry(#[from] crate::model::registry::RegistryError),
     #[error("{0}")]
     Usage(String),
+    #[error("cannot write the report {path}: {source}")]
+    Report {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Reads `7d`, `12h`, `30m` or `45s`.
@@ -206,6 +214,15 @@ pub async fn run(args: &TrainArgs) -> Result<String, TrainCommandError> {
     for path in &written {
         // Read it back: what was written is what will be served.
         Bundle::load(path)?;
+    }
+    if let Some(page) = &args.report {
+        std::fs::write(page, super::report::html(&report)).map_err(|source| {
+            TrainCommandError::Report {
+                path: page.display().to_string(),
+                source,
+            }
+        })?;
+        written.push(page.clone());
     }
     let shown: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
     Ok(summary(&report, &shown.join(" and ")))

@@ -9,6 +9,7 @@ pub mod data;
 pub mod fit;
 mod forest;
 pub mod metrics;
+pub mod report;
 pub mod select;
 
 pub use build::{TrainReport, TrainRequest};

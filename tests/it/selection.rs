@@ -38,6 +38,8 @@ fn german_credit_cross_validation_selects_a_model_with_auc_of_at_least_0_78() {
             "--out",
         ])
         .arg(dir.path().join("bundle"))
+        .arg("--report")
+        .arg(dir.path().join("report.html"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -58,6 +60,19 @@ fn german_credit_cross_validation_selects_a_model_with_auc_of_at_least_0_78() {
         .unwrap_or_else(|| panic!("nothing selected:\n{stdout}"));
     let auc: f64 = selected.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(auc >= 0.78, "selected CV AUC {auc}:\n{stdout}");
+
+    // The report: one page, its charts inline, nothing fetched on opening.
+    let page = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert_eq!(
+        page.matches("<svg").count(),
+        5,
+        "ROC, PR, histograms, threshold, importance"
+    );
+    assert!(!page.contains("not drawn"), "a chart failed");
+    for external in ["<script", "<link", "src=\"http", "url(http", "@import"] {
+        assert!(!page.contains(external), "the report fetches {external}");
+    }
+    assert_eq!(page.matches("<tr><td>").count(), 3, "one CV row per kind");
 
     let bundle = Bundle::load(&dir.path().join("bundle")).unwrap();
     assert_eq!(bundle.name(), "german-credit");
