@@ -117,6 +117,9 @@ enum ModelsCommand {
         registry: PathBuf,
         name: String,
     },
+    /// Pruned and quantised variants of a tree or forest bundle, each
+    /// measured on a validation file.
+    Optimize(streamscore::train::command::OptimizeArgs),
     /// Wrap a model trained elsewhere into a bundle.
     Import {
         /// xgboost (JSON from save_model) or lightgbm (text from save_model).
@@ -214,7 +217,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 out.display()
             );
         }
-        Command::Models { command } => print!("{}", models(command)?),
+        Command::Models { command } => print!("{}", models(command).await?),
         Command::Bench(options) => bench::run(&options).await?,
         Command::Demo {
             pipeline,
@@ -249,7 +252,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn models(command: ModelsCommand) -> anyhow::Result<String> {
+async fn models(command: ModelsCommand) -> anyhow::Result<String> {
     let by = format!("cli:{}", operator());
     Ok(match command {
         ModelsCommand::List { registry } => commands::list(&Registry::open(&registry))?,
@@ -283,6 +286,7 @@ fn models(command: ModelsCommand) -> anyhow::Result<String> {
         ModelsCommand::History { registry, name } => {
             commands::history(&Registry::open(&registry), &name)?
         }
+        ModelsCommand::Optimize(args) => train::command::optimize(&args).await?,
         ModelsCommand::Import {
             kind,
             file,

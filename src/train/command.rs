@@ -342,3 +342,93 @@ mod tests {
         assert!(parse_duration("xd").is_err());
     }
 }
+
+#[derive(Debug, Args)]
+pub struct OptimizeArgs {
+    /// The pipeline whose decode and SQL make the bundle's features.
+    #[arg(long, default_value = "pipelines/fraud.toml")]
+    pub pipeline: PathBuf,
+    /// A tree or forest bundle.
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// A labelled validation file (.csv or NDJSON).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "is_fraud")]
+    pub label: String,
+    /// Write every variant here as a bundle directory named after it.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+}
+
+/// `streamscore models optimize`: every variant's size, speed and metrics.
+pub async fn optimize(args: &OptimizeArgs) -> Result<String, TrainCommandError> {
+    use super::optimize::{Variant, bundle_size, ns_per_row, variant_of};
+    let pipeline = Pipeline::load(&args.pipeline, None)?;
+    let bundle = Bundle::load(&args.bundle)?;
+    let set = super::prepare(&pipeline, &args.data).await?;
+    let names: Vec<String> = bundle.manifest.feature_names().map(str::to_owned).collect();
+    let x = super::fit::feature_matrix(&set.features, &names)?;
+    let request = TrainRequest::new(&args.label, TrainOptions::default());
+    let variants = [
+        Variant::Original,
+        Variant::MaxDepth(4),
+        Variant::MaxDepth(6),
+        Variant::MinLeaf(20.0),
+        Variant::MinLeaf(50.0),
+    ];
+    let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.4}"));
+    let delta = |v: Option<f64>, base: Option<f64>| match (v, base) {
+        (Some(v), Some(b)) => format!("{:+.4}", v - b),
+        _ => "n/a".into(),
+    };
+    let mut out = format!(
+        "{} {} ({}) on {}:\n{:<14} {:>10} {:>10} {:>16} {:>16} {:>16}\n",
+        bundle.name(),
+        bundle.version(),
+        bundle.manifest.kind.as_str(),
+        args.data.display(),
+        "variant",
+        "bytes",
+        "ns/row",
+        "auc (change)",
+        "ap (change)",
+        "brier (change)"
+    );
+    let mut base = None;
+    for variant in variants {
+        let Some(made) = variant_of(&bundle, variant) else {
+            return Err(TrainCommandError::Usage(format!(
+                "`models optimize` prunes and quantises trees and forests; {} is a {}",
+                args.bundle.display(),
+                bundle.manifest.kind.as_str()
+            )));
+        };
+        let candidate = made?;
+        let (e, _) = super::build::evaluate_bundle(&candidate, &set, &request)?;
+        let base_e = base.get_or_insert_with(|| e.clone()).clone();
+        out.push_str(&format!(
+            "{:<14} {:>10} {:>10.1} {:>16} {:>16} {:>16}\n",
+            variant.label(),
+            bundle_size(&candidate),
+            ns_per_row(&candidate.model, x.view()),
+            format!("{} ({})", show(e.auc), delta(e.auc, base_e.auc)),
+            format!(
+                "{} ({})",
+                show(e.average_precision),
+                delta(e.average_precision, base_e.average_precision)
+            ),
+            format!("{} ({})", show(e.brier), delta(e.brier, base_e.brier)),
+        ));
+        if let Some(dir) = &args.out_dir {
+            candidate.save(&dir.join(variant.label()))?;
+        }
+    }
+    if let Some(dir) = &args.out_dir {
+        out.push_str(&format!(
+            "wrote every variant under {}; register the one you keep with `models` or copy it\n",
+            dir.display()
+        ));
+    }
+    Ok(out)
+}

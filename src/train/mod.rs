@@ -9,6 +9,7 @@ pub mod data;
 pub mod fit;
 mod forest;
 pub mod metrics;
+pub mod optimize;
 pub mod report;
 pub mod select;
 

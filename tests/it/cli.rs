@@ -235,3 +235,48 @@ fn evaluate_prints_the_metrics_of_a_bundle_on_labelled_data() {
         assert!(stdout.contains(metric), "{metric}: {stdout}");
     }
 }
+
+/// `models optimize` measures pruned variants of a forest on labelled data
+/// and writes each as a bundle that loads.
+#[test]
+fn optimize_measures_and_writes_pruned_variants() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = streamscore(&[
+        "models",
+        "optimize",
+        "--pipeline",
+        "pipelines/german_credit.toml",
+        "--bundle",
+        "pipelines/models/german-credit",
+        "--data",
+        "data/german_credit.csv",
+        "--label",
+        "creditability",
+        "--out-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let bytes = |variant: &str| -> u64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(variant))
+            .unwrap_or_else(|| panic!("no {variant} row:\n{stdout}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert!(
+        bytes("depth-4") < bytes("depth-6") && bytes("depth-6") < bytes("original"),
+        "{stdout}"
+    );
+    assert!(bytes("min-leaf-50") < bytes("min-leaf-20"), "{stdout}");
+    for variant in [
+        "original",
+        "depth-4",
+        "depth-6",
+        "min-leaf-20",
+        "min-leaf-50",
+    ] {
+        let bundle = Bundle::load(&dir.path().join(variant)).unwrap();
+        assert!(bundle.version().starts_with("2026-11-30.1"), "{variant}");
+    }
+}

@@ -1,0 +1,164 @@
+//! `streamscore models optimize`: smaller and faster variants of a tree or
+//! forest bundle, each measured on a validation file: the bundle size, the
+//! ns per row, and the change in every metric against the original. The
+//! user keeps the variant they want (`--out-dir` writes them all).
+//!
+//! Pruning turns a split into a leaf holding its expected value (the fraud
+//! frequency of the training rows under it): by depth, or where a child
+//! holds fewer training rows than a minimum. Quantising is not here yet: a
+//! JSON payload prints an f32 value in as many digits as an f64, so it
+//! needs a compact binary payload first.
+
+use std::time::Instant;
+
+use crate::model::trees::{Ensemble, LEAF, Tree};
+use crate::model::{Bundle, BundleError, BundleParts, Explain, Model};
+
+/// One way to shrink a model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Variant {
+    Original,
+    MaxDepth(usize),
+    MinLeaf(f64),
+}
+
+impl Variant {
+    pub fn label(self) -> String {
+        match self {
+            Variant::Original => "original".into(),
+            Variant::MaxDepth(d) => format!("depth-{d}"),
+            Variant::MinLeaf(m) => format!("min-leaf-{m}"),
+        }
+    }
+
+    fn apply(self, tree: &Tree) -> Tree {
+        match self {
+            Variant::Original => tree.clone(),
+            Variant::MaxDepth(max) => rebuild(tree, |_, depth| depth < max),
+            Variant::MinLeaf(min) => rebuild(tree, |node, _| {
+                tree.cover[tree.left[node] as usize] >= min
+                    && tree.cover[tree.right[node] as usize] >= min
+            }),
+        }
+    }
+}
+
+/// A copy of `tree` where a split is kept only where `keep(node, depth)`;
+/// elsewhere the node becomes a leaf with its expected value.
+fn rebuild(tree: &Tree, keep: impl Fn(usize, usize) -> bool) -> Tree {
+    let mut out = Tree {
+        feature: Vec::new(),
+        threshold: Vec::new(),
+        left: Vec::new(),
+        right: Vec::new(),
+        value: Vec::new(),
+        cover: Vec::new(),
+    };
+    copy(tree, 0, 0, &keep, &mut out);
+    out
+}
+
+fn copy(
+    tree: &Tree,
+    node: usize,
+    depth: usize,
+    keep: &dyn Fn(usize, usize) -> bool,
+    out: &mut Tree,
+) -> u32 {
+    let index = out.feature.len();
+    out.feature.push(LEAF);
+    out.threshold.push(0.0);
+    out.left.push(0);
+    out.right.push(0);
+    out.value.push(tree.value[node]);
+    out.cover.push(tree.cover[node]);
+    if !tree.is_leaf(node) && keep(node, depth) {
+        out.feature[index] = tree.feature[node];
+        out.threshold[index] = tree.threshold[node];
+        out.left[index] = copy(tree, tree.left[node] as usize, depth + 1, keep, out);
+        out.right[index] = copy(tree, tree.right[node] as usize, depth + 1, keep, out);
+    }
+    index as u32
+}
+
+/// The variant of a tree or forest bundle; `None` for other kinds.
+pub fn variant_of(bundle: &Bundle, variant: Variant) -> Option<Result<Bundle, BundleError>> {
+    let Model::Trees { kind, ensemble } = &bundle.model else {
+        return None;
+    };
+    let pruned = Ensemble {
+        trees: ensemble.trees.iter().map(|t| variant.apply(t)).collect(),
+        ..ensemble.clone()
+    };
+    let m = &bundle.manifest;
+    let mut provenance = m.provenance.clone();
+    provenance.insert("optimized".into(), variant.label());
+    Some(Bundle::assemble(BundleParts {
+        name: m.name.clone(),
+        version: match variant {
+            Variant::Original => m.version.clone(),
+            other => format!("{}-{}", m.version, other.label()),
+        },
+        features: m.features.clone(),
+        preprocessing: m.preprocessing.clone(),
+        threshold: m.threshold,
+        provenance,
+        metrics: m.metrics.clone(),
+        model: Model::Trees {
+            kind: *kind,
+            ensemble: pruned,
+        },
+        check_features: m.check_row.features.clone(),
+    }))
+}
+
+/// Bytes of a bundle's payload and manifest as written.
+pub fn bundle_size(bundle: &Bundle) -> usize {
+    bundle.manifest.to_json().len()
+        + bundle
+            .model
+            .payload_files()
+            .iter()
+            .map(|(_, bytes)| bytes.len())
+            .sum::<usize>()
+}
+
+/// Median ns per row of scoring `x` (rows x features), no reasons.
+pub fn ns_per_row(model: &Model, x: ndarray::ArrayView2<f64>) -> f64 {
+    let mut times: Vec<f64> = (0..15)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(model.score(x, Explain::AtOrAbove(f64::INFINITY)));
+            started.elapsed().as_nanos() as f64
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2] / x.nrows().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::trees::tests::stump;
+
+    #[test]
+    fn pruning_by_depth_keeps_expected_values_at_the_new_leaves() {
+        let tree = stump();
+        let pruned = Variant::MaxDepth(1).apply(&tree);
+        // Root split kept; node 1 (split on x1) becomes a leaf of 1.4/6.
+        assert_eq!(pruned.feature, vec![0, LEAF, LEAF]);
+        assert!((pruned.value[1] - 1.4 / 6.0).abs() < 1e-12);
+        assert_eq!(pruned.value[2], 0.9);
+        let root_only = Variant::MaxDepth(0).apply(&tree);
+        assert_eq!(root_only.feature, vec![LEAF]);
+    }
+
+    #[test]
+    fn pruning_by_leaf_size_merges_small_children() {
+        // Node 1's children cover 4 and 2: a minimum of 3 merges them.
+        let pruned = Variant::MinLeaf(3.0).apply(&stump());
+        assert_eq!(pruned.feature, vec![0, LEAF, LEAF]);
+        let kept = Variant::MinLeaf(2.0).apply(&stump());
+        assert_eq!(kept, stump());
+    }
+}
