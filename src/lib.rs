@@ -20,6 +20,7 @@ pub mod bench;
 pub mod config;
 pub mod decode;
 pub mod demo;
+pub mod drift;
 pub mod engine;
 pub mod error;
 pub mod instance;

@@ -9,6 +9,7 @@ mod cli;
 mod commit_rule;
 mod delivery;
 mod deploy;
+mod drift;
 mod engine;
 mod golden;
 mod hardening;

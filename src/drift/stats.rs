@@ -1,0 +1,227 @@
+//! Drift statistics of a live window against a reference, on the
+//! reference's bins. Pure code, no I/O; scipy is the oracle in the tests
+//! (tests/fixtures/drift, made by scripts/parity/drift_fixtures.py).
+
+use serde::{Deserialize, Serialize};
+
+/// Added to empty bins' shares so that PSI stays finite (the convention).
+pub const PSI_EPSILON: f64 = 1e-4;
+
+/// A numeric feature's (or the score's) reference distribution: quantile
+/// bin edges (`edges.len() == bins + 1`) and each bin's share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    pub edges: Vec<f64>,
+    pub shares: Vec<f64>,
+    pub mean: f64,
+    pub std: f64,
+    pub null_rate: f64,
+}
+
+/// Counts of a window over the reference's bins, mergeable: counts add.
+/// Values below the first edge count in the first bin and values above the
+/// last in the last, and both also in `outside`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowCounts {
+    pub bins: Vec<u64>,
+    pub nulls: u64,
+    pub outside: u64,
+}
+
+impl WindowCounts {
+    pub fn new(bins: usize) -> Self {
+        Self {
+            bins: vec![0; bins],
+            nulls: 0,
+            outside: 0,
+        }
+    }
+
+    /// Counts one value (`None` is a null) against `edges`.
+    pub fn add(&mut self, value: Option<f64>, edges: &[f64]) {
+        let Some(x) = value.filter(|x| !x.is_nan()) else {
+            self.nulls += 1;
+            return;
+        };
+        let last = self.bins.len() - 1;
+        if x < edges[0] || x > edges[edges.len() - 1] {
+            self.outside += 1;
+        }
+        // Bin i holds [edges[i], edges[i+1]); the last bin is closed.
+        let bin = edges[1..edges.len() - 1]
+            .partition_point(|&e| e <= x)
+            .min(last);
+        self.bins[bin] += 1;
+    }
+
+    pub fn merge(&mut self, other: &WindowCounts) {
+        for (a, b) in self.bins.iter_mut().zip(&other.bins) {
+            *a += b;
+        }
+        self.nulls += other.nulls;
+        self.outside += other.outside;
+    }
+
+    pub fn values(&self) -> u64 {
+        self.bins.iter().sum()
+    }
+
+    fn shares(&self) -> Vec<f64> {
+        let n = self.values().max(1) as f64;
+        self.bins.iter().map(|&c| c as f64 / n).collect()
+    }
+}
+
+/// Every statistic of one window against its reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    pub psi: f64,
+    pub ks: f64,
+    pub jensen_shannon: f64,
+    /// Wasserstein-1 between the binned distributions (mass at bin
+    /// centres), divided by the reference's standard deviation.
+    pub wasserstein: f64,
+    pub null_rate: f64,
+    pub outside_share: f64,
+}
+
+/// `None` while the window has no values.
+pub fn drift(reference: &Reference, window: &WindowCounts) -> Option<Drift> {
+    let values = window.values();
+    if values == 0 {
+        return None;
+    }
+    let (p, q) = (&reference.shares, window.shares());
+    Some(Drift {
+        psi: psi(p, &q),
+        ks: ks(p, &q),
+        jensen_shannon: jensen_shannon(p, &q),
+        wasserstein: wasserstein(&reference.edges, p, &q) / reference.std.max(f64::MIN_POSITIVE),
+        null_rate: window.nulls as f64 / (values + window.nulls) as f64,
+        outside_share: window.outside as f64 / values as f64,
+    })
+}
+
+/// Population stability index: sum (q - p) ln(q / p), empty shares
+/// raised to [`PSI_EPSILON`].
+pub fn psi(reference: &[f64], live: &[f64]) -> f64 {
+    reference
+        .iter()
+        .zip(live)
+        .map(|(&p, &q)| {
+            let (p, q) = (p.max(PSI_EPSILON), q.max(PSI_EPSILON));
+            (q - p) * (q / p).ln()
+        })
+        .sum()
+}
+
+/// Kolmogorov-Smirnov statistic on the bins: the largest gap between the
+/// two cumulative shares.
+pub fn ks(reference: &[f64], live: &[f64]) -> f64 {
+    let (mut a, mut b, mut gap) = (0.0, 0.0, 0.0f64);
+    for (p, q) in reference.iter().zip(live) {
+        a += p;
+        b += q;
+        gap = gap.max((a - b).abs());
+    }
+    gap
+}
+
+/// Jensen-Shannon distance (the square root of the divergence, natural
+/// log), as scipy.spatial.distance.jensenshannon computes it.
+pub fn jensen_shannon(reference: &[f64], live: &[f64]) -> f64 {
+    let normalise = |v: &[f64]| {
+        let total: f64 = v.iter().sum();
+        v.iter().map(|x| x / total).collect::<Vec<_>>()
+    };
+    let (p, q) = (normalise(reference), normalise(live));
+    let kl = |a: &[f64], m: &[f64]| -> f64 {
+        a.iter()
+            .zip(m)
+            .filter(|(x, _)| **x > 0.0)
+            .map(|(x, y)| x * (x / y).ln())
+            .sum()
+    };
+    let m: Vec<f64> = p.iter().zip(&q).map(|(a, b)| (a + b) / 2.0).collect();
+    ((kl(&p, &m) + kl(&q, &m)) / 2.0).max(0.0).sqrt()
+}
+
+/// Wasserstein-1 between shares placed at the bins' centres.
+pub fn wasserstein(edges: &[f64], reference: &[f64], live: &[f64]) -> f64 {
+    let centres: Vec<f64> = edges.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect();
+    let (mut a, mut b, mut total) = (0.0, 0.0, 0.0);
+    for i in 0..centres.len().saturating_sub(1) {
+        a += reference[i];
+        b += live[i];
+        total += (a - b).abs() * (centres[i + 1] - centres[i]);
+    }
+    total
+}
+
+/// Pearson's chi-square of observed category counts against the counts
+/// the reference shares expect (categories the reference never saw are
+/// not counted here; the caller reports them apart).
+pub fn chi_square(reference: &[f64], observed: &[u64]) -> f64 {
+    let n: u64 = observed.iter().sum();
+    let total: f64 = reference.iter().sum();
+    reference
+        .iter()
+        .zip(observed)
+        .filter(|(p, _)| **p > 0.0)
+        .map(|(p, &o)| {
+            let expected = p / total * n as f64;
+            (o as f64 - expected).powi(2) / expected
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn edges() -> Vec<f64> {
+        vec![0.0, 1.0, 2.0, 4.0, 8.0]
+    }
+
+    #[test]
+    fn values_fall_in_half_open_bins_and_outliers_in_the_end_bins() {
+        let mut w = WindowCounts::new(4);
+        for x in [-1.0, 0.0, 0.5, 1.0, 3.9, 8.0, 9.0] {
+            w.add(Some(x), &edges());
+        }
+        w.add(None, &edges());
+        w.add(Some(f64::NAN), &edges());
+        assert_eq!(w.bins, vec![3, 1, 1, 2]);
+        assert_eq!((w.nulls, w.outside), (2, 2));
+    }
+
+    #[test]
+    fn identical_distributions_do_not_drift() {
+        let shares = vec![0.25; 4];
+        assert_eq!(psi(&shares, &shares), 0.0);
+        assert_eq!(ks(&shares, &shares), 0.0);
+        assert_eq!(jensen_shannon(&shares, &shares), 0.0);
+        assert_eq!(wasserstein(&edges(), &shares, &shares), 0.0);
+    }
+
+    proptest! {
+        /// Counting a window in parts and merging gives the whole window.
+        #[test]
+        fn merged_parts_equal_the_whole(
+            values in proptest::collection::vec(proptest::option::of(-2.0f64..10.0), 0..200),
+            cut in 0usize..200,
+        ) {
+            let cut = cut.min(values.len());
+            let mut whole = WindowCounts::new(4);
+            let (mut left, mut right) = (WindowCounts::new(4), WindowCounts::new(4));
+            for (i, v) in values.iter().enumerate() {
+                whole.add(*v, &edges());
+                if i < cut { left.add(*v, &edges()) } else { right.add(*v, &edges()) }
+            }
+            left.merge(&right);
+            prop_assert_eq!(left, whole);
+        }
+    }
+}
