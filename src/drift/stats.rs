@@ -18,6 +18,42 @@ pub struct Reference {
     pub null_rate: f64,
 }
 
+/// Bins written into a bundle's reference by default.
+pub const REFERENCE_BINS: usize = 10;
+
+impl Reference {
+    /// The reference of training values: `bins` quantile bins (fewer when
+    /// values repeat: equal edges are merged), each bin's share, the mean
+    /// and the standard deviation. `None` without values.
+    pub fn of(values: &[f64], bins: usize) -> Option<Self> {
+        let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        if sorted.is_empty() || bins == 0 {
+            return None;
+        }
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        let mut edges: Vec<f64> = (0..=bins).map(|i| at(i as f64 / bins as f64)).collect();
+        edges.dedup();
+        if edges.len() == 1 {
+            edges.push(edges[0]);
+        }
+        let mut counts = WindowCounts::new(edges.len() - 1);
+        for &v in &sorted {
+            counts.add(Some(v), &edges);
+        }
+        let n = sorted.len() as f64;
+        let mean = sorted.iter().sum::<f64>() / n;
+        let std = (sorted.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+        Some(Self {
+            shares: counts.shares(),
+            edges,
+            mean,
+            std,
+            null_rate: 1.0 - n / values.len() as f64,
+        })
+    }
+}
+
 /// Counts of a window over the reference's bins, mergeable: counts add.
 /// Values below the first edge count in the first bin and values above the
 /// last in the last, and both also in `outside`.
@@ -195,6 +231,24 @@ mod tests {
         w.add(Some(f64::NAN), &edges());
         assert_eq!(w.bins, vec![3, 1, 1, 2]);
         assert_eq!((w.nulls, w.outside), (2, 2));
+    }
+
+    #[test]
+    fn a_reference_has_quantile_bins_and_merges_repeated_edges() {
+        let values: Vec<f64> = (0..100).map(f64::from).collect();
+        let r = Reference::of(&values, 10).unwrap();
+        assert_eq!(r.edges.len(), 11);
+        assert!(
+            r.shares.iter().all(|s| (s - 0.1).abs() < 0.02),
+            "{:?}",
+            r.shares
+        );
+        assert!((r.shares.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        let binary: Vec<f64> = (0..100).map(|i| f64::from(i % 4 == 0)).collect();
+        let r = Reference::of(&binary, 10).unwrap();
+        assert_eq!(r.edges, vec![0.0, 1.0]);
+        assert_eq!(r.shares, vec![1.0]);
+        assert!((r.mean - 0.25).abs() < 1e-12);
     }
 
     #[test]

@@ -298,6 +298,15 @@ impl Bundle {
         })
     }
 
+    /// Probabilities for raw feature rows (rows x features, the manifest's
+    /// order), without reasons; `None` if the matrix has another width.
+    pub fn score_matrix(&self, x: ndarray::ArrayView2<f64>) -> Option<Vec<f64>> {
+        if x.ncols() != self.manifest.features.len() {
+            return None;
+        }
+        Some(self.model.predict(&self.manifest.preprocessing, x))
+    }
+
     /// Checks that every feature is a numeric column of the SQL output.
     pub fn check_fits(&self, sql_output: &Schema) -> Result<(), BundleError> {
         for feature in self.manifest.feature_names() {

@@ -160,6 +160,18 @@ impl Model {
         }
     }
 
+    /// Probabilities for raw feature rows, prepared by `preprocessing`,
+    /// without reasons.
+    pub fn predict(&self, preprocessing: &Preprocessing, x: ArrayView2<f64>) -> Vec<f64> {
+        let mut x = x.to_owned();
+        if let Preprocessing::Standardize { mean, std } = preprocessing {
+            x -= &ArrayView1::from(mean);
+            x /= &ArrayView1::from(std);
+        }
+        self.score(x.view(), Explain::AtOrAbove(f64::INFINITY))
+            .probability
+    }
+
     /// Reads another library's model file of `kind` for `features` inputs.
     pub fn import(kind: ModelKind, file: Vec<u8>, features: usize) -> Result<Self, String> {
         let ensemble = match kind {

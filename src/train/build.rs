@@ -230,6 +230,7 @@ pub fn build(
     if let Some(table) = &cv {
         bundle.manifest.cv = Some(serde_json::to_value(table).expect("a CV table serialises"));
     }
+    bundle.manifest.reference = Some(reference(&bundle, &x));
     Ok(TrainReport {
         bundle,
         training_rows,
@@ -271,6 +272,31 @@ pub fn evaluate_bundle(
         },
     );
     Ok((evaluation, unscorable.len()))
+}
+
+/// The reference distributions drift monitoring compares against: per
+/// feature and for the score, quantile bins over the training rows.
+fn reference(bundle: &Bundle, x: &ndarray::Array2<f64>) -> serde_json::Value {
+    use crate::drift::stats::{REFERENCE_BINS, Reference};
+    let mut features = serde_json::Map::new();
+    for (j, feature) in bundle.manifest.features.iter().enumerate() {
+        let column: Vec<f64> = x.column(j).to_vec();
+        if let Some(r) = Reference::of(&column, REFERENCE_BINS) {
+            features.insert(
+                feature.name.clone(),
+                serde_json::to_value(r).expect("serialises"),
+            );
+        }
+    }
+    let score = bundle
+        .score_matrix(x.view())
+        .and_then(|scores| Reference::of(&scores, REFERENCE_BINS));
+    serde_json::json!({
+        "bins": REFERENCE_BINS,
+        "rows": x.nrows(),
+        "features": features,
+        "score": score,
+    })
 }
 
 /// The wanted features, or by default every numeric column but the label.

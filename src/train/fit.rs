@@ -115,15 +115,7 @@ pub struct Fitted {
 impl Fitted {
     /// Fraud probabilities for raw feature rows.
     pub fn predict(&self, x: ArrayView2<f64>) -> Vec<f64> {
-        let mut x = x.to_owned();
-        if let Preprocessing::Standardize { mean, std } = &self.preprocessing {
-            x -= &ArrayView1::from(mean);
-            x /= &ArrayView1::from(std);
-        }
-        // Reasons are not needed to rank rows: none are computed.
-        self.model
-            .score(x.view(), crate::model::Explain::AtOrAbove(f64::INFINITY))
-            .probability
+        self.model.predict(&self.preprocessing, x)
     }
 }
 

@@ -83,6 +83,21 @@ fn german_credit_cross_validation_selects_a_model_with_auc_of_at_least_0_78() {
         .expect("the CV table is in the bundle");
     assert_eq!(cv["rows"].as_array().unwrap().len(), 3);
     assert_eq!(cv["winner"], bundle.manifest.kind.as_str());
+    // Reference distributions for drift monitoring: every feature and the
+    // score, in quantile bins whose shares add up to one.
+    let reference = bundle.manifest.reference.as_ref().expect("a reference");
+    assert_eq!(
+        reference["features"].as_object().unwrap().len(),
+        bundle.manifest.features.len()
+    );
+    let score_shares: f64 = reference["score"]["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_f64().unwrap())
+        .sum();
+    assert!((score_shares - 1.0).abs() < 1e-9, "{score_shares}");
+    assert_eq!(reference["score"]["edges"].as_array().unwrap().len(), 11);
     // The label is encoded by the SQL and never a feature.
     assert!(
         !bundle
