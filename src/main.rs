@@ -142,6 +142,13 @@ enum ModelsCommand {
         /// ...and/or the registry to add it to.
         #[arg(long, env = "STREAMSCORE_REGISTRY")]
         register: Option<PathBuf>,
+        /// History (.csv or NDJSON) to take the reference distributions of
+        /// the features and the score from, through --pipeline's decode and
+        /// SQL; drift monitoring compares against them.
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        #[arg(long, default_value = "pipelines/fraud.toml")]
+        pipeline: PathBuf,
     },
 }
 
@@ -296,13 +303,15 @@ async fn models(command: ModelsCommand) -> anyhow::Result<String> {
             threshold,
             out,
             register,
+            reference,
+            pipeline,
         } => {
             let kind = match kind.as_str() {
                 "xgboost" => streamscore::model::ModelKind::Xgboost,
                 "lightgbm" => streamscore::model::ModelKind::Lightgbm,
                 other => bail!("--kind is xgboost or lightgbm, not `{other}`"),
             };
-            let bundle = commands::import(&commands::Import {
+            let mut bundle = commands::import(&commands::Import {
                 kind,
                 file: &file,
                 features: &features,
@@ -310,6 +319,11 @@ async fn models(command: ModelsCommand) -> anyhow::Result<String> {
                 version: &model_version,
                 threshold,
             })?;
+            if let Some(history) = reference {
+                let pipeline = Pipeline::load(&pipeline, None)?;
+                let set = train::prepare(&pipeline, &history).await?;
+                train::build::attach_reference(&mut bundle, &set)?;
+            }
             let mut written = Vec::new();
             if let Some(out) = out {
                 bundle.save(&out)?;

@@ -274,6 +274,17 @@ pub fn evaluate_bundle(
     Ok((evaluation, unscorable.len()))
 }
 
+/// Puts reference distributions computed on `set` (history through the
+/// pipeline's decode and SQL) into `bundle`: for models trained elsewhere
+/// (`models import --reference`).
+pub fn attach_reference(bundle: &mut Bundle, set: &TrainingSet) -> Result<(), TrainError> {
+    bundle.check_fits(&set.features.schema())?;
+    let names: Vec<String> = bundle.manifest.feature_names().map(str::to_owned).collect();
+    let x = feature_matrix(&set.features, &names)?;
+    bundle.manifest.reference = Some(reference(bundle, &x));
+    Ok(())
+}
+
 /// The reference distributions drift monitoring compares against: per
 /// feature and for the score, quantile bins over the training rows.
 fn reference(bundle: &Bundle, x: &ndarray::Array2<f64>) -> serde_json::Value {

@@ -159,3 +159,58 @@ fn xgboost_reasons_are_the_shap_values_shap_computes() {
 fn lightgbm_reasons_are_the_shap_values_shap_computes() {
     assert_shap_parity(ModelKind::Lightgbm, "lightgbm.txt", "lightgbm_shap.csv");
 }
+
+/// `models import --reference` takes the reference distributions of the
+/// features and the score from history run through the pipeline's SQL.
+#[test]
+fn an_imported_model_takes_its_reference_from_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history.ndjson");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "simulate",
+        "--out",
+        history.to_str().unwrap(),
+        "--days",
+        "2",
+        "--customers",
+        "100",
+    ]);
+    let bundle_dir = dir.path().join("bundle");
+    run(&[
+        "models",
+        "import",
+        "--kind",
+        "xgboost",
+        "--file",
+        repo_path(&format!("{FIXTURES}/xgboost.json"))
+            .to_str()
+            .unwrap(),
+        "--features",
+        "amount,log_amount,hour_of_day,is_night,is_online",
+        "--name",
+        "fraud-xgb",
+        "--reference",
+        history.to_str().unwrap(),
+        "--pipeline",
+        "pipelines/fraud.toml",
+        "--out",
+        bundle_dir.to_str().unwrap(),
+    ]);
+    let bundle = Bundle::load(&bundle_dir).unwrap();
+    let reference = bundle.manifest.reference.as_ref().expect("a reference");
+    assert_eq!(reference["features"].as_object().unwrap().len(), 5);
+    assert!(reference["rows"].as_u64().unwrap() > 100);
+    assert!(reference["score"]["edges"].as_array().unwrap().len() > 2);
+}
