@@ -230,7 +230,7 @@ pub fn build(
     if let Some(table) = &cv {
         bundle.manifest.cv = Some(serde_json::to_value(table).expect("a CV table serialises"));
     }
-    bundle.manifest.reference = Some(reference(&bundle, &x));
+    bundle.manifest.reference = Some(reference(&bundle, &x, &set.decoded));
     Ok(TrainReport {
         bundle,
         training_rows,
@@ -281,13 +281,17 @@ pub fn attach_reference(bundle: &mut Bundle, set: &TrainingSet) -> Result<(), Tr
     bundle.check_fits(&set.features.schema())?;
     let names: Vec<String> = bundle.manifest.feature_names().map(str::to_owned).collect();
     let x = feature_matrix(&set.features, &names)?;
-    bundle.manifest.reference = Some(reference(bundle, &x));
+    bundle.manifest.reference = Some(reference(bundle, &x, &set.decoded));
     Ok(())
 }
 
 /// The reference distributions drift monitoring compares against: per
 /// feature and for the score, quantile bins over the training rows.
-fn reference(bundle: &Bundle, x: &ndarray::Array2<f64>) -> serde_json::Value {
+fn reference(
+    bundle: &Bundle,
+    x: &ndarray::Array2<f64>,
+    decoded: &RecordBatch,
+) -> serde_json::Value {
     use crate::drift::stats::{REFERENCE_BINS, Reference};
     let mut features = serde_json::Map::new();
     for (j, feature) in bundle.manifest.features.iter().enumerate() {
@@ -307,7 +311,40 @@ fn reference(bundle: &Bundle, x: &ndarray::Array2<f64>) -> serde_json::Value {
         "rows": x.nrows(),
         "features": features,
         "score": score,
+        "categories": category_shares(decoded),
     })
+}
+
+/// Text columns with this many distinct values or fewer are categories
+/// (more: ids, which drift by design).
+const MAX_CATEGORIES: usize = 50;
+
+/// For each categorical text column of the decoded records, the share of
+/// each value (nulls under `null`).
+fn category_shares(decoded: &RecordBatch) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for (field, column) in decoded.schema().fields().iter().zip(decoded.columns()) {
+        if field.data_type() != &DataType::Utf8 {
+            continue;
+        }
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for value in column.as_string::<i32>().iter() {
+            *counts.entry(value.unwrap_or("null")).or_default() += 1;
+            if counts.len() > MAX_CATEGORIES {
+                break;
+            }
+        }
+        if counts.len() > MAX_CATEGORIES {
+            continue;
+        }
+        let n = decoded.num_rows().max(1) as f64;
+        let shares: serde_json::Map<String, serde_json::Value> = counts
+            .into_iter()
+            .map(|(value, count)| (value.to_owned(), (count as f64 / n).into()))
+            .collect();
+        out.insert(field.name().clone(), shares.into());
+    }
+    out
 }
 
 /// The wanted features, or by default every numeric column but the label.

@@ -98,6 +98,18 @@ fn german_credit_cross_validation_selects_a_model_with_auc_of_at_least_0_78() {
         .sum();
     assert!((score_shares - 1.0).abs() < 1e-9, "{score_shares}");
     assert_eq!(reference["score"]["edges"].as_array().unwrap().len(), 11);
+    // Category shares of the 13 categorical attributes and the label; not
+    // of the application id (1,000 values).
+    let categories = reference["categories"].as_object().unwrap();
+    assert_eq!(categories.len(), 14, "{:?}", categories.keys());
+    assert!(!categories.contains_key("application_id"));
+    let purpose: f64 = categories["purpose"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!((purpose - 1.0).abs() < 1e-9);
     // The label is encoded by the SQL and never a feature.
     assert!(
         !bundle
