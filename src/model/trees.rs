@@ -21,7 +21,7 @@ pub const PAYLOAD_FILE: &str = "trees.json";
 pub const LEAF: i32 = -1;
 
 /// One tree in flat arrays; node 0 is the root.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tree {
     /// Per node, the feature it splits on, or [`LEAF`].
@@ -69,6 +69,32 @@ pub struct Ensemble {
     /// the other branch).
     #[serde(default)]
     pub single_precision: bool,
+    /// The trees as scoring walks them, packed once, on first use.
+    #[serde(skip)]
+    packed: PackedCache,
+}
+
+/// A cache of the packed trees. Cloning gives an empty one (a clone may be
+/// changed and must pack its own trees); it takes no part in equality.
+#[derive(Default)]
+struct PackedCache(std::sync::OnceLock<Vec<Packed>>);
+
+impl Clone for PackedCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for PackedCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for PackedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PackedCache")
+    }
 }
 
 /// A tree as scoring reads it: nodes renumbered breadth first, with a
@@ -208,16 +234,33 @@ impl Tree {
 }
 
 impl Ensemble {
+    pub fn new(trees: Vec<Tree>, split: SplitRule, link: Link, single_precision: bool) -> Self {
+        Self {
+            trees,
+            split,
+            link,
+            single_precision,
+            packed: PackedCache::default(),
+        }
+    }
+
     pub fn from_payload(bytes: &[u8], features: usize) -> Result<Self, String> {
         let ensemble: Ensemble = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if ensemble.trees.is_empty() {
+        ensemble.validate(features)?;
+        Ok(ensemble)
+    }
+
+    /// Checks every tree, so that scoring cannot panic or loop on a bad
+    /// payload.
+    pub fn validate(&self, features: usize) -> Result<(), String> {
+        if self.trees.is_empty() {
             return Err("`trees` is empty".into());
         }
-        for (i, tree) in ensemble.trees.iter().enumerate() {
+        for (i, tree) in self.trees.iter().enumerate() {
             tree.validate(features)
                 .map_err(|e| format!("tree {i}: {e}"))?;
         }
-        Ok(ensemble)
+        Ok(())
     }
 
     pub fn to_payload(&self) -> Vec<u8> {
@@ -277,11 +320,16 @@ impl Ensemble {
             return Vec::new();
         }
         let mut raw = vec![0.0; data.len() / k];
-        for tree in &self.trees {
-            let packed = pack(tree, self.single_precision);
+        let packed = self.packed.0.get_or_init(|| {
+            self.trees
+                .iter()
+                .map(|tree| pack(tree, self.single_precision))
+                .collect()
+        });
+        for tree in packed {
             match self.split {
-                SplitRule::LessThan => add_leaves::<true>(&packed, data, k, &mut raw),
-                SplitRule::LessOrEqual => add_leaves::<false>(&packed, data, k, &mut raw),
+                SplitRule::LessThan => add_leaves::<true>(tree, data, k, &mut raw),
+                SplitRule::LessOrEqual => add_leaves::<false>(tree, data, k, &mut raw),
             }
         }
         raw
@@ -346,12 +394,12 @@ pub(crate) mod tests {
 
     #[test]
     fn leaves_are_reached_by_the_split_rule_and_credits_add_up() {
-        let ensemble = Ensemble {
-            trees: vec![stump()],
-            split: SplitRule::LessOrEqual,
-            link: Link::MeanProbability,
-            single_precision: false,
-        };
+        let ensemble = Ensemble::new(
+            vec![stump()],
+            SplitRule::LessOrEqual,
+            Link::MeanProbability,
+            false,
+        );
         let x = array![[0.5, 3.0], [0.2, 1.0], [0.9, 0.0]];
         let out = ensemble.score(x.view(), Explain::All);
         assert_eq!(out.probability, vec![0.5, 0.1, 0.9]);
@@ -359,21 +407,23 @@ pub(crate) mod tests {
         // -0.2667, x1 +0.2667; only x1 raised the score.
         assert_eq!(out.reasons[0][0].map(|r| r.feature), Some(1));
         assert!(out.reasons[0][1].is_none());
-        let strict = Ensemble {
-            split: SplitRule::LessThan,
-            ..ensemble
-        };
+        let strict = Ensemble::new(
+            vec![stump()],
+            SplitRule::LessThan,
+            Link::MeanProbability,
+            false,
+        );
         assert_eq!(strict.score(x.view(), Explain::All).probability[0], 0.9);
     }
 
     #[test]
     fn boosted_trees_add_margins_then_take_the_sigmoid() {
-        let ensemble = Ensemble {
-            trees: vec![stump(), stump()],
-            split: SplitRule::LessOrEqual,
-            link: Link::SumLogit { base_margin: -1.0 },
-            single_precision: false,
-        };
+        let ensemble = Ensemble::new(
+            vec![stump(), stump()],
+            SplitRule::LessOrEqual,
+            Link::SumLogit { base_margin: -1.0 },
+            false,
+        );
         let out = ensemble.score(array![[0.9, 0.0]].view(), Explain::All);
         let z: f64 = -1.0 + 0.9 + 0.9;
         assert!((out.probability[0] - 1.0 / (1.0 + (-z).exp())).abs() < 1e-15);
@@ -383,12 +433,12 @@ pub(crate) mod tests {
     fn payloads_with_bad_indexes_are_refused() {
         let mut tree = stump();
         tree.right[0] = 9;
-        let bad = Ensemble {
-            trees: vec![tree],
-            split: SplitRule::LessOrEqual,
-            link: Link::MeanProbability,
-            single_precision: false,
-        };
+        let bad = Ensemble::new(
+            vec![tree],
+            SplitRule::LessOrEqual,
+            Link::MeanProbability,
+            false,
+        );
         let err = Ensemble::from_payload(&bad.to_payload(), 2).unwrap_err();
         assert!(err.contains("tree 0: node 0 has child 9"), "{err}");
         let err = Ensemble::from_payload(&bad.to_payload(), 1).unwrap_err();

@@ -137,12 +137,12 @@ pub fn fit(
             Ok(Fitted {
                 model: Model::Trees {
                     kind: ModelKind::Tree,
-                    ensemble: Ensemble {
-                        trees: vec![tree],
-                        split: SplitRule::LessOrEqual,
-                        link: Link::MeanProbability,
-                        single_precision: false,
-                    },
+                    ensemble: Ensemble::new(
+                        vec![tree],
+                        SplitRule::LessOrEqual,
+                        Link::MeanProbability,
+                        false,
+                    ),
                 },
                 preprocessing: Preprocessing::None,
             })
@@ -204,14 +204,7 @@ pub(super) fn fit_tree(
             kind: "decision tree",
             message: e.to_string(),
         })?;
-    let mut tree = Tree {
-        feature: Vec::new(),
-        threshold: Vec::new(),
-        left: Vec::new(),
-        right: Vec::new(),
-        value: Vec::new(),
-        cover: Vec::new(),
-    };
+    let mut tree = Tree::default();
     flatten(fitted.root_node(), columns, &mut tree);
     leaf_frequencies(&mut tree, x, y);
     Ok(tree)

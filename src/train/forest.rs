@@ -42,12 +42,7 @@ pub(super) fn fit_forest(
     Ok(Fitted {
         model: Model::Trees {
             kind: ModelKind::Forest,
-            ensemble: Ensemble {
-                trees,
-                split: SplitRule::LessOrEqual,
-                link: Link::MeanProbability,
-                single_precision: false,
-            },
+            ensemble: Ensemble::new(trees, SplitRule::LessOrEqual, Link::MeanProbability, false),
         },
         preprocessing: Preprocessing::None,
     })

@@ -46,14 +46,7 @@ impl Variant {
 /// A copy of `tree` where a split is kept only where `keep(node, depth)`;
 /// elsewhere the node becomes a leaf with its expected value.
 fn rebuild(tree: &Tree, keep: impl Fn(usize, usize) -> bool) -> Tree {
-    let mut out = Tree {
-        feature: Vec::new(),
-        threshold: Vec::new(),
-        left: Vec::new(),
-        right: Vec::new(),
-        value: Vec::new(),
-        cover: Vec::new(),
-    };
+    let mut out = Tree::default();
     copy(tree, 0, 0, &keep, &mut out);
     out
 }
@@ -86,10 +79,12 @@ pub fn variant_of(bundle: &Bundle, variant: Variant) -> Option<Result<Bundle, Bu
     let Model::Trees { kind, ensemble } = &bundle.model else {
         return None;
     };
-    let pruned = Ensemble {
-        trees: ensemble.trees.iter().map(|t| variant.apply(t)).collect(),
-        ..ensemble.clone()
-    };
+    let pruned = Ensemble::new(
+        ensemble.trees.iter().map(|t| variant.apply(t)).collect(),
+        ensemble.split,
+        ensemble.link,
+        ensemble.single_precision,
+    );
     let m = &bundle.manifest;
     let mut provenance = m.provenance.clone();
     provenance.insert("optimized".into(), variant.label());

@@ -55,12 +55,12 @@ pub fn parse(bytes: &[u8], features: usize) -> Result<Ensemble, String> {
         .map(|(i, block)| convert(block, sigmoid).map_err(|e| format!("tree {i}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     validated(
-        Ensemble {
+        Ensemble::new(
             trees,
-            split: SplitRule::LessOrEqual,
-            link: Link::SumLogit { base_margin: 0.0 },
-            single_precision: false,
-        },
+            SplitRule::LessOrEqual,
+            Link::SumLogit { base_margin: 0.0 },
+            false,
+        ),
         features,
     )
 }

@@ -40,7 +40,9 @@ fn check_feature_count(found: usize, expected: usize, what: &str) -> Result<(), 
     }
 }
 
-/// Parses and validates, so a bad file is refused with the reason.
+/// The ensemble if its trees are sound, so a bad file is refused with the
+/// reason.
 pub fn validated(ensemble: Ensemble, features: usize) -> Result<Ensemble, String> {
-    Ensemble::from_payload(&ensemble.to_payload(), features)
+    ensemble.validate(features)?;
+    Ok(ensemble)
 }

@@ -94,14 +94,14 @@ pub fn parse(bytes: &[u8], features: usize) -> Result<Ensemble, String> {
         .map(|(i, t)| convert(t).map_err(|e| format!("tree {i}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     validated(
-        Ensemble {
+        Ensemble::new(
             trees,
-            split: SplitRule::LessThan,
-            link: Link::SumLogit {
+            SplitRule::LessThan,
+            Link::SumLogit {
                 base_margin: (base_score / (1.0 - base_score)).ln(),
             },
-            single_precision: true,
-        },
+            true,
+        ),
         features,
     )
 }
