@@ -10,42 +10,21 @@
 //! what the registry follower does off the batch path before a swap:
 //! loading and verifying a bundle from disk.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use streamscore::batch::{Batch, SourceRecord};
+use streamscore::batch::Batch;
 use streamscore::config::Pipeline;
 use streamscore::engine::Engine;
 use streamscore::model::Bundle;
-use streamscore::simulate::{SimulationConfig, simulate};
 
 const ROWS: usize = 2_000;
 const BATCHES_PER_ROUND: usize = 250;
 const ROUNDS: usize = 8;
 const SWAP_EVERY: Duration = Duration::from_millis(10);
-
-fn batch_of(rows: usize) -> Batch {
-    let transactions = simulate(&SimulationConfig {
-        days: (rows / 1500 + 1) as u32,
-        ..SimulationConfig::default()
-    });
-    let mut batch = Batch::new("transactions");
-    batch.records = transactions
-        .iter()
-        .take(rows)
-        .enumerate()
-        .map(|(i, t)| {
-            SourceRecord::new(
-                0,
-                i as i64,
-                Some(t.card_id.clone().into_bytes()),
-                Some(serde_json::to_vec(t).expect("a transaction serialises")),
-            )
-        })
-        .collect();
-    batch
-}
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -62,7 +41,7 @@ fn main() {
     let mut other = (*a).clone();
     other.manifest.version = format!("{}-b", a.version());
     let b = slot.admit(other).expect("the variant fits");
-    let batch = batch_of(ROWS);
+    let batch = common::simulated_batch(ROWS);
 
     let (mut quiet, mut swapping) = (Vec::new(), Vec::new());
     let mut swaps_during = 0;

@@ -7,35 +7,13 @@
 //! first, as `streamscore run` does; without it the metric calls go nowhere.
 //! The two runs side by side give the cost of the metrics.
 
+mod common;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use streamscore::batch::{Batch, SourceRecord};
 use streamscore::config::Pipeline;
 use streamscore::engine::Engine;
 use streamscore::kafka::sink::Delivered;
-use streamscore::simulate::{SimulationConfig, simulate};
 use streamscore::telemetry::{self, Stats};
-
-fn batch_of(rows: usize) -> Batch {
-    let transactions = simulate(&SimulationConfig {
-        days: (rows / 1500 + 1) as u32,
-        ..SimulationConfig::default()
-    });
-    let mut batch = Batch::new("transactions");
-    batch.records = transactions
-        .iter()
-        .take(rows)
-        .enumerate()
-        .map(|(i, t)| {
-            SourceRecord::new(
-                0,
-                i as i64,
-                Some(t.card_id.clone().into_bytes()),
-                Some(serde_json::to_vec(t).expect("a transaction serialises")),
-            )
-        })
-        .collect();
-    batch
-}
 
 fn score_path(c: &mut Criterion) {
     if std::env::var_os("STREAMSCORE_BENCH_RECORDER").is_some() {
@@ -53,7 +31,7 @@ fn score_path(c: &mut Criterion) {
         .expect("the engine starts");
     let mut group = c.benchmark_group("decode_sql_score");
     for rows in [1_000, 10_000] {
-        let batch = batch_of(rows);
+        let batch = common::simulated_batch(rows);
         group.throughput(Throughput::Elements(rows as u64));
         group.bench_with_input(BenchmarkId::from_parameter(rows), &batch, |b, batch| {
             b.iter(|| {
