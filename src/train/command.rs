@@ -14,16 +14,60 @@ use crate::config::Pipeline;
 use crate::model::Bundle;
 use crate::model::registry::Registry;
 
+/// The labelled history a command reads, and the pipeline that decodes it
+/// and makes its features.
 #[derive(Debug, Args)]
-pub struct TrainArgs {
+pub struct LabelledData {
     #[arg(long, default_value = "pipelines/fraud.toml")]
     pub pipeline: PathBuf,
     /// History file: .csv with a header row, otherwise NDJSON.
     #[arg(long)]
     pub data: PathBuf,
-    /// Column of the decoded records that holds the fraud label.
+    /// Column that holds the label: of the SQL output if it has one, else
+    /// of the decoded records.
     #[arg(long, default_value = "is_fraud")]
     pub label: String,
+}
+
+impl LabelledData {
+    /// The pipeline, and the history through its decode and SQL.
+    async fn prepare(&self) -> Result<(Pipeline, super::TrainingSet), TrainCommandError> {
+        let pipeline = Pipeline::load(&self.pipeline, None)?;
+        let set = super::prepare(&pipeline, &self.data).await?;
+        Ok((pipeline, set))
+    }
+}
+
+/// The columns card precision@k (and time folds) read, and k.
+#[derive(Debug, Args)]
+pub struct CardColumns {
+    #[arg(long, default_value = "card_id")]
+    pub card_column: String,
+    #[arg(long, default_value = "event_time")]
+    pub time_column: String,
+    /// k of card precision@k per day.
+    #[arg(long, default_value_t = 100)]
+    pub k: usize,
+}
+
+impl CardColumns {
+    /// A request for `label` reading these columns.
+    fn request(&self, label: &str, options: TrainOptions) -> TrainRequest {
+        TrainRequest {
+            card_column: self.card_column.clone(),
+            time_column: self.time_column.clone(),
+            card_precision_k: self.k,
+            ..TrainRequest::new(label, options)
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub input: LabelledData,
+    #[command(flatten)]
+    pub cards: CardColumns,
     /// Where to write the bundle directory.
     #[arg(long, required_unless_present = "register")]
     pub out: Option<PathBuf>,
@@ -65,14 +109,6 @@ pub struct TrainArgs {
     /// ...or the one that flags at most this many events a day.
     #[arg(long)]
     pub alert_budget: Option<f64>,
-    /// Columns of the decoded records for card precision@k and time folds.
-    #[arg(long, default_value = "card_id")]
-    pub card_column: String,
-    #[arg(long, default_value = "event_time")]
-    pub time_column: String,
-    /// k of card precision@k per day.
-    #[arg(long, default_value_t = 100)]
-    pub k: usize,
     /// Logistic regression: the L2 penalty on the standardised coefficients.
     #[arg(long, default_value_t = 0.1)]
     pub l2_penalty: f64,
@@ -153,30 +189,28 @@ impl TrainArgs {
             (None, Some(b)) => ThresholdRule::AlertBudget(b),
             (None, None) => ThresholdRule::Fixed(self.threshold),
         };
+        let options = TrainOptions {
+            name: self.name.clone().unwrap_or_else(|| {
+                self.input
+                    .pipeline
+                    .file_stem()
+                    .map_or("model".into(), |s| s.to_string_lossy().replace('_', "-"))
+            }),
+            version: self.model_version.clone(),
+            features: self.features.clone(),
+            threshold: self.threshold,
+            l2_penalty: self.l2_penalty,
+            max_depth: self.max_depth,
+            min_leaf: self.min_leaf,
+            forest_trees: self.trees,
+            ..TrainOptions::default()
+        };
         Ok(TrainRequest {
-            label: self.label.clone(),
-            options: TrainOptions {
-                name: self.name.clone().unwrap_or_else(|| {
-                    self.pipeline
-                        .file_stem()
-                        .map_or("model".into(), |s| s.to_string_lossy().replace('_', "-"))
-                }),
-                version: self.model_version.clone(),
-                features: self.features.clone(),
-                threshold: self.threshold,
-                l2_penalty: self.l2_penalty,
-                max_depth: self.max_depth,
-                min_leaf: self.min_leaf,
-                forest_trees: self.trees,
-                ..TrainOptions::default()
-            },
             candidates,
             folds,
             metric: self.metric.parse::<Metric>()?,
             threshold,
-            card_column: self.card_column.clone(),
-            time_column: self.time_column.clone(),
-            card_precision_k: self.k,
+            ..self.cards.request(&self.input.label, options)
         })
     }
 }
@@ -185,13 +219,12 @@ impl TrainArgs {
 /// to print.
 pub async fn run(args: &TrainArgs) -> Result<String, TrainCommandError> {
     let request = args.request()?;
-    let pipeline = Pipeline::load(&args.pipeline, None)?;
-    let set = super::prepare(&pipeline, &args.data).await?;
+    let (_, set) = args.input.prepare().await?;
     if let Some(first) = set.rejected.first() {
         eprintln!(
             "warning: {} records of {} refused; first, line {}: {}",
             set.rejected.len(),
-            args.data.display(),
+            args.input.data.display(),
             first.index + 1,
             first.message
         );
@@ -230,36 +263,22 @@ pub async fn run(args: &TrainArgs) -> Result<String, TrainCommandError> {
 
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
-    /// The pipeline whose decode and SQL make the bundle's features.
-    #[arg(long, default_value = "pipelines/fraud.toml")]
-    pub pipeline: PathBuf,
     #[arg(long)]
     pub bundle: PathBuf,
-    /// A labelled file: .csv with a header row, otherwise NDJSON.
-    #[arg(long)]
-    pub data: PathBuf,
-    #[arg(long, default_value = "is_fraud")]
-    pub label: String,
-    #[arg(long, default_value = "card_id")]
-    pub card_column: String,
-    #[arg(long, default_value = "event_time")]
-    pub time_column: String,
-    #[arg(long, default_value_t = 100)]
-    pub k: usize,
+    #[command(flatten)]
+    pub input: LabelledData,
+    #[command(flatten)]
+    pub cards: CardColumns,
 }
 
 /// `streamscore evaluate`: every metric of any bundle on any labelled file,
 /// at the bundle's own threshold.
 pub async fn evaluate(args: &EvaluateArgs) -> Result<String, TrainCommandError> {
-    let pipeline = Pipeline::load(&args.pipeline, None)?;
     let bundle = Bundle::load(&args.bundle)?;
-    let set = super::prepare(&pipeline, &args.data).await?;
-    let request = TrainRequest {
-        card_column: args.card_column.clone(),
-        time_column: args.time_column.clone(),
-        card_precision_k: args.k,
-        ..TrainRequest::new(&args.label, TrainOptions::default())
-    };
+    let (_, set) = args.input.prepare().await?;
+    let request = args
+        .cards
+        .request(&args.input.label, TrainOptions::default());
     let (evaluation, unscored) = super::build::evaluate_bundle(&bundle, &set, &request)?;
     let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.4}"));
     let e = &evaluation;
@@ -269,7 +288,7 @@ pub async fn evaluate(args: &EvaluateArgs) -> Result<String, TrainCommandError> 
         bundle.name(),
         bundle.version(),
         bundle.manifest.kind.as_str(),
-        args.data.display(),
+        args.input.data.display(),
         e.rows,
         e.frauds,
         if unscored > 0 {
@@ -345,17 +364,12 @@ mod tests {
 
 #[derive(Debug, Args)]
 pub struct OptimizeArgs {
-    /// The pipeline whose decode and SQL make the bundle's features.
-    #[arg(long, default_value = "pipelines/fraud.toml")]
-    pub pipeline: PathBuf,
     /// A tree or forest bundle.
     #[arg(long)]
     pub bundle: PathBuf,
-    /// A labelled validation file (.csv or NDJSON).
-    #[arg(long)]
-    pub data: PathBuf,
-    #[arg(long, default_value = "is_fraud")]
-    pub label: String,
+    /// Labelled validation data.
+    #[command(flatten)]
+    pub input: LabelledData,
     /// Write every variant here as a bundle directory named after it.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
@@ -364,12 +378,11 @@ pub struct OptimizeArgs {
 /// `streamscore models optimize`: every variant's size, speed and metrics.
 pub async fn optimize(args: &OptimizeArgs) -> Result<String, TrainCommandError> {
     use super::optimize::{Variant, bundle_size, ns_per_row, variant_of};
-    let pipeline = Pipeline::load(&args.pipeline, None)?;
     let bundle = Bundle::load(&args.bundle)?;
-    let set = super::prepare(&pipeline, &args.data).await?;
+    let (_, set) = args.input.prepare().await?;
     let names: Vec<String> = bundle.manifest.feature_names().map(str::to_owned).collect();
     let x = super::fit::feature_matrix(&set.features, &names)?;
-    let request = TrainRequest::new(&args.label, TrainOptions::default());
+    let request = TrainRequest::new(&args.input.label, TrainOptions::default());
     let variants = [
         Variant::Original,
         Variant::MaxDepth(4),
@@ -387,7 +400,7 @@ pub async fn optimize(args: &OptimizeArgs) -> Result<String, TrainCommandError> 
         bundle.name(),
         bundle.version(),
         bundle.manifest.kind.as_str(),
-        args.data.display(),
+        args.input.data.display(),
         "variant",
         "bytes",
         "ns/row",
