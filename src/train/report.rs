@@ -6,6 +6,7 @@
 
 use std::fmt::Write;
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::build::TrainReport;
@@ -197,49 +198,35 @@ fn importance(report: &TrainReport) -> Vec<(String, f64)> {
 type Series<'a> = (&'a str, Vec<(f64, f64)>, &'a RGBColor);
 
 fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
-            root.fill(&WHITE)?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(title, ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(36)
-                .y_label_area_size(48)
-                .build_cartesian_2d(0f64..1f64, 0f64..1.02f64)?;
+    svg_chart(title, SIZE, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0f64..1f64, 0f64..1.02f64)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .draw()?;
+        for (name, points, color) in series {
+            let color = **color;
             chart
-                .configure_mesh()
-                .x_desc(x_label)
-                .y_desc(y_label)
-                .draw()?;
-            for (name, points, color) in series {
-                let color = **color;
-                chart
-                    .draw_series(LineSeries::new(
-                        points.iter().copied(),
-                        color.stroke_width(2),
-                    ))?
-                    .label(*name)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()?;
-            root.present()?;
-            Ok(())
-        })();
-        if let Err(e) = drawn {
-            return format!(
-                "<p>{}: not drawn ({})</p>",
-                escape(title),
-                escape(&e.to_string())
-            );
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.stroke_width(2),
+                ))?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         }
-    }
-    svg
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        Ok(())
+    })
 }
 
 /// Score histograms of the two classes, each as shares of its class.
@@ -267,50 +254,40 @@ fn histogram(scores: &[f64], labels: &[bool]) -> String {
         .fold(0.0, f64::max)
         .max(0.01)
         * 1.1;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
-            root.fill(&WHITE)?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption("Scores by class (share of each class)", ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(36)
-                .y_label_area_size(48)
-                .build_cartesian_2d(0f64..1f64, 0f64..top)?;
+    svg_chart("histogram", SIZE, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption("Scores by class (share of each class)", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0f64..1f64, 0f64..top)?;
+        chart
+            .configure_mesh()
+            .x_desc("score")
+            .y_desc("share")
+            .draw()?;
+        let width = 1.0 / BINS as f64;
+        for (name, shares, color, offset) in [
+            ("negative", negative, BLUE.mix(0.5), 0.0),
+            ("positive", positive, RED.mix(0.5), width / 2.0),
+        ] {
             chart
-                .configure_mesh()
-                .x_desc("score")
-                .y_desc("share")
-                .draw()?;
-            let width = 1.0 / BINS as f64;
-            for (name, shares, color, offset) in [
-                ("negative", negative, BLUE.mix(0.5), 0.0),
-                ("positive", positive, RED.mix(0.5), width / 2.0),
-            ] {
-                chart
-                    .draw_series(shares.iter().enumerate().map(|(b, &h)| {
-                        let x = b as f64 * width + offset;
-                        Rectangle::new([(x, 0.0), (x + width / 2.0, h)], color.filled())
-                    }))?
-                    .label(name)
-                    .legend(move |(x, y)| {
-                        Rectangle::new([(x, y - 4), (x + 12, y + 4)], color.filled())
-                    });
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()?;
-            root.present()?;
-            Ok(())
-        })();
-        if let Err(e) = drawn {
-            return format!("<p>histogram not drawn ({})</p>", escape(&e.to_string()));
+                .draw_series(shares.iter().enumerate().map(|(b, &h)| {
+                    let x = b as f64 * width + offset;
+                    Rectangle::new([(x, 0.0), (x + width / 2.0, h)], color.filled())
+                }))?
+                .label(name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 4), (x + 12, y + 4)], color.filled())
+                });
         }
-    }
-    svg
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        Ok(())
+    })
 }
 
 fn importance_chart(importance: &[(String, f64)]) -> String {
@@ -321,46 +298,36 @@ fn importance_chart(importance: &[(String, f64)]) -> String {
         .max(1e-12)
         * 1.05;
     let rows = importance.len().max(1);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (SIZE.0 + 200, SIZE.1)).into_drawing_area();
-        let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
-            root.fill(&WHITE)?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption("Feature importance (top 15)", ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(30)
-                .y_label_area_size(230)
-                .build_cartesian_2d(0f64..top, -0.5f64..rows as f64 - 0.5)?;
-            // Labels every half step; the whole steps (bar centres) carry
-            // the names, the half steps nothing.
-            chart
-                .configure_mesh()
-                .disable_y_mesh()
-                .y_labels(2 * rows + 1)
-                .y_label_formatter(&|y| {
-                    let nearest = y.round();
-                    if (y - nearest).abs() > 0.01 || nearest < 0.0 {
-                        return String::new();
-                    }
-                    let i = rows.saturating_sub(1 + nearest as usize);
-                    importance
-                        .get(i)
-                        .map_or(String::new(), |(n, _)| tail(n, 36))
-                })
-                .draw()?;
-            chart.draw_series(importance.iter().enumerate().map(|(i, (_, v))| {
-                let y = (rows - 1 - i) as f64;
-                Rectangle::new([(0.0, y - 0.35), (*v, y + 0.35)], BLUE.mix(0.6).filled())
-            }))?;
-            root.present()?;
-            Ok(())
-        })();
-        if let Err(e) = drawn {
-            return format!("<p>importance not drawn ({})</p>", escape(&e.to_string()));
-        }
-    }
-    svg
+    svg_chart("importance", (SIZE.0 + 200, SIZE.1), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption("Feature importance (top 15)", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(230)
+            .build_cartesian_2d(0f64..top, -0.5f64..rows as f64 - 0.5)?;
+        // Labels every half step; the whole steps (bar centres) carry
+        // the names, the half steps nothing.
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(2 * rows + 1)
+            .y_label_formatter(&|y| {
+                let nearest = y.round();
+                if (y - nearest).abs() > 0.01 || nearest < 0.0 {
+                    return String::new();
+                }
+                let i = rows.saturating_sub(1 + nearest as usize);
+                importance
+                    .get(i)
+                    .map_or(String::new(), |(n, _)| tail(n, 36))
+            })
+            .draw()?;
+        chart.draw_series(importance.iter().enumerate().map(|(i, (_, v))| {
+            let y = (rows - 1 - i) as f64;
+            Rectangle::new([(0.0, y - 0.35), (*v, y + 0.35)], BLUE.mix(0.6).filled())
+        }))?;
+        Ok(())
+    })
 }
 
 /// The end of a long name (a one-hot column's level is at its end).
@@ -371,6 +338,32 @@ fn tail(name: &str, chars: usize) -> String {
     }
     let kept: String = name.chars().skip(count - (chars - 1)).collect();
     format!("…{kept}")
+}
+
+/// An SVG of `size`, drawn by `draw` on a white area; or, if plotters
+/// fails, a line saying which chart and why.
+fn svg_chart(
+    title: &str,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), Box<dyn std::error::Error>>,
+) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        let drawn = root
+            .fill(&WHITE)
+            .map_err(Into::into)
+            .and_then(|()| draw(&root))
+            .and_then(|()| root.present().map_err(Into::into));
+        if let Err(e) = drawn {
+            return format!(
+                "<p>{}: not drawn ({})</p>",
+                escape(title),
+                escape(&e.to_string())
+            );
+        }
+    }
+    svg
 }
 
 fn escape(text: &str) -> String {
