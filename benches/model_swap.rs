@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use streamscore::batch::Batch;
-use streamscore::config::Pipeline;
 use streamscore::engine::Engine;
 use streamscore::model::Bundle;
 
@@ -27,15 +26,7 @@ const ROUNDS: usize = 8;
 const SWAP_EVERY: Duration = Duration::from_millis(10);
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a runtime starts");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let pipeline =
-        Pipeline::load(&root.join("pipelines/fraud.toml"), None).expect("example pipeline");
-    let engine = runtime
-        .block_on(Engine::for_pipeline(&pipeline))
-        .expect("the engine starts");
+    let (runtime, engine) = common::example_engine();
     let slot = Arc::clone(engine.models());
     let a = Arc::clone(&slot.current().champion);
     let mut other = (*a).clone();
@@ -81,7 +72,8 @@ fn main() {
         swapper.join().expect("the swapper ends");
         swaps_during += swaps.load(Ordering::Relaxed);
     }
-    let bundle_dir = root.join("pipelines/models/fraud-lr");
+    let bundle_dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/models/fraud-lr");
     let mut loads: Vec<Duration> = (0..200)
         .map(|_| {
             let started = Instant::now();

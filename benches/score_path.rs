@@ -10,8 +10,6 @@
 mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use streamscore::config::Pipeline;
-use streamscore::engine::Engine;
 use streamscore::kafka::sink::Delivered;
 use streamscore::telemetry::{self, Stats};
 
@@ -20,15 +18,7 @@ fn score_path(c: &mut Criterion) {
         telemetry::prometheus();
     }
     let stats = Stats::default();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a runtime starts");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let pipeline =
-        Pipeline::load(&root.join("pipelines/fraud.toml"), None).expect("example pipeline");
-    let engine = runtime
-        .block_on(Engine::for_pipeline(&pipeline))
-        .expect("the engine starts");
+    let (runtime, engine) = common::example_engine();
     let mut group = c.benchmark_group("decode_sql_score");
     for rows in [1_000, 10_000] {
         let batch = common::simulated_batch(rows);

@@ -1,6 +1,9 @@
-//! What the benches share: a batch of simulated transactions.
+//! What the benches share: the example pipeline's engine and a batch of
+//! simulated transactions.
 
 use streamscore::batch::{Batch, SourceRecord};
+use streamscore::config::Pipeline;
+use streamscore::engine::Engine;
 use streamscore::simulate::{SimulationConfig, simulate};
 
 /// `rows` simulated transactions as one batch of JSON records, partition 0.
@@ -24,4 +27,18 @@ pub fn simulated_batch(rows: usize) -> Batch {
         })
         .collect();
     batch
+}
+
+/// A current-thread runtime and the engine of pipelines/fraud.toml.
+pub fn example_engine() -> (tokio::runtime::Runtime, Engine) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime starts");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pipeline =
+        Pipeline::load(&root.join("pipelines/fraud.toml"), None).expect("example pipeline");
+    let engine = runtime
+        .block_on(Engine::for_pipeline(&pipeline))
+        .expect("the engine starts");
+    (runtime, engine)
 }

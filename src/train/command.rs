@@ -280,57 +280,38 @@ pub async fn evaluate(args: &EvaluateArgs) -> Result<String, TrainCommandError> 
         .cards
         .request(&args.input.label, TrainOptions::default());
     let (evaluation, unscored) = super::build::evaluate_bundle(&bundle, &set, &request)?;
-    let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.4}"));
-    let e = &evaluation;
     Ok(format!(
-        "{} {} ({}) on {}: {} rows, {} positives{}\n  AUC {}\n  average precision {}\n  Brier {}\n  \
-         card precision@{} per day {}\n  at threshold {:.4}: precision {}, recall {}\n",
+        "{} {} ({}) on {}: {} rows, {} positives{}\n  {}\n",
         bundle.name(),
         bundle.version(),
         bundle.manifest.kind.as_str(),
         args.input.data.display(),
-        e.rows,
-        e.frauds,
+        evaluation.rows,
+        evaluation.frauds,
         if unscored > 0 {
             format!(" ({unscored} rows the model cannot score left out)")
         } else {
             String::new()
         },
-        show(e.auc),
-        show(e.average_precision),
-        show(e.brier),
-        e.card_precision_k,
-        show(e.card_precision),
-        e.threshold,
-        show(e.precision),
-        show(e.recall),
+        evaluation.describe(),
     ))
 }
 
 fn summary(report: &TrainReport, written: &str) -> String {
-    let e = &report.evaluation;
-    let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.4}"));
-    let mut out = String::new();
-    if let Some(cv) = &report.cv {
-        out.push_str(&cv.render());
-    }
+    let mut out = report.cv.as_ref().map(|cv| cv.render()).unwrap_or_default();
     out.push_str(&format!(
-        "wrote {written} ({} {}, {}): {} training rows\n  evaluated on {} rows ({}): AUC {}, AP {}, \
-         Brier {}, card precision@{} {}\n  threshold {:.4}: precision {}, recall {}\n",
+        "wrote {written} ({} {}, {}): {} training rows\n  evaluated on {} rows ({}): {}\n",
         report.bundle.name(),
         report.bundle.version(),
         report.bundle.manifest.kind.as_str(),
         report.training_rows,
         report.evaluated_rows,
-        if report.cv.is_some() { "out of fold" } else { "hold-out" },
-        show(e.auc),
-        show(e.average_precision),
-        show(e.brier),
-        e.card_precision_k,
-        show(e.card_precision),
-        e.threshold,
-        show(e.precision),
-        show(e.recall),
+        if report.cv.is_some() {
+            "out of fold"
+        } else {
+            "hold-out"
+        },
+        report.evaluation.describe(),
     ));
     out
 }

@@ -206,6 +206,26 @@ pub struct Evaluation {
     pub card_precision_k: usize,
 }
 
+impl Evaluation {
+    /// Every metric on one line, as `train`, `evaluate` and the report
+    /// print it.
+    pub fn describe(&self) -> String {
+        let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.4}"));
+        format!(
+            "AUC {}, average precision {}, Brier {}, card precision@{} per day {}; at threshold \
+             {:.4}: precision {}, recall {}",
+            show(self.auc),
+            show(self.average_precision),
+            show(self.brier),
+            self.card_precision_k,
+            show(self.card_precision),
+            self.threshold,
+            show(self.precision),
+            show(self.recall),
+        )
+    }
+}
+
 /// What `evaluate` needs beyond scores and labels, when the data has it.
 pub struct Context<'a> {
     pub cards: Option<&'a [String]>,

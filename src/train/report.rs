@@ -20,7 +20,6 @@ pub fn html(report: &TrainReport) -> String {
     let scores = &report.evaluated_scores;
     let labels = &report.evaluated_labels;
     let e = &report.evaluation;
-    let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.4}"));
     let mut page = String::new();
     let _ = write!(
         page,
@@ -29,8 +28,7 @@ pub fn html(report: &TrainReport) -> String {
          table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}\
          .charts{{display:flex;flex-wrap:wrap;gap:1em}}</style></head><body>\n\
          <h1>{name} {version} ({kind})</h1>\n<p>Evaluated on {rows} rows ({how}), {positives} \
-         positive. AUC {auc}, average precision {ap}, Brier {brier}, card precision@{k} {cp}; at \
-         threshold {threshold:.4}: precision {precision}, recall {recall}.</p>\n",
+         positive. {metrics}.</p>\n",
         name = escape(bundle.name()),
         version = escape(bundle.version()),
         kind = bundle.manifest.kind.as_str(),
@@ -41,14 +39,7 @@ pub fn html(report: &TrainReport) -> String {
             "hold-out"
         },
         positives = e.frauds,
-        auc = show(e.auc),
-        ap = show(e.average_precision),
-        brier = show(e.brier),
-        k = e.card_precision_k,
-        cp = show(e.card_precision),
-        threshold = e.threshold,
-        precision = show(e.precision),
-        recall = show(e.recall),
+        metrics = escape(&e.describe()),
     );
     page.push_str("<div class=\"charts\">\n");
     let curves = Curves::new(scores, labels);
