@@ -26,7 +26,7 @@ const ROUNDS: usize = 8;
 const SWAP_EVERY: Duration = Duration::from_millis(10);
 
 fn main() {
-    let (runtime, engine) = common::example_engine();
+    let (runtime, engine, _state) = common::example_engine();
     let slot = Arc::clone(engine.models());
     let a = Arc::clone(&slot.current().champion);
     let mut other = (*a).clone();

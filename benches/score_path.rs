@@ -18,7 +18,7 @@ fn score_path(c: &mut Criterion) {
         telemetry::prometheus();
     }
     let stats = Stats::default();
-    let (runtime, engine) = common::example_engine();
+    let (runtime, engine, _state) = common::example_engine();
     let mut group = c.benchmark_group("decode_sql_score");
     for rows in [1_000, 10_000] {
         let batch = common::simulated_batch(rows);

@@ -1,5 +1,7 @@
 -- Features for the fraud model, one row per transaction, derived from the
--- decoded columns of schemas/transaction.json (table `transactions`).
+-- decoded columns of schemas/transaction.json (table `transactions`) and
+-- the window features declared in fraud.toml ([windows]), which arrive as
+-- columns computed from the card's and terminal's history.
 -- The same SQL runs in `streamscore train` and in the stream.
 -- Rows must not be filtered, grouped or reordered: every event gets a score.
 SELECT
@@ -10,5 +12,16 @@ SELECT
     CAST(date_part('hour', event_time) AS DOUBLE)             AS hour_of_day,
     CASE WHEN date_part('hour', event_time) < 6 THEN 1.0 ELSE 0.0 END AS is_night,
     CASE WHEN date_part('dow', event_time) IN (0, 6) THEN 1.0 ELSE 0.0 END AS is_weekend,
-    CASE WHEN is_online THEN 1.0 ELSE 0.0 END                 AS is_online
+    CASE WHEN is_online THEN 1.0 ELSE 0.0 END                 AS is_online,
+    card_tx_count_1d,
+    card_tx_count_7d,
+    card_tx_count_30d,
+    card_mean_amount_1d,
+    card_mean_amount_7d,
+    card_mean_amount_30d,
+    -- A leaked card's fraudster spends well above the card's habit.
+    COALESCE(amount / NULLIF(card_mean_amount_30d, 0.0), 1.0) AS amount_to_card_mean_30d,
+    terminal_tx_count_1d,
+    terminal_tx_count_7d,
+    terminal_tx_count_30d
 FROM transactions

@@ -96,6 +96,13 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
     };
     let mut pipeline =
         Pipeline::load(pipeline_path, Some(&brokers)).map_err(step("load the pipeline"))?;
+    // Kept until the demo ends: the engine's window state (RocksDB).
+    let state_dir = tempfile::tempdir().map_err(step("create the demo state directory"))?;
+    if pipeline.state.is_some() {
+        pipeline
+            .use_state_dir(state_dir.path().to_owned())
+            .map_err(step("place the demo state"))?;
+    }
     let run_id = format!(
         "{}-{}",
         std::process::id(),
@@ -253,7 +260,7 @@ async fn train_on(
         .collect();
     let (decoded, rejected) =
         train::decode_lines(&decoder, &ndjson).map_err(step("decode history"))?;
-    let set = train::features_for(&decoder, &pipeline.sql, decoded, rejected)
+    let set = train::features_for(pipeline, decoded, rejected)
         .await
         .map_err(step("derive features"))?;
     let options = TrainOptions {

@@ -23,7 +23,10 @@ use crate::model::{Bundle, BundleError, Explain, Lineup, ModelSlot, Role, Scores
 use crate::output::{BatchOutput, DeadLetter, Decision, Outgoing, ReasonRecord, ScoreRecord};
 use crate::reject::{RejectKind, Rejected};
 use crate::schema::RecordSchema;
+use crate::state::{Checkpoint, MemoryStore, RocksStore, Staged, StateError};
+use crate::telemetry::names;
 use crate::transform::{SqlTransform, TransformError};
+use crate::windows::{WindowError, Windows};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -33,6 +36,10 @@ pub enum EngineError {
     Model(#[from] BundleError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Windows(#[from] WindowError),
     #[error(
         "the pipeline SQL failed on more than {tolerated} of a batch's {rows} rows, so the SQL \
          is wrong, not the data (transform.max_failed_share); fix it and restart, the batch \
@@ -45,6 +52,40 @@ pub enum EngineError {
     },
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// A pipeline's state: the checkpoint, and the window features it keeps.
+pub struct EngineState {
+    pub checkpoint: Arc<Checkpoint>,
+    pub windows: Option<Windows>,
+}
+
+impl EngineState {
+    /// Opens the pipeline's RocksDB, when it keeps state.
+    pub fn open(pipeline: &Pipeline) -> Result<Option<Self>, EngineError> {
+        let Some(settings) = &pipeline.state else {
+            return Ok(None);
+        };
+        let windows = pipeline.windows.clone().map(Windows::new);
+        let store = RocksStore::open(
+            &settings.path,
+            settings.sync,
+            windows.as_ref().map(Windows::expiry),
+        )?;
+        Ok(Some(Self {
+            checkpoint: Arc::new(Checkpoint::new(Arc::new(store))?),
+            windows,
+        }))
+    }
+
+    /// The pipeline's window features over an in-memory store: for tests
+    /// and benches that need no durable state.
+    pub fn in_memory(pipeline: &Pipeline) -> Result<Self, EngineError> {
+        Ok(Self {
+            checkpoint: Arc::new(Checkpoint::new(Arc::new(MemoryStore::default()))?),
+            windows: pipeline.windows.clone().map(Windows::new),
+        })
+    }
 }
 
 /// What an engine is built from; a [`Pipeline`] supplies all of it.
@@ -61,6 +102,7 @@ pub struct EngineSpec<'a> {
     pub reasons: ReasonsFor,
     /// Dead letters carry at most this much of a refused payload.
     pub dead_letter_payload_bytes: usize,
+    pub state: Option<EngineState>,
 }
 
 impl<'a> EngineSpec<'a> {
@@ -77,6 +119,7 @@ impl<'a> EngineSpec<'a> {
             threshold_override: pipeline.threshold_override,
             reasons: pipeline.reasons,
             dead_letter_payload_bytes: pipeline.batch.dead_letter_payload_bytes,
+            state: None,
         }
     }
 }
@@ -98,6 +141,9 @@ pub struct Engine {
     reasons: ReasonsFor,
     event_id_column: usize,
     dead_letter_payload_bytes: usize,
+    state: Option<EngineState>,
+    /// The decoded columns plus the window features: the table the SQL reads.
+    table_schema: arrow::datatypes::SchemaRef,
 }
 
 impl Engine {
@@ -110,6 +156,7 @@ impl Engine {
         };
         Self::new(EngineSpec {
             challenger,
+            state: EngineState::open(pipeline)?,
             ..EngineSpec::for_pipeline(pipeline, model)
         })
         .await
@@ -122,8 +169,12 @@ impl Engine {
                 spec.event_id_field
             ))
         })?;
+        let table_schema = match spec.state.as_ref().and_then(|s| s.windows.as_ref()) {
+            Some(windows) => windows.extend_schema(&spec.schema.arrow),
+            None => spec.schema.arrow.clone(),
+        };
         let transform =
-            SqlTransform::plan(spec.sql, &spec.schema.name, spec.schema.arrow.clone()).await?;
+            SqlTransform::plan(spec.sql, &spec.schema.name, table_schema.clone()).await?;
         let models = ModelSlot::new(
             spec.model,
             spec.challenger,
@@ -138,6 +189,8 @@ impl Engine {
             reasons: spec.reasons,
             event_id_column,
             dead_letter_payload_bytes: spec.dead_letter_payload_bytes,
+            state: spec.state,
+            table_schema,
         })
     }
 
@@ -150,22 +203,30 @@ impl Engine {
     /// failure (a bug, not bad data) or an SQL that fails on most rows is an
     /// error.
     pub async fn process(&self, batch: &Batch) -> Result<BatchOutput, EngineError> {
+        let fresh = self.not_yet_folded(batch);
         let decoded = self
             .decoder
-            .decode(batch.records.iter().map(|r| RawRecord {
-                bytes: r.payload.as_deref(),
-                size: r.payload_size,
+            .decode(fresh.iter().map(|&i| RawRecord {
+                bytes: batch.records[i].payload.as_deref(),
+                size: batch.records[i].payload_size,
             }))
             .map_err(|e| {
                 EngineError::Internal(format!("decoded columns do not form a batch: {e}"))
             })?;
+        // Back from positions among the fresh records to the batch's.
+        let source_index: Vec<usize> = decoded.source_index.iter().map(|&i| fresh[i]).collect();
         let mut rejected = decoded.rejected;
+        for r in &mut rejected {
+            r.index = fresh[r.index];
+        }
+        let (table, state_changes) =
+            self.with_window_features(batch, decoded.batch, &source_index)?;
         // Loaded once: the whole batch is scored by this lineup.
         let lineup = self.models.current();
         let mut output = BatchOutput::default();
-        if decoded.batch.num_rows() > 0
+        if table.num_rows() > 0
             && let Some(rows) = self
-                .transform_rows(decoded.batch, decoded.source_index, &mut rejected)
+                .transform_rows(table, source_index, &mut rejected)
                 .await?
         {
             self.score_rows(batch, &rows, &lineup, &mut output, &mut rejected)?;
@@ -184,7 +245,94 @@ impl Engine {
                 )
             })
             .collect();
+        output.staged = self.state.as_ref().map(|state| {
+            let next_offsets = batch
+                .offset_ranges()
+                .into_iter()
+                .map(|(partition, (_, last))| (partition, last + 1))
+                .collect();
+            state
+                .checkpoint
+                .stage(&batch.topic, &next_offsets, state_changes)
+        });
         Ok(output)
+    }
+
+    /// Writes a delivered batch's state changes and offsets together (step
+    /// 3 of DESIGN.md §6): call once its outputs are acknowledged, before
+    /// its Kafka offsets are stored.
+    pub fn checkpoint(&self, staged: Option<Staged>) -> Result<(), EngineError> {
+        let (Some(state), Some(staged)) = (&self.state, staged) else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        state.checkpoint.commit(staged)?;
+        metrics::histogram!(names::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// The indices of the batch's records not yet folded into state. A
+    /// record below its partition's checkpointed offset was read again after
+    /// a crash between the checkpoint and the Kafka commit: its outputs were
+    /// acknowledged and its event is in the windows, so it is skipped.
+    fn not_yet_folded(&self, batch: &Batch) -> Vec<usize> {
+        let all = 0..batch.records.len();
+        let Some(state) = &self.state else {
+            return all.collect();
+        };
+        let folded = state.checkpoint.folded_until(&batch.topic);
+        let fresh: Vec<usize> = all
+            .filter(|&i| {
+                let r = &batch.records[i];
+                folded
+                    .get(&r.partition)
+                    .is_none_or(|&next| r.offset >= next)
+            })
+            .collect();
+        let skipped = batch.records.len() - fresh.len();
+        if skipped > 0 {
+            tracing::info!(
+                skipped,
+                "skipped records already folded into state before a restart"
+            );
+            metrics::counter!(names::ALREADY_FOLDED, "topic" => batch.topic.clone())
+                .increment(skipped as u64);
+        }
+        fresh
+    }
+
+    /// Adds the window features to the decoded rows, computed against the
+    /// state as of the previous batch; returns the table and the state
+    /// changes to stage.
+    fn with_window_features(
+        &self,
+        batch: &Batch,
+        decoded: RecordBatch,
+        source_index: &[usize],
+    ) -> Result<(RecordBatch, Vec<crate::state::Change>), EngineError> {
+        let Some((state, windows)) = self
+            .state
+            .as_ref()
+            .and_then(|s| s.windows.as_ref().map(|w| (s, w)))
+        else {
+            return Ok((decoded, Vec::new()));
+        };
+        let partitions: Vec<i32> = source_index
+            .iter()
+            .map(|&i| batch.records[i].partition)
+            .collect();
+        let order: Vec<usize> = (0..decoded.num_rows()).collect();
+        let computed = windows.compute(&decoded, &partitions, &order, &state.checkpoint)?;
+        if computed.late > 0 {
+            metrics::counter!(names::LATE_EVENTS, "topic" => batch.topic.clone())
+                .increment(computed.late);
+        }
+        let mut columns = decoded.columns().to_vec();
+        columns.extend(computed.columns);
+        let table = RecordBatch::try_new(self.table_schema.clone(), columns).map_err(|e| {
+            EngineError::Internal(format!("window features do not join the batch: {e}"))
+        })?;
+        Ok((table, computed.changes))
     }
 
     /// Runs the SQL on the decoded rows. If it fails (a cast of a bad value,

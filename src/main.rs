@@ -36,6 +36,10 @@ enum Command {
         /// Overrides `admin.listen` (and turns the admin server on).
         #[arg(long, env = "STREAMSCORE_ADMIN_LISTEN")]
         admin_listen: Option<String>,
+        /// Overrides `state.path`: this instance's state directory (one per
+        /// instance; two instances cannot share one).
+        #[arg(long, env = "STREAMSCORE_STATE")]
+        state: Option<PathBuf>,
     },
     /// Fit a model on history (NDJSON or CSV) through the pipeline's own
     /// decode and SQL: one kind with a hold-out, or several chosen by
@@ -186,10 +190,14 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             pipeline,
             brokers,
             admin_listen,
+            state,
         } => {
             let mut pipeline = Pipeline::load(&pipeline, brokers.as_deref())?;
             if admin_listen.is_some() {
                 pipeline.admin_listen = admin_listen;
+            }
+            if let Some(dir) = state {
+                pipeline.use_state_dir(dir)?;
             }
             let shutdown = app::stop_on_signals();
             app::run(&pipeline, Arc::new(Stats::default()), &shutdown).await?;

@@ -154,4 +154,7 @@ pub struct BatchOutput {
     pub flagged: usize,
     /// The models loaded to score the batch.
     pub lineup: Option<Arc<Lineup>>,
+    /// The batch's state changes and offsets, for the checkpoint once its
+    /// outputs are acknowledged; none when the pipeline keeps no state.
+    pub staged: Option<crate::state::Staged>,
 }

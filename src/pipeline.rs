@@ -1,5 +1,6 @@
-//! The per-batch loop: fetch, process, deliver, store offsets. Offsets are
-//! stored only after every output of the batch is acknowledged, so a crash
+//! The per-batch loop: fetch, process, deliver, checkpoint state, store
+//! offsets. Offsets are stored only after every output of the batch is
+//! acknowledged (and its state checkpointed), so a crash
 //! at any point re-reads rather than loses (at least once).
 
 use std::time::{Duration, Instant};
@@ -63,8 +64,9 @@ pub async fn run(
             tokio::select! {
                 biased;
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                    let (batch, output, started, delivered): InFlight = done;
+                    let (batch, mut output, started, delivered): InFlight = done;
                     let delivered = delivered?;
+                    engine.checkpoint(output.staged.take())?;
                     source.store(&batch)?;
                     stats.record(&batch, &output, &delivered, started.elapsed());
                     tracing::debug!(

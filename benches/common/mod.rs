@@ -29,16 +29,22 @@ pub fn simulated_batch(rows: usize) -> Batch {
     batch
 }
 
-/// A current-thread runtime and the engine of pipelines/fraud.toml.
-pub fn example_engine() -> (tokio::runtime::Runtime, Engine) {
+/// A current-thread runtime and the engine of pipelines/fraud.toml, its
+/// state (RocksDB) in a temporary directory that lives as long as the
+/// engine is used.
+pub fn example_engine() -> (tokio::runtime::Runtime, Engine, tempfile::TempDir) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime starts");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let pipeline =
+    let mut pipeline =
         Pipeline::load(&root.join("pipelines/fraud.toml"), None).expect("example pipeline");
+    let state = tempfile::tempdir().expect("a state directory");
+    pipeline
+        .use_state_dir(state.path().to_owned())
+        .expect("the example pipeline keeps state");
     let engine = runtime
         .block_on(Engine::for_pipeline(&pipeline))
         .expect("the engine starts");
-    (runtime, engine)
+    (runtime, engine, state)
 }

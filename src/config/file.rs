@@ -25,6 +25,49 @@ pub struct PipelineFile {
     pub admin: AdminSection,
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    pub state: Option<StateSection>,
+    pub windows: Option<WindowsSection>,
+}
+
+/// Where this instance keeps its state (window features, offsets).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    pub path: PathBuf,
+    /// Fsync each checkpoint (survives a machine crash, not only a process
+    /// crash).
+    #[serde(default = "yes")]
+    pub sync: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsSection {
+    pub event_time: String,
+    #[serde(default = "default_tile")]
+    pub tile: String,
+    #[serde(rename = "feature", default)]
+    pub features: Vec<WindowFeatureSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowFeatureSection {
+    pub name: String,
+    pub key: String,
+    pub aggregate: crate::windows::Aggregate,
+    pub column: Option<String>,
+    pub window: String,
+    #[serde(default = "yes")]
+    pub include_current: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_tile() -> String {
+    "1h".into()
 }
 
 #[derive(Debug, Deserialize)]

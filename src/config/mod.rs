@@ -11,8 +11,10 @@ use crate::schema::{FieldType, RecordSchema, SchemaError};
 
 pub mod client_properties;
 mod file;
+mod windows;
 
 pub use file::{PipelineFile, ReasonsFor};
+pub use windows::{StateSettings, parse_duration};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -127,9 +129,28 @@ pub struct Pipeline {
     /// The file with the model routes' bearer token, if the file names one.
     pub admin_token_file: Option<PathBuf>,
     pub status_interval: Duration,
+    /// This instance's state store, when the pipeline keeps state.
+    pub state: Option<StateSettings>,
+    pub windows: Option<crate::windows::WindowSpec>,
 }
 
 impl Pipeline {
+    /// Keeps this instance's state in `dir` instead of the file's
+    /// `state.path`.
+    pub fn use_state_dir(&mut self, dir: PathBuf) -> Result<(), ConfigError> {
+        match &mut self.state {
+            Some(state) => {
+                state.path = dir;
+                Ok(())
+            }
+            None => Err(ConfigError::Invalid {
+                path: self.source_path.display().to_string(),
+                key: "state",
+                message: "is not set, so there is no state directory to override".into(),
+            }),
+        }
+    }
+
     /// Reads and validates a pipeline file; `brokers` replaces the file's.
     pub fn load(path: &Path, brokers: Option<&str>) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
@@ -307,6 +328,9 @@ impl PipelineFile {
         let model = self
             .model_source(base)
             .map_err(|(key, message)| invalid(key, message))?;
+        let state = windows::state_settings(self.state, base);
+        let window_spec = windows::window_spec(self.windows, state.is_some(), &schema)
+            .map_err(|(key, message)| invalid(key, message))?;
 
         Ok(Pipeline {
             source_path: path.to_owned(),
@@ -344,6 +368,8 @@ impl PipelineFile {
             admin_listen: self.admin.enabled.then_some(self.admin.listen),
             admin_token_file: self.admin.token_file.map(|f| base.join(f)),
             status_interval: Duration::from_millis(self.telemetry.status_interval_ms),
+            state,
+            windows: window_spec,
         })
     }
 }

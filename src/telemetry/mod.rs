@@ -26,6 +26,13 @@ pub mod names {
     /// Labelled by `kind`, the dead-letter kind.
     pub const DEAD_LETTERED: &str = "streamscore_events_dead_lettered_total";
     pub const BATCHES: &str = "streamscore_batches_total";
+    /// Records read again after a restart whose events were already folded
+    /// into the window state (and scored): skipped, not counted twice.
+    pub const ALREADY_FOLDED: &str = "streamscore_state_already_folded_total";
+    /// Events older than their key's retained window history.
+    pub const LATE_EVENTS: &str = "streamscore_window_late_events_total";
+    /// One checkpoint: a batch's state changes and offsets, written at once.
+    pub const CHECKPOINT_SECONDS: &str = "streamscore_state_checkpoint_seconds";
     /// Rows per batch.
     pub const BATCH_ROWS: &str = "streamscore_batch_rows";
     /// From a batch closing to its offsets being stored: decode, SQL, score,

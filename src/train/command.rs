@@ -10,7 +10,7 @@ use super::build::{TrainReport, TrainRequest};
 use super::fit::{Candidate, TrainOptions};
 use super::metrics::ThresholdRule;
 use super::select::{Folds, Metric};
-use crate::config::Pipeline;
+use crate::config::{Pipeline, parse_duration};
 use crate::model::Bundle;
 use crate::model::registry::Registry;
 
@@ -143,25 +143,6 @@ pub enum TrainCommandError {
         path: String,
         source: std::io::Error,
     },
-}
-
-/// Reads `7d`, `12h`, `30m` or `45s`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    if text.ends_with(|c: char| c.is_ascii_digit()) {
-        return Err(format!("`{text}` has no unit; use d, h, m or s"));
-    }
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration such as 7d, 12h, 30m or 45s"))?;
-    let seconds = match unit {
-        "d" => n * 86_400,
-        "h" => n * 3_600,
-        "m" => n * 60,
-        "s" => n,
-        _ => return Err(format!("`{text}` has no unit; use d, h, m or s")),
-    };
-    Ok(Duration::from_secs(seconds))
 }
 
 impl TrainArgs {

@@ -8,7 +8,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, TimestampMillisecondBuilder, new_null_array,
 };
 use arrow::compute::concat_batches;
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, TimestampMillisecondType};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
@@ -17,8 +17,10 @@ use super::fit::TrainError;
 use crate::config::Pipeline;
 use crate::decode::Decoder;
 use crate::reject::Rejected;
+use crate::state::{Checkpoint, MemoryStore};
 use crate::timestamp::TimestampFormat;
 use crate::transform::{SqlTransform, TransformError};
+use crate::windows::Windows;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainingError {
@@ -69,7 +71,7 @@ pub async fn prepare(pipeline: &Pipeline, data: &Path) -> Result<TrainingSet, Tr
         })?;
         decode_lines(&decoder, &text)?
     };
-    features_for(&decoder, &pipeline.sql, decoded, rejected).await
+    features_for(pipeline, decoded, rejected).await
 }
 
 /// Decodes NDJSON bytes, one record per non-blank line.
@@ -182,10 +184,9 @@ fn timestamps_from_text(
     Ok(Arc::new(millis.finish()))
 }
 
-/// Applies the pipeline SQL to decoded history.
+/// Applies the pipeline's window features and SQL to decoded history.
 pub async fn features_for(
-    decoder: &Decoder,
-    sql: &str,
+    pipeline: &Pipeline,
     decoded: RecordBatch,
     rejected: Vec<Rejected>,
 ) -> Result<TrainingSet, TrainingError> {
@@ -197,14 +198,50 @@ pub async fn features_for(
                 .map_or("none".into(), |r| r.message.clone()),
         });
     }
-    let schema = decoder.schema();
-    let transform = SqlTransform::plan(sql, &schema.name, Arc::clone(&schema.arrow)).await?;
-    let features = transform.apply(decoded.clone()).await?;
+    let schema = &pipeline.schema;
+    let table = match &pipeline.windows {
+        Some(spec) => with_window_history(Windows::new(spec.clone()), &decoded)?,
+        None => decoded.clone(),
+    };
+    let transform = SqlTransform::plan(&pipeline.sql, &schema.name, table.schema()).await?;
+    let features = transform.apply(table).await?;
     Ok(TrainingSet {
         decoded,
         features,
         rejected,
     })
+}
+
+/// Runs the window code over history as the stream would: in event-time
+/// order (ties in file order), against the in-memory store, as one
+/// partition. Each row gets the features of the state before it.
+fn with_window_history(
+    windows: Windows,
+    decoded: &RecordBatch,
+) -> Result<RecordBatch, TrainingError> {
+    let internal = |e: String| TrainingError::Internal(e);
+    let times = decoded
+        .column_by_name(&windows.spec().event_time)
+        .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
+        .ok_or_else(|| {
+            internal(format!(
+                "no timestamp column `{}`",
+                windows.spec().event_time
+            ))
+        })?;
+    let mut order: Vec<usize> = (0..decoded.num_rows()).collect();
+    // Events without a time get no window features; their place is moot.
+    order.sort_by_key(|&row| times.is_valid(row).then(|| times.value(row)));
+    let checkpoint =
+        Checkpoint::new(Arc::new(MemoryStore::default())).map_err(|e| internal(e.to_string()))?;
+    let partitions = vec![0; decoded.num_rows()];
+    let computed = windows
+        .compute(decoded, &partitions, &order, &checkpoint)
+        .map_err(|e| internal(e.to_string()))?;
+    let mut columns = decoded.columns().to_vec();
+    columns.extend(computed.columns);
+    RecordBatch::try_new(windows.extend_schema(&decoded.schema()), columns)
+        .map_err(|e| internal(e.to_string()))
 }
 
 /// Fits what `request` asks on a prepared set; `progress(done, total)`

@@ -9,19 +9,19 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use streamscore::config::Pipeline;
 use streamscore::engine::Engine;
 use streamscore::kafka::{sink::KafkaSink, source::KafkaSource};
 use streamscore::telemetry::Stats;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{KeyedPayload, repo_path};
+use crate::support::{KeyedPayload, example_pipeline};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unacknowledged_scores_leave_the_offsets_uncommitted() {
     let mock = MockCluster::new(1).unwrap();
     let brokers = mock.bootstrap_servers();
-    let mut pipeline = Pipeline::load(&repo_path("pipelines/fraud.toml"), Some(&brokers)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut pipeline = example_pipeline(dir.path(), Some(&brokers));
     for topic in ["transactions", "scores", "transactions-dead-letters"] {
         mock.create_topic(topic, 1, 1).unwrap();
     }

@@ -214,8 +214,8 @@ async fn two_instances_in_one_group_share_the_partitions_and_score_everything() 
     let topics = Topics::create(4).await;
     let dir = tempfile::tempdir().unwrap();
     let pipeline = topics.write_pipeline(dir.path(), 50);
-    let mut first = spawn_run(&pipeline, dir.path(), "first");
-    let mut second = spawn_run(&pipeline, dir.path(), "second");
+    let mut first = spawn_instance(&pipeline, dir.path(), "first");
+    let mut second = spawn_instance(&pipeline, dir.path(), "second");
     // Produce only once both have joined, so that neither scores it all alone.
     let both_assigned = || {
         ["first", "second"]

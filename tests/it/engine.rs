@@ -2,12 +2,12 @@
 
 use streamscore::batch::{Batch, SourceRecord};
 use streamscore::config::Pipeline;
-use streamscore::engine::{Engine, EngineSpec};
+use streamscore::engine::{Engine, EngineSpec, EngineState};
 use streamscore::model::{Bundle, BundleParts, FeatureSpec, Logistic, Model, Preprocessing};
 use streamscore::output::{BatchOutput, Decision, ScoreRecord};
 use streamscore::reject::RejectKind;
 
-use crate::support::repo_path;
+use crate::support::{example_pipeline, repo_path};
 
 fn record(offset: i64, payload: &str) -> SourceRecord {
     SourceRecord::new(
@@ -29,7 +29,8 @@ fn dead_letter_kinds(output: &BatchOutput) -> Vec<(i64, RejectKind)> {
 
 #[tokio::test]
 async fn a_batch_yields_scores_in_order_and_dead_letters_with_reasons() {
-    let pipeline = Pipeline::load(&repo_path("pipelines/fraud.toml"), None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = example_pipeline(dir.path(), None);
     let engine = Engine::for_pipeline(&pipeline).await.unwrap();
     let tx = |id: &str, amount: f64| {
         format!(
@@ -212,6 +213,7 @@ async fn an_int64_event_id_is_echoed_as_a_string() {
     let model = Bundle::load(&repo_path("pipelines/models/fraud-lr")).unwrap();
     let engine = Engine::new(EngineSpec {
         schema,
+        state: Some(EngineState::in_memory(&pipeline).unwrap()),
         ..EngineSpec::for_pipeline(&pipeline, model)
     })
     .await

@@ -43,7 +43,7 @@ async fn the_example_sql_turns_transactions_into_the_expected_features() {
     let input = std::fs::read(repo_path("tests/golden/fraud.input.jsonl")).unwrap();
     let (decoded, rejected) = train::decode_lines(&decoder, &input).unwrap();
     assert!(rejected.is_empty(), "{rejected:?}");
-    let set = train::features_for(&decoder, &pipeline.sql, decoded, rejected)
+    let set = train::features_for(&pipeline, decoded, rejected)
         .await
         .unwrap();
     let actual = rows_as_json(&set.features);

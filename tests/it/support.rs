@@ -111,11 +111,38 @@ status_interval_ms = 1000
             sql = repo_path("pipelines/fraud.sql").display(),
             model = repo_path("pipelines/models/fraud-lr").display(),
         );
+        text.push_str(&state_sections(dir));
         text.push_str(extra);
         let path = dir.join("pipeline.toml");
         std::fs::write(&path, text).expect("pipeline file is written");
         path
     }
+}
+
+/// A `[state]` in `dir` and the example pipeline's `[windows]` (the last
+/// section of pipelines/fraud.toml), which pipelines/fraud.sql reads.
+pub fn state_sections(dir: &Path) -> String {
+    let example = std::fs::read_to_string(repo_path("pipelines/fraud.toml"))
+        .expect("the example pipeline is readable");
+    let windows = &example[example
+        .find("\n[windows]")
+        .expect("fraud.toml has [windows]")..];
+    format!(
+        "\n[state]\npath = \"{}\"\n{windows}\n",
+        dir.join("state").display()
+    )
+}
+
+/// The example pipeline with its state in `dir`, so that tests running at
+/// once do not share (and lock) one RocksDB.
+pub fn example_pipeline(dir: &Path, brokers: Option<&str>) -> streamscore::config::Pipeline {
+    let mut pipeline =
+        streamscore::config::Pipeline::load(&repo_path("pipelines/fraud.toml"), brokers)
+            .expect("the example pipeline loads");
+    pipeline
+        .use_state_dir(dir.join("state"))
+        .expect("the example pipeline keeps state");
+    pipeline
 }
 
 /// Produces `records` (key, payload) and returns where each landed.
@@ -233,12 +260,30 @@ where
         .unwrap()
 }
 
-/// `streamscore run` as a child process, its log in `dir/<name>.log`.
+/// `streamscore run` as a child process, its log in `dir/<name>.log`; its
+/// state where the pipeline says (a restarted instance finds it there).
 pub fn spawn_run(pipeline: &Path, dir: &Path, name: &str) -> Child {
+    spawn_run_with(pipeline, dir, name, &[])
+}
+
+/// [`spawn_run`] with its own state directory, `dir/state-<name>`: for
+/// instances running side by side, as each needs its own.
+pub fn spawn_instance(pipeline: &Path, dir: &Path, name: &str) -> Child {
+    let state = dir.join(format!("state-{name}"));
+    spawn_run_with(
+        pipeline,
+        dir,
+        name,
+        &["--state".as_ref(), state.as_os_str()],
+    )
+}
+
+fn spawn_run_with(pipeline: &Path, dir: &Path, name: &str, args: &[&std::ffi::OsStr]) -> Child {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
     Command::new(env!("CARGO_BIN_EXE_streamscore"))
         .args(["run", "--pipeline"])
         .arg(pipeline)
+        .args(args)
         .env("RUST_LOG", "streamscore=debug,warn")
         .env_remove("STREAMSCORE_BROKERS")
         .stdout(Stdio::null())

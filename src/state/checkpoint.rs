@@ -1,0 +1,246 @@
+//! State and position move together (DESIGN.md §6):
+//!
+//! 1. a batch is processed against the state as of the batch before it,
+//!    whose changes may still be [`Staged`] here rather than written;
+//! 2. its outputs are produced and acknowledged;
+//! 3. [`Checkpoint::commit`] writes its state changes and, per input
+//!    partition, the next offset to read, in one atomic write;
+//! 4. only then are its Kafka offsets stored.
+//!
+//! A record below the partition's folded offset is already in the state
+//! (its outputs were acknowledged before step 3), so it is skipped, not
+//! folded twice. Consumption thus resumes, in effect, from the later of
+//! Kafka's commit and the store's offset.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{Address, Change, Family, StateError, Store, offset_key, parse_offset_key};
+
+pub struct Checkpoint {
+    store: Arc<dyn Store>,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    next_seq: u64,
+    /// Values set by staged batches not yet written: per key the latest,
+    /// with the batch that set it.
+    values: HashMap<Address, (Option<Vec<u8>>, u64)>,
+    /// Per topic and partition, the first offset not folded into state
+    /// (staged or written).
+    folded: HashMap<(String, i32), i64>,
+}
+
+/// A processed batch's state changes and offsets, waiting for its outputs'
+/// acknowledgements before they are written.
+#[derive(Debug)]
+#[must_use = "staged state is lost unless committed"]
+pub struct Staged {
+    seq: u64,
+    changes: Vec<Change>,
+}
+
+impl Staged {
+    /// How many keys the batch changed, offsets included.
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checkpoint {
+    /// Reads the store's offsets: where each partition's folded records end.
+    pub fn new(store: Arc<dyn Store>) -> Result<Self, StateError> {
+        let mut folded = HashMap::new();
+        for (key, value) in store.scan(Family::Offsets)? {
+            let damaged = |message: &str| StateError::Damaged {
+                family: Family::Offsets.name(),
+                message: message.to_owned(),
+            };
+            let position = parse_offset_key(&key).ok_or_else(|| damaged("unreadable key"))?;
+            let next = value
+                .as_slice()
+                .try_into()
+                .map(i64::from_be_bytes)
+                .map_err(|_| damaged("an offset is not 8 bytes"))?;
+            folded.insert(position, next);
+        }
+        Ok(Self {
+            store,
+            pending: Mutex::new(Pending {
+                folded,
+                ..Pending::default()
+            }),
+        })
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        // Every update below completes before the lock is released.
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The value as of the last staged batch.
+    pub fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        if let Some((value, _)) = self.pending().values.get(&(family, key.to_vec())) {
+            return Ok(value.clone());
+        }
+        self.store.get(family, key)
+    }
+
+    /// Per partition of `topic`, the first offset not yet folded into state.
+    pub fn folded_until(&self, topic: &str) -> BTreeMap<i32, i64> {
+        self.pending()
+            .folded
+            .iter()
+            .filter(|((t, _), _)| t == topic)
+            .map(|((_, partition), next)| (*partition, *next))
+            .collect()
+    }
+
+    /// Holds a processed batch's changes, which later batches then read, and
+    /// moves each partition's folded offset to `next_offsets`.
+    pub fn stage(
+        &self,
+        topic: &str,
+        next_offsets: &BTreeMap<i32, i64>,
+        mut changes: Vec<Change>,
+    ) -> Staged {
+        let mut pending = self.pending();
+        let seq = pending.next_seq;
+        pending.next_seq += 1;
+        for (&partition, &next) in next_offsets {
+            let folded = pending
+                .folded
+                .entry((topic.to_owned(), partition))
+                .or_insert(next);
+            *folded = (*folded).max(next);
+            changes.push(Change {
+                family: Family::Offsets,
+                key: offset_key(topic, partition),
+                value: Some(folded.to_be_bytes().to_vec()),
+            });
+        }
+        for change in &changes {
+            pending.values.insert(
+                (change.family, change.key.clone()),
+                (change.value.clone(), seq),
+            );
+        }
+        Staged { seq, changes }
+    }
+
+    /// Writes a staged batch's changes and offsets in one atomic write. Call
+    /// in batch order, once the batch's outputs are acknowledged.
+    pub fn commit(&self, staged: Staged) -> Result<(), StateError> {
+        self.store.write(&staged.changes)?;
+        let mut pending = self.pending();
+        for change in staged.changes {
+            let key = (change.family, change.key);
+            // A later batch's value stays until that batch is written.
+            if pending
+                .values
+                .get(&key)
+                .is_some_and(|(_, seq)| *seq == staged.seq)
+            {
+                pending.values.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes staged and not yet written (for tests and the status line).
+    pub fn pending_keys(&self) -> usize {
+        self.pending().values.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::MemoryStore;
+    use super::*;
+
+    fn change(key: &str, value: Option<&str>) -> Change {
+        Change {
+            family: Family::Windows,
+            key: key.as_bytes().to_vec(),
+            value: value.map(|v| v.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn later_batches_read_staged_values_and_commits_write_them_with_offsets()
+    -> Result<(), StateError> {
+        let store = Arc::new(MemoryStore::default());
+        let checkpoint = Checkpoint::new(store.clone())?;
+        let first = checkpoint.stage(
+            "tx",
+            &BTreeMap::from([(0, 10)]),
+            vec![change("a", Some("1"))],
+        );
+        let second = checkpoint.stage(
+            "tx",
+            &BTreeMap::from([(0, 20), (1, 5)]),
+            vec![change("a", Some("2")), change("b", Some("x"))],
+        );
+        assert_eq!(checkpoint.get(Family::Windows, b"a")?, Some(b"2".to_vec()));
+        assert_eq!(
+            store.get(Family::Windows, b"a")?,
+            None,
+            "nothing written before commit"
+        );
+        assert_eq!(
+            checkpoint.folded_until("tx"),
+            BTreeMap::from([(0, 20), (1, 5)])
+        );
+
+        checkpoint.commit(first)?;
+        assert_eq!(store.get(Family::Windows, b"a")?, Some(b"1".to_vec()));
+        assert_eq!(
+            checkpoint.get(Family::Windows, b"a")?,
+            Some(b"2".to_vec()),
+            "the second batch's value still shadows the first's"
+        );
+        checkpoint.commit(second)?;
+        assert_eq!(checkpoint.pending_keys(), 0);
+        assert_eq!(store.get(Family::Windows, b"a")?, Some(b"2".to_vec()));
+
+        let reopened = Checkpoint::new(store)?;
+        assert_eq!(
+            reopened.folded_until("tx"),
+            BTreeMap::from([(0, 20), (1, 5)])
+        );
+        assert!(reopened.folded_until("other").is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn an_uncommitted_batch_leaves_the_store_as_it_was() -> Result<(), StateError> {
+        let store = Arc::new(MemoryStore::default());
+        let checkpoint = Checkpoint::new(store.clone())?;
+        let _lost = checkpoint.stage(
+            "tx",
+            &BTreeMap::from([(0, 10)]),
+            vec![change("a", Some("1"))],
+        );
+        // A crash here: the store has neither the change nor the offset.
+        let reopened = Checkpoint::new(store)?;
+        assert!(reopened.folded_until("tx").is_empty());
+        assert_eq!(reopened.get(Family::Windows, b"a")?, None);
+        Ok(())
+    }
+}

@@ -1,0 +1,85 @@
+//! Everything stateful (window features now; label joins and drift windows
+//! later) lives in one store per instance, a family per kind, behind the
+//! [`Store`] trait: RocksDB in the stream, an in-memory twin in `train` and
+//! in tests. The [`Checkpoint`] on top of it writes a batch's state changes
+//! and its input offsets together (DESIGN.md §6).
+
+use std::fmt;
+
+mod checkpoint;
+mod memory;
+mod rocks;
+
+pub use checkpoint::{Checkpoint, Staged};
+pub use memory::MemoryStore;
+pub use rocks::{Expiry, RocksStore};
+
+/// A kind of state: a RocksDB column family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// Window-feature tiles, keyed by input partition, series and key value.
+    Windows,
+    /// Per input topic and partition, the next offset to read.
+    Offsets,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::Windows, Family::Offsets];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Windows => "windows",
+            Family::Offsets => "offsets",
+        }
+    }
+}
+
+/// A stored key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A family and a key: where a value lives.
+pub type Address = (Family, Vec<u8>);
+
+/// One key set (`Some`) or deleted (`None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub family: Family,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store {path}: {message}")]
+    Store { path: String, message: String },
+    #[error("state value under {family} is damaged: {message}")]
+    Damaged {
+        family: &'static str,
+        message: String,
+    },
+}
+
+/// Durable key-value state. Writes are atomic: all of a batch's changes
+/// land, or none do.
+pub trait Store: Send + Sync + fmt::Debug {
+    fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+    fn write(&self, changes: &[Change]) -> Result<(), StateError>;
+    /// Every key and value of a family, in key order.
+    fn scan(&self, family: Family) -> Result<Vec<Entry>, StateError>;
+}
+
+/// The key under [`Family::Offsets`] of a topic's partition.
+pub fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
+    let mut key = topic.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+/// The topic and partition of an offset key.
+fn parse_offset_key(key: &[u8]) -> Option<(String, i32)> {
+    let split = key.len().checked_sub(5)?;
+    let (topic, rest) = key.split_at(split);
+    let partition = i32::from_be_bytes(rest[1..].try_into().ok()?);
+    Some((String::from_utf8(topic.to_vec()).ok()?, partition))
+}
