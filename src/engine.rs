@@ -67,13 +67,26 @@ impl EngineState {
             return Ok(None);
         };
         let windows = pipeline.windows.clone().map(Windows::new);
+        let started = std::time::Instant::now();
         let store = RocksStore::open(
             &settings.path,
             settings.sync,
             windows.as_ref().map(Windows::expiry),
         )?;
+        let checkpoint = Checkpoint::new(Arc::new(store))?;
+        let folded = checkpoint.folded_until(&pipeline.kafka.input_topic);
+        tracing::info!(
+            path = %settings.path.display(),
+            partitions = %folded
+                .iter()
+                .map(|(p, next)| format!("{p}@{next}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            open_ms = started.elapsed().as_millis(),
+            "state opened; records below these offsets are already folded in and will be skipped"
+        );
         Ok(Some(Self {
-            checkpoint: Arc::new(Checkpoint::new(Arc::new(store))?),
+            checkpoint: Arc::new(checkpoint),
             windows,
         }))
     }
@@ -100,6 +113,8 @@ pub struct EngineSpec<'a> {
     pub challenger: Option<Bundle>,
     pub threshold_override: Option<f64>,
     pub reasons: ReasonsFor,
+    /// Each score carries the model's input values.
+    pub include_features: bool,
     /// Dead letters carry at most this much of a refused payload.
     pub dead_letter_payload_bytes: usize,
     pub state: Option<EngineState>,
@@ -118,6 +133,7 @@ impl<'a> EngineSpec<'a> {
             challenger: None,
             threshold_override: pipeline.threshold_override,
             reasons: pipeline.reasons,
+            include_features: pipeline.include_features,
             dead_letter_payload_bytes: pipeline.batch.dead_letter_payload_bytes,
             state: None,
         }
@@ -139,6 +155,7 @@ pub struct Engine {
     sql_failure_limit: SqlFailureLimit,
     models: Arc<ModelSlot>,
     reasons: ReasonsFor,
+    include_features: bool,
     event_id_column: usize,
     dead_letter_payload_bytes: usize,
     state: Option<EngineState>,
@@ -187,6 +204,7 @@ impl Engine {
             sql_failure_limit: spec.sql_failure_limit,
             models: Arc::new(models),
             reasons: spec.reasons,
+            include_features: spec.include_features,
             event_id_column,
             dead_letter_payload_bytes: spec.dead_letter_payload_bytes,
             state: spec.state,
@@ -421,9 +439,15 @@ impl Engine {
                 ReasonsFor::All => Explain::All,
                 ReasonsFor::Flagged => Explain::AtOrAbove(self.models.threshold(bundle)),
             };
-            bundle
+            let mut scores = bundle
                 .score_explained(&rows.features, explain)
-                .map_err(|e| EngineError::Internal(format!("scoring failed: {e}")))
+                .map_err(|e| EngineError::Internal(format!("scoring failed: {e}")))?;
+            if self.include_features {
+                scores.inputs = Some(bundle.feature_values(&rows.features).map_err(|e| {
+                    EngineError::Internal(format!("feature values do not read: {e}"))
+                })?);
+            }
+            Ok::<_, EngineError>(scores)
         };
         let champion = scoring(&lineup.champion)?;
         let challenger = match &lineup.challenger {
@@ -532,6 +556,14 @@ impl RecordWriter<'_> {
                 })
                 .collect(),
             scored_at: Cow::Borrowed(&self.scored_at),
+            features: scores.inputs.as_ref().map(|inputs| {
+                bundle
+                    .manifest
+                    .feature_names()
+                    .zip(inputs.row(row))
+                    .map(|(name, value)| (Cow::Borrowed(name), *value))
+                    .collect()
+            }),
         };
         let payload = serde_json::to_vec(&value)
             .map_err(|e| EngineError::Internal(format!("score record does not serialise: {e}")))?;

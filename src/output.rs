@@ -34,6 +34,10 @@ pub struct ScoreRecord<'a> {
     /// Features that raised the score most, largest first.
     #[serde(borrow)]
     pub reasons: Vec<ReasonRecord<'a>>,
+    /// With `model.include_features`: the model's input values by name,
+    /// window features included, as the model saw them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<std::collections::BTreeMap<Cow<'a, str>, f64>>,
     /// RFC 3339, UTC.
     #[serde(borrow)]
     pub scored_at: Cow<'a, str>,

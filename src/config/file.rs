@@ -225,6 +225,9 @@ pub struct ModelSection {
     /// Which scores carry reasons: every one, or only flagged ones.
     #[serde(default)]
     pub reasons: ReasonsFor,
+    /// Each score carries the model's input values.
+    #[serde(default)]
+    pub include_features: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

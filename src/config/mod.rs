@@ -122,6 +122,8 @@ pub struct Pipeline {
     pub model: ModelSource,
     pub threshold_override: Option<f64>,
     pub reasons: ReasonsFor,
+    /// Each score carries the model's input values.
+    pub include_features: bool,
     /// How long a stop may take to finish the batch in flight and commit.
     pub drain_timeout: Duration,
     /// Where the admin server listens, when it is on.
@@ -362,6 +364,7 @@ impl PipelineFile {
                 min_rows: self.transform.min_failed_rows_to_stop,
             },
             reasons: self.model.reasons,
+            include_features: self.model.include_features,
             model,
             threshold_override: self.model.threshold,
             drain_timeout: Duration::from_millis(self.shutdown.drain_timeout_ms),

@@ -257,6 +257,15 @@ impl Bundle {
         self.score_explained(features, super::Explain::All)
     }
 
+    /// The model's input values of each row of the SQL output, before any
+    /// preprocessing (rows x features, in the manifest's order).
+    pub fn feature_values(
+        &self,
+        features: &RecordBatch,
+    ) -> Result<ndarray::Array2<f64>, ArrowError> {
+        Ok(feature_matrix(features, self.manifest.feature_names())?.values)
+    }
+
     /// [`Self::score`], with reasons only for the rows `explain` wants.
     pub fn score_explained(
         &self,
@@ -295,6 +304,7 @@ impl Bundle {
             probability: output.probability,
             reasons: output.reasons,
             invalid,
+            inputs: None,
         })
     }
 

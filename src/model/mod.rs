@@ -196,6 +196,9 @@ pub struct Scores {
     pub reasons: Vec<[Option<Reason>; REASON_COUNT]>,
     /// Rows the model could not score, in row order: (row, kind, why).
     pub invalid: Vec<(usize, RejectKind, String)>,
+    /// The input values (rows x features), when the scores are to carry
+    /// them.
+    pub inputs: Option<ndarray::Array2<f64>>,
 }
 
 /// The features with the largest positive contributions, largest first.

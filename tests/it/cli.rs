@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 
 use streamscore::model::Bundle;
 
-use crate::support::repo_path;
+use crate::support::{repo_path, state_sections, tampered_payload};
 
 fn streamscore(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_streamscore"))
@@ -124,7 +124,7 @@ bundle = "{model}"
 "#,
         schema = repo_path("schemas/transaction.json").display(),
         model = model.display(),
-    );
+    ) + &state_sections(dir);
     let path = dir.join("p.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -140,13 +140,9 @@ fn bad_sql_and_bad_bundles_stop_the_start_with_a_clear_message() {
     for file in ["manifest.json", "model.json"] {
         std::fs::copy(good_model.join(file), tampered.join(file)).unwrap();
     }
-    // One coefficient's sign flipped: the payload's checksum no longer holds.
+    // One coefficient changed: the payload's checksum no longer holds.
     let payload = std::fs::read_to_string(tampered.join("model.json")).unwrap();
-    std::fs::write(
-        tampered.join("model.json"),
-        payload.replacen("0.7", "-0.7", 1),
-    )
-    .unwrap();
+    std::fs::write(tampered.join("model.json"), tampered_payload(&payload)).unwrap();
     let absent = dir.path().join("absent");
 
     // (SQL, model bundle, what the error must say)

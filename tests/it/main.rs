@@ -19,3 +19,4 @@ mod observability;
 mod selection;
 mod support;
 mod training;
+mod windows;

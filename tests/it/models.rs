@@ -306,7 +306,7 @@ async fn bad_versions_and_bad_tokens_are_refused_and_the_old_version_serves_on()
     }
     let tampered = registry.version_dir(NAME, "tampered").join("model.json");
     let text = std::fs::read_to_string(&tampered).unwrap();
-    std::fs::write(&tampered, text.replacen("0.7", "0.8", 1)).unwrap();
+    std::fs::write(&tampered, tampered_payload(&text)).unwrap();
     let manifest = registry
         .version_dir(NAME, "truncated")
         .join("manifest.json");

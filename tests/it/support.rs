@@ -145,6 +145,18 @@ pub fn example_pipeline(dir: &Path, brokers: Option<&str>) -> streamscore::confi
     pipeline
 }
 
+/// A bundle payload with one coefficient changed: its first number's first
+/// digit, so that its checksum no longer holds whatever the model.
+pub fn tampered_payload(payload: &str) -> String {
+    let at = payload
+        .find(|c: char| c.is_ascii_digit())
+        .expect("the payload has a number");
+    let digit = payload.as_bytes()[at] - b'0';
+    let mut tampered = payload.to_owned();
+    tampered.replace_range(at..=at, &((digit + 1) % 10).to_string());
+    tampered
+}
+
 /// Produces `records` (key, payload) and returns where each landed.
 pub async fn produce(topic: &str, records: &[KeyedPayload]) -> Vec<(i32, i64)> {
     let producer: FutureProducer = ClientConfig::new()
