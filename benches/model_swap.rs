@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use streamscore::batch::Batch;
 use streamscore::engine::Engine;
 use streamscore::model::Bundle;
 
@@ -32,18 +31,18 @@ fn main() {
     let mut other = (*a).clone();
     other.manifest.version = format!("{}-b", a.version());
     let b = slot.admit(other).expect("the variant fits");
-    let batch = common::simulated_batch(ROWS);
+    let mut batches = common::Replayer::new(common::simulated_batch(ROWS));
 
     let (mut quiet, mut swapping) = (Vec::new(), Vec::new());
     let mut swaps_during = 0;
     let no_swaps = AtomicU64::new(0);
     // One warm-up round, not measured.
-    measure(&runtime, &engine, &batch, BATCHES_PER_ROUND / 5, &no_swaps);
+    measure(&runtime, &engine, &mut batches, BATCHES_PER_ROUND / 5, &no_swaps);
     for _ in 0..ROUNDS {
         quiet.extend(measure(
             &runtime,
             &engine,
-            &batch,
+            &mut batches,
             BATCHES_PER_ROUND,
             &no_swaps,
         ));
@@ -64,7 +63,7 @@ fn main() {
         swapping.extend(measure(
             &runtime,
             &engine,
-            &batch,
+            &mut batches,
             BATCHES_PER_ROUND,
             &swaps,
         ));
@@ -129,15 +128,17 @@ fn main() {
 fn measure(
     runtime: &tokio::runtime::Runtime,
     engine: &Engine,
-    batch: &Batch,
+    replayer: &mut common::Replayer,
     batches: usize,
     swaps: &AtomicU64,
 ) -> Vec<(Duration, bool)> {
     (0..batches)
         .map(|_| {
+            let batch = replayer.next();
             let before = swaps.load(Ordering::Relaxed);
             let started = Instant::now();
-            let output = runtime.block_on(engine.process(batch)).expect("scores");
+            let mut output = runtime.block_on(engine.process(&batch)).expect("scores");
+            engine.checkpoint(output.staged.take()).expect("checkpoint");
             let elapsed = started.elapsed();
             assert_eq!(output.scores.len(), batch.len());
             (elapsed, swaps.load(Ordering::Relaxed) != before)

@@ -1,5 +1,6 @@
-//! Decode + SQL + score per batch, without Kafka: the engine's own cost,
-//! plus counting the batch (`Stats::record`, what the pipeline does after
+//! Decode + window features + SQL + score per batch, and the window
+//! state's checkpoint (RocksDB), without Kafka: the engine's own cost, plus
+//! counting the batch (`Stats::record`, what the pipeline does after
 //! the acks). `cargo bench --bench score_path`; throughput is reported in
 //! events/s.
 //!
@@ -23,18 +24,25 @@ fn score_path(c: &mut Criterion) {
     for rows in [1_000, 10_000] {
         let batch = common::simulated_batch(rows);
         group.throughput(Throughput::Elements(rows as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(rows), &batch, |b, batch| {
-            b.iter(|| {
-                let output = runtime.block_on(engine.process(batch)).expect("scores");
-                assert_eq!(output.scores.len(), batch.len());
-                stats.record(
-                    batch,
-                    &output,
-                    &Delivered::default(),
-                    std::time::Duration::from_millis(1),
-                );
-                output
-            });
+        let mut replayer = common::Replayer::new(batch);
+        group.bench_function(BenchmarkId::from_parameter(rows), |b| {
+            b.iter_batched(
+                || replayer.next(),
+                |batch| {
+                    let mut output = runtime.block_on(engine.process(&batch)).expect("scores");
+                    assert_eq!(output.scores.len(), batch.len());
+                    // The window state's checkpoint, as after the acks.
+                    engine.checkpoint(output.staged.take()).expect("checkpoint");
+                    stats.record(
+                        &batch,
+                        &output,
+                        &Delivered::default(),
+                        std::time::Duration::from_millis(1),
+                    );
+                    output
+                },
+                criterion::BatchSize::LargeInput,
+            );
         });
     }
     group.finish();

@@ -392,6 +392,16 @@ fn engine_pipeline(
     set(&mut file, "kafka", "output_topic", output);
     set(&mut file, "kafka", "dead_letter_topic", &topic("bench-dlq"));
     set(&mut file, "admin", "listen", "127.0.0.1:0");
+    // Every run reads the same input from its start: its own state, or it
+    // would skip what an earlier run folded in.
+    if file.contains_key("state") {
+        set(
+            &mut file,
+            "state",
+            "path",
+            &dir.join(topic("state")).display().to_string(),
+        );
+    }
     set(
         &mut file,
         "kafka.consumer",

@@ -29,6 +29,32 @@ pub fn simulated_batch(rows: usize) -> Batch {
     batch
 }
 
+/// Hands out the batch again under new offsets each time. The engine
+/// keeps window state: a batch under offsets it has already folded in would
+/// be skipped as a replay.
+pub struct Replayer {
+    batch: Batch,
+    next_base: i64,
+}
+
+impl Replayer {
+    pub fn new(batch: Batch) -> Self {
+        Self {
+            batch,
+            next_base: 0,
+        }
+    }
+
+    pub fn next(&mut self) -> Batch {
+        let mut batch = self.batch.clone();
+        for (i, record) in batch.records.iter_mut().enumerate() {
+            record.offset = self.next_base + i as i64;
+        }
+        self.next_base += batch.len() as i64;
+        batch
+    }
+}
+
 /// A current-thread runtime and the engine of pipelines/fraud.toml, its
 /// state (RocksDB) in a temporary directory that lives as long as the
 /// engine is used.

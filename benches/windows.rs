@@ -1,0 +1,183 @@
+//! Window features through RocksDB: events per second on one core with the
+//! example pipeline's features (per card: count and mean amount over 1, 7
+//! and 30 days; per terminal: count over the same three windows; so three
+//! windows on two keys). Each 2,000-event batch is computed against the
+//! state and checkpointed (one WriteBatch, with and without the fsync of
+//! `state.sync = true`). `cargo bench --bench windows`.
+//!
+//! `STREAMSCORE_WINDOWS_SOAK=10000000 cargo bench --bench windows` instead
+//! streams that many events over 1,000,000 cards and prints, every million
+//! events, the resident memory, the store's size on disk and the rate; then
+//! the time to reopen the store and to serve the first batch after it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMillisecondArray};
+use arrow::record_batch::RecordBatch;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use streamscore::config::Pipeline;
+use streamscore::state::{Checkpoint, RocksStore};
+use streamscore::windows::Windows;
+
+const BATCH: usize = 2_000;
+/// Event time advances this much per event: 2,000 events a minute.
+const MS_PER_EVENT: i64 = 30;
+
+fn example_windows() -> Windows {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pipeline = Pipeline::load(&root.join("pipelines/fraud.toml"), None).expect("the pipeline");
+    Windows::new(pipeline.windows.expect("the example declares windows"))
+}
+
+/// Random events over `cards` cards and a fiftieth as many terminals.
+struct Events {
+    rng: SmallRng,
+    cards: u32,
+    next: i64,
+}
+
+impl Events {
+    fn new(cards: u32) -> Self {
+        Self {
+            rng: SmallRng::seed_from_u64(11),
+            cards,
+            next: 0,
+        }
+    }
+
+    fn batch(&mut self) -> RecordBatch {
+        let mut card = Vec::with_capacity(BATCH);
+        let mut terminal = Vec::with_capacity(BATCH);
+        let mut amount = Vec::with_capacity(BATCH);
+        let mut time = Vec::with_capacity(BATCH);
+        for _ in 0..BATCH {
+            card.push(format!("card-{}", self.rng.random_range(0..self.cards)));
+            terminal.push(format!("term-{}", self.rng.random_range(0..self.cards / 50 + 1)));
+            amount.push(self.rng.random_range(1.0..200.0));
+            time.push(1_775_000_000_000 + self.next * MS_PER_EVENT);
+            self.next += 1;
+        }
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("card_id", Arc::new(StringArray::from(card))),
+            ("terminal_id", Arc::new(StringArray::from(terminal))),
+            ("amount", Arc::new(Float64Array::from(amount))),
+            ("event_time", Arc::new(TimestampMillisecondArray::from(time))),
+        ];
+        RecordBatch::try_from_iter(columns).expect("a batch")
+    }
+}
+
+/// Computes one batch's features and checkpoints its changes.
+fn fold(windows: &Windows, checkpoint: &Checkpoint, batch: &RecordBatch, offset: &mut i64) {
+    let rows = batch.num_rows();
+    let order: Vec<usize> = (0..rows).collect();
+    let out = windows
+        .compute(batch, &vec![0; rows], &order, checkpoint)
+        .expect("features");
+    *offset += rows as i64;
+    let staged = checkpoint.stage(
+        "transactions",
+        &std::collections::BTreeMap::from([(0, *offset)]),
+        out.changes,
+    );
+    checkpoint.commit(staged).expect("checkpoint");
+}
+
+fn open(dir: &std::path::Path, windows: &Windows, sync: bool) -> Checkpoint {
+    let store = RocksStore::open(dir, sync, Some(windows.expiry())).expect("the store opens");
+    Checkpoint::new(Arc::new(store)).expect("the checkpoint reads")
+}
+
+fn window_updates(c: &mut Criterion) {
+    if let Some(events) = std::env::var("STREAMSCORE_WINDOWS_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        soak(events);
+        return;
+    }
+    let windows = example_windows();
+    let mut group = c.benchmark_group("window_updates_rocksdb");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for sync in [false, true] {
+        let dir = tempfile::tempdir().expect("a directory");
+        let checkpoint = open(dir.path(), &windows, sync);
+        let mut events = Events::new(100_000);
+        let mut offset = 0;
+        let name = if sync { "fsync" } else { "no_fsync" };
+        group.bench_function(BenchmarkId::new(name, "100k_cards"), |b| {
+            b.iter_batched(
+                || events.batch(),
+                |batch| fold(&windows, &checkpoint, &batch, &mut offset),
+                criterion::BatchSize::LargeInput,
+            );
+        });
+    }
+    group.finish();
+}
+
+fn soak(total: u64) {
+    let windows = example_windows();
+    let dir = tempfile::tempdir().expect("a directory");
+    let mut events = Events::new(1_000_000);
+    let mut offset = 0;
+    {
+        let checkpoint = open(dir.path(), &windows, true);
+        println!("| events | RSS MB | store MB | events/s (last million) |");
+        println!("|---:|---:|---:|---:|");
+        let mut started = Instant::now();
+        let mut done = 0u64;
+        while done < total {
+            let batch = events.batch();
+            fold(&windows, &checkpoint, &batch, &mut offset);
+            done += BATCH as u64;
+            if done.is_multiple_of(1_000_000) {
+                println!(
+                    "| {done} | {:.0} | {:.0} | {:.0} |",
+                    rss_mb(),
+                    dir_mb(dir.path()),
+                    1_000_000.0 / started.elapsed().as_secs_f64()
+                );
+                started = Instant::now();
+            }
+        }
+    }
+    let started = Instant::now();
+    let checkpoint = open(dir.path(), &windows, true);
+    let opened = started.elapsed();
+    let batch = events.batch();
+    fold(&windows, &checkpoint, &batch, &mut offset);
+    println!(
+        "restart: store opened in {:.1} ms, first batch of {BATCH} served {:.1} ms after the start",
+        opened.as_secs_f64() * 1e3,
+        started.elapsed().as_secs_f64() * 1e3
+    );
+}
+
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn dir_mb(dir: &std::path::Path) -> f64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum::<u64>() as f64
+                / 1e6
+        })
+        .unwrap_or(f64::NAN)
+}
+
+criterion_group!(benches, window_updates);
+criterion_main!(benches);
