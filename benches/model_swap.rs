@@ -37,7 +37,13 @@ fn main() {
     let mut swaps_during = 0;
     let no_swaps = AtomicU64::new(0);
     // One warm-up round, not measured.
-    measure(&runtime, &engine, &mut batches, BATCHES_PER_ROUND / 5, &no_swaps);
+    measure(
+        &runtime,
+        &engine,
+        &mut batches,
+        BATCHES_PER_ROUND / 5,
+        &no_swaps,
+    );
     for _ in 0..ROUNDS {
         quiet.extend(measure(
             &runtime,

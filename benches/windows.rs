@@ -55,7 +55,10 @@ impl Events {
         let mut time = Vec::with_capacity(BATCH);
         for _ in 0..BATCH {
             card.push(format!("card-{}", self.rng.random_range(0..self.cards)));
-            terminal.push(format!("term-{}", self.rng.random_range(0..self.cards / 50 + 1)));
+            terminal.push(format!(
+                "term-{}",
+                self.rng.random_range(0..self.cards / 50 + 1)
+            ));
             amount.push(self.rng.random_range(1.0..200.0));
             time.push(1_775_000_000_000 + self.next * MS_PER_EVENT);
             self.next += 1;
@@ -64,7 +67,10 @@ impl Events {
             ("card_id", Arc::new(StringArray::from(card))),
             ("terminal_id", Arc::new(StringArray::from(terminal))),
             ("amount", Arc::new(Float64Array::from(amount))),
-            ("event_time", Arc::new(TimestampMillisecondArray::from(time))),
+            (
+                "event_time",
+                Arc::new(TimestampMillisecondArray::from(time)),
+            ),
         ];
         RecordBatch::try_from_iter(columns).expect("a batch")
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 
 use streamscore::config::Pipeline;
@@ -13,7 +13,6 @@ use streamscore::error::Chain;
 use streamscore::instance::operator;
 use streamscore::model::commands;
 use streamscore::model::registry::{Change, Registry};
-use streamscore::simulate::{SimulationConfig, simulate};
 use streamscore::telemetry::Stats;
 use streamscore::{app, bench, demo, train};
 
@@ -52,17 +51,9 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
-    /// Write simulated card transactions as NDJSON (with labels).
-    Simulate {
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 30)]
-        days: u32,
-        #[arg(long, default_value_t = 1000)]
-        customers: usize,
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-    },
+    /// Simulated card transactions (the handbook's generator): NDJSON history
+    /// with labels, or a live stream to a topic with delayed labels.
+    Simulate(streamscore::simulate::command::SimulateArgs),
     /// The end-to-end benchmark against a real broker: a bare passthrough and
     /// the engine over the same events, then latency at offered loads.
     /// Prints Markdown for bench/RESULTS.md; see scripts/bench.sh.
@@ -204,34 +195,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Train(args) => print!("{}", train::command::run(&args).await?),
         Command::Evaluate(args) => print!("{}", train::command::evaluate(&args).await?),
-        Command::Simulate {
-            out,
-            days,
-            customers,
-            seed,
-        } => {
-            let config = SimulationConfig {
-                days,
-                customers,
-                terminals: customers * 2,
-                seed,
-                ..SimulationConfig::default()
-            };
-            let transactions = simulate(&config);
-            let mut text = Vec::new();
-            for t in &transactions {
-                serde_json::to_writer(&mut text, t)?;
-                text.push(b'\n');
-            }
-            std::fs::write(&out, text)
-                .with_context(|| format!("cannot write {}", out.display()))?;
-            println!(
-                "wrote {} transactions ({} fraud) to {}",
-                transactions.len(),
-                transactions.iter().filter(|t| t.is_fraud).count(),
-                out.display()
-            );
-        }
+        Command::Simulate(args) => print!("{}", streamscore::simulate::command::run(&args).await?),
         Command::Models { command } => print!("{}", models(command).await?),
         Command::Bench(options) => bench::run(&options).await?,
         Command::Demo {
