@@ -21,7 +21,12 @@ SELECT
     card_mean_amount_30d,
     -- A leaked card's fraudster spends well above the card's habit.
     COALESCE(amount / NULLIF(card_mean_amount_30d, 0.0), 1.0) AS amount_to_card_mean_30d,
-    terminal_tx_count_1d,
-    terminal_tx_count_7d,
-    terminal_tx_count_30d
+    -- The terminal's confirmed frauds per transaction, a label delay ago
+    -- (0 where it had no transactions then).
+    terminal_tx_count_1d_delayed,
+    terminal_tx_count_7d_delayed,
+    terminal_tx_count_30d_delayed,
+    COALESCE(terminal_fraud_count_1d_delayed / NULLIF(terminal_tx_count_1d_delayed, 0.0), 0.0) AS terminal_risk_1d,
+    COALESCE(terminal_fraud_count_7d_delayed / NULLIF(terminal_tx_count_7d_delayed, 0.0), 0.0) AS terminal_risk_7d,
+    COALESCE(terminal_fraud_count_30d_delayed / NULLIF(terminal_tx_count_30d_delayed, 0.0), 0.0) AS terminal_risk_30d
 FROM transactions

@@ -112,7 +112,23 @@ pub async fn run(
         health,
         stats: Arc::clone(&stats),
     };
+    let labels_context = SourceContext {
+        // The labels consumer's partitions do not make the engine ready.
+        health: Arc::new(Health::default()),
+        stats: Arc::clone(&stats),
+    };
     let source = KafkaSource::new(&pipeline.kafka, pipeline.batch, context).map_err(connect)?;
+    let labels = match &pipeline.labels {
+        Some(labels) => Some(
+            KafkaSource::new(
+                &pipeline.kafka.for_labels(&labels.topic),
+                pipeline.batch,
+                labels_context,
+            )
+            .map_err(connect)?,
+        ),
+        None => None,
+    };
     tracing::info!(
         input = %pipeline.kafka.input_topic,
         output = %pipeline.kafka.output_topic,
@@ -122,7 +138,19 @@ pub async fn run(
         "scoring"
     );
     let outcome = tokio::select! {
-        result = pipeline::run(&source, &engine, &sink, &stats, &shutdown.stop) => {
+        result = async {
+            let labels = async {
+                match &labels {
+                    Some(labels) => pipeline::run_labels(labels, &engine, &shutdown.stop).await,
+                    None => Ok(()),
+                }
+            };
+            tokio::try_join!(
+                pipeline::run(&source, &engine, &sink, &stats, &shutdown.stop),
+                labels
+            )
+            .map(|_| ())
+        } => {
             if let Some(follower) = &follower {
                 follower.flush_history();
             }
@@ -137,6 +165,7 @@ pub async fn run(
     // group politely, which can take seconds; the process is about to exit,
     // and the broker finds out by itself. So the clients are not closed.
     std::mem::forget(source);
+    std::mem::forget(labels);
     std::mem::forget(sink);
     Err(outcome)
 }

@@ -59,6 +59,15 @@ impl Batch {
         self.records.is_empty()
     }
 
+    /// Per partition, the offset after this batch's last: where reading
+    /// resumes once the batch is done.
+    pub fn next_offsets(&self) -> BTreeMap<i32, i64> {
+        self.offset_ranges()
+            .into_iter()
+            .map(|(partition, (_, last))| (partition, last + 1))
+            .collect()
+    }
+
     /// Per partition, the first and last offset in this batch.
     pub fn offset_ranges(&self) -> BTreeMap<i32, (i64, i64)> {
         let mut ranges = BTreeMap::new();

@@ -58,6 +58,8 @@ pub enum EngineError {
 pub struct EngineState {
     pub checkpoint: Arc<Checkpoint>,
     pub windows: Option<Windows>,
+    /// Decodes the labels topic's records, when a feature reads labels.
+    pub labels: Option<Decoder>,
 }
 
 impl EngineState {
@@ -88,7 +90,15 @@ impl EngineState {
         Ok(Some(Self {
             checkpoint: Arc::new(checkpoint),
             windows,
+            labels: Self::label_decoder(pipeline),
         }))
+    }
+
+    fn label_decoder(pipeline: &Pipeline) -> Option<Decoder> {
+        pipeline
+            .labels
+            .as_ref()
+            .map(|l| Decoder::new(l.schema.clone(), pipeline.max_record_bytes))
     }
 
     /// The pipeline's window features over an in-memory store: for tests
@@ -97,6 +107,7 @@ impl EngineState {
         Ok(Self {
             checkpoint: Arc::new(Checkpoint::new(Arc::new(MemoryStore::default()))?),
             windows: pipeline.windows.clone().map(Windows::new),
+            labels: Self::label_decoder(pipeline),
         })
     }
 }
@@ -264,14 +275,9 @@ impl Engine {
             })
             .collect();
         output.staged = self.state.as_ref().map(|state| {
-            let next_offsets = batch
-                .offset_ranges()
-                .into_iter()
-                .map(|(partition, (_, last))| (partition, last + 1))
-                .collect();
             state
                 .checkpoint
-                .stage(&batch.topic, &next_offsets, state_changes)
+                .stage(&batch.topic, &batch.next_offsets(), state_changes)
         });
         Ok(output)
     }
@@ -287,6 +293,58 @@ impl Engine {
         state.checkpoint.commit(staged)?;
         metrics::histogram!(names::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Folds a batch from the labels topic into the label windows and
+    /// stages it with its offsets; commit it with [`Engine::checkpoint`].
+    /// Labels that do not decode are skipped with a warning and counted:
+    /// they carry no score to send anywhere.
+    pub fn fold_labels(&self, batch: &Batch) -> Result<Option<Staged>, EngineError> {
+        let Some((state, windows, decoder)) = self
+            .state
+            .as_ref()
+            .and_then(|s| Some((s, s.windows.as_ref()?, s.labels.as_ref()?)))
+        else {
+            return Ok(None);
+        };
+        let fresh = self.not_yet_folded(batch);
+        let decoded = decoder
+            .decode(fresh.iter().map(|&i| RawRecord {
+                bytes: batch.records[i].payload.as_deref(),
+                size: batch.records[i].payload_size,
+            }))
+            .map_err(|e| {
+                EngineError::Internal(format!("decoded labels do not form a batch: {e}"))
+            })?;
+        for refused in &decoded.rejected {
+            let record = &batch.records[fresh[refused.index]];
+            tracing::warn!(
+                topic = %batch.topic,
+                partition = record.partition,
+                offset = record.offset,
+                reason = %refused.message,
+                "label skipped: it does not decode"
+            );
+        }
+        if !decoded.rejected.is_empty() {
+            metrics::counter!(names::LABELS_REFUSED, "topic" => batch.topic.clone())
+                .increment(decoded.rejected.len() as u64);
+        }
+        let partitions: Vec<i32> = decoded
+            .source_index
+            .iter()
+            .map(|&i| batch.records[fresh[i]].partition)
+            .collect();
+        let folded = windows.fold_labels(&decoded.batch, &partitions, &state.checkpoint)?;
+        if folded.late > 0 {
+            metrics::counter!(names::LATE_EVENTS, "topic" => batch.topic.clone())
+                .increment(folded.late);
+        }
+        Ok(Some(state.checkpoint.stage(
+            &batch.topic,
+            &batch.next_offsets(),
+            folded.changes,
+        )))
     }
 
     /// The indices of the batch's records not yet folded into state. A

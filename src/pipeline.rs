@@ -99,6 +99,28 @@ pub async fn run(
     Ok(())
 }
 
+/// The labels topic's loop, beside [`run`] until `stop`: fetch, fold into
+/// the label windows, checkpoint, store offsets. A label produces nothing,
+/// so its batch is checkpointed as soon as it is folded.
+pub async fn run_labels(
+    source: &KafkaSource,
+    engine: &Engine,
+    stop: &CancellationToken,
+) -> Result<(), PipelineError> {
+    loop {
+        let batch = source.next_batch(stop).await;
+        if batch.is_empty() {
+            break;
+        }
+        let staged = off_the_async_workers(async { engine.fold_labels(&batch) }).await?;
+        engine.checkpoint(staged)?;
+        source.store(&batch)?;
+        tracing::debug!(labels = batch.len(), "labels folded");
+    }
+    source.commit()?;
+    Ok(())
+}
+
 /// A delivered (or failed) batch: the batch, its outputs, when its work
 /// began, and what delivery said.
 type InFlight = (

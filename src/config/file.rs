@@ -27,6 +27,30 @@ pub struct PipelineFile {
     pub telemetry: TelemetrySection,
     pub state: Option<StateSection>,
     pub windows: Option<WindowsSection>,
+    pub labels: Option<LabelsSection>,
+}
+
+/// Where fraud labels come from, for window features over them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsSection {
+    pub topic: String,
+    pub schema: PathBuf,
+    /// The labelled event's time, in the labels' schema.
+    #[serde(default = "default_label_time")]
+    pub event_time: String,
+    /// How long after its event a label arrives: `train` makes labels
+    /// visible this late, as the stream sees them.
+    #[serde(default = "default_label_delay")]
+    pub delay: String,
+}
+
+fn default_label_time() -> String {
+    "event_time".into()
+}
+
+fn default_label_delay() -> String {
+    "7d".into()
 }
 
 /// Where this instance keeps its state (window features, offsets).
@@ -58,6 +82,11 @@ pub struct WindowFeatureSection {
     pub aggregate: crate::windows::Aggregate,
     pub column: Option<String>,
     pub window: String,
+    /// Overrides `windows.tile` for this feature.
+    pub tile: Option<String>,
+    #[serde(default)]
+    pub source: crate::windows::Source,
+    pub shift: Option<String>,
     #[serde(default = "yes")]
     pub include_current: bool,
 }

@@ -14,7 +14,7 @@ mod file;
 mod windows;
 
 pub use file::{PipelineFile, ReasonsFor};
-pub use windows::{StateSettings, parse_duration};
+pub use windows::{LabelSettings, StateSettings, parse_duration};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -54,6 +54,18 @@ pub enum ConfigError {
 
 /// Room a dead letter needs beyond its payload: headers and the key.
 pub const DEAD_LETTER_OVERHEAD: usize = 16 * 1024;
+
+impl KafkaSettings {
+    /// The same cluster and client properties, reading the labels topic in
+    /// a group of its own (`<group_id>-labels`).
+    pub fn for_labels(&self, topic: &str) -> Self {
+        Self {
+            input_topic: topic.to_owned(),
+            group_id: format!("{}-labels", self.group_id),
+            ..self.clone()
+        }
+    }
+}
 
 /// Kafka settings after validation.
 #[derive(Debug, Clone)]
@@ -134,6 +146,8 @@ pub struct Pipeline {
     /// This instance's state store, when the pipeline keeps state.
     pub state: Option<StateSettings>,
     pub windows: Option<crate::windows::WindowSpec>,
+    /// The labels topic, when a window feature reads labels.
+    pub labels: Option<LabelSettings>,
 }
 
 impl Pipeline {
@@ -331,8 +345,29 @@ impl PipelineFile {
             .model_source(base)
             .map_err(|(key, message)| invalid(key, message))?;
         let state = windows::state_settings(self.state, base);
-        let window_spec = windows::window_spec(self.windows, state.is_some(), &schema)
+        let labels = windows::label_settings(self.labels.as_ref(), base)
             .map_err(|(key, message)| invalid(key, message))?;
+        let window_spec = windows::window_spec(
+            self.windows,
+            state.is_some(),
+            &schema,
+            labels
+                .as_ref()
+                .map(|(l, timing)| (&l.schema, timing.clone())),
+        )
+        .map_err(|(key, message)| invalid(key, message))?;
+        if labels.is_some()
+            && !window_spec.as_ref().is_some_and(|w| {
+                w.features
+                    .iter()
+                    .any(|f| f.source == crate::windows::Source::Labels)
+            })
+        {
+            return Err(invalid(
+                "labels",
+                "is set, but no window feature reads labels (`source = \"labels\"`)".into(),
+            ));
+        }
 
         Ok(Pipeline {
             source_path: path.to_owned(),
@@ -373,6 +408,7 @@ impl PipelineFile {
             status_interval: Duration::from_millis(self.telemetry.status_interval_ms),
             state,
             windows: window_spec,
+            labels: labels.map(|(settings, _)| settings),
         })
     }
 }

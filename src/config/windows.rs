@@ -5,15 +5,22 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::file::{StateSection, WindowsSection};
+use super::file::{LabelsSection, StateSection, WindowsSection};
 use crate::schema::{FieldType, RecordSchema};
-use crate::windows::{Aggregate, WindowFeature, WindowSpec};
+use crate::windows::{Aggregate, LabelTiming, Source, WindowFeature, WindowSpec};
 
 /// Where the instance's RocksDB lives.
 #[derive(Debug, Clone)]
 pub struct StateSettings {
     pub path: PathBuf,
     pub sync: bool,
+}
+
+/// The labels topic and the schema its records are decoded with.
+#[derive(Debug, Clone)]
+pub struct LabelSettings {
+    pub topic: String,
+    pub schema: RecordSchema,
 }
 
 /// Reads `7d`, `12h`, `30m` or `45s`.
@@ -44,15 +51,58 @@ pub fn state_settings(section: Option<StateSection>, base: &Path) -> Option<Stat
     })
 }
 
-/// The window features, valid against `schema`. They need a `[state]`.
+/// `[labels]`, its schema read (relative to `base`).
+pub fn label_settings(
+    section: Option<&LabelsSection>,
+    base: &Path,
+) -> Result<Option<(LabelSettings, LabelTiming)>, Invalid> {
+    let Some(section) = section else {
+        return Ok(None);
+    };
+    let path = base.join(&section.schema);
+    let schema = RecordSchema::load(&path)
+        .map_err(|e| ("labels.schema", format!("{}: {e}", path.display())))?;
+    match schema.field(&section.event_time) {
+        Some(f) if f.field_type == FieldType::Timestamp => {}
+        _ => {
+            return Err((
+                "labels.event_time",
+                format!(
+                    "names `{}`, which is not a timestamp field of {}",
+                    section.event_time,
+                    path.display()
+                ),
+            ));
+        }
+    }
+    if section.topic.trim().is_empty() {
+        return Err(("labels.topic", "must not be empty".into()));
+    }
+    let delay = parse_duration(&section.delay).map_err(|e| ("labels.delay", e))?;
+    Ok(Some((
+        LabelSettings {
+            topic: section.topic.clone(),
+            schema,
+        },
+        LabelTiming {
+            event_time: section.event_time.clone(),
+            delay_ms: delay.as_millis() as i64,
+        },
+    )))
+}
+
+/// The window features, valid against `schema` (and the labels' schema for
+/// label features). They need a `[state]`.
 pub fn window_spec(
     section: Option<WindowsSection>,
     has_state: bool,
     schema: &RecordSchema,
+    labels: Option<(&RecordSchema, LabelTiming)>,
 ) -> Result<Option<WindowSpec>, Invalid> {
     let Some(section) = section else {
         return Ok(None);
     };
+    let (label_schema, label_timing) = labels.unzip();
     if !has_state {
         return Err((
             "windows",
@@ -96,6 +146,16 @@ pub fn window_spec(
             if schema.field(&f.key).is_none() {
                 return Err(at(format!("key `{}` is not a field of the schema", f.key)));
             }
+            let source_schema = match (f.source, label_schema) {
+                (Source::Events, _) => schema,
+                (Source::Labels, Some(labels)) => labels,
+                (Source::Labels, None) => {
+                    return Err(at("reads labels, but the pipeline has no `[labels]` section".into()));
+                }
+            };
+            if source_schema.field(&f.key).is_none() {
+                return Err(at(format!("key `{}` is not a field of the labels' schema", f.key)));
+            }
             match (&f.column, f.aggregate) {
                 (Some(_), Aggregate::Count) => {
                     return Err(at("`count` counts events and takes no `column`".into()));
@@ -105,11 +165,15 @@ pub fn window_spec(
                         format!("`{aggregate:?}` needs a `column` to aggregate").to_lowercase()
                     ));
                 }
-                (Some(column), _) => match schema.field(column) {
-                    Some(c) if matches!(c.field_type, FieldType::Float64 | FieldType::Int64) => {}
+                (Some(column), _) => match source_schema.field(column) {
+                    Some(c)
+                        if matches!(
+                            c.field_type,
+                            FieldType::Float64 | FieldType::Int64 | FieldType::Bool
+                        ) => {}
                     _ => {
                         return Err(at(format!(
-                            "column `{column}` is not a numeric field of the schema"
+                            "column `{column}` is not a numeric or bool field of its source's schema"
                         )));
                     }
                 },
@@ -117,10 +181,30 @@ pub fn window_spec(
             }
             let window = parse_duration(&f.window).map_err(at)?;
             let window_ms = window.as_millis() as i64;
+            let (tile_ms, tile) = match &f.tile {
+                Some(tile) => {
+                    let ms = parse_duration(tile).map_err(at)?.as_millis() as i64;
+                    if ms == 0 {
+                        return Err(at("tile must be at least 1s".into()));
+                    }
+                    (ms, tile.as_str())
+                }
+                None => (tile_ms, section.tile.as_str()),
+            };
             if window_ms < tile_ms || window_ms % tile_ms != 0 {
                 return Err(at(format!(
-                    "window {} must be a whole number of tiles (windows.tile = {})",
-                    f.window, section.tile
+                    "window {} must be a whole number of tiles (tile = {tile})",
+                    f.window
+                )));
+            }
+            let shift_ms = match &f.shift {
+                Some(shift) => parse_duration(shift).map_err(at)?.as_millis() as i64,
+                None => 0,
+            };
+            if shift_ms % tile_ms != 0 {
+                return Err(at(format!(
+                    "shift {} must be a whole number of tiles",
+                    f.shift.as_deref().unwrap_or_default()
                 )));
             }
             Ok(WindowFeature {
@@ -128,14 +212,17 @@ pub fn window_spec(
                 key: f.key,
                 column: f.column,
                 aggregate: f.aggregate,
+                source: f.source,
                 window_ms,
+                tile_ms,
+                shift_ms,
                 include_current: f.include_current,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(WindowSpec {
         event_time: section.event_time,
-        tile_ms,
         features,
+        labels: label_timing,
     }))
 }

@@ -101,8 +101,8 @@ impl KafkaSource {
     /// on rebalance, or [`KafkaSource::commit`]) makes it durable.
     pub fn store(&self, batch: &Batch) -> KafkaResult<()> {
         let mut offsets = TopicPartitionList::new();
-        for (partition, (_, last)) in batch.offset_ranges() {
-            offsets.add_partition_offset(&batch.topic, partition, Offset::Offset(last + 1))?;
+        for (partition, next) in batch.next_offsets() {
+            offsets.add_partition_offset(&batch.topic, partition, Offset::Offset(next))?;
         }
         match self.consumer.store_offsets(&offsets) {
             // A partition taken away in a rebalance cannot be stored; its new

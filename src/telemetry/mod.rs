@@ -29,6 +29,8 @@ pub mod names {
     /// Records read again after a restart whose events were already folded
     /// into the window state (and scored): skipped, not counted twice.
     pub const ALREADY_FOLDED: &str = "streamscore_state_already_folded_total";
+    /// Records of the labels topic that do not decode (skipped, logged).
+    pub const LABELS_REFUSED: &str = "streamscore_labels_refused_total";
     /// Events older than their key's retained window history.
     pub const LATE_EVENTS: &str = "streamscore_window_late_events_total";
     /// One checkpoint: a batch's state changes and offsets, written at once.

@@ -8,7 +8,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, TimestampMillisecondBuilder, new_null_array,
 };
 use arrow::compute::concat_batches;
-use arrow::datatypes::{DataType, Field, Schema, TimestampMillisecondType};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
@@ -17,7 +17,6 @@ use super::fit::TrainError;
 use crate::config::Pipeline;
 use crate::decode::Decoder;
 use crate::reject::Rejected;
-use crate::state::{Checkpoint, MemoryStore};
 use crate::timestamp::TimestampFormat;
 use crate::transform::{SqlTransform, TransformError};
 use crate::windows::Windows;
@@ -212,34 +211,20 @@ pub async fn features_for(
     })
 }
 
-/// Runs the window code over history as the stream would: in event-time
-/// order (ties in file order), against the in-memory store, as one
-/// partition. Each row gets the features of the state before it.
+/// Runs the window code over history as the stream would (see
+/// [`Windows::history`]): each row gets the features of the state before it,
+/// labels visible only after their delay.
 fn with_window_history(
     windows: Windows,
     decoded: &RecordBatch,
 ) -> Result<RecordBatch, TrainingError> {
     let internal = |e: String| TrainingError::Internal(e);
-    let times = decoded
-        .column_by_name(&windows.spec().event_time)
-        .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
-        .ok_or_else(|| {
-            internal(format!(
-                "no timestamp column `{}`",
-                windows.spec().event_time
-            ))
-        })?;
-    let mut order: Vec<usize> = (0..decoded.num_rows()).collect();
-    // Events without a time get no window features; their place is moot.
-    order.sort_by_key(|&row| times.is_valid(row).then(|| times.value(row)));
-    let checkpoint =
-        Checkpoint::new(Arc::new(MemoryStore::default())).map_err(|e| internal(e.to_string()))?;
-    let partitions = vec![0; decoded.num_rows()];
-    let computed = windows
-        .compute(decoded, &partitions, &order, &checkpoint)
-        .map_err(|e| internal(e.to_string()))?;
     let mut columns = decoded.columns().to_vec();
-    columns.extend(computed.columns);
+    columns.extend(
+        windows
+            .history(decoded)
+            .map_err(|e| internal(e.to_string()))?,
+    );
     RecordBatch::try_new(windows.extend_schema(&decoded.schema()), columns)
         .map_err(|e| internal(e.to_string()))
 }

@@ -11,22 +11,32 @@
 //! boundaries, up to one tile short at the far edge. An event whose tile
 //! is older than the key's newest tile by the longest window or more is
 //! *late*: it gets its features from what remains and is not folded in.
+//!
+//! Labels (fraud confirmations, from the labels topic) fold into series of
+//! their own. A feature over them is usually *shifted* back by the label
+//! delay: the window ends that long before the event, where the labels
+//! have had time to arrive (the handbook's terminal risk). A shifted window
+//! ends at the start of the tile holding the event's time less the shift,
+//! so it holds nothing later than that time; it covers `window` of whole
+//! tiles before that.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, Schema, TimestampMillisecondType};
+use arrow::array::{ArrayRef, Float64Array};
+use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::state::{Change, Checkpoint, Expiry, Family, StateError};
+use crate::state::{Change, Checkpoint, Expiry, StateError};
 
+mod expiry;
+mod session;
 mod tiles;
 
-use tiles::{Summary, Tiles};
+use expiry::WindowExpiry;
+use session::{Columns, Session};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -41,7 +51,7 @@ pub enum Aggregate {
 impl Aggregate {
     /// The feature's value; null where it has no value (the mean, min or
     /// max of no values).
-    fn of(self, s: &Summary) -> Option<f64> {
+    fn of(self, s: &tiles::Summary) -> Option<f64> {
         match self {
             Aggregate::Count => Some(s.events as f64),
             Aggregate::Sum => Some(s.sum),
@@ -52,19 +62,46 @@ impl Aggregate {
     }
 }
 
+/// What a feature aggregates: the events themselves, or their labels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    #[default]
+    Events,
+    Labels,
+}
+
 /// One declared window feature.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowFeature {
     /// The column the SQL sees.
     pub name: String,
-    /// The column whose value keys the window (card, terminal, ...).
+    /// The column whose value keys the window (card, terminal, ...); the
+    /// events and, for a label feature, the labels both carry it.
     pub key: String,
     /// The column aggregated; none for `count`.
     pub column: Option<String>,
     pub aggregate: Aggregate,
+    pub source: Source,
     pub window_ms: i64,
-    /// Whether the current event counts in its own window.
+    /// The tile span of this feature's state: a window reaches back
+    /// between `window_ms - tile_ms` and `window_ms`.
+    pub tile_ms: i64,
+    /// The window ends this long before the event (0: at the event).
+    pub shift_ms: i64,
+    /// Whether the current event counts in its own window (unshifted event
+    /// features only).
     pub include_current: bool,
+}
+
+/// How labels are read and, in training, when they become visible.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelTiming {
+    /// The labels' timestamp column: the labelled event's time.
+    pub event_time: String,
+    /// `train` folds a label in this long after its event, as it would
+    /// arrive in the stream.
+    pub delay_ms: i64,
 }
 
 /// The window features of a pipeline and how their state is kept.
@@ -72,8 +109,9 @@ pub struct WindowFeature {
 pub struct WindowSpec {
     /// The timestamp column giving each event's time.
     pub event_time: String,
-    pub tile_ms: i64,
     pub features: Vec<WindowFeature>,
+    /// Present when a feature reads labels.
+    pub labels: Option<LabelTiming>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,16 +122,18 @@ pub enum WindowError {
     Input(String),
 }
 
-/// Events that share a key column and an aggregated column share one tile
-/// series, so each event reads and writes each key once.
+/// Events (or labels) that share a key column and an aggregated column
+/// share one tile series, so each event reads and writes each key once.
 #[derive(Debug, Clone)]
 struct Series {
     /// Stable across restarts and edits of other features: a hash of the
-    /// key and value column names.
+    /// source, key and value column names.
     id: [u8; 8],
+    source: Source,
     key: String,
     column: Option<String>,
-    /// The longest window of its features, in tiles.
+    tile_ms: i64,
+    /// The furthest back any of its features reaches, in tiles.
     retention_tiles: i64,
 }
 
@@ -101,8 +141,23 @@ struct Series {
 struct Planned {
     series: usize,
     tiles: i64,
+    shift_tiles: i64,
     aggregate: Aggregate,
     include_current: bool,
+}
+
+impl Planned {
+    /// The newest tile the window of an event in tile `bucket` covers. A
+    /// shifted window ends before the tile holding the event's time less
+    /// the shift: it then holds nothing later than that time (with tiles
+    /// of a day, the tile holding it also holds later hours, whose labels
+    /// may not have arrived yet).
+    fn last_tile(&self, bucket: i64) -> i64 {
+        match self.shift_tiles {
+            0 => bucket,
+            shift => bucket - shift - 1,
+        }
+    }
 }
 
 /// A spec resolved into series, with the expiry its store's compaction
@@ -118,10 +173,11 @@ pub struct Windows {
 /// What one batch did to the window state.
 #[derive(Debug, Default)]
 pub struct WindowOutput {
-    /// One Float64 column per feature, in the batch's row order.
+    /// One Float64 column per feature, in the batch's row order (none for
+    /// a batch of labels).
     pub columns: Vec<ArrayRef>,
     pub changes: Vec<Change>,
-    /// Events older than their key's retained history.
+    /// Events (or labels) older than their key's retained history.
     pub late: u64,
 }
 
@@ -138,33 +194,44 @@ impl Windows {
             let at = series
                 .iter()
                 .position(|s| {
-                    s.key == feature.key && (feature.column.is_none() || s.column == feature.column)
+                    s.source == feature.source
+                        && s.tile_ms == feature.tile_ms
+                        && s.key == feature.key
+                        && (feature.column.is_none() || s.column == feature.column)
                 })
                 .unwrap_or_else(|| {
                     series.push(Series {
-                        id: series_id(&feature.key, feature.column.as_deref()),
+                        id: series_id(feature),
+                        source: feature.source,
                         key: feature.key.clone(),
                         column: feature.column.clone(),
+                        tile_ms: feature.tile_ms,
                         retention_tiles: 0,
                     });
                     series.len() - 1
                 });
-            let tiles = feature.window_ms / spec.tile_ms;
-            series[at].retention_tiles = series[at].retention_tiles.max(tiles);
+            let reach = (feature.window_ms + feature.shift_ms) / feature.tile_ms
+                + i64::from(feature.shift_ms > 0);
+            series[at].retention_tiles = series[at].retention_tiles.max(reach);
             by_feature.insert(feature.name.clone(), at);
         }
         for feature in &spec.features {
             planned.push(Planned {
                 series: by_feature[&feature.name],
-                tiles: feature.window_ms / spec.tile_ms,
+                tiles: feature.window_ms / feature.tile_ms,
+                shift_tiles: feature.shift_ms / feature.tile_ms,
                 aggregate: feature.aggregate,
-                include_current: feature.include_current,
+                include_current: feature.include_current
+                    && feature.shift_ms == 0
+                    && feature.source == Source::Events,
             });
         }
-        let expiry = Arc::new(WindowExpiry {
-            retention: series.iter().map(|s| (s.id, s.retention_tiles)).collect(),
-            watermarks: RwLock::default(),
-        });
+        let expiry = Arc::new(WindowExpiry::new(
+            series
+                .iter()
+                .map(|s| (s.id, (s.retention_tiles, s.tile_ms)))
+                .collect(),
+        ));
         Self {
             spec,
             series,
@@ -177,31 +244,32 @@ impl Windows {
         &self.spec
     }
 
+    /// Whether any feature reads labels (then the labels topic is read).
+    pub fn reads_labels(&self) -> bool {
+        self.series.iter().any(|s| s.source == Source::Labels)
+    }
+
     /// The compaction filter's view: which stored keys no event can need.
     pub fn expiry(&self) -> Arc<dyn Expiry> {
         self.expiry.clone()
     }
 
-    /// The columns the features add to the table the SQL reads.
-    pub fn fields(&self) -> Vec<arrow::datatypes::Field> {
-        self.spec
-            .features
-            .iter()
-            .map(|f| arrow::datatypes::Field::new(&f.name, DataType::Float64, true))
-            .collect()
-    }
-
     /// The input table plus the feature columns.
     pub fn extend_schema(&self, schema: &Schema) -> Arc<Schema> {
         let mut fields: Vec<_> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.extend(self.fields());
+        fields.extend(
+            self.spec
+                .features
+                .iter()
+                .map(|f| arrow::datatypes::Field::new(&f.name, DataType::Float64, true)),
+        );
         Arc::new(Schema::new(fields))
     }
 
     /// Computes every feature of the rows of `decoded` and the state
     /// changes that fold them in. Rows are folded in `order` (the stream's
-    /// order, or event time in training); `partitions[row]` is each row's
-    /// input partition, which every state key carries.
+    /// order); `partitions[row]` is each row's input partition, which every
+    /// state key carries.
     pub fn compute(
         &self,
         decoded: &RecordBatch,
@@ -209,197 +277,95 @@ impl Windows {
         order: &[usize],
         state: &Checkpoint,
     ) -> Result<WindowOutput, WindowError> {
-        let column = |name: &str| {
-            decoded
-                .column_by_name(name)
-                .ok_or_else(|| WindowError::Input(format!("the batch has no column `{name}`")))
-        };
-        let cast_to = |name: &str, to: &DataType| {
-            cast(column(name)?, to).map_err(|e| {
-                WindowError::Input(format!("column `{name}` does not cast to {to}: {e}"))
-            })
-        };
-        let times = column(&self.spec.event_time)?;
-        let times = times
-            .as_primitive_opt::<TimestampMillisecondType>()
-            .ok_or_else(|| {
-                WindowError::Input(format!(
-                    "`{}` is not a millisecond timestamp",
-                    self.spec.event_time
-                ))
-            })?;
-        let keys = self
-            .series
-            .iter()
-            .map(|s| cast_to(&s.key, &DataType::Utf8))
-            .collect::<Result<Vec<_>, _>>()?;
-        let values = self
-            .series
-            .iter()
-            .map(|s| {
-                s.column
-                    .as_deref()
-                    .map(|c| cast_to(c, &DataType::Float64))
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let rows = decoded.num_rows();
-        let mut out: Vec<Vec<Option<f64>>> = vec![vec![None; rows]; self.planned.len()];
-        let mut loaded: HashMap<Vec<u8>, (Tiles, bool)> = HashMap::new();
-        let mut late = 0;
-        let mut watermarks: HashMap<i32, i64> = HashMap::new();
+        let columns = Columns::of_events(self, decoded)?;
+        let mut session = Session::new(self, Some(state));
+        let mut out = vec![vec![None; decoded.num_rows()]; self.planned.len()];
         for &row in order {
-            if times.is_null(row) {
-                continue;
-            }
-            let bucket = times.value(row).div_euclid(self.spec.tile_ms);
-            let partition = partitions[row];
-            let newest_seen = watermarks.entry(partition).or_insert(bucket);
-            *newest_seen = (*newest_seen).max(bucket);
-            for (s, series) in self.series.iter().enumerate() {
-                let key_column = keys[s].as_string::<i32>();
-                if key_column.is_null(row) {
-                    continue;
-                }
-                let value = values[s].as_ref().and_then(|v| {
-                    let v = v.as_primitive::<Float64Type>();
-                    v.is_valid(row).then(|| v.value(row))
-                });
-                let key = state_key(partition, &series.id, key_column.value(row));
-                let (tiles, dirty) = match loaded.entry(key) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        let tiles = match state.get(Family::Windows, e.key())? {
-                            Some(bytes) => {
-                                Tiles::decode(&bytes).map_err(|message| StateError::Damaged {
-                                    family: Family::Windows.name(),
-                                    message,
-                                })?
-                            }
-                            None => Tiles::default(),
-                        };
-                        e.insert((tiles, false))
-                    }
-                };
-                let is_late = tiles
-                    .newest()
-                    .is_some_and(|newest| bucket <= newest - series.retention_tiles);
-                for (f, planned) in self.planned.iter().enumerate() {
-                    if planned.series != s {
-                        continue;
-                    }
-                    let mut summary = tiles.summary(bucket - planned.tiles + 1, bucket);
-                    if planned.include_current {
-                        summary.add(value);
-                    }
-                    out[f][row] = planned.aggregate.of(&summary);
-                }
-                if is_late {
-                    late += 1;
-                    continue;
-                }
-                tiles.add(bucket, value);
-                if let Some(newest) = tiles.newest() {
-                    tiles.expire(newest - series.retention_tiles + 1);
-                }
-                *dirty = true;
-            }
+            session.event(&columns, row, partitions[row], &mut out)?;
         }
-        self.expiry.advance(&watermarks);
-        let changes = loaded
-            .into_iter()
-            .filter(|(_, (_, dirty))| *dirty)
-            .map(|(key, (tiles, _))| Change {
-                family: Family::Windows,
-                key,
-                value: (!tiles.is_empty()).then(|| tiles.encode()),
-            })
-            .collect();
-        Ok(WindowOutput {
-            columns: out
-                .into_iter()
-                .map(|values| Arc::new(Float64Array::from(values)) as ArrayRef)
-                .collect(),
-            changes,
-            late,
-        })
+        Ok(session.finish(out))
+    }
+
+    /// Folds a batch of labels into their series (no features come out).
+    pub fn fold_labels(
+        &self,
+        labels: &RecordBatch,
+        partitions: &[i32],
+        state: &Checkpoint,
+    ) -> Result<WindowOutput, WindowError> {
+        let columns = Columns::of_labels(self, labels)?;
+        let mut session = Session::new(self, Some(state));
+        for (row, &partition) in partitions.iter().enumerate() {
+            session.label(&columns, row, partition)?;
+        }
+        Ok(session.finish(Vec::new()))
+    }
+
+    /// Training: the features of history as the stream would have computed
+    /// them, from an empty state, as one partition. Events fold in
+    /// event-time order (ties in file order); each event's label, read from
+    /// the same rows, folds in `labels.delay` after it, before the events
+    /// at or after that time.
+    pub fn history(&self, decoded: &RecordBatch) -> Result<Vec<ArrayRef>, WindowError> {
+        let events = Columns::of_events(self, decoded)?;
+        let labels = match (&self.spec.labels, self.reads_labels()) {
+            (Some(timing), true) => Some((Columns::of_labels(self, decoded)?, timing.delay_ms)),
+            _ => None,
+        };
+        let time = |row: usize| events.time(row);
+        let mut order: Vec<usize> = (0..decoded.num_rows()).collect();
+        // Events without a time get no window features; their place is moot.
+        order.sort_by_key(|&row| time(row));
+        let mut session = Session::new(self, None);
+        let mut out = vec![vec![None; decoded.num_rows()]; self.planned.len()];
+        let mut next_label = 0;
+        for &row in &order {
+            if let (Some((label_columns, delay)), Some(now)) = (&labels, time(row)) {
+                while let Some(&labelled) = order.get(next_label) {
+                    match label_columns.time(labelled) {
+                        Some(t) if t + delay <= now => {
+                            session.label(label_columns, labelled, 0)?;
+                        }
+                        Some(_) => break,
+                        None => {}
+                    }
+                    next_label += 1;
+                }
+            }
+            session.event(&events, row, 0, &mut out)?;
+        }
+        Ok(session.finish(out).columns)
     }
 }
 
-fn series_id(key: &str, column: Option<&str>) -> [u8; 8] {
+fn to_columns(out: Vec<Vec<Option<f64>>>) -> Vec<ArrayRef> {
+    out.into_iter()
+        .map(|values| Arc::new(Float64Array::from(values)) as ArrayRef)
+        .collect()
+}
+
+fn series_id(feature: &WindowFeature) -> [u8; 8] {
     let mut hash = Sha256::new();
-    hash.update(key.as_bytes());
+    hash.update(match feature.source {
+        Source::Events => b"events\0".as_slice(),
+        Source::Labels => b"labels\0".as_slice(),
+    });
+    hash.update(feature.tile_ms.to_be_bytes());
+    hash.update(feature.key.as_bytes());
     hash.update([0]);
-    hash.update(column.unwrap_or("").as_bytes());
+    hash.update(feature.column.as_deref().unwrap_or("").as_bytes());
     let digest = hash.finalize();
     let mut id = [0; 8];
     id.copy_from_slice(&digest[..8]);
     id
 }
 
-/// Input partition, series, key value: a partition's state is one key
-/// range, so it can follow its partition to another instance.
-fn state_key(partition: i32, series: &[u8; 8], value: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(12 + value.len());
-    key.extend_from_slice(&partition.to_be_bytes());
-    key.extend_from_slice(series);
-    key.extend_from_slice(value.as_bytes());
-    key
-}
-
-/// Per input partition, the newest tile seen; a stored key whose newest
-/// tile is a whole retention behind it can serve no in-order event again.
-#[derive(Debug)]
-struct WindowExpiry {
-    retention: HashMap<[u8; 8], i64>,
-    watermarks: RwLock<HashMap<i32, i64>>,
-}
-
-impl WindowExpiry {
-    fn advance(&self, seen: &HashMap<i32, i64>) {
-        let mut watermarks = self
-            .watermarks
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (&partition, &bucket) in seen {
-            let w = watermarks.entry(partition).or_insert(bucket);
-            *w = (*w).max(bucket);
-        }
-    }
-}
-
-impl Expiry for WindowExpiry {
-    fn expired(&self, key: &[u8], value: &[u8]) -> bool {
-        let (Some(partition), Some(series)) = (key.get(..4), key.get(4..12)) else {
-            return false;
-        };
-        let partition = i32::from_be_bytes(partition.try_into().unwrap_or_default());
-        let series: [u8; 8] = series.try_into().unwrap_or_default();
-        // A series no longer declared keeps its state: the feature may come
-        // back, and its keys are few compared with the live ones.
-        let Some(retention) = self.retention.get(&series) else {
-            return false;
-        };
-        let Some(newest) = Tiles::newest_encoded(value) else {
-            return false;
-        };
-        let watermarks = self
-            .watermarks
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        watermarks
-            .get(&partition)
-            .is_some_and(|&watermark| newest <= watermark - retention)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use arrow::array::{Float64Array, StringArray, TimestampMillisecondArray};
-    use arrow::datatypes::{Field, TimeUnit};
+    use arrow::array::{AsArray, Float64Array, StringArray, TimestampMillisecondArray};
+    use arrow::datatypes::{Field, Float64Type, TimeUnit};
 
     use super::*;
     use crate::state::MemoryStore;
@@ -417,7 +383,10 @@ mod tests {
             key: "card".into(),
             column: column.map(Into::into),
             aggregate,
+            source: Source::Events,
             window_ms: hours * HOUR,
+            tile_ms: HOUR,
+            shift_ms: 0,
             include_current: true,
         }
     }
@@ -425,7 +394,6 @@ mod tests {
     fn windows() -> Windows {
         Windows::new(WindowSpec {
             event_time: "time".into(),
-            tile_ms: HOUR,
             features: vec![
                 feature("count_24h", None, Aggregate::Count, 24),
                 feature("mean_24h", Some("amount"), Aggregate::Mean, 24),
@@ -435,6 +403,7 @@ mod tests {
                     ..feature("sum_before_24h", Some("amount"), Aggregate::Sum, 24)
                 },
             ],
+            labels: None,
         })
     }
 
@@ -536,6 +505,133 @@ mod tests {
         );
         windows.compute(&batch(&[("new", 24 * HOUR, 1.0)]), &[0], &[0], &checkpoint)?;
         assert!(expiry.expired(key, &value));
+        Ok(())
+    }
+
+    const DAY: i64 = 24 * HOUR;
+
+    /// Terminal `t` on days 0..12, one event a day, frauds on days 1 and 2.
+    fn terminal_history() -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("terminal", DataType::Utf8, true),
+            Field::new(
+                "time",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+            Field::new("is_fraud", DataType::Boolean, true),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(StringArray::from_iter_values((0..12).map(|_| "t"))),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    (0..12).map(|d| d * DAY),
+                )),
+                Arc::new(arrow::array::BooleanArray::from_iter(
+                    (0..12).map(|d| Some(d == 1 || d == 2)),
+                )),
+            ],
+        )
+        .expect("a valid batch")
+    }
+
+    fn terminal_windows() -> Windows {
+        let terminal =
+            |name: &str, source, column: Option<&str>, aggregate, shift_days| WindowFeature {
+                name: name.into(),
+                key: "terminal".into(),
+                column: column.map(Into::into),
+                aggregate,
+                source,
+                window_ms: 7 * DAY,
+                tile_ms: DAY,
+                shift_ms: shift_days * DAY,
+                include_current: true,
+            };
+        Windows::new(WindowSpec {
+            event_time: "time".into(),
+            features: vec![
+                terminal(
+                    "frauds_shifted",
+                    Source::Labels,
+                    Some("is_fraud"),
+                    Aggregate::Sum,
+                    7,
+                ),
+                terminal("tx_shifted", Source::Events, None, Aggregate::Count, 7),
+                WindowFeature {
+                    window_ms: 10 * DAY,
+                    ..terminal(
+                        "frauds_unshifted",
+                        Source::Labels,
+                        Some("is_fraud"),
+                        Aggregate::Sum,
+                        0,
+                    )
+                },
+            ],
+            labels: Some(LabelTiming {
+                event_time: "time".into(),
+                delay_ms: 7 * DAY,
+            }),
+        })
+    }
+
+    #[test]
+    fn label_features_see_labels_only_after_their_delay() -> Result<(), WindowError> {
+        let windows = terminal_windows();
+        let history = windows.history(&terminal_history())?;
+        let values = |f: usize| -> Vec<f64> {
+            history[f]
+                .as_primitive::<Float64Type>()
+                .iter()
+                .map(|v| v.unwrap_or(f64::NAN))
+                .collect()
+        };
+        // Day 9's shifted window ends before day 2 (9 - 7, which may hold
+        // labels not yet arrived): days -5..=1, one fraud, two events.
+        assert_eq!(values(0)[9], 1.0);
+        assert_eq!(values(1)[9], 2.0);
+        // Day 10's is -4..=2: both frauds; day 8's is -6..=0: none.
+        assert_eq!(values(0)[10], 2.0);
+        assert_eq!(values(0)[8], 0.0);
+        // Unshifted (over 10 days), the day-1 fraud is visible only from
+        // day 8, when its label has arrived.
+        assert_eq!(
+            &values(2)[..10],
+            &[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0]
+        );
+        Ok(())
+    }
+
+    /// The stream, one event at a time with each label folded in once its
+    /// delay has passed, computes what `history` computes.
+    #[test]
+    fn the_stream_with_delayed_labels_matches_history() -> Result<(), WindowError> {
+        let windows = terminal_windows();
+        let batch = terminal_history();
+        let expected = windows.history(&batch)?;
+        let checkpoint = Checkpoint::new(Arc::new(MemoryStore::default()))?;
+        let mut labelled = 0;
+        for day in 0..12 {
+            while labelled < 12 && labelled as i64 * DAY + 7 * DAY <= day as i64 * DAY {
+                let out = windows.fold_labels(&batch.slice(labelled, 1), &[0], &checkpoint)?;
+                let staged = checkpoint.stage("labels", &BTreeMap::new(), out.changes);
+                checkpoint.commit(staged)?;
+                labelled += 1;
+            }
+            let out = windows.compute(&batch.slice(day, 1), &[0], &[0], &checkpoint)?;
+            for (f, column) in out.columns.iter().enumerate() {
+                assert_eq!(
+                    column.as_primitive::<Float64Type>().value(0),
+                    expected[f].as_primitive::<Float64Type>().value(day),
+                    "feature {f} on day {day}"
+                );
+            }
+            let staged = checkpoint.stage("events", &BTreeMap::new(), out.changes);
+            checkpoint.commit(staged)?;
+        }
         Ok(())
     }
 }

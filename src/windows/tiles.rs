@@ -128,6 +128,10 @@ impl Tiles {
         self.tiles.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.tiles.len()
+    }
+
     pub fn newest(&self) -> Option<i64> {
         self.tiles.last().map(|t| t.bucket)
     }

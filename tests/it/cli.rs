@@ -124,7 +124,7 @@ bundle = "{model}"
 "#,
         schema = repo_path("schemas/transaction.json").display(),
         model = model.display(),
-    ) + &state_sections(dir);
+    ) + &state_sections(dir, "labels");
     let path = dir.join("p.toml");
     std::fs::write(&path, text).unwrap();
     path

@@ -43,6 +43,8 @@ pub struct Topics {
     pub input: String,
     pub output: String,
     pub dead_letters: String,
+    /// Fraud labels (the example pipeline's `[labels]`).
+    pub labels: String,
     pub group: String,
     pub partitions: i32,
 }
@@ -53,12 +55,18 @@ impl Topics {
             input: unique("in"),
             output: unique("out"),
             dead_letters: unique("dlq"),
+            labels: unique("labels"),
             group: unique("group"),
             partitions,
         };
         streamscore::kafka::admin::ensure_topics(
             &brokers(),
-            &[&topics.input, &topics.output, &topics.dead_letters],
+            &[
+                &topics.input,
+                &topics.output,
+                &topics.dead_letters,
+                &topics.labels,
+            ],
             partitions,
         )
         .await
@@ -111,7 +119,7 @@ status_interval_ms = 1000
             sql = repo_path("pipelines/fraud.sql").display(),
             model = repo_path("pipelines/models/fraud-lr").display(),
         );
-        text.push_str(&state_sections(dir));
+        text.push_str(&state_sections(dir, &self.labels));
         text.push_str(extra);
         let path = dir.join("pipeline.toml");
         std::fs::write(&path, text).expect("pipeline file is written");
@@ -119,16 +127,24 @@ status_interval_ms = 1000
     }
 }
 
-/// A `[state]` in `dir` and the example pipeline's `[windows]` (the last
-/// section of pipelines/fraud.toml), which pipelines/fraud.sql reads.
-pub fn state_sections(dir: &Path) -> String {
+/// A `[state]` in `dir` and the example pipeline's `[labels]` (reading
+/// `labels_topic`) and `[windows]` (the last sections of
+/// pipelines/fraud.toml), which pipelines/fraud.sql reads.
+pub fn state_sections(dir: &Path, labels_topic: &str) -> String {
     let example = std::fs::read_to_string(repo_path("pipelines/fraud.toml"))
         .expect("the example pipeline is readable");
-    let windows = &example[example
-        .find("\n[windows]")
-        .expect("fraud.toml has [windows]")..];
+    let sections = &example[example.find("\n[labels]").expect("fraud.toml has [labels]")..];
+    let sections = sections
+        .replace(
+            "topic = \"transaction-labels\"",
+            &format!("topic = \"{labels_topic}\""),
+        )
+        .replace(
+            "schema = \"../schemas/label.json\"",
+            &format!("schema = \"{}\"", repo_path("schemas/label.json").display()),
+        );
     format!(
-        "\n[state]\npath = \"{}\"\n{windows}\n",
+        "\n[state]\npath = \"{}\"\n{sections}\n",
         dir.join("state").display()
     )
 }

@@ -1,7 +1,7 @@
 //! Window features through the real broker and the running engine: they
 //! equal, row for row, what `train` computes in batch over the same events,
-//! even when the engine is killed with SIGKILL in the middle and restarted
-//! on its RocksDB state.
+//! the terminal risk from the labels topic included, even when the engine
+//! is killed with SIGKILL in the middle and restarted on its RocksDB state.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -17,10 +17,12 @@ use streamscore::train;
 
 use crate::support::*;
 
-/// Per event id, the values `train` gives each window feature.
+/// Per event id, the values `train` gives each of `names` (columns of the
+/// SQL output).
 async fn batch_features(
     pipeline: &Pipeline,
     ndjson: &[u8],
+    names: &[String],
 ) -> HashMap<String, BTreeMap<String, f64>> {
     let decoder = Decoder::new(pipeline.schema.clone(), pipeline.max_record_bytes);
     let (decoded, rejected) = train::decode_lines(&decoder, ndjson).unwrap();
@@ -33,22 +35,21 @@ async fn batch_features(
         .column_by_name("event_id")
         .unwrap()
         .as_string::<i32>();
-    let windows = pipeline.windows.as_ref().unwrap();
     let mut by_event: HashMap<String, BTreeMap<String, f64>> = HashMap::new();
-    for feature in &windows.features {
-        let column = set.features.column_by_name(&feature.name).unwrap();
+    for name in names {
+        let column = set.features.column_by_name(name).unwrap();
         let column = column.as_primitive::<Float64Type>();
         for row in 0..column.len() {
             by_event
                 .entry(ids.value(row).to_owned())
                 .or_default()
-                .insert(feature.name.clone(), column.value(row));
+                .insert(name.clone(), column.value(row));
         }
     }
     by_event
 }
 
-/// Per event id, the window features on its last score.
+/// Per event id, the model inputs on its last score.
 fn streamed_features(
     scores: &[rdkafka::message::OwnedMessage],
     names: &[String],
@@ -96,17 +97,69 @@ async fn streamed_window_features_equal_train_even_across_a_kill_nine() {
         .iter()
         .map(|t| serde_json::to_vec(t).unwrap())
         .collect();
-    let expected = batch_features(&pipeline, &lines.join(&b'\n')).await;
+    // Every input of the model: the window features and what the SQL makes
+    // of them (the terminal risk ratios among them).
+    let model = streamscore::model::Bundle::load(&repo_path("pipelines/models/fraud-lr")).unwrap();
+    let names: Vec<String> = model.manifest.feature_names().map(str::to_owned).collect();
+    assert!(names.iter().any(|n| n == "terminal_risk_7d"), "{names:?}");
+    let expected = batch_features(&pipeline, &lines.join(&b'\n'), &names).await;
+    // The labels first, all folded in before the events start: the risk
+    // windows end a label delay before each event, so they read exactly
+    // the labels `train` makes visible by then, however early the rest
+    // came. (Labels arriving late would be missed: a race this test does
+    // not run.)
+    let labels: Vec<KeyedPayload> = events
+        .iter()
+        .map(|t| {
+            let label = streamscore::simulate::command::Label {
+                event_id: &t.event_id,
+                card_id: &t.card_id,
+                terminal_id: &t.terminal_id,
+                event_time: &t.event_time,
+                is_fraud: t.is_fraud,
+            };
+            (
+                Some(t.card_id.clone().into_bytes()),
+                Some(serde_json::to_vec(&label).unwrap()),
+            )
+        })
+        .collect();
     let keyed: Vec<KeyedPayload> = events
         .iter()
         .zip(&lines)
         .map(|(t, line)| (Some(t.card_id.clone().into_bytes()), Some(line.clone())))
         .collect();
-    produce(&topics.input, &keyed).await;
-
-    // One crash in this group: Tansu keeps a SIGKILLed member for minutes,
-    // so a second crash would leave the restarted one without partitions.
+    // One crash in each group (events, labels): Tansu keeps a SIGKILLed
+    // member for minutes, so a second crash would leave the restarted one
+    // without partitions.
     let mut first = spawn_run(&written, dir.path(), "first");
+    produce(&topics.labels, &labels).await;
+    let folded = || -> usize {
+        log_of(dir.path(), "first")
+            .lines()
+            .filter(|l| l.contains("labels folded"))
+            .filter_map(|l| {
+                l.split("labels=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while folded() < labels.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} labels folded; log:\n{}",
+            folded(),
+            labels.len(),
+            log_of(dir.path(), "first")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    produce(&topics.input, &keyed).await;
     let mut scores = TopicReader::new(&topics.output, 1);
     let started = scores.read_until(Duration::from_secs(120), |m| m.len() >= events.len() / 4);
     assert!(started, "no scores; log:\n{}", log_of(dir.path(), "first"));
@@ -119,14 +172,6 @@ async fn streamed_window_features_equal_train_even_across_a_kill_nine() {
     );
 
     let mut second = spawn_run(&written, dir.path(), "second");
-    let names: Vec<String> = pipeline
-        .windows
-        .as_ref()
-        .unwrap()
-        .features
-        .iter()
-        .map(|f| f.name.clone())
-        .collect();
     let complete = scores.read_until(Duration::from_secs(120), |m| {
         streamed_features(m, &names).len() >= events.len()
     });

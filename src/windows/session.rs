@@ -1,0 +1,274 @@
+//! One pass of events (or labels) over the window state: the tiles of each
+//! key touched are loaded once, updated in memory, and handed back as
+//! changes at the end. A batch in the stream is one session over the
+//! checkpoint; training is one session over all of history.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use arrow::array::{Array, AsArray, Float64Array, StringArray, TimestampMillisecondArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, TimestampMillisecondType};
+use arrow::record_batch::RecordBatch;
+
+use super::expiry::state_key;
+use super::tiles::{Summary, Tiles};
+use super::{Source, WindowError, WindowOutput, Windows, to_columns};
+use crate::state::{Change, Checkpoint, Family, StateError};
+
+/// A batch's columns as the windows read them, cast once: per series its
+/// key as text and its value as a float, where the batch has them.
+pub(super) struct Columns {
+    times: TimestampMillisecondArray,
+    keys: Vec<Option<StringArray>>,
+    values: Vec<Option<Float64Array>>,
+}
+
+impl Columns {
+    /// An events batch: every series' key (label features look their key
+    /// up too), the values of event series.
+    pub(super) fn of_events(windows: &Windows, batch: &RecordBatch) -> Result<Self, WindowError> {
+        Self::of(windows, batch, &windows.spec.event_time, Source::Events)
+    }
+
+    /// A labels batch: the key and value of label series.
+    pub(super) fn of_labels(windows: &Windows, batch: &RecordBatch) -> Result<Self, WindowError> {
+        let time = windows
+            .spec
+            .labels
+            .as_ref()
+            .map_or("event_time", |l| l.event_time.as_str());
+        Self::of(windows, batch, time, Source::Labels)
+    }
+
+    fn of(
+        windows: &Windows,
+        batch: &RecordBatch,
+        time: &str,
+        source: Source,
+    ) -> Result<Self, WindowError> {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| WindowError::Input(format!("the batch has no column `{name}`")))
+        };
+        let cast_to = |name: &str, to: &DataType| {
+            cast(column(name)?, to).map_err(|e| {
+                WindowError::Input(format!("column `{name}` does not cast to {to}: {e}"))
+            })
+        };
+        let times = column(time)?
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| WindowError::Input(format!("`{time}` is not a millisecond timestamp")))?
+            .clone();
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for series in &windows.series {
+            let wanted = source == Source::Events || series.source == source;
+            keys.push(match wanted {
+                true => Some(
+                    cast_to(&series.key, &DataType::Utf8)?
+                        .as_string::<i32>()
+                        .clone(),
+                ),
+                false => None,
+            });
+            values.push(match (&series.column, series.source == source) {
+                (Some(c), true) => Some(
+                    cast_to(c, &DataType::Float64)?
+                        .as_primitive::<arrow::datatypes::Float64Type>()
+                        .clone(),
+                ),
+                _ => None,
+            });
+        }
+        Ok(Self {
+            times,
+            keys,
+            values,
+        })
+    }
+
+    pub(super) fn time(&self, row: usize) -> Option<i64> {
+        self.times.is_valid(row).then(|| self.times.value(row))
+    }
+
+    fn key(&self, series: usize, row: usize) -> Option<&str> {
+        let keys = self.keys[series].as_ref()?;
+        keys.is_valid(row).then(|| keys.value(row))
+    }
+
+    fn value(&self, series: usize, row: usize) -> Option<f64> {
+        let values = self.values[series].as_ref()?;
+        values.is_valid(row).then(|| values.value(row))
+    }
+}
+
+pub(super) struct Session<'w> {
+    windows: &'w Windows,
+    /// Where keys not yet touched are read from; none starts empty.
+    state: Option<&'w Checkpoint>,
+    loaded: HashMap<Vec<u8>, (Tiles, bool)>,
+    watermarks: HashMap<i32, i64>,
+    late: u64,
+}
+
+impl<'w> Session<'w> {
+    pub(super) fn new(windows: &'w Windows, state: Option<&'w Checkpoint>) -> Self {
+        Self {
+            windows,
+            state,
+            loaded: HashMap::new(),
+            watermarks: HashMap::new(),
+            late: 0,
+        }
+    }
+
+    fn tiles(&mut self, key: Vec<u8>) -> Result<&mut (Tiles, bool), StateError> {
+        Ok(match self.loaded.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let stored = match self.state {
+                    Some(state) => state.get(Family::Windows, e.key())?,
+                    None => None,
+                };
+                let tiles = match stored {
+                    Some(bytes) => {
+                        Tiles::decode(&bytes).map_err(|message| StateError::Damaged {
+                            family: Family::Windows.name(),
+                            message,
+                        })?
+                    }
+                    None => Tiles::default(),
+                };
+                e.insert((tiles, false))
+            }
+        })
+    }
+
+    /// Writes the features of event `row` into `out` (feature x row), then
+    /// folds the event into its event series.
+    pub(super) fn event(
+        &mut self,
+        columns: &Columns,
+        row: usize,
+        partition: i32,
+        out: &mut [Vec<Option<f64>>],
+    ) -> Result<(), WindowError> {
+        let Some(time) = columns.time(row) else {
+            return Ok(());
+        };
+        self.seen(partition, time);
+        let windows = self.windows;
+        for (s, series) in windows.series.iter().enumerate() {
+            let Some(key) = columns.key(s, row) else {
+                continue;
+            };
+            let bucket = time.div_euclid(series.tile_ms);
+            let value = columns.value(s, row);
+            let (tiles, dirty) = self.tiles(state_key(partition, &series.id, key))?;
+            if series.source == Source::Labels {
+                // Label tiles age with the events that read them, not with
+                // the labels' own arrival.
+                let before = tiles.len();
+                tiles.expire(bucket - series.retention_tiles + 1);
+                *dirty |= tiles.len() != before;
+            }
+            for (f, planned) in windows.planned.iter().enumerate() {
+                if planned.series != s {
+                    continue;
+                }
+                let end = planned.last_tile(bucket);
+                let mut summary: Summary = tiles.summary(end - planned.tiles + 1, end);
+                if planned.include_current {
+                    summary.add(value);
+                }
+                out[f][row] = planned.aggregate.of(&summary);
+            }
+            if series.source == Source::Events
+                && !fold(tiles, bucket, value, series.retention_tiles)
+            {
+                self.late += 1;
+            } else if series.source == Source::Events {
+                *dirty = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds label `row` into its label series.
+    pub(super) fn label(
+        &mut self,
+        columns: &Columns,
+        row: usize,
+        partition: i32,
+    ) -> Result<(), WindowError> {
+        let Some(time) = columns.time(row) else {
+            return Ok(());
+        };
+        let windows = self.windows;
+        for (s, series) in windows.series.iter().enumerate() {
+            if series.source != Source::Labels {
+                continue;
+            }
+            let Some(key) = columns.key(s, row) else {
+                continue;
+            };
+            let bucket = time.div_euclid(series.tile_ms);
+            let value = columns.value(s, row);
+            let (tiles, dirty) = self.tiles(state_key(partition, &series.id, key))?;
+            // Older than its key's newest label by the retention or more:
+            // no event can read it.
+            if tiles
+                .newest()
+                .is_some_and(|newest| bucket <= newest - series.retention_tiles)
+            {
+                self.late += 1;
+            } else {
+                tiles.add(bucket, value);
+                *dirty = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn seen(&mut self, partition: i32, time: i64) {
+        let newest = self.watermarks.entry(partition).or_insert(time);
+        *newest = (*newest).max(time);
+    }
+
+    pub(super) fn finish(self, out: Vec<Vec<Option<f64>>>) -> WindowOutput {
+        self.windows.expiry.advance(&self.watermarks);
+        let changes = self
+            .loaded
+            .into_iter()
+            .filter(|(_, (_, dirty))| *dirty)
+            .map(|(key, (tiles, _))| Change {
+                family: Family::Windows,
+                key,
+                value: (!tiles.is_empty()).then(|| tiles.encode()),
+            })
+            .collect();
+        WindowOutput {
+            columns: to_columns(out),
+            changes,
+            late: self.late,
+        }
+    }
+}
+
+/// Adds one event to its tile and drops the tiles no feature reaches any
+/// more; false, and nothing folded, for an event older than that.
+fn fold(tiles: &mut Tiles, bucket: i64, value: Option<f64>, retention_tiles: i64) -> bool {
+    if tiles
+        .newest()
+        .is_some_and(|newest| bucket <= newest - retention_tiles)
+    {
+        return false;
+    }
+    tiles.add(bucket, value);
+    if let Some(newest) = tiles.newest() {
+        tiles.expire(newest - retention_tiles + 1);
+    }
+    true
+}
