@@ -16,6 +16,7 @@ mod hardening;
 mod imported;
 mod models;
 mod observability;
+mod quality;
 mod selection;
 mod support;
 mod training;
