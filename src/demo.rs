@@ -22,6 +22,7 @@ use rdkafka::util::Timeout;
 use crate::app::{self, Shutdown};
 use crate::config::{ModelSource, Pipeline};
 use crate::decode::Decoder;
+use crate::engine::EngineState;
 use crate::kafka::admin;
 use crate::model::Bundle;
 use crate::model::registry::{Change, Registry};
@@ -113,11 +114,18 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
     k.output_topic = format!("demo-scores-{run_id}");
     k.dead_letter_topic = format!("demo-dead-letters-{run_id}");
     k.group_id = format!("demo-{run_id}");
-    let topics = [
+    if let Some(labels) = &mut pipeline.labels {
+        labels.topic = format!("demo-labels-{run_id}");
+    }
+    let k = &pipeline.kafka;
+    let topics: Vec<&str> = [
         k.input_topic.as_str(),
         k.output_topic.as_str(),
         k.dead_letter_topic.as_str(),
-    ];
+    ]
+    .into_iter()
+    .chain(pipeline.labels.as_ref().map(|l| l.topic.as_str()))
+    .collect();
     match &mock {
         Some(m) => {
             let partitions = options.partitions.max(mock_partitions_for(options.events));
@@ -155,10 +163,18 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
     };
     // The admin server's fixed port may be taken; the demo needs none.
     pipeline.admin_listen = None;
+    // The stream starts where history ends: its windows start full, and
+    // the labels not yet arrived by then come on the labels topic, each
+    // once the stream has reached its transaction's time plus the delay.
+    warm_state(&pipeline, &history).await?;
+    let mut labels = LabelFeed::new(&pipeline, &history, &live);
 
     // The first half of the stream now, with the malformed records; the
     // second half once version 2 is promoted.
     let half = live.len() / 2;
+    let first_labels = labels.due(live[..half].last());
+    let second_labels = labels.due(live.last());
+    produce_labels(&pipeline, &first_labels).await?;
     let produced = produce_live(&pipeline, &live[..half], MALFORMED).await? + (live.len() - half);
     let started = Instant::now();
     let stats = Arc::new(Stats::default());
@@ -170,6 +186,7 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
         // The labels of the first half have arrived by then.
         history: history.iter().chain(&live[..half]).cloned().collect(),
         events: &live[half..],
+        labels: second_labels,
     };
     let (result, (), retrained) = tokio::join!(
         app::run(&pipeline, Arc::clone(&stats), &shutdown),
@@ -250,16 +267,8 @@ async fn train_on(
     version: &str,
 ) -> Result<(Bundle, Option<f64>), DemoError> {
     let decoder = Decoder::new(pipeline.schema.clone(), pipeline.max_record_bytes);
-    let ndjson: Vec<u8> = history
-        .iter()
-        .flat_map(|t| {
-            let mut line = serde_json::to_vec(t).expect("a transaction serialises");
-            line.push(b'\n');
-            line
-        })
-        .collect();
     let (decoded, rejected) =
-        train::decode_lines(&decoder, &ndjson).map_err(step("decode history"))?;
+        train::decode_lines(&decoder, &to_ndjson(history)).map_err(step("decode history"))?;
     let set = train::features_for(pipeline, decoded, rejected)
         .await
         .map_err(step("derive features"))?;
@@ -282,6 +291,126 @@ async fn train_on(
             .map_or("n/a".into(), |a| format!("{a:.3}"))
     );
     Ok((report.bundle, report.evaluation.auc))
+}
+
+/// Folds history into the engine's window state, as `streamscore state
+/// warm` does, before the engine opens it.
+async fn warm_state(pipeline: &Pipeline, history: &[Transaction]) -> Result<(), DemoError> {
+    let Some(state) = EngineState::open(pipeline).map_err(step("open the state"))? else {
+        return Ok(());
+    };
+    let Some(windows) = &state.windows else {
+        return Ok(());
+    };
+    let decoder = Decoder::new(pipeline.schema.clone(), pipeline.max_record_bytes);
+    let (decoded, _) =
+        train::decode_lines(&decoder, &to_ndjson(history)).map_err(step("decode history"))?;
+    let folded = windows
+        .warm(&decoded, &state.checkpoint)
+        .map_err(step("warm the state"))?;
+    let staged = state
+        .checkpoint
+        .stage("", &Default::default(), folded.changes);
+    state
+        .checkpoint
+        .commit(staged)
+        .map_err(step("warm the state"))?;
+    Ok(())
+}
+
+fn to_ndjson(transactions: &[Transaction]) -> Vec<u8> {
+    transactions
+        .iter()
+        .flat_map(|t| {
+            let mut line = serde_json::to_vec(t).expect("a transaction serialises");
+            line.push(b'\n');
+            line
+        })
+        .collect()
+}
+
+/// The labels of history and live transactions in time order, handed out
+/// as the stream's event time reaches each one's time plus the delay.
+struct LabelFeed<'a> {
+    transactions: Vec<&'a Transaction>,
+    next: usize,
+    delay: chrono::Duration,
+}
+
+impl<'a> LabelFeed<'a> {
+    /// Starts after the labels history has already delivered (those the
+    /// warm state folded in).
+    fn new(pipeline: &Pipeline, history: &'a [Transaction], live: &'a [Transaction]) -> Self {
+        let delay_ms = pipeline
+            .windows
+            .as_ref()
+            .and_then(|w| w.labels.as_ref())
+            .map_or(i64::MAX / 4, |l| l.delay_ms);
+        let mut feed = Self {
+            transactions: history.iter().chain(live).collect(),
+            next: 0,
+            delay: chrono::Duration::milliseconds(delay_ms),
+        };
+        if pipeline.labels.is_none() {
+            feed.next = feed.transactions.len();
+        }
+        feed.due(history.last());
+        feed
+    }
+
+    /// The labels due once the stream has reached `now`'s time.
+    fn due(&mut self, now: Option<&Transaction>) -> Vec<&'a Transaction> {
+        let Some(now) = now else {
+            return Vec::new();
+        };
+        let start = self.next;
+        while self
+            .transactions
+            .get(self.next)
+            .is_some_and(|t| t.time + self.delay <= now.time)
+        {
+            self.next += 1;
+        }
+        self.transactions[start..self.next].to_vec()
+    }
+}
+
+/// Sends labels to the pipeline's labels topic, keyed by card.
+async fn produce_labels(pipeline: &Pipeline, labels: &[&Transaction]) -> Result<(), DemoError> {
+    let Some(topic) = pipeline.labels.as_ref().map(|l| &l.topic) else {
+        return Ok(());
+    };
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &pipeline.kafka.brokers)
+        .set("linger.ms", "5")
+        .create()
+        .map_err(step("create the labels producer"))?;
+    let payloads: Vec<(&str, Vec<u8>)> = labels
+        .iter()
+        .map(|t| {
+            let label = crate::simulate::command::Label {
+                event_id: &t.event_id,
+                card_id: &t.card_id,
+                terminal_id: &t.terminal_id,
+                event_time: &t.event_time,
+                is_fraud: t.is_fraud,
+            };
+            let payload = serde_json::to_vec(&label).expect("a label serialises");
+            (t.card_id.as_str(), payload)
+        })
+        .collect();
+    let sends = payloads.iter().map(|(key, payload)| {
+        producer.send(
+            FutureRecord::to(topic)
+                .key(*key)
+                .payload(payload.as_slice()),
+            Timeout::Never,
+        )
+    });
+    for result in join_all(sends).await {
+        result.map_err(|(e, _)| DemoError::Step(format!("produce labels: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Produces the live events (without their labels) and the malformed ones.
@@ -337,6 +466,7 @@ struct SecondHalf<'a> {
     name: &'a str,
     history: Vec<Transaction>,
     events: &'a [Transaction],
+    labels: Vec<&'a Transaction>,
 }
 
 /// Time for the follower to see the promotion (it polls every 200 ms).
@@ -358,9 +488,11 @@ impl SecondHalf<'_> {
             }
         }
         let (pipeline, events) = (self.pipeline, self.events);
+        let labels = self.labels.clone();
         let done = async {
             self.promote().await?;
             tokio::time::sleep(SWAP_GRACE).await;
+            produce_labels(pipeline, &labels).await?;
             produce_live(pipeline, events, &[]).await
         };
         let result = done.await;

@@ -54,6 +54,11 @@ enum Command {
     /// Simulated card transactions (the handbook's generator): NDJSON history
     /// with labels, or a live stream to a topic with delayed labels.
     Simulate(streamscore::simulate::command::SimulateArgs),
+    /// The instance's state (window features): warm it from history.
+    State {
+        #[command(subcommand)]
+        command: streamscore::windows::command::StateCommand,
+    },
     /// The end-to-end benchmark against a real broker: a bare passthrough and
     /// the engine over the same events, then latency at offered loads.
     /// Prints Markdown for bench/RESULTS.md; see scripts/bench.sh.
@@ -196,6 +201,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Train(args) => print!("{}", train::command::run(&args).await?),
         Command::Evaluate(args) => print!("{}", train::command::evaluate(&args).await?),
         Command::Simulate(args) => print!("{}", streamscore::simulate::command::run(&args).await?),
+        Command::State { command } => {
+            print!("{}", streamscore::windows::command::run(&command).await?)
+        }
         Command::Models { command } => print!("{}", models(command).await?),
         Command::Bench(options) => bench::run(&options).await?,
         Command::Demo {

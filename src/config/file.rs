@@ -68,6 +68,8 @@ pub struct StateSection {
 #[serde(deny_unknown_fields)]
 pub struct WindowsSection {
     pub event_time: String,
+    #[serde(default)]
+    pub scope: crate::windows::Scope,
     #[serde(default = "default_tile")]
     pub tile: String,
     #[serde(rename = "feature", default)]

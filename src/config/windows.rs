@@ -222,6 +222,7 @@ pub fn window_spec(
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(WindowSpec {
         event_time: section.event_time,
+        scope: section.scope,
         features,
         labels: label_timing,
     }))

@@ -53,6 +53,16 @@ pub struct TrainingSet {
 
 /// Runs history through the pipeline's decode and SQL.
 pub async fn prepare(pipeline: &Pipeline, data: &Path) -> Result<TrainingSet, TrainingError> {
+    let (decoded, rejected) = read_history(pipeline, data)?;
+    features_for(pipeline, decoded, rejected).await
+}
+
+/// Decodes a history file (NDJSON, or CSV with a header) with the
+/// pipeline's schema; the refused NDJSON lines come back beside it.
+pub fn read_history(
+    pipeline: &Pipeline,
+    data: &Path,
+) -> Result<(RecordBatch, Vec<Rejected>), TrainingError> {
     let decoder = Decoder::new(pipeline.schema.clone(), pipeline.max_record_bytes);
     let shown = data.display().to_string();
     let is_csv = data
@@ -70,7 +80,7 @@ pub async fn prepare(pipeline: &Pipeline, data: &Path) -> Result<TrainingSet, Tr
         })?;
         decode_lines(&decoder, &text)?
     };
-    features_for(pipeline, decoded, rejected).await
+    Ok((decoded, rejected))
 }
 
 /// Decodes NDJSON bytes, one record per non-blank line.

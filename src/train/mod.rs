@@ -15,5 +15,6 @@ pub mod select;
 
 pub use build::{TrainReport, TrainRequest};
 pub use data::{
-    TrainingError, TrainingSet, decode_lines, features_for, prepare, to_json_records, train,
+    TrainingError, TrainingSet, decode_lines, features_for, prepare, read_history, to_json_records,
+    train,
 };

@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::state::{Change, Checkpoint, Expiry, StateError};
 
+pub mod command;
 mod expiry;
 mod session;
 mod tiles;
@@ -94,6 +95,21 @@ pub struct WindowFeature {
     pub include_current: bool,
 }
 
+/// Whose events a key's windows count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Each input partition's own: state keys carry the partition, so a
+    /// partition's state can follow it to another instance. A key whose
+    /// events span partitions (a terminal, on a topic keyed by card) is
+    /// counted per partition.
+    #[default]
+    Partition,
+    /// Every partition this instance reads: exact for any key while one
+    /// instance reads the whole topic; with several, each counts its share.
+    Instance,
+}
+
 /// How labels are read and, in training, when they become visible.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelTiming {
@@ -109,6 +125,7 @@ pub struct LabelTiming {
 pub struct WindowSpec {
     /// The timestamp column giving each event's time.
     pub event_time: String,
+    pub scope: Scope,
     pub features: Vec<WindowFeature>,
     /// Present when a feature reads labels.
     pub labels: Option<LabelTiming>,
@@ -244,6 +261,15 @@ impl Windows {
         &self.spec
     }
 
+    /// The partition a state key carries: the input's, or one for the
+    /// whole instance.
+    fn scoped(&self, partition: i32) -> i32 {
+        match self.spec.scope {
+            Scope::Partition => partition,
+            Scope::Instance => -1,
+        }
+    }
+
     /// Whether any feature reads labels (then the labels topic is read).
     pub fn reads_labels(&self) -> bool {
         self.series.iter().any(|s| s.source == Source::Labels)
@@ -307,6 +333,34 @@ impl Windows {
     /// the same rows, folds in `labels.delay` after it, before the events
     /// at or after that time.
     pub fn history(&self, decoded: &RecordBatch) -> Result<Vec<ArrayRef>, WindowError> {
+        Ok(self.replay(decoded, None)?.columns)
+    }
+
+    /// Folds history into `state` as [`Windows::history`] computes it, so
+    /// that a stream starting after it has its windows full (`streamscore
+    /// state warm`). Only for `scope = "instance"`: history does not say
+    /// which partition each event would have come from.
+    pub fn warm(
+        &self,
+        decoded: &RecordBatch,
+        state: &Checkpoint,
+    ) -> Result<WindowOutput, WindowError> {
+        if self.spec.scope != Scope::Instance {
+            return Err(WindowError::Input(
+                "warming state from history needs `windows.scope = \"instance\"`: with \
+                 per-partition state, history does not say which partition each event \
+                 belongs to"
+                    .into(),
+            ));
+        }
+        self.replay(decoded, Some(state))
+    }
+
+    fn replay(
+        &self,
+        decoded: &RecordBatch,
+        state: Option<&Checkpoint>,
+    ) -> Result<WindowOutput, WindowError> {
         let events = Columns::of_events(self, decoded)?;
         let labels = match (&self.spec.labels, self.reads_labels()) {
             (Some(timing), true) => Some((Columns::of_labels(self, decoded)?, timing.delay_ms)),
@@ -316,7 +370,7 @@ impl Windows {
         let mut order: Vec<usize> = (0..decoded.num_rows()).collect();
         // Events without a time get no window features; their place is moot.
         order.sort_by_key(|&row| time(row));
-        let mut session = Session::new(self, None);
+        let mut session = Session::new(self, state);
         let mut out = vec![vec![None; decoded.num_rows()]; self.planned.len()];
         let mut next_label = 0;
         for &row in &order {
@@ -334,7 +388,7 @@ impl Windows {
             }
             session.event(&events, row, 0, &mut out)?;
         }
-        Ok(session.finish(out).columns)
+        Ok(session.finish(out))
     }
 }
 
@@ -394,6 +448,7 @@ mod tests {
     fn windows() -> Windows {
         Windows::new(WindowSpec {
             event_time: "time".into(),
+            scope: Scope::Partition,
             features: vec![
                 feature("count_24h", None, Aggregate::Count, 24),
                 feature("mean_24h", Some("amount"), Aggregate::Mean, 24),
@@ -551,6 +606,7 @@ mod tests {
             };
         Windows::new(WindowSpec {
             event_time: "time".into(),
+            scope: Scope::Partition,
             features: vec![
                 terminal(
                     "frauds_shifted",

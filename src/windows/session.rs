@@ -158,6 +158,7 @@ impl<'w> Session<'w> {
         let Some(time) = columns.time(row) else {
             return Ok(());
         };
+        let partition = self.windows.scoped(partition);
         self.seen(partition, time);
         let windows = self.windows;
         for (s, series) in windows.series.iter().enumerate() {
@@ -206,6 +207,7 @@ impl<'w> Session<'w> {
         let Some(time) = columns.time(row) else {
             return Ok(());
         };
+        let partition = self.windows.scoped(partition);
         let windows = self.windows;
         for (s, series) in windows.series.iter().enumerate() {
             if series.source != Source::Labels {
