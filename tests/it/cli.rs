@@ -276,3 +276,61 @@ fn optimize_measures_and_writes_pruned_variants() {
         assert!(bundle.version().starts_with("2026-11-30.1"), "{variant}");
     }
 }
+
+/// `state warm` folds history into the state a run then opens, and refuses
+/// per-partition state, whose partitions history cannot tell.
+#[test]
+fn state_warm_folds_history_and_refuses_partition_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history.ndjson");
+    let out = streamscore(&[
+        "simulate",
+        "--out",
+        history.to_str().unwrap(),
+        "--days",
+        "10",
+        "--customers",
+        "100",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let state = dir.path().join("state");
+    let warm = |pipeline: &str| {
+        streamscore(&[
+            "state",
+            "warm",
+            "--pipeline",
+            pipeline,
+            "--data",
+            history.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ])
+    };
+    let out = warm("pipelines/fraud.toml");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let keys: usize = stdout
+        .split(" window keys written")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no key count in {stdout}"));
+    assert!(keys > 100, "{stdout}");
+
+    let example = std::fs::read_to_string(repo_path("pipelines/fraud.toml")).unwrap();
+    let per_partition =
+        repo_path("pipelines").join(format!("partition-scope-{}.toml", std::process::id()));
+    std::fs::write(
+        &per_partition,
+        example.replace("scope = \"instance\"", "scope = \"partition\""),
+    )
+    .unwrap();
+    let out = warm(per_partition.to_str().unwrap());
+    std::fs::remove_file(&per_partition).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("needs `windows.scope = \"instance\"`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
