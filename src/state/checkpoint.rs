@@ -102,6 +102,36 @@ impl Checkpoint {
         self.store.get(family, key)
     }
 
+    /// The values of `keys` as of the last staged batch, read from the
+    /// store in one batch where no staged batch has them.
+    pub fn get_many(
+        &self,
+        family: Family,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        let mut values = vec![None; keys.len()];
+        let mut unstaged = Vec::new();
+        {
+            let pending = self.pending();
+            for (i, key) in keys.iter().enumerate() {
+                match pending.values.get(&(family, key.to_vec())) {
+                    Some((value, _)) => values[i] = value.clone(),
+                    None => unstaged.push(i),
+                }
+            }
+        }
+        if !unstaged.is_empty() {
+            let wanted: Vec<&[u8]> = unstaged.iter().map(|&i| keys[i]).collect();
+            for (i, value) in unstaged
+                .into_iter()
+                .zip(self.store.get_many(family, &wanted)?)
+            {
+                values[i] = value;
+            }
+        }
+        Ok(values)
+    }
+
     /// Per partition of `topic`, the first offset not yet folded into state.
     pub fn folded_until(&self, topic: &str) -> BTreeMap<i32, i64> {
         self.pending()

@@ -63,6 +63,10 @@ pub enum StateError {
 /// land, or none do.
 pub trait Store: Send + Sync + fmt::Debug {
     fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+    /// The values of many keys at once (RocksDB reads them in one batch).
+    fn get_many(&self, family: Family, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        keys.iter().map(|key| self.get(family, key)).collect()
+    }
     fn write(&self, changes: &[Change]) -> Result<(), StateError>;
     /// Every key and value of a family, in key order.
     fn scan(&self, family: Family) -> Result<Vec<Entry>, StateError>;

@@ -305,6 +305,11 @@ impl Windows {
     ) -> Result<WindowOutput, WindowError> {
         let columns = Columns::of_events(self, decoded)?;
         let mut session = Session::new(self, Some(state));
+        session.prefetch(
+            &columns,
+            order.iter().map(|&r| (r, partitions[r])),
+            Source::Events,
+        )?;
         let mut out = vec![vec![None; decoded.num_rows()]; self.planned.len()];
         for &row in order {
             session.event(&columns, row, partitions[row], &mut out)?;
@@ -321,6 +326,11 @@ impl Windows {
     ) -> Result<WindowOutput, WindowError> {
         let columns = Columns::of_labels(self, labels)?;
         let mut session = Session::new(self, Some(state));
+        session.prefetch(
+            &columns,
+            partitions.iter().copied().enumerate(),
+            Source::Labels,
+        )?;
         for (row, &partition) in partitions.iter().enumerate() {
             session.label(&columns, row, partition)?;
         }

@@ -124,6 +124,49 @@ impl<'w> Session<'w> {
         }
     }
 
+    /// Loads the tiles of every key the rows of `columns` touch, in one
+    /// read of the store, so that the per-row pass finds them in memory.
+    pub(super) fn prefetch(
+        &mut self,
+        columns: &Columns,
+        rows: impl Iterator<Item = (usize, i32)>,
+        source: Source,
+    ) -> Result<(), StateError> {
+        let Some(state) = self.state else {
+            return Ok(());
+        };
+        let mut wanted: Vec<Vec<u8>> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (row, partition) in rows {
+            let partition = self.windows.scoped(partition);
+            for (s, series) in self.windows.series.iter().enumerate() {
+                if source == Source::Labels && series.source != Source::Labels {
+                    continue;
+                }
+                let Some(key) = columns.key(s, row) else {
+                    continue;
+                };
+                let key = state_key(partition, &series.id, key);
+                if !self.loaded.contains_key(&key) && seen.insert(key.clone()) {
+                    wanted.push(key);
+                }
+            }
+        }
+        let keys: Vec<&[u8]> = wanted.iter().map(Vec::as_slice).collect();
+        let values = state.get_many(Family::Windows, &keys)?;
+        for (key, value) in wanted.into_iter().zip(values) {
+            let tiles = match value {
+                Some(bytes) => Tiles::decode(&bytes).map_err(|message| StateError::Damaged {
+                    family: Family::Windows.name(),
+                    message,
+                })?,
+                None => Tiles::default(),
+            };
+            self.loaded.insert(key, (tiles, false));
+        }
+        Ok(())
+    }
+
     fn tiles(&mut self, key: Vec<u8>) -> Result<&mut (Tiles, bool), StateError> {
         Ok(match self.loaded.entry(key) {
             Entry::Occupied(e) => e.into_mut(),
@@ -241,7 +284,7 @@ impl<'w> Session<'w> {
 
     pub(super) fn finish(self, out: Vec<Vec<Option<f64>>>) -> WindowOutput {
         self.windows.expiry.advance(&self.watermarks);
-        let changes = self
+        let mut changes: Vec<Change> = self
             .loaded
             .into_iter()
             .filter(|(_, (_, dirty))| *dirty)
@@ -251,6 +294,10 @@ impl<'w> Session<'w> {
                 value: (!tiles.is_empty()).then(|| tiles.encode()),
             })
             .collect();
+        // In key order, RocksDB's memtable inserts each key near the last
+        // one rather than searching its skip list afresh (the search was a
+        // tenth of the batch's time in a profile).
+        changes.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         WindowOutput {
             columns: to_columns(out),
             changes,
