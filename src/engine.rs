@@ -13,7 +13,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::batch::Batch;
 use crate::config::{ModelSource, Pipeline, ReasonsFor, SqlFailureLimit};
-use crate::decode::{Decoder, RawRecord};
+use crate::decode::{Decoded, Decoder, RawRecord};
 use crate::error::{Chain, without_values};
 use crate::isolate::isolate;
 use crate::model::comparison::Pair;
@@ -232,22 +232,9 @@ impl Engine {
     /// failure (a bug, not bad data) or an SQL that fails on most rows is an
     /// error.
     pub async fn process(&self, batch: &Batch) -> Result<BatchOutput, EngineError> {
-        let fresh = self.not_yet_folded(batch);
-        let decoded = self
-            .decoder
-            .decode(fresh.iter().map(|&i| RawRecord {
-                bytes: batch.records[i].payload.as_deref(),
-                size: batch.records[i].payload_size,
-            }))
-            .map_err(|e| {
-                EngineError::Internal(format!("decoded columns do not form a batch: {e}"))
-            })?;
-        // Back from positions among the fresh records to the batch's.
-        let source_index: Vec<usize> = decoded.source_index.iter().map(|&i| fresh[i]).collect();
+        let decoded = self.decode_fresh(&self.decoder, batch)?;
+        let source_index = decoded.source_index;
         let mut rejected = decoded.rejected;
-        for r in &mut rejected {
-            r.index = fresh[r.index];
-        }
         let (table, state_changes) =
             self.with_window_features(batch, decoded.batch, &source_index)?;
         // Loaded once: the whole batch is scored by this lineup.
@@ -307,17 +294,9 @@ impl Engine {
         else {
             return Ok(None);
         };
-        let fresh = self.not_yet_folded(batch);
-        let decoded = decoder
-            .decode(fresh.iter().map(|&i| RawRecord {
-                bytes: batch.records[i].payload.as_deref(),
-                size: batch.records[i].payload_size,
-            }))
-            .map_err(|e| {
-                EngineError::Internal(format!("decoded labels do not form a batch: {e}"))
-            })?;
+        let decoded = self.decode_fresh(decoder, batch)?;
         for refused in &decoded.rejected {
-            let record = &batch.records[fresh[refused.index]];
+            let record = &batch.records[refused.index];
             tracing::warn!(
                 topic = %batch.topic,
                 partition = record.partition,
@@ -333,7 +312,7 @@ impl Engine {
         let partitions: Vec<i32> = decoded
             .source_index
             .iter()
-            .map(|&i| batch.records[fresh[i]].partition)
+            .map(|&i| batch.records[i].partition)
             .collect();
         let folded = windows.fold_labels(&decoded.batch, &partitions, &state.checkpoint)?;
         if folded.late > 0 {
@@ -345,6 +324,28 @@ impl Engine {
             &batch.next_offsets(),
             folded.changes,
         )))
+    }
+
+    /// Decodes the batch's records not yet folded into state; the indices
+    /// of rows and rejections are the batch's.
+    fn decode_fresh(&self, decoder: &Decoder, batch: &Batch) -> Result<Decoded, EngineError> {
+        let fresh = self.not_yet_folded(batch);
+        let mut decoded = decoder
+            .decode(fresh.iter().map(|&i| RawRecord {
+                bytes: batch.records[i].payload.as_deref(),
+                size: batch.records[i].payload_size,
+            }))
+            .map_err(|e| {
+                EngineError::Internal(format!("decoded columns do not form a batch: {e}"))
+            })?;
+        // Back from positions among the fresh records to the batch's.
+        for i in &mut decoded.source_index {
+            *i = fresh[*i];
+        }
+        for r in &mut decoded.rejected {
+            r.index = fresh[r.index];
+        }
+        Ok(decoded)
     }
 
     /// The indices of the batch's records not yet folded into state. A

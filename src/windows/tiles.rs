@@ -12,11 +12,8 @@ const FORMAT: u8 = 1;
 struct Tile {
     /// Event time divided by the tile span (floor).
     bucket: i64,
-    events: u32,
-    values: u32,
-    sum: f64,
-    min: f64,
-    max: f64,
+    /// Its events; stored with 32-bit counts.
+    totals: Summary,
 }
 
 /// The tiles of one key, oldest first.
@@ -58,6 +55,15 @@ impl Summary {
             self.max = self.max.max(v);
         }
     }
+
+    /// Adds the events of another span.
+    fn merge(&mut self, other: &Summary) {
+        self.events += other.events;
+        self.values += other.values;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
 }
 
 impl Tiles {
@@ -85,11 +91,13 @@ impl Tiles {
                     |at: usize| f64::from_le_bytes(c[at..at + 8].try_into().unwrap_or_default());
                 Tile {
                     bucket: i64_at(0),
-                    events: u32_at(8),
-                    values: u32_at(12),
-                    sum: f64_at(16),
-                    min: f64_at(24),
-                    max: f64_at(32),
+                    totals: Summary {
+                        events: u64::from(u32_at(8)),
+                        values: u64::from(u32_at(12)),
+                        sum: f64_at(16),
+                        min: f64_at(24),
+                        max: f64_at(32),
+                    },
                 }
             })
             .collect();
@@ -99,13 +107,16 @@ impl Tiles {
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(1 + self.tiles.len() * TILE_BYTES);
         bytes.push(FORMAT);
+        // More than 4 billion events in one tile of one key cannot happen
+        // in a window that means anything; saturate rather than wrap.
+        let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         for t in &self.tiles {
             bytes.extend_from_slice(&t.bucket.to_le_bytes());
-            bytes.extend_from_slice(&t.events.to_le_bytes());
-            bytes.extend_from_slice(&t.values.to_le_bytes());
-            bytes.extend_from_slice(&t.sum.to_le_bytes());
-            bytes.extend_from_slice(&t.min.to_le_bytes());
-            bytes.extend_from_slice(&t.max.to_le_bytes());
+            bytes.extend_from_slice(&count(t.totals.events).to_le_bytes());
+            bytes.extend_from_slice(&count(t.totals.values).to_le_bytes());
+            bytes.extend_from_slice(&t.totals.sum.to_le_bytes());
+            bytes.extend_from_slice(&t.totals.min.to_le_bytes());
+            bytes.extend_from_slice(&t.totals.max.to_le_bytes());
         }
         bytes
     }
@@ -144,22 +155,11 @@ impl Tiles {
                 at,
                 Tile {
                     bucket,
-                    events: 0,
-                    values: 0,
-                    sum: 0.0,
-                    min: f64::INFINITY,
-                    max: f64::NEG_INFINITY,
+                    totals: Summary::default(),
                 },
             );
         }
-        let tile = &mut self.tiles[at];
-        tile.events += 1;
-        if let Some(v) = value {
-            tile.values += 1;
-            tile.sum += v;
-            tile.min = tile.min.min(v);
-            tile.max = tile.max.max(v);
-        }
+        self.tiles[at].totals.add(value);
     }
 
     /// Drops the tiles before `oldest_kept`.
@@ -173,11 +173,7 @@ impl Tiles {
         let start = self.tiles.partition_point(|t| t.bucket < from);
         let mut summary = Summary::default();
         for t in self.tiles[start..].iter().take_while(|t| t.bucket <= to) {
-            summary.events += u64::from(t.events);
-            summary.values += u64::from(t.values);
-            summary.sum += t.sum;
-            summary.min = summary.min.min(t.min);
-            summary.max = summary.max.max(t.max);
+            summary.merge(&t.totals);
         }
         summary
     }
