@@ -368,6 +368,19 @@ impl PipelineFile {
                 "is set, but no window feature reads labels (`source = \"labels\"`)".into(),
             ));
         }
+        if let Some((l, _)) = &labels
+            && [
+                &self.kafka.input_topic,
+                &self.kafka.output_topic,
+                &self.kafka.dead_letter_topic,
+            ]
+            .contains(&&l.topic)
+        {
+            return Err(invalid(
+                "labels.topic",
+                "must differ from the input, output and dead-letter topics".into(),
+            ));
+        }
 
         Ok(Pipeline {
             source_path: path.to_owned(),
@@ -542,6 +555,47 @@ mod tests {
             err.contains("`schema.path`") && err.contains("gone.json"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bad_window_features_and_labels_are_refused_with_their_key() {
+        let count_1d = "name = \"card_tx_count_1d\"\nkey = \"card_id\"\naggregate = \"count\"\nwindow = \"1d\"";
+        let cases = [
+            (
+                count_1d,
+                count_1d.replace("key = \"card_id\"", "key = \"no_such\""),
+                "key `no_such` is not a field",
+            ),
+            (
+                count_1d,
+                count_1d.replace("aggregate", "column = \"amount\"\naggregate"),
+                "takes no `column`",
+            ),
+            (
+                count_1d,
+                count_1d.replace("\"1d\"", "\"90m\""),
+                "whole number of tiles",
+            ),
+            (
+                "topic = \"transaction-labels\"",
+                "topic = \"transactions\"".to_owned(),
+                "`labels.topic`",
+            ),
+            (
+                "tile = \"1h\"",
+                "tile = \"1h\"\nsurprise = 1".to_owned(),
+                "unknown field",
+            ),
+        ];
+        for (from, to, needle) in cases {
+            let err = load_variant(|t| {
+                assert!(t.contains(from), "the example no longer has {from:?}");
+                t.replacen(from, &to, 1)
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(needle), "{to:?}: {err}");
+        }
     }
 
     #[test]
