@@ -25,7 +25,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use streamscore::config::Pipeline;
-use streamscore::state::{Checkpoint, RocksStore};
+use streamscore::state::{Checkpoint, Family, RocksStore};
 use streamscore::windows::{Aggregate, Source, WindowFeature, Windows};
 
 const BATCH: usize = 2_000;
@@ -123,7 +123,8 @@ fn fold(windows: &Windows, checkpoint: &Checkpoint, batch: &RecordBatch, offset:
 }
 
 fn open(dir: &std::path::Path, windows: &Windows, sync: bool) -> Checkpoint {
-    let store = RocksStore::open(dir, sync, Some(windows.expiry())).expect("the store opens");
+    let store = RocksStore::open(dir, sync, &[(Family::Windows, windows.expiry())])
+        .expect("the store opens");
     Checkpoint::new(Arc::new(store)).expect("the checkpoint reads")
 }
 

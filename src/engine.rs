@@ -3,6 +3,7 @@
 //! against Kafka, in the demo, in benchmarks and in tests.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, StringArray, UInt32Array};
@@ -20,6 +21,7 @@ use crate::model::comparison::Pair;
 use crate::model::follow::load_state;
 use crate::model::registry::{Registry, RegistryError};
 use crate::model::{Bundle, BundleError, Explain, Lineup, ModelSlot, Role, Scores};
+use crate::outcomes;
 use crate::output::{BatchOutput, DeadLetter, Decision, Outgoing, ReasonRecord, ScoreRecord};
 use crate::reject::{RejectKind, Rejected};
 use crate::schema::RecordSchema;
@@ -70,11 +72,14 @@ impl EngineState {
         };
         let windows = pipeline.windows.clone().map(Windows::new);
         let started = std::time::Instant::now();
-        let store = RocksStore::open(
-            &settings.path,
-            settings.sync,
-            windows.as_ref().map(Windows::expiry),
-        )?;
+        let mut expiries = Vec::new();
+        if let Some(windows) = &windows {
+            expiries.push((crate::state::Family::Windows, windows.expiry()));
+        }
+        if let Some(labels) = &pipeline.labels {
+            expiries.extend(outcomes::expiries(labels.score_retention_ms));
+        }
+        let store = RocksStore::open(&settings.path, settings.sync, &expiries)?;
         let checkpoint = Checkpoint::new(Arc::new(store))?;
         let folded = checkpoint.folded_until(&pipeline.kafka.input_topic);
         tracing::info!(
@@ -110,6 +115,14 @@ impl EngineState {
             labels: Self::label_decoder(pipeline),
         })
     }
+}
+
+/// A labels batch, folded and staged: commit `staged` with
+/// [`Engine::checkpoint`], then publish the metrics of `days`.
+pub struct FoldedLabels {
+    pub staged: Staged,
+    /// The transaction days that gained outcomes.
+    pub days: BTreeSet<i64>,
 }
 
 /// What an engine is built from; a [`Pipeline`] supplies all of it.
@@ -235,7 +248,7 @@ impl Engine {
         let decoded = self.decode_fresh(&self.decoder, batch)?;
         let source_index = decoded.source_index;
         let mut rejected = decoded.rejected;
-        let (table, state_changes) =
+        let (table, mut state_changes) =
             self.with_window_features(batch, decoded.batch, &source_index)?;
         // Loaded once: the whole batch is scored by this lineup.
         let lineup = self.models.current();
@@ -245,7 +258,8 @@ impl Engine {
                 .transform_rows(table, source_index, &mut rejected)
                 .await?
         {
-            self.score_rows(batch, &rows, &lineup, &mut output, &mut rejected)?;
+            let kept = self.score_rows(batch, &rows, &lineup, &mut output, &mut rejected)?;
+            state_changes.extend(kept);
             self.models.note_scored(&lineup, batch);
         }
         output.lineup = Some(lineup);
@@ -286,7 +300,7 @@ impl Engine {
     /// stages it with its offsets; commit it with [`Engine::checkpoint`].
     /// Labels that do not decode are skipped with a warning and counted:
     /// they carry no score to send anywhere.
-    pub fn fold_labels(&self, batch: &Batch) -> Result<Option<Staged>, EngineError> {
+    pub fn fold_labels(&self, batch: &Batch) -> Result<Option<FoldedLabels>, EngineError> {
         let Some((state, windows, decoder)) = self
             .state
             .as_ref()
@@ -314,16 +328,54 @@ impl Engine {
             .iter()
             .map(|&i| batch.records[i].partition)
             .collect();
-        let folded = windows.fold_labels(&decoded.batch, &partitions, &state.checkpoint)?;
+        let mut folded = windows.fold_labels(&decoded.batch, &partitions, &state.checkpoint)?;
         if folded.late > 0 {
             metrics::counter!(names::LATE_EVENTS, "topic" => batch.topic.clone())
                 .increment(folded.late);
         }
-        Ok(Some(state.checkpoint.stage(
-            &batch.topic,
-            &batch.next_offsets(),
-            folded.changes,
-        )))
+        let scoped: Vec<i32> = partitions.iter().map(|&p| windows.scoped(p)).collect();
+        let joined = outcomes::join(
+            &decoded.batch,
+            &scoped,
+            windows
+                .spec()
+                .labels
+                .as_ref()
+                .map_or("event_time", |l| l.event_time.as_str()),
+            &state.checkpoint,
+        )?;
+        metrics::counter!(names::LABELS_MATCHED).increment(joined.matched);
+        metrics::counter!(names::LABELS_UNMATCHED).increment(joined.unmatched);
+        folded.changes.extend(joined.changes);
+        Ok(Some(FoldedLabels {
+            staged: state
+                .checkpoint
+                .stage(&batch.topic, &batch.next_offsets(), folded.changes),
+            days: joined.days,
+        }))
+    }
+
+    /// Sets the label gauges from the newest of `days` (once its outcomes
+    /// are checkpointed): that day's AUC, average precision and card
+    /// precision@100 over the labels so far.
+    pub fn publish_label_metrics(&self, days: &BTreeSet<i64>) -> Result<(), EngineError> {
+        let (Some(state), Some(&day)) = (&self.state, days.last()) else {
+            return Ok(());
+        };
+        let metrics = outcomes::day_metrics(state.checkpoint.store(), day)?;
+        for (name, value) in [
+            (names::LABELS_DAY_AUC, metrics.auc),
+            (names::LABELS_DAY_AP, metrics.average_precision),
+            (
+                names::LABELS_DAY_CARD_PRECISION,
+                metrics.card_precision_at_100,
+            ),
+        ] {
+            metrics::gauge!(name).set(value.unwrap_or(f64::NAN));
+        }
+        metrics::gauge!(names::LABELS_DAY_LABELLED).set(metrics.labelled as f64);
+        metrics::gauge!(names::LABELS_DAY).set((day * 86_400) as f64);
+        Ok(())
     }
 
     /// Decodes the batch's records not yet folded into state; the indices
@@ -485,6 +537,8 @@ impl Engine {
     /// Scores the SQL output and appends one score record per row (or a
     /// dead letter for a row the model cannot use); with a challenger, also
     /// its shadow score of every row both models can score.
+    /// Returns the changes that keep the champion's scores for their labels
+    /// (none unless the pipeline reads labels).
     fn score_rows(
         &self,
         batch: &Batch,
@@ -492,7 +546,13 @@ impl Engine {
         lineup: &Lineup,
         output: &mut BatchOutput,
         rejected: &mut Vec<Rejected>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Vec<crate::state::Change>, EngineError> {
+        let keeps_scores = self
+            .state
+            .as_ref()
+            .filter(|s| s.labels.is_some())
+            .and_then(|s| s.windows.as_ref());
+        let mut kept = Vec::new();
         let scoring = |bundle: &Bundle| {
             let explain = match self.reasons {
                 ReasonsFor::All => Explain::All,
@@ -538,6 +598,13 @@ impl Engine {
             }
             let flags = champion.probability[row] >= champion_threshold;
             output.flagged += usize::from(flags);
+            if let Some(windows) = keeps_scores {
+                kept.push((
+                    windows.scoped(batch.records[index].partition),
+                    rows.event_ids.value(row),
+                    champion.probability[row],
+                ));
+            }
             output.scores.push(writer.record(
                 row,
                 &lineup.champion,
@@ -566,7 +633,7 @@ impl Engine {
         if !pairs.is_empty() {
             self.models.compare(pairs);
         }
-        Ok(())
+        Ok(outcomes::keep_scores(kept.into_iter()))
     }
 }
 

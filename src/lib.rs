@@ -27,6 +27,7 @@ pub mod instance;
 pub mod isolate;
 pub mod kafka;
 pub mod model;
+pub mod outcomes;
 pub mod output;
 pub mod pipeline;
 pub mod reject;

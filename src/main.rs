@@ -54,6 +54,11 @@ enum Command {
     /// Simulated card transactions (the handbook's generator): NDJSON history
     /// with labels, or a live stream to a topic with delayed labels.
     Simulate(streamscore::simulate::command::SimulateArgs),
+    /// Labels that met their scores: the metrics of each day.
+    Labels {
+        #[command(subcommand)]
+        command: streamscore::outcomes::command::LabelsCommand,
+    },
     /// The instance's state (window features): warm it from history.
     State {
         #[command(subcommand)]
@@ -201,6 +206,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Train(args) => print!("{}", train::command::run(&args).await?),
         Command::Evaluate(args) => print!("{}", train::command::evaluate(&args).await?),
         Command::Simulate(args) => print!("{}", streamscore::simulate::command::run(&args).await?),
+        Command::Labels { command } => print!("{}", streamscore::outcomes::command::run(&command)?),
         Command::State { command } => {
             print!("{}", streamscore::windows::command::run(&command).await?)
         }

@@ -112,8 +112,11 @@ pub async fn run_labels(
         if batch.is_empty() {
             break;
         }
-        let staged = off_the_async_workers(async { engine.fold_labels(&batch) }).await?;
-        engine.checkpoint(staged)?;
+        let folded = off_the_async_workers(async { engine.fold_labels(&batch) }).await?;
+        if let Some(folded) = folded {
+            engine.checkpoint(Some(folded.staged))?;
+            engine.publish_label_metrics(&folded.days)?;
+        }
         source.store(&batch)?;
         tracing::debug!(labels = batch.len(), "labels folded");
     }

@@ -43,6 +43,13 @@ pub struct LabelsSection {
     /// visible this late, as the stream sees them.
     #[serde(default = "default_label_delay")]
     pub delay: String,
+    /// How long each score is kept for its label to find.
+    #[serde(default = "default_score_retention")]
+    pub score_retention: String,
+}
+
+fn default_score_retention() -> String {
+    "30d".into()
 }
 
 fn default_label_time() -> String {

@@ -21,6 +21,8 @@ pub struct StateSettings {
 pub struct LabelSettings {
     pub topic: String,
     pub schema: RecordSchema,
+    /// How long a score is kept for its label (ms).
+    pub score_retention_ms: i64,
 }
 
 /// Reads `7d`, `12h`, `30m` or `45s`.
@@ -79,10 +81,13 @@ pub fn label_settings(
         return Err(("labels.topic", "must not be empty".into()));
     }
     let delay = parse_duration(&section.delay).map_err(|e| ("labels.delay", e))?;
+    let score_retention =
+        parse_duration(&section.score_retention).map_err(|e| ("labels.score_retention", e))?;
     Ok(Some((
         LabelSettings {
             topic: section.topic.clone(),
             schema,
+            score_retention_ms: score_retention.as_millis() as i64,
         },
         LabelTiming {
             event_time: section.event_time.clone(),

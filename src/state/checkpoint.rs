@@ -94,6 +94,11 @@ impl Checkpoint {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The store underneath, for reads of what is committed.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
     /// The value as of the last staged batch.
     pub fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         if let Some((value, _)) = self.pending().values.get(&(family, key.to_vec())) {

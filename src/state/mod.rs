@@ -21,15 +21,26 @@ pub enum Family {
     Windows,
     /// Per input topic and partition, the next offset to read.
     Offsets,
+    /// Each score by event id, for a while, for its label to find.
+    Scores,
+    /// Each label that found its score: by day, for the day's metrics.
+    Outcomes,
 }
 
 impl Family {
-    pub const ALL: [Family; 2] = [Family::Windows, Family::Offsets];
+    pub const ALL: [Family; 4] = [
+        Family::Windows,
+        Family::Offsets,
+        Family::Scores,
+        Family::Outcomes,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Family::Windows => "windows",
             Family::Offsets => "offsets",
+            Family::Scores => "scores",
+            Family::Outcomes => "outcomes",
         }
     }
 }
@@ -70,6 +81,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn write(&self, changes: &[Change]) -> Result<(), StateError>;
     /// Every key and value of a family, in key order.
     fn scan(&self, family: Family) -> Result<Vec<Entry>, StateError>;
+    /// The keys starting with `prefix` and their values, in key order.
+    fn scan_prefix(&self, family: Family, prefix: &[u8]) -> Result<Vec<Entry>, StateError> {
+        Ok(self
+            .scan(family)?
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect())
+    }
 }
 
 /// The key under [`Family::Offsets`] of a topic's partition.

@@ -37,10 +37,12 @@ impl fmt::Debug for RocksStore {
 
 impl RocksStore {
     /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the database at `path`; each family in
+    /// `expiries` drops at compaction what its expiry says is done with.
     pub fn open(
         path: &Path,
         sync: bool,
-        expiry: Option<Arc<dyn Expiry>>,
+        expiries: &[(Family, Arc<dyn Expiry>)],
     ) -> Result<Self, StateError> {
         let shown = path.display().to_string();
         let mut options = Options::default();
@@ -68,10 +70,10 @@ impl RocksStore {
             table.set_block_cache(&cache);
             table.set_cache_index_and_filter_blocks(true);
             family_options.set_block_based_table_factory(&table);
-            if let (Family::Windows, Some(expiry)) = (family, &expiry) {
+            if let Some((_, expiry)) = expiries.iter().find(|(f, _)| *f == family) {
                 let expiry = Arc::clone(expiry);
                 family_options.set_compaction_filter(
-                    "streamscore-window-expiry",
+                    "streamscore-expiry",
                     move |_level: u32, key: &[u8], value: &[u8]| {
                         if expiry.expired(key, value) {
                             Decision::Remove
@@ -92,6 +94,24 @@ impl RocksStore {
             db,
             path: shown,
             sync,
+        })
+    }
+
+    /// Opens the database at `path` for reading only, beside the instance
+    /// that writes it (a snapshot as of the open).
+    pub fn open_read_only(path: &Path) -> Result<Self, StateError> {
+        let shown = path.display().to_string();
+        let error = |e: rocksdb::Error| StateError::Store {
+            path: shown.clone(),
+            message: format!("cannot open: {e}"),
+        };
+        let options = Options::default();
+        let families = DB::list_cf(&options, path).map_err(error)?;
+        let db = DB::open_cf_for_read_only(&options, path, families, false).map_err(error)?;
+        Ok(Self {
+            db,
+            path: shown,
+            sync: false,
         })
     }
 
@@ -144,6 +164,19 @@ impl Store for RocksStore {
             .map_err(|e| self.error(format!("write failed: {e}")))
     }
 
+    fn scan_prefix(&self, family: Family, prefix: &[u8]) -> Result<Vec<Entry>, StateError> {
+        let mode = IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        let mut entries = Vec::new();
+        for entry in self.db.iterator_cf(self.family(family)?, mode) {
+            let (k, v) = entry.map_err(|e| self.error(format!("scan failed: {e}")))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            entries.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(entries)
+    }
+
     fn scan(&self, family: Family) -> Result<Vec<Entry>, StateError> {
         self.db
             .iterator_cf(self.family(family)?, IteratorMode::Start)
@@ -169,6 +202,10 @@ mod tests {
         }
     }
 
+    fn expire_x() -> [(Family, Arc<dyn Expiry>); 1] {
+        [(Family::Windows, Arc::new(ExpireX))]
+    }
+
     fn put(key: &str, value: &str) -> Change {
         Change {
             family: Family::Windows,
@@ -184,7 +221,7 @@ mod tests {
             message: e.to_string(),
         })?;
         {
-            let store = RocksStore::open(dir.path(), true, Some(Arc::new(ExpireX)))?;
+            let store = RocksStore::open(dir.path(), true, &expire_x())?;
             store.write(&[put("a", "1"), put("xa", "2")])?;
             store.write(&[Change {
                 value: None,
@@ -192,7 +229,7 @@ mod tests {
             }])?;
             store.write(&[put("b", "3")])?;
         }
-        let store = RocksStore::open(dir.path(), true, Some(Arc::new(ExpireX)))?;
+        let store = RocksStore::open(dir.path(), true, &expire_x())?;
         assert_eq!(store.get(Family::Windows, b"a")?, None);
         assert_eq!(store.get(Family::Windows, b"b")?, Some(b"3".to_vec()));
         assert_eq!(store.scan(Family::Windows)?.len(), 2);
@@ -205,7 +242,7 @@ mod tests {
             vec![(b"b".to_vec(), b"3".to_vec())]
         );
         assert!(
-            RocksStore::open(dir.path(), true, None)
+            RocksStore::open(dir.path(), true, &[])
                 .unwrap_err()
                 .to_string()
                 .contains("cannot open"),

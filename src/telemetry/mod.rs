@@ -31,6 +31,17 @@ pub mod names {
     pub const ALREADY_FOLDED: &str = "streamscore_state_already_folded_total";
     /// Records of the labels topic that do not decode (skipped, logged).
     pub const LABELS_REFUSED: &str = "streamscore_labels_refused_total";
+    /// Labels that found their kept score, and those that did not (never
+    /// scored here, or kept past `labels.score_retention`).
+    pub const LABELS_MATCHED: &str = "streamscore_labels_matched_total";
+    pub const LABELS_UNMATCHED: &str = "streamscore_labels_unmatched_total";
+    /// The newest transaction day a label arrived for (its start, seconds
+    /// since the epoch), and that day's metrics over its labels so far.
+    pub const LABELS_DAY: &str = "streamscore_labels_day_timestamp_seconds";
+    pub const LABELS_DAY_LABELLED: &str = "streamscore_labels_day_labelled";
+    pub const LABELS_DAY_AUC: &str = "streamscore_labels_day_auc";
+    pub const LABELS_DAY_AP: &str = "streamscore_labels_day_average_precision";
+    pub const LABELS_DAY_CARD_PRECISION: &str = "streamscore_labels_day_card_precision_at_100";
     /// Events older than their key's retained window history.
     pub const LATE_EVENTS: &str = "streamscore_window_late_events_total";
     /// One checkpoint: a batch's state changes and offsets, written at once.

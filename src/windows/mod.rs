@@ -263,7 +263,7 @@ impl Windows {
 
     /// The partition a state key carries: the input's, or one for the
     /// whole instance.
-    fn scoped(&self, partition: i32) -> i32 {
+    pub fn scoped(&self, partition: i32) -> i32 {
         match self.spec.scope {
             Scope::Partition => partition,
             Scope::Instance => -1,

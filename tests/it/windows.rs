@@ -49,6 +49,35 @@ async fn batch_features(
     by_event
 }
 
+/// Waits until the instance's log says it folded (and checkpointed)
+/// `count` labels.
+fn wait_for_labels(dir: &std::path::Path, name: &str, count: usize) {
+    let folded = || -> usize {
+        log_of(dir, name)
+            .lines()
+            .filter(|l| l.contains("labels folded"))
+            .filter_map(|l| {
+                l.split("labels=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while folded() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {count} labels folded; log:\n{}",
+            folded(),
+            log_of(dir, name)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Per event id, the model inputs on its last score.
 fn streamed_features(
     scores: &[rdkafka::message::OwnedMessage],
@@ -134,31 +163,7 @@ async fn streamed_window_features_equal_train_even_across_a_kill_nine() {
     // without partitions.
     let mut first = spawn_run(&written, dir.path(), "first");
     produce(&topics.labels, &labels).await;
-    let folded = || -> usize {
-        log_of(dir.path(), "first")
-            .lines()
-            .filter(|l| l.contains("labels folded"))
-            .filter_map(|l| {
-                l.split("labels=")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
-            })
-            .sum()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while folded() < labels.len() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} of {} labels folded; log:\n{}",
-            folded(),
-            labels.len(),
-            log_of(dir.path(), "first")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_labels(dir.path(), "first", labels.len());
     produce(&topics.input, &keyed).await;
     let mut scores = TopicReader::new(&topics.output, 1);
     let started = scores.read_until(Duration::from_secs(120), |m| m.len() >= events.len() / 4);
@@ -205,4 +210,96 @@ async fn streamed_window_features_equal_train_even_across_a_kill_nine() {
         expected.len(),
         differing.first()
     );
+}
+
+/// Labels that arrive after their transactions were scored meet the kept
+/// scores; `streamscore labels report` then gives each day's AUC and
+/// average precision, equal to a direct computation over the scores read
+/// back from the output topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn labels_meet_their_scores_and_give_each_days_metrics() {
+    use streamscore::train::metrics::{auc_roc, average_precision};
+
+    let topics = Topics::create(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let written = topics.write_pipeline(dir.path(), 200);
+    let events = simulate(&SimulationConfig {
+        customers: 200,
+        terminals: 400,
+        days: 4,
+        ..SimulationConfig::default()
+    });
+    let keyed: Vec<KeyedPayload> = events
+        .iter()
+        .map(|t| {
+            (
+                Some(t.card_id.clone().into_bytes()),
+                Some(serde_json::to_vec(t).unwrap()),
+            )
+        })
+        .collect();
+    let mut run = spawn_run(&written, dir.path(), "run");
+    produce(&topics.input, &keyed).await;
+    let mut scores = TopicReader::new(&topics.output, 1);
+    assert!(
+        scores.read_until(Duration::from_secs(120), |m| m.len() >= events.len()),
+        "not every event was scored; log:\n{}",
+        log_of(dir.path(), "run")
+    );
+    let labels: Vec<KeyedPayload> = events
+        .iter()
+        .map(|t| {
+            let label = streamscore::simulate::command::Label {
+                event_id: &t.event_id,
+                card_id: &t.card_id,
+                terminal_id: &t.terminal_id,
+                event_time: &t.event_time,
+                is_fraud: t.is_fraud,
+            };
+            (
+                Some(t.card_id.clone().into_bytes()),
+                Some(serde_json::to_vec(&label).unwrap()),
+            )
+        })
+        .collect();
+    produce(&topics.labels, &labels).await;
+    wait_for_labels(dir.path(), "run", labels.len());
+    stop_cleanly(&mut run, dir.path(), "run");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .args(["labels", "report", "--pipeline"])
+        .arg(&written)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The same per day, from the scores on the output topic.
+    let fraud: HashMap<&str, (&str, bool)> = events
+        .iter()
+        .map(|t| (t.event_id.as_str(), (&t.event_time[..10], t.is_fraud)))
+        .collect();
+    let mut by_day: BTreeMap<&str, (Vec<f64>, Vec<bool>)> = BTreeMap::new();
+    for message in &scores.messages {
+        let score: ScoreRecord = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        let (day, is_fraud) = fraud[score.event_id.as_ref()];
+        let entry = by_day.entry(day).or_default();
+        entry.0.push(score.score);
+        entry.1.push(is_fraud);
+    }
+    assert_eq!(by_day.len(), 4);
+    for (day, (s, l)) in &by_day {
+        let expected = format!(
+            "| {day} | {} | {} | {:.4} | {:.4} |",
+            s.len(),
+            l.iter().filter(|&&f| f).count(),
+            auc_roc(s, l).unwrap(),
+            average_precision(s, l).unwrap()
+        );
+        assert!(report.contains(&expected), "{expected} not in:\n{report}");
+    }
 }
