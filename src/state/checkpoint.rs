@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Address, Change, Family, StateError, Store, offset_key, parse_offset_key};
+use super::{Change, Family, StateError, Store, offset_key, parse_offset_key};
 
 pub struct Checkpoint {
     store: Arc<dyn Store>,
@@ -25,9 +25,12 @@ pub struct Checkpoint {
 #[derive(Default)]
 struct Pending {
     next_seq: u64,
-    /// Values set by staged batches not yet written: per key the latest,
-    /// with the batch that set it.
-    values: HashMap<Address, (Option<Vec<u8>>, u64)>,
+    /// Keys set by staged batches not yet written, per family: per key the
+    /// batch that set it last, and where in that batch's changes.
+    values: [HashMap<Vec<u8>, (u64, usize)>; Family::ALL.len()],
+    /// The staged batches' changes, shared with their [`Staged`] (so that
+    /// staging copies no value).
+    batches: HashMap<u64, Arc<Vec<Change>>>,
     /// Per topic and partition, the first offset not folded into state
     /// (staged or written).
     folded: HashMap<(String, i32), i64>,
@@ -39,7 +42,15 @@ struct Pending {
 #[must_use = "staged state is lost unless committed"]
 pub struct Staged {
     seq: u64,
-    changes: Vec<Change>,
+    changes: Arc<Vec<Change>>,
+}
+
+impl Pending {
+    /// The staged value of `key`, if a staged batch set it.
+    fn value(&self, family: Family, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let (seq, at) = self.values[family.index()].get(key)?;
+        Some(self.batches.get(seq)?.get(*at)?.value.clone())
+    }
 }
 
 impl Staged {
@@ -101,8 +112,8 @@ impl Checkpoint {
 
     /// The value as of the last staged batch.
     pub fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        if let Some((value, _)) = self.pending().values.get(&(family, key.to_vec())) {
-            return Ok(value.clone());
+        if let Some(value) = self.pending().value(family, key) {
+            return Ok(value);
         }
         self.store.get(family, key)
     }
@@ -119,8 +130,8 @@ impl Checkpoint {
         {
             let pending = self.pending();
             for (i, key) in keys.iter().enumerate() {
-                match pending.values.get(&(family, key.to_vec())) {
-                    Some((value, _)) => values[i] = value.clone(),
+                match pending.value(family, key) {
+                    Some(value) => values[i] = value,
                     None => unstaged.push(i),
                 }
             }
@@ -170,12 +181,11 @@ impl Checkpoint {
                 value: Some(folded.to_be_bytes().to_vec()),
             });
         }
-        for change in &changes {
-            pending.values.insert(
-                (change.family, change.key.clone()),
-                (change.value.clone(), seq),
-            );
+        for (at, change) in changes.iter().enumerate() {
+            pending.values[change.family.index()].insert(change.key.clone(), (seq, at));
         }
+        let changes = Arc::new(changes);
+        pending.batches.insert(seq, Arc::clone(&changes));
         Staged { seq, changes }
     }
 
@@ -184,15 +194,15 @@ impl Checkpoint {
     pub fn commit(&self, staged: Staged) -> Result<(), StateError> {
         self.store.write(&staged.changes)?;
         let mut pending = self.pending();
-        for change in staged.changes {
-            let key = (change.family, change.key);
+        pending.batches.remove(&staged.seq);
+        for change in staged.changes.iter() {
+            let values = &mut pending.values[change.family.index()];
             // A later batch's value stays until that batch is written.
-            if pending
-                .values
-                .get(&key)
-                .is_some_and(|(_, seq)| *seq == staged.seq)
+            if values
+                .get(change.key.as_slice())
+                .is_some_and(|(seq, _)| *seq == staged.seq)
             {
-                pending.values.remove(&key);
+                values.remove(change.key.as_slice());
             }
         }
         Ok(())
@@ -200,7 +210,7 @@ impl Checkpoint {
 
     /// Changes staged and not yet written (for tests and the status line).
     pub fn pending_keys(&self) -> usize {
-        self.pending().values.len()
+        self.pending().values.iter().map(HashMap::len).sum()
     }
 }
 

@@ -35,6 +35,11 @@ impl Family {
         Family::Outcomes,
     ];
 
+    /// Its position in [`Family::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Family::Windows => "windows",
