@@ -6,10 +6,11 @@
 //!   terminal: counts and confirmed frauds over 1, 7 and 30 days a week
 //!   back): four state keys per event.
 //!
-//! Each 2,000-event batch is computed against the state and checkpointed
-//! (one WriteBatch, with and without the fsync of `state.sync = true`), over
-//! 100,000 cards and 2,000 terminals, after 100 batches of warm-up so that
-//! the store holds every card. `cargo bench --bench windows`.
+//! Each 2,000-event batch is computed against the state and staged; the
+//! staged batches are written in one fsync'd WriteBatch every batch, or
+//! once a second (`state.checkpoint_ms`, 1000 by default). Over 100,000
+//! cards and 2,000 terminals, after 100 batches of warm-up so that the
+//! store holds every card. `cargo bench --bench windows`.
 //!
 //! `STREAMSCORE_WINDOWS_SOAK=10000000 cargo bench --bench windows` instead
 //! streams that many events over 1,000,000 cards and prints, every million
@@ -17,7 +18,7 @@
 //! the time to reopen the store and to serve the first batch after it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMillisecondArray};
 use arrow::record_batch::RecordBatch;
@@ -25,7 +26,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use streamscore::config::Pipeline;
-use streamscore::state::{Checkpoint, Family, RocksStore};
+use streamscore::state::{Checkpoint, Family, RocksStore, Staged};
 use streamscore::windows::{Aggregate, Source, WindowFeature, Windows};
 
 const BATCH: usize = 2_000;
@@ -106,20 +107,48 @@ impl Events {
     }
 }
 
-/// Computes one batch's features and checkpoints its changes.
-fn fold(windows: &Windows, checkpoint: &Checkpoint, batch: &RecordBatch, offset: &mut i64) {
-    let rows = batch.num_rows();
-    let order: Vec<usize> = (0..rows).collect();
-    let out = windows
-        .compute(batch, &vec![0; rows], &order, checkpoint)
-        .expect("features");
-    *offset += rows as i64;
-    let staged = checkpoint.stage(
-        "transactions",
-        &std::collections::BTreeMap::from([(0, *offset)]),
-        out.changes,
-    );
-    checkpoint.commit(staged).expect("checkpoint");
+/// The state side of the engine's loop: each batch computed and staged,
+/// the staged batches written together once `interval` has passed since
+/// the first (every batch when it is zero), as `state.checkpoint_ms` does.
+struct Folder {
+    checkpoint: Checkpoint,
+    interval: Duration,
+    staged: Vec<Staged>,
+    since: Option<Instant>,
+    offset: i64,
+}
+
+impl Folder {
+    fn new(checkpoint: Checkpoint, interval: Duration) -> Self {
+        Self {
+            checkpoint,
+            interval,
+            staged: Vec::new(),
+            since: None,
+            offset: 0,
+        }
+    }
+
+    fn fold(&mut self, windows: &Windows, batch: &RecordBatch) {
+        let rows = batch.num_rows();
+        let order: Vec<usize> = (0..rows).collect();
+        let out = windows
+            .compute(batch, &vec![0; rows], &order, &self.checkpoint)
+            .expect("features");
+        self.offset += rows as i64;
+        self.staged.push(self.checkpoint.stage(
+            "transactions",
+            &std::collections::BTreeMap::from([(0, self.offset)]),
+            out.changes,
+        ));
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.interval {
+            self.checkpoint
+                .commit_all(std::mem::take(&mut self.staged))
+                .expect("checkpoint");
+            self.since = None;
+        }
+    }
 }
 
 fn open(dir: &std::path::Path, windows: &Windows, sync: bool) -> Checkpoint {
@@ -142,22 +171,26 @@ fn window_updates(c: &mut Criterion) {
         ("3w2k", three_windows_two_keys()),
         ("example", example_windows()),
     ] {
-        for sync in [false, true] {
+        for (every, interval) in [
+            ("every_batch", Duration::ZERO),
+            ("every_second", Duration::from_secs(1)),
+        ] {
             let dir = tempfile::tempdir().expect("a directory");
-            let checkpoint = open(dir.path(), &windows, sync);
+            let mut folder = Folder::new(open(dir.path(), &windows, true), interval);
             let mut events = Events::new(100_000);
-            let mut offset = 0;
             for _ in 0..100 {
-                fold(&windows, &checkpoint, &events.batch(), &mut offset);
+                folder.fold(&windows, &events.batch());
             }
-            let id = format!("{name}/{}", if sync { "fsync" } else { "no_fsync" });
-            group.bench_function(BenchmarkId::from_parameter(id), |b| {
-                b.iter_batched(
-                    || events.batch(),
-                    |batch| fold(&windows, &checkpoint, &batch, &mut offset),
-                    criterion::BatchSize::LargeInput,
-                );
-            });
+            group.bench_function(
+                BenchmarkId::from_parameter(format!("{name}/{every}")),
+                |b| {
+                    b.iter_batched(
+                        || events.batch(),
+                        |batch| folder.fold(&windows, &batch),
+                        criterion::BatchSize::LargeInput,
+                    );
+                },
+            );
         }
     }
     group.finish();
@@ -167,16 +200,14 @@ fn soak(total: u64) {
     let windows = example_windows();
     let dir = tempfile::tempdir().expect("a directory");
     let mut events = Events::new(1_000_000);
-    let mut offset = 0;
     {
-        let checkpoint = open(dir.path(), &windows, true);
+        let mut folder = Folder::new(open(dir.path(), &windows, true), Duration::from_secs(1));
         println!("| events | RSS MB | store MB | events/s (last million) |");
         println!("|---:|---:|---:|---:|");
         let mut started = Instant::now();
         let mut done = 0u64;
         while done < total {
-            let batch = events.batch();
-            fold(&windows, &checkpoint, &batch, &mut offset);
+            folder.fold(&windows, &events.batch());
             done += BATCH as u64;
             if done.is_multiple_of(1_000_000) {
                 println!(
@@ -190,10 +221,9 @@ fn soak(total: u64) {
         }
     }
     let started = Instant::now();
-    let checkpoint = open(dir.path(), &windows, true);
+    let mut folder = Folder::new(open(dir.path(), &windows, true), Duration::ZERO);
     let opened = started.elapsed();
-    let batch = events.batch();
-    fold(&windows, &checkpoint, &batch, &mut offset);
+    folder.fold(&windows, &events.batch());
     println!(
         "restart: store opened in {:.1} ms, first batch of {BATCH} served {:.1} ms after the start",
         opened.as_secs_f64() * 1e3,

@@ -59,6 +59,8 @@ pub enum EngineError {
 /// A pipeline's state: the checkpoint, and the window features it keeps.
 pub struct EngineState {
     pub checkpoint: Arc<Checkpoint>,
+    /// How long delivered batches' state may wait to be written together.
+    pub checkpoint_interval: std::time::Duration,
     pub windows: Option<Windows>,
     /// Decodes the labels topic's records, when a feature reads labels.
     pub labels: Option<Decoder>,
@@ -94,6 +96,7 @@ impl EngineState {
         );
         Ok(Some(Self {
             checkpoint: Arc::new(checkpoint),
+            checkpoint_interval: settings.checkpoint_interval,
             windows,
             labels: Self::label_decoder(pipeline),
         }))
@@ -111,6 +114,7 @@ impl EngineState {
     pub fn in_memory(pipeline: &Pipeline) -> Result<Self, EngineError> {
         Ok(Self {
             checkpoint: Arc::new(Checkpoint::new(Arc::new(MemoryStore::default()))?),
+            checkpoint_interval: std::time::Duration::ZERO,
             windows: pipeline.windows.clone().map(Windows::new),
             labels: Self::label_decoder(pipeline),
         })
@@ -287,13 +291,30 @@ impl Engine {
     /// 3 of DESIGN.md §6): call once its outputs are acknowledged, before
     /// its Kafka offsets are stored.
     pub fn checkpoint(&self, staged: Option<Staged>) -> Result<(), EngineError> {
-        let (Some(state), Some(staged)) = (&self.state, staged) else {
+        self.checkpoint_all(staged.into_iter().collect())
+    }
+
+    /// [`Engine::checkpoint`] for several delivered batches at once, in
+    /// batch order: one write, each key at its latest value.
+    pub fn checkpoint_all(&self, staged: Vec<Staged>) -> Result<(), EngineError> {
+        let Some(state) = &self.state else {
             return Ok(());
         };
+        if staged.is_empty() {
+            return Ok(());
+        }
         let started = std::time::Instant::now();
-        state.checkpoint.commit(staged)?;
+        state.checkpoint.commit_all(staged)?;
         metrics::histogram!(names::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// How long delivered batches' state may wait to be written together
+    /// (zero without state: offsets are then stored batch by batch).
+    pub fn checkpoint_interval(&self) -> std::time::Duration {
+        self.state
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |s| s.checkpoint_interval)
     }
 
     /// Folds a batch from the labels topic into the label windows and

@@ -3,6 +3,7 @@
 //! acknowledged (and its state checkpointed), so a crash
 //! at any point re-reads rather than loses (at least once).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -60,14 +61,17 @@ pub async fn run(
     let process = async {
         let mut in_flight = FuturesOrdered::new();
         let mut fetching = true;
+        let mut unwritten = Unwritten::new(engine.checkpoint_interval());
         while fetching || !in_flight.is_empty() {
             tokio::select! {
                 biased;
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                     let (batch, mut output, started, delivered): InFlight = done;
                     let delivered = delivered?;
-                    engine.checkpoint(output.staged.take())?;
-                    source.store(&batch)?;
+                    unwritten.add(output.staged.take(), &batch);
+                    if unwritten.is_due() {
+                        unwritten.write(engine, source)?;
+                    }
                     stats.record(&batch, &output, &delivered, started.elapsed());
                     tracing::debug!(
                         rows = batch.len(),
@@ -75,6 +79,9 @@ pub async fn run(
                         dead_lettered = output.dead_letters.len(),
                         "batch delivered"
                     );
+                }
+                () = unwritten.deadline(), if unwritten.is_waiting() => {
+                    unwritten.write(engine, source)?;
                 }
                 batch = fetched.recv(), if fetching && in_flight.len() < max_in_flight => {
                     let Some(batch) = batch else {
@@ -90,6 +97,7 @@ pub async fn run(
                 }
             }
         }
+        unwritten.write(engine, source)?;
         Ok::<(), PipelineError>(())
     };
     tokio::try_join!(fetch, process)?;
@@ -97,6 +105,65 @@ pub async fn run(
     source.commit()?;
     tracing::info!("stopped after committing delivered offsets");
     Ok(())
+}
+
+/// Delivered batches whose state is not written yet, nor their offsets
+/// stored: written together, with their offsets after them, once the
+/// checkpoint interval has passed since the first (at once when it is
+/// zero). A crash loses them from the state and from Kafka's commit alike,
+/// so they are read and folded again.
+struct Unwritten {
+    interval: Duration,
+    staged: Vec<crate::state::Staged>,
+    /// The topic and, per partition, the next offset to store.
+    offsets: Option<(String, BTreeMap<i32, i64>)>,
+    since: Option<tokio::time::Instant>,
+}
+
+impl Unwritten {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            staged: Vec::new(),
+            offsets: None,
+            since: None,
+        }
+    }
+
+    fn add(&mut self, staged: Option<crate::state::Staged>, batch: &Batch) {
+        self.staged.extend(staged);
+        let (_, offsets) = self
+            .offsets
+            .get_or_insert_with(|| (batch.topic.clone(), BTreeMap::new()));
+        offsets.extend(batch.next_offsets());
+        self.since.get_or_insert_with(tokio::time::Instant::now);
+    }
+
+    fn is_waiting(&self) -> bool {
+        self.since.is_some()
+    }
+
+    fn is_due(&self) -> bool {
+        self.since
+            .is_some_and(|since| since.elapsed() >= self.interval)
+    }
+
+    async fn deadline(&self) {
+        match self.since {
+            Some(since) => tokio::time::sleep_until(since + self.interval).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Writes the state, then stores the offsets (DESIGN.md §6, steps 3-4).
+    fn write(&mut self, engine: &Engine, source: &KafkaSource) -> Result<(), PipelineError> {
+        engine.checkpoint_all(std::mem::take(&mut self.staged))?;
+        if let Some((topic, offsets)) = self.offsets.take() {
+            source.store_offsets(&topic, &offsets)?;
+        }
+        self.since = None;
+        Ok(())
+    }
 }
 
 /// The labels topic's loop, beside [`run`] until `stop`: fetch, fold into

@@ -69,6 +69,14 @@ pub struct StateSection {
     /// crash).
     #[serde(default = "yes")]
     pub sync: bool,
+    /// Delivered batches' state is written (with their offsets) at most
+    /// this often; 0 writes every batch.
+    #[serde(default = "default_checkpoint_ms")]
+    pub checkpoint_ms: u64,
+}
+
+fn default_checkpoint_ms() -> u64 {
+    1_000
 }
 
 #[derive(Debug, Deserialize)]

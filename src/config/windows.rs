@@ -14,6 +14,8 @@ use crate::windows::{Aggregate, LabelTiming, Source, WindowFeature, WindowSpec};
 pub struct StateSettings {
     pub path: PathBuf,
     pub sync: bool,
+    /// How long delivered batches' state may wait to be written together.
+    pub checkpoint_interval: Duration,
 }
 
 /// The labels topic and the schema its records are decoded with.
@@ -50,6 +52,7 @@ pub fn state_settings(section: Option<StateSection>, base: &Path) -> Option<Stat
     section.map(|s| StateSettings {
         path: base.join(s.path),
         sync: s.sync,
+        checkpoint_interval: Duration::from_millis(s.checkpoint_ms),
     })
 }
 

@@ -1,6 +1,7 @@
 //! The consumer-group member: messages in, micro-batches out, offsets stored
 //! only when the pipeline says a batch is delivered.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::Message;
@@ -100,9 +101,15 @@ impl KafkaSource {
     /// Marks every record of `batch` as processed; the next commit (periodic,
     /// on rebalance, or [`KafkaSource::commit`]) makes it durable.
     pub fn store(&self, batch: &Batch) -> KafkaResult<()> {
+        self.store_offsets(&batch.topic, &batch.next_offsets())
+    }
+
+    /// Marks each partition of `topic` processed up to (not including) its
+    /// offset in `next`.
+    pub fn store_offsets(&self, topic: &str, next: &BTreeMap<i32, i64>) -> KafkaResult<()> {
         let mut offsets = TopicPartitionList::new();
-        for (partition, next) in batch.next_offsets() {
-            offsets.add_partition_offset(&batch.topic, partition, Offset::Offset(next))?;
+        for (&partition, &next) in next {
+            offsets.add_partition_offset(topic, partition, Offset::Offset(next))?;
         }
         match self.consumer.store_offsets(&offsets) {
             // A partition taken away in a rebalance cannot be stored; its new

@@ -192,17 +192,40 @@ impl Checkpoint {
     /// Writes a staged batch's changes and offsets in one atomic write. Call
     /// in batch order, once the batch's outputs are acknowledged.
     pub fn commit(&self, staged: Staged) -> Result<(), StateError> {
-        self.store.write(&staged.changes)?;
+        self.commit_all(vec![staged])
+    }
+
+    /// Writes several staged batches (in batch order) in one atomic write:
+    /// each key once, at its latest value.
+    pub fn commit_all(&self, staged: Vec<Staged>) -> Result<(), StateError> {
+        match staged.as_slice() {
+            [] => return Ok(()),
+            [one] => self.store.write(&one.changes)?,
+            many => {
+                let mut latest: HashMap<(Family, &[u8]), &Change> = HashMap::new();
+                for batch in many {
+                    for change in batch.changes.iter() {
+                        latest.insert((change.family, change.key.as_slice()), change);
+                    }
+                }
+                let mut merged: Vec<Change> = latest.into_values().cloned().collect();
+                // In key order, as a batch's own changes are.
+                merged.sort_unstable_by(|a, b| (a.family, &a.key).cmp(&(b.family, &b.key)));
+                self.store.write(&merged)?;
+            }
+        }
         let mut pending = self.pending();
-        pending.batches.remove(&staged.seq);
-        for change in staged.changes.iter() {
-            let values = &mut pending.values[change.family.index()];
-            // A later batch's value stays until that batch is written.
-            if values
-                .get(change.key.as_slice())
-                .is_some_and(|(seq, _)| *seq == staged.seq)
-            {
-                values.remove(change.key.as_slice());
+        for batch in &staged {
+            pending.batches.remove(&batch.seq);
+            for change in batch.changes.iter() {
+                let values = &mut pending.values[change.family.index()];
+                // A later batch's value stays until that batch is written.
+                if values
+                    .get(change.key.as_slice())
+                    .is_some_and(|(seq, _)| *seq == batch.seq)
+                {
+                    values.remove(change.key.as_slice());
+                }
             }
         }
         Ok(())
@@ -270,6 +293,31 @@ mod tests {
             BTreeMap::from([(0, 20), (1, 5)])
         );
         assert!(reopened.folded_until("other").is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn batches_committed_together_write_each_key_at_its_latest_value() -> Result<(), StateError> {
+        let store = Arc::new(MemoryStore::default());
+        let checkpoint = Checkpoint::new(store.clone())?;
+        let first = checkpoint.stage(
+            "tx",
+            &BTreeMap::from([(0, 10)]),
+            vec![change("a", Some("1")), change("b", Some("1"))],
+        );
+        let second = checkpoint.stage(
+            "tx",
+            &BTreeMap::from([(0, 20)]),
+            vec![change("a", Some("2"))],
+        );
+        checkpoint.commit_all(vec![first, second])?;
+        assert_eq!(store.get(Family::Windows, b"a")?, Some(b"2".to_vec()));
+        assert_eq!(store.get(Family::Windows, b"b")?, Some(b"1".to_vec()));
+        assert_eq!(checkpoint.pending_keys(), 0);
+        assert_eq!(
+            Checkpoint::new(store)?.folded_until("tx"),
+            BTreeMap::from([(0, 20)])
+        );
         Ok(())
     }
 

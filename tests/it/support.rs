@@ -143,8 +143,10 @@ pub fn state_sections(dir: &Path, labels_topic: &str) -> String {
             "schema = \"../schemas/label.json\"",
             &format!("schema = \"{}\"", repo_path("schemas/label.json").display()),
         );
+    // Checkpoints every 200 ms rather than every second, so that a test
+    // stopping an instance early still finds state written.
     format!(
-        "\n[state]\npath = \"{}\"\n{sections}\n",
+        "\n[state]\npath = \"{}\"\ncheckpoint_ms = 200\n{sections}\n",
         dir.join("state").display()
     )
 }
