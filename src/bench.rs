@@ -278,10 +278,15 @@ async fn throughput(
         if produced >= options.events as i64 {
             break Instant::now();
         }
-        if Instant::now() > deadline || child.try_wait().map_err(failed)?.is_some() {
+        let exited = child.try_wait().map_err(failed)?;
+        if Instant::now() > deadline || exited.is_some() {
             let _ = child.kill();
+            let why = match exited {
+                Some(status) => format!("the process exited ({status}; its log is engine.log)"),
+                None => "timed out".to_owned(),
+            };
             return Err(failed(format!(
-                "{output} reached {produced} of {} messages",
+                "{output} reached {produced} of {} messages: {why}",
                 options.events
             )));
         }
@@ -408,17 +413,24 @@ fn engine_pipeline(
         "fetch.wait.max.ms",
         &options.fetch_wait_ms.to_string(),
     );
-    for (section, key) in [
-        ("schema", "path"),
-        ("transform", "sql"),
-        ("model", "bundle"),
+    for (section, key, required) in [
+        ("schema", "path", true),
+        ("transform", "sql", true),
+        ("model", "bundle", true),
+        ("labels", "schema", false),
     ] {
         let relative = file
             .get(section)
             .and_then(|s| s.get(key))
             .and_then(toml::Value::as_str)
-            .ok_or_else(|| invalid(format!("the pipeline has no {section}.{key}")))?
-            .to_owned();
+            .map(str::to_owned);
+        let relative = match (relative, required) {
+            (Some(relative), _) => relative,
+            (None, false) => continue,
+            (None, true) => {
+                return Err(invalid(format!("the pipeline has no {section}.{key}")));
+            }
+        };
         set(
             &mut file,
             section,
