@@ -12,10 +12,12 @@
 //! cards and 2,000 terminals, after 100 batches of warm-up so that the
 //! store holds every card. `cargo bench --bench windows`.
 //!
-//! `STREAMSCORE_WINDOWS_SOAK=10000000 cargo bench --bench windows` instead
-//! streams that many events over 1,000,000 cards and prints, every million
-//! events, the resident memory, the store's size on disk and the rate; then
-//! the time to reopen the store and to serve the first batch after it.
+//! `STREAMSCORE_WINDOWS_SOAK=5000000 cargo bench --bench windows` instead
+//! streams that many events over 1,000,000 cards with the example's
+//! features (`STREAMSCORE_WINDOWS_SOAK_FEATURES=3w2k` for the other set),
+//! and prints every million events the resident memory, the
+//! store's size on disk and the rate; then the time to reopen the store and
+//! to serve the first batch after it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +28,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use streamscore::config::Pipeline;
-use streamscore::state::{Checkpoint, Family, RocksStore, Staged};
+use streamscore::state::{Checkpoint, Family, RocksStore, Staged, WritePolicy};
 use streamscore::windows::{Aggregate, Source, WindowFeature, Windows};
 
 const BATCH: usize = 2_000;
@@ -112,8 +114,9 @@ impl Events {
 /// the first (every batch when it is zero), as `state.checkpoint_ms` does.
 struct Folder {
     checkpoint: Checkpoint,
-    interval: Duration,
+    policy: WritePolicy,
     staged: Vec<Staged>,
+    changes: usize,
     since: Option<Instant>,
     offset: i64,
 }
@@ -122,8 +125,9 @@ impl Folder {
     fn new(checkpoint: Checkpoint, interval: Duration) -> Self {
         Self {
             checkpoint,
-            interval,
+            policy: WritePolicy::every(interval),
             staged: Vec::new(),
+            changes: 0,
             since: None,
             offset: 0,
         }
@@ -136,17 +140,20 @@ impl Folder {
             .compute(batch, &vec![0; rows], &order, &self.checkpoint)
             .expect("features");
         self.offset += rows as i64;
-        self.staged.push(self.checkpoint.stage(
+        let staged = self.checkpoint.stage(
             "transactions",
             &std::collections::BTreeMap::from([(0, self.offset)]),
             out.changes,
-        ));
+        );
+        self.changes += staged.len();
+        self.staged.push(staged);
         let since = *self.since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= self.interval {
+        if self.policy.is_due(since, self.changes) {
             self.checkpoint
                 .commit_all(std::mem::take(&mut self.staged))
                 .expect("checkpoint");
             self.since = None;
+            self.changes = 0;
         }
     }
 }
@@ -162,7 +169,14 @@ fn window_updates(c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        soak(events);
+        // One set of features a process, so that each RSS is its own.
+        let name =
+            std::env::var("STREAMSCORE_WINDOWS_SOAK_FEATURES").unwrap_or_else(|_| "example".into());
+        let windows = match name.as_str() {
+            "3w2k" => three_windows_two_keys(),
+            _ => example_windows(),
+        };
+        soak(events, &name, &windows);
         return;
     }
     let mut group = c.benchmark_group("window_updates_rocksdb");
@@ -181,14 +195,20 @@ fn window_updates(c: &mut Criterion) {
             for _ in 0..100 {
                 folder.fold(&windows, &events.batch());
             }
+            // Timed over whole runs of batches, so that the writes every
+            // second weigh in as often as they come.
             group.bench_function(
                 BenchmarkId::from_parameter(format!("{name}/{every}")),
                 |b| {
-                    b.iter_batched(
-                        || events.batch(),
-                        |batch| folder.fold(&windows, &batch),
-                        criterion::BatchSize::LargeInput,
-                    );
+                    b.iter_custom(|iters| {
+                        let batches: Vec<RecordBatch> =
+                            (0..iters).map(|_| events.batch()).collect();
+                        let started = Instant::now();
+                        for batch in &batches {
+                            folder.fold(&windows, batch);
+                        }
+                        started.elapsed()
+                    });
                 },
             );
         }
@@ -196,18 +216,18 @@ fn window_updates(c: &mut Criterion) {
     group.finish();
 }
 
-fn soak(total: u64) {
-    let windows = example_windows();
+fn soak(total: u64, name: &str, windows: &Windows) {
+    println!("\n{name}, 1,000,000 cards, checkpoints every second:\n");
     let dir = tempfile::tempdir().expect("a directory");
     let mut events = Events::new(1_000_000);
     {
-        let mut folder = Folder::new(open(dir.path(), &windows, true), Duration::from_secs(1));
+        let mut folder = Folder::new(open(dir.path(), windows, true), Duration::from_secs(1));
         println!("| events | RSS MB | store MB | events/s (last million) |");
         println!("|---:|---:|---:|---:|");
         let mut started = Instant::now();
         let mut done = 0u64;
         while done < total {
-            folder.fold(&windows, &events.batch());
+            folder.fold(windows, &events.batch());
             done += BATCH as u64;
             if done.is_multiple_of(1_000_000) {
                 println!(
@@ -221,9 +241,9 @@ fn soak(total: u64) {
         }
     }
     let started = Instant::now();
-    let mut folder = Folder::new(open(dir.path(), &windows, true), Duration::ZERO);
+    let mut folder = Folder::new(open(dir.path(), windows, true), Duration::ZERO);
     let opened = started.elapsed();
-    folder.fold(&windows, &events.batch());
+    folder.fold(windows, &events.batch());
     println!(
         "restart: store opened in {:.1} ms, first batch of {BATCH} served {:.1} ms after the start",
         opened.as_secs_f64() * 1e3,

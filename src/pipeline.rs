@@ -17,6 +17,7 @@ use crate::engine::{Engine, EngineError};
 use crate::kafka::sink::{DeliveryError, KafkaSink};
 use crate::kafka::source::KafkaSource;
 use crate::output::BatchOutput;
+use crate::state::WritePolicy;
 use crate::telemetry::Stats;
 
 #[derive(Debug, thiserror::Error)]
@@ -113,8 +114,10 @@ pub async fn run(
 /// zero). A crash loses them from the state and from Kafka's commit alike,
 /// so they are read and folded again.
 struct Unwritten {
-    interval: Duration,
+    policy: WritePolicy,
     staged: Vec<crate::state::Staged>,
+    /// Changes held by `staged`.
+    changes: usize,
     /// The topic and, per partition, the next offset to store.
     offsets: Option<(String, BTreeMap<i32, i64>)>,
     since: Option<tokio::time::Instant>,
@@ -123,14 +126,16 @@ struct Unwritten {
 impl Unwritten {
     fn new(interval: Duration) -> Self {
         Self {
-            interval,
+            policy: WritePolicy::every(interval),
             staged: Vec::new(),
+            changes: 0,
             offsets: None,
             since: None,
         }
     }
 
     fn add(&mut self, staged: Option<crate::state::Staged>, batch: &Batch) {
+        self.changes += staged.as_ref().map_or(0, crate::state::Staged::len);
         self.staged.extend(staged);
         let (_, offsets) = self
             .offsets
@@ -145,12 +150,12 @@ impl Unwritten {
 
     fn is_due(&self) -> bool {
         self.since
-            .is_some_and(|since| since.elapsed() >= self.interval)
+            .is_some_and(|since| self.policy.is_due(since.into_std(), self.changes))
     }
 
     async fn deadline(&self) {
         match self.since {
-            Some(since) => tokio::time::sleep_until(since + self.interval).await,
+            Some(since) => tokio::time::sleep_until(since + self.policy.interval).await,
             None => std::future::pending().await,
         }
     }
@@ -158,6 +163,7 @@ impl Unwritten {
     /// Writes the state, then stores the offsets (DESIGN.md §6, steps 3-4).
     fn write(&mut self, engine: &Engine, source: &KafkaSource) -> Result<(), PipelineError> {
         engine.checkpoint_all(std::mem::take(&mut self.staged))?;
+        self.changes = 0;
         if let Some((topic, offsets)) = self.offsets.take() {
             source.store_offsets(&topic, &offsets)?;
         }

@@ -53,6 +53,33 @@ impl Pending {
     }
 }
 
+/// When delivered batches' staged state is written: once `interval` has
+/// passed since the first of them, or once they hold `max_changes` changes
+/// (each holds its keys' values until written, so memory is bounded too).
+#[derive(Debug, Clone, Copy)]
+pub struct WritePolicy {
+    pub interval: std::time::Duration,
+    pub max_changes: usize,
+}
+
+impl WritePolicy {
+    /// Tens of MB of held values at most, at a few hundred bytes each: at
+    /// 200,000 the soak bench's resident memory rose from 90 MB (writing
+    /// every batch) to 250 MB with 1M cards.
+    pub const MAX_CHANGES: usize = 50_000;
+
+    pub fn every(interval: std::time::Duration) -> Self {
+        Self {
+            interval,
+            max_changes: Self::MAX_CHANGES,
+        }
+    }
+
+    pub fn is_due(&self, since: std::time::Instant, changes: usize) -> bool {
+        since.elapsed() >= self.interval || changes >= self.max_changes
+    }
+}
+
 impl Staged {
     /// How many keys the batch changed, offsets included.
     pub fn len(&self) -> usize {
