@@ -388,13 +388,7 @@ async fn produce_labels(pipeline: &Pipeline, labels: &[&Transaction]) -> Result<
     let payloads: Vec<(&str, Vec<u8>)> = labels
         .iter()
         .map(|t| {
-            let label = crate::simulate::command::Label {
-                event_id: &t.event_id,
-                card_id: &t.card_id,
-                terminal_id: &t.terminal_id,
-                event_time: &t.event_time,
-                is_fraud: t.is_fraud,
-            };
+            let label = crate::simulate::command::Label::of(t);
             let payload = serde_json::to_vec(&label).expect("a label serialises");
             (t.card_id.as_str(), payload)
         })

@@ -67,6 +67,19 @@ pub struct Label<'a> {
     pub is_fraud: bool,
 }
 
+impl<'a> Label<'a> {
+    /// The label of a simulated transaction.
+    pub fn of(t: &'a Transaction) -> Self {
+        Self {
+            event_id: &t.event_id,
+            card_id: &t.card_id,
+            terminal_id: &t.terminal_id,
+            event_time: &t.event_time,
+            is_fraud: t.is_fraud,
+        }
+    }
+}
+
 /// Transactions and frauds per scenario, as the summary line prints them.
 #[derive(Debug, Default)]
 struct Tally {
@@ -216,13 +229,7 @@ async fn produce<'a>(
             }
             Outgoing::Label(t) => {
                 labels += 1;
-                let label = Label {
-                    event_id: &t.event_id,
-                    card_id: &t.card_id,
-                    terminal_id: &t.terminal_id,
-                    event_time: &t.event_time,
-                    is_fraud: t.is_fraud,
-                };
+                let label = Label::of(t);
                 let to = args.labels_topic.as_deref().unwrap_or(topic);
                 (to, t, serde_json::to_vec(&label)?)
             }

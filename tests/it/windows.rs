@@ -49,6 +49,20 @@ async fn batch_features(
     by_event
 }
 
+/// The events' labels as the labels topic carries them, keyed by card.
+fn keyed_labels(events: &[streamscore::simulate::Transaction]) -> Vec<KeyedPayload> {
+    events
+        .iter()
+        .map(|t| {
+            let label = streamscore::simulate::command::Label::of(t);
+            (
+                Some(t.card_id.clone().into_bytes()),
+                Some(serde_json::to_vec(&label).unwrap()),
+            )
+        })
+        .collect()
+}
+
 /// Waits until the instance's log says it folded (and checkpointed)
 /// `count` labels.
 fn wait_for_labels(dir: &std::path::Path, name: &str, count: usize) {
@@ -137,22 +151,7 @@ async fn streamed_window_features_equal_train_even_across_a_kill_nine() {
     // the labels `train` makes visible by then, however early the rest
     // came. (Labels arriving late would be missed: a race this test does
     // not run.)
-    let labels: Vec<KeyedPayload> = events
-        .iter()
-        .map(|t| {
-            let label = streamscore::simulate::command::Label {
-                event_id: &t.event_id,
-                card_id: &t.card_id,
-                terminal_id: &t.terminal_id,
-                event_time: &t.event_time,
-                is_fraud: t.is_fraud,
-            };
-            (
-                Some(t.card_id.clone().into_bytes()),
-                Some(serde_json::to_vec(&label).unwrap()),
-            )
-        })
-        .collect();
+    let labels = keyed_labels(&events);
     let keyed: Vec<KeyedPayload> = events
         .iter()
         .zip(&lines)
@@ -246,22 +245,7 @@ async fn labels_meet_their_scores_and_give_each_days_metrics() {
         "not every event was scored; log:\n{}",
         log_of(dir.path(), "run")
     );
-    let labels: Vec<KeyedPayload> = events
-        .iter()
-        .map(|t| {
-            let label = streamscore::simulate::command::Label {
-                event_id: &t.event_id,
-                card_id: &t.card_id,
-                terminal_id: &t.terminal_id,
-                event_time: &t.event_time,
-                is_fraud: t.is_fraud,
-            };
-            (
-                Some(t.card_id.clone().into_bytes()),
-                Some(serde_json::to_vec(&label).unwrap()),
-            )
-        })
-        .collect();
+    let labels = keyed_labels(&events);
     produce(&topics.labels, &labels).await;
     wait_for_labels(dir.path(), "run", labels.len());
     stop_cleanly(&mut run, dir.path(), "run");
