@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -188,10 +189,13 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
         events: &live[half..],
         labels: second_labels,
     };
+    // Produced so far: the first half now, the second once version 2 is
+    // trained (the stream waits for it meanwhile, which is not a stall).
+    let sent = AtomicUsize::new(produced - (live.len() - half));
     let (result, (), retrained) = tokio::join!(
         app::run(&pipeline, Arc::clone(&stats), &shutdown),
-        watch_progress(&stats, produced, &shutdown),
-        second_half.after(produced - (live.len() - half), &stats, &shutdown),
+        watch_progress(&stats, produced, &sent, &shutdown),
+        second_half.after(&sent, &stats, &shutdown),
     );
     eprintln!();
     result.map_err(step("run the pipeline"))?;
@@ -238,10 +242,11 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
 
 /// librdkafka's mock broker keeps at most 5 MiB per partition and silently
 /// drops older messages beyond that, as retention would. Spread the scores
-/// (the largest records, about 350 bytes) so that no partition fills up.
+/// (the largest records, about 450 bytes with three reasons named after
+/// window features) so that no partition fills up.
 fn mock_partitions_for(events: usize) -> i32 {
     const BYTES_PER_PARTITION: usize = 4 * 1024 * 1024;
-    const BYTES_PER_SCORE: usize = 400;
+    const BYTES_PER_SCORE: usize = 600;
     i32::try_from((events * BYTES_PER_SCORE).div_ceil(BYTES_PER_PARTITION)).unwrap_or(i32::MAX)
 }
 
@@ -470,10 +475,11 @@ impl SecondHalf<'_> {
     /// Runs once `first_half` events are consumed; a failure stops the app.
     async fn after(
         self,
-        first_half: usize,
+        sent: &AtomicUsize,
         stats: &Stats,
         shutdown: &Shutdown,
     ) -> Result<(), DemoError> {
+        let first_half = sent.load(Ordering::Relaxed);
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
         while (stats.snapshot().consumed as usize) < first_half {
             tokio::select! {
@@ -487,7 +493,9 @@ impl SecondHalf<'_> {
             self.promote().await?;
             tokio::time::sleep(SWAP_GRACE).await;
             produce_labels(pipeline, &labels).await?;
-            produce_live(pipeline, events, &[]).await
+            let produced = produce_live(pipeline, events, &[]).await?;
+            sent.fetch_add(produced, Ordering::Relaxed);
+            Ok(produced)
         };
         let result = done.await;
         if result.is_err() {
@@ -526,7 +534,7 @@ impl SecondHalf<'_> {
 
 /// Prints progress once a second and stops the app once every produced
 /// event is accounted for (or nothing moves for a while, or it was stopped).
-async fn watch_progress(stats: &Stats, produced: usize, shutdown: &Shutdown) {
+async fn watch_progress(stats: &Stats, produced: usize, sent: &AtomicUsize, shutdown: &Shutdown) {
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
@@ -539,7 +547,8 @@ async fn watch_progress(stats: &Stats, produced: usize, shutdown: &Shutdown) {
         }
         let s = stats.snapshot();
         print_progress(&s, &previous, started.elapsed());
-        if s.consumed != previous.consumed {
+        // Nothing to consume (the demo is training version 2) is no stall.
+        if s.consumed != previous.consumed || s.consumed as usize >= sent.load(Ordering::Relaxed) {
             last_progress = Instant::now();
         }
         previous = s;
