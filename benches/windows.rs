@@ -28,7 +28,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use streamscore::config::Pipeline;
-use streamscore::state::{Checkpoint, Family, RocksStore, Staged, WritePolicy};
+use streamscore::state::{Checkpoint, Family, RocksStore, Unwritten};
 use streamscore::windows::{Aggregate, Source, WindowFeature, Windows};
 
 const BATCH: usize = 2_000;
@@ -110,14 +110,11 @@ impl Events {
 }
 
 /// The state side of the engine's loop: each batch computed and staged,
-/// the staged batches written together once `interval` has passed since
-/// the first (every batch when it is zero), as `state.checkpoint_ms` does.
+/// the staged batches written together when [`Unwritten`] says (every
+/// batch for a zero interval), as `state.checkpoint_ms` does.
 struct Folder {
     checkpoint: Checkpoint,
-    policy: WritePolicy,
-    staged: Vec<Staged>,
-    changes: usize,
-    since: Option<Instant>,
+    unwritten: Unwritten,
     offset: i64,
 }
 
@@ -125,10 +122,7 @@ impl Folder {
     fn new(checkpoint: Checkpoint, interval: Duration) -> Self {
         Self {
             checkpoint,
-            policy: WritePolicy::every(interval),
-            staged: Vec::new(),
-            changes: 0,
-            since: None,
+            unwritten: Unwritten::new(interval),
             offset: 0,
         }
     }
@@ -140,20 +134,15 @@ impl Folder {
             .compute(batch, &vec![0; rows], &order, &self.checkpoint)
             .expect("features");
         self.offset += rows as i64;
-        let staged = self.checkpoint.stage(
+        self.unwritten.push(Some(self.checkpoint.stage(
             "transactions",
             &std::collections::BTreeMap::from([(0, self.offset)]),
             out.changes,
-        );
-        self.changes += staged.len();
-        self.staged.push(staged);
-        let since = *self.since.get_or_insert_with(Instant::now);
-        if self.policy.is_due(since, self.changes) {
+        )));
+        if self.unwritten.is_due() {
             self.checkpoint
-                .commit_all(std::mem::take(&mut self.staged))
+                .commit_all(self.unwritten.take())
                 .expect("checkpoint");
-            self.since = None;
-            self.changes = 0;
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::engine::{Engine, EngineError};
 use crate::kafka::sink::{DeliveryError, KafkaSink};
 use crate::kafka::source::KafkaSource;
 use crate::output::BatchOutput;
-use crate::state::WritePolicy;
+use crate::state::Unwritten;
 use crate::telemetry::Stats;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,16 +62,16 @@ pub async fn run(
     let process = async {
         let mut in_flight = FuturesOrdered::new();
         let mut fetching = true;
-        let mut unwritten = Unwritten::new(engine.checkpoint_interval());
+        let mut delivered_batches = Delivered::new(engine.checkpoint_interval());
         while fetching || !in_flight.is_empty() {
             tokio::select! {
                 biased;
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                     let (batch, mut output, started, delivered): InFlight = done;
                     let delivered = delivered?;
-                    unwritten.add(output.staged.take(), &batch);
-                    if unwritten.is_due() {
-                        unwritten.write(engine, source)?;
+                    delivered_batches.add(output.staged.take(), &batch);
+                    if delivered_batches.state.is_due() {
+                        delivered_batches.write(engine, source)?;
                     }
                     stats.record(&batch, &output, &delivered, started.elapsed());
                     tracing::debug!(
@@ -81,8 +81,8 @@ pub async fn run(
                         "batch delivered"
                     );
                 }
-                () = unwritten.deadline(), if unwritten.is_waiting() => {
-                    unwritten.write(engine, source)?;
+                () = delivered_batches.deadline(), if delivered_batches.offsets.is_some() => {
+                    delivered_batches.write(engine, source)?;
                 }
                 batch = fetched.recv(), if fetching && in_flight.len() < max_in_flight => {
                     let Some(batch) = batch else {
@@ -98,7 +98,7 @@ pub async fn run(
                 }
             }
         }
-        unwritten.write(engine, source)?;
+        delivered_batches.write(engine, source)?;
         Ok::<(), PipelineError>(())
     };
     tokio::try_join!(fetch, process)?;
@@ -109,65 +109,44 @@ pub async fn run(
 }
 
 /// Delivered batches whose state is not written yet, nor their offsets
-/// stored: written together, with their offsets after them, once the
-/// checkpoint interval has passed since the first (at once when it is
-/// zero). A crash loses them from the state and from Kafka's commit alike,
-/// so they are read and folded again.
-struct Unwritten {
-    policy: WritePolicy,
-    staged: Vec<crate::state::Staged>,
-    /// Changes held by `staged`.
-    changes: usize,
+/// stored: written together (see [`Unwritten`]), the offsets after them. A
+/// crash loses them from the state and from Kafka's commit alike, so they
+/// are read and folded again.
+struct Delivered {
+    state: Unwritten,
     /// The topic and, per partition, the next offset to store.
     offsets: Option<(String, BTreeMap<i32, i64>)>,
-    since: Option<tokio::time::Instant>,
 }
 
-impl Unwritten {
+impl Delivered {
     fn new(interval: Duration) -> Self {
         Self {
-            policy: WritePolicy::every(interval),
-            staged: Vec::new(),
-            changes: 0,
+            state: Unwritten::new(interval),
             offsets: None,
-            since: None,
         }
     }
 
     fn add(&mut self, staged: Option<crate::state::Staged>, batch: &Batch) {
-        self.changes += staged.as_ref().map_or(0, crate::state::Staged::len);
-        self.staged.extend(staged);
+        self.state.push(staged);
         let (_, offsets) = self
             .offsets
             .get_or_insert_with(|| (batch.topic.clone(), BTreeMap::new()));
         offsets.extend(batch.next_offsets());
-        self.since.get_or_insert_with(tokio::time::Instant::now);
-    }
-
-    fn is_waiting(&self) -> bool {
-        self.since.is_some()
-    }
-
-    fn is_due(&self) -> bool {
-        self.since
-            .is_some_and(|since| self.policy.is_due(since.into_std(), self.changes))
     }
 
     async fn deadline(&self) {
-        match self.since {
-            Some(since) => tokio::time::sleep_until(since + self.policy.interval).await,
+        match self.state.deadline() {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
             None => std::future::pending().await,
         }
     }
 
     /// Writes the state, then stores the offsets (DESIGN.md §6, steps 3-4).
     fn write(&mut self, engine: &Engine, source: &KafkaSource) -> Result<(), PipelineError> {
-        engine.checkpoint_all(std::mem::take(&mut self.staged))?;
-        self.changes = 0;
+        engine.checkpoint_all(self.state.take())?;
         if let Some((topic, offsets)) = self.offsets.take() {
             source.store_offsets(&topic, &offsets)?;
         }
-        self.since = None;
         Ok(())
     }
 }

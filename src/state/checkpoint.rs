@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::{Change, Family, StateError, Store, offset_key, parse_offset_key};
 
@@ -53,30 +54,56 @@ impl Pending {
     }
 }
 
-/// When delivered batches' staged state is written: once `interval` has
-/// passed since the first of them, or once they hold `max_changes` changes
-/// (each holds its keys' values until written, so memory is bounded too).
-#[derive(Debug, Clone, Copy)]
-pub struct WritePolicy {
-    pub interval: std::time::Duration,
-    pub max_changes: usize,
+/// Delivered batches whose staged state waits to be written together:
+/// due once `interval` has passed since the first of them, or once they
+/// hold [`Unwritten::MAX_CHANGES`] changes (each holds its keys' values
+/// until written, so memory stays bounded too). Zero interval: every batch.
+#[derive(Debug)]
+pub struct Unwritten {
+    interval: Duration,
+    staged: Vec<Staged>,
+    /// Changes held by `staged`.
+    changes: usize,
+    since: Option<Instant>,
 }
 
-impl WritePolicy {
+impl Unwritten {
     /// Tens of MB of held values at most, at a few hundred bytes each: at
     /// 200,000 the soak bench's resident memory rose from 90 MB (writing
     /// every batch) to 250 MB with 1M cards.
     pub const MAX_CHANGES: usize = 50_000;
 
-    pub fn every(interval: std::time::Duration) -> Self {
+    pub fn new(interval: Duration) -> Self {
         Self {
             interval,
-            max_changes: Self::MAX_CHANGES,
+            staged: Vec::new(),
+            changes: 0,
+            since: None,
         }
     }
 
-    pub fn is_due(&self, since: std::time::Instant, changes: usize) -> bool {
-        since.elapsed() >= self.interval || changes >= self.max_changes
+    /// Adds a delivered batch (`None`: a batch of a pipeline without state,
+    /// which still waits for the offsets' sake).
+    pub fn push(&mut self, staged: Option<Staged>) {
+        self.changes += staged.as_ref().map_or(0, Staged::len);
+        self.staged.extend(staged);
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// When it becomes due by time, if anything waits.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.since.map(|since| since + self.interval)
+    }
+
+    pub fn is_due(&self) -> bool {
+        self.deadline().is_some_and(|at| Instant::now() >= at) || self.changes >= Self::MAX_CHANGES
+    }
+
+    /// Everything waiting, in batch order, for [`Checkpoint::commit_all`].
+    pub fn take(&mut self) -> Vec<Staged> {
+        self.changes = 0;
+        self.since = None;
+        std::mem::take(&mut self.staged)
     }
 }
 

@@ -10,7 +10,7 @@ mod checkpoint;
 mod memory;
 mod rocks;
 
-pub use checkpoint::{Checkpoint, Staged, WritePolicy};
+pub use checkpoint::{Checkpoint, Staged, Unwritten};
 pub use memory::MemoryStore;
 pub use rocks::{Expiry, RocksStore};
 
