@@ -1,0 +1,294 @@
+//! The engine's state: the pipeline's RocksDB (or its in-memory twin) and
+//! window features, what a batch folds into them, the labels topic's
+//! batches, and the checkpoint after delivery (DESIGN.md §6).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+
+use super::{Engine, EngineError};
+use crate::batch::Batch;
+use crate::config::Pipeline;
+use crate::decode::{Decoded, Decoder, RawRecord};
+use crate::outcomes;
+use crate::state::{Change, Checkpoint, MemoryStore, RocksStore, Staged};
+use crate::telemetry::names;
+use crate::windows::Windows;
+
+/// A pipeline's state: the checkpoint, and the window features it keeps.
+pub struct EngineState {
+    pub checkpoint: Arc<Checkpoint>,
+    /// How long delivered batches' state may wait to be written together.
+    pub checkpoint_interval: std::time::Duration,
+    pub windows: Option<Windows>,
+    /// Decodes the labels topic's records, when a feature reads labels.
+    pub labels: Option<Decoder>,
+}
+
+impl EngineState {
+    /// Opens the pipeline's RocksDB, when it keeps state.
+    pub fn open(pipeline: &Pipeline) -> Result<Option<Self>, EngineError> {
+        let Some(settings) = &pipeline.state else {
+            return Ok(None);
+        };
+        let windows = pipeline.windows.clone().map(Windows::new);
+        let started = std::time::Instant::now();
+        let mut expiries = Vec::new();
+        if let Some(windows) = &windows {
+            expiries.push((crate::state::Family::Windows, windows.expiry()));
+        }
+        if let Some(labels) = &pipeline.labels {
+            expiries.extend(outcomes::expiries(labels.score_retention_ms));
+        }
+        let store = RocksStore::open(&settings.path, settings.sync, &expiries)?;
+        let checkpoint = Checkpoint::new(Arc::new(store))?;
+        let folded = checkpoint.folded_until(&pipeline.kafka.input_topic);
+        tracing::info!(
+            path = %settings.path.display(),
+            partitions = %folded
+                .iter()
+                .map(|(p, next)| format!("{p}@{next}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            open_ms = started.elapsed().as_millis(),
+            "state opened; records below these offsets are already folded in and will be skipped"
+        );
+        Ok(Some(Self {
+            checkpoint: Arc::new(checkpoint),
+            checkpoint_interval: settings.checkpoint_interval,
+            windows,
+            labels: Self::label_decoder(pipeline),
+        }))
+    }
+
+    fn label_decoder(pipeline: &Pipeline) -> Option<Decoder> {
+        pipeline
+            .labels
+            .as_ref()
+            .map(|l| Decoder::new(l.schema.clone(), pipeline.max_record_bytes))
+    }
+
+    /// The pipeline's window features over an in-memory store: for tests
+    /// and benches that need no durable state.
+    pub fn in_memory(pipeline: &Pipeline) -> Result<Self, EngineError> {
+        Ok(Self {
+            checkpoint: Arc::new(Checkpoint::new(Arc::new(MemoryStore::default()))?),
+            checkpoint_interval: std::time::Duration::ZERO,
+            windows: pipeline.windows.clone().map(Windows::new),
+            labels: Self::label_decoder(pipeline),
+        })
+    }
+}
+
+/// A labels batch, folded and staged: commit `staged` with
+/// [`Engine::checkpoint`], then publish the metrics of `days`.
+pub struct FoldedLabels {
+    pub staged: Staged,
+    /// The transaction days that gained outcomes.
+    pub days: BTreeSet<i64>,
+}
+
+impl Engine {
+    /// Writes a delivered batch's state changes and offsets together (step
+    /// 3 of DESIGN.md §6): call once its outputs are acknowledged, before
+    /// its Kafka offsets are stored.
+    pub fn checkpoint(&self, staged: Option<Staged>) -> Result<(), EngineError> {
+        self.checkpoint_all(staged.into_iter().collect())
+    }
+
+    /// [`Engine::checkpoint`] for several delivered batches at once, in
+    /// batch order: one write, each key at its latest value.
+    pub fn checkpoint_all(&self, staged: Vec<Staged>) -> Result<(), EngineError> {
+        let Some(state) = &self.state else {
+            return Ok(());
+        };
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        state.checkpoint.commit_all(staged)?;
+        metrics::histogram!(names::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// How long delivered batches' state may wait to be written together
+    /// (zero without state: offsets are then stored batch by batch).
+    pub fn checkpoint_interval(&self) -> std::time::Duration {
+        self.state
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |s| s.checkpoint_interval)
+    }
+
+    /// Folds a batch from the labels topic into the label windows and
+    /// stages it with its offsets; commit it with [`Engine::checkpoint`].
+    /// Labels that do not decode are skipped with a warning and counted:
+    /// they carry no score to send anywhere.
+    pub fn fold_labels(&self, batch: &Batch) -> Result<Option<FoldedLabels>, EngineError> {
+        let Some((state, windows, decoder)) = self
+            .state
+            .as_ref()
+            .and_then(|s| Some((s, s.windows.as_ref()?, s.labels.as_ref()?)))
+        else {
+            return Ok(None);
+        };
+        let decoded = self.decode_fresh(decoder, batch)?;
+        for refused in &decoded.rejected {
+            let record = &batch.records[refused.index];
+            tracing::warn!(
+                topic = %batch.topic,
+                partition = record.partition,
+                offset = record.offset,
+                reason = %refused.message,
+                "label skipped: it does not decode"
+            );
+        }
+        if !decoded.rejected.is_empty() {
+            metrics::counter!(names::LABELS_REFUSED, "topic" => batch.topic.clone())
+                .increment(decoded.rejected.len() as u64);
+        }
+        let partitions: Vec<i32> = decoded
+            .source_index
+            .iter()
+            .map(|&i| batch.records[i].partition)
+            .collect();
+        let mut folded = windows.fold_labels(&decoded.batch, &partitions, &state.checkpoint)?;
+        if folded.late > 0 {
+            metrics::counter!(names::LATE_EVENTS, "topic" => batch.topic.clone())
+                .increment(folded.late);
+        }
+        let scoped: Vec<i32> = partitions.iter().map(|&p| windows.scoped(p)).collect();
+        let joined = outcomes::join(
+            &decoded.batch,
+            &scoped,
+            windows
+                .spec()
+                .labels
+                .as_ref()
+                .map_or("event_time", |l| l.event_time.as_str()),
+            &state.checkpoint,
+        )?;
+        metrics::counter!(names::LABELS_MATCHED).increment(joined.matched);
+        metrics::counter!(names::LABELS_UNMATCHED).increment(joined.unmatched);
+        folded.changes.extend(joined.changes);
+        Ok(Some(FoldedLabels {
+            staged: state
+                .checkpoint
+                .stage(&batch.topic, &batch.next_offsets(), folded.changes),
+            days: joined.days,
+        }))
+    }
+
+    /// Sets the label gauges from the newest of `days` (once its outcomes
+    /// are checkpointed): that day's AUC, average precision and card
+    /// precision@100 over the labels so far.
+    pub fn publish_label_metrics(&self, days: &BTreeSet<i64>) -> Result<(), EngineError> {
+        let (Some(state), Some(&day)) = (&self.state, days.last()) else {
+            return Ok(());
+        };
+        let metrics = outcomes::day_metrics(state.checkpoint.store(), day)?;
+        for (name, value) in [
+            (names::LABELS_DAY_AUC, metrics.auc),
+            (names::LABELS_DAY_AP, metrics.average_precision),
+            (
+                names::LABELS_DAY_CARD_PRECISION,
+                metrics.card_precision_at_100,
+            ),
+        ] {
+            metrics::gauge!(name).set(value.unwrap_or(f64::NAN));
+        }
+        metrics::gauge!(names::LABELS_DAY_LABELLED).set(metrics.labelled as f64);
+        metrics::gauge!(names::LABELS_DAY).set((day * 86_400) as f64);
+        Ok(())
+    }
+
+    /// Decodes the batch's records not yet folded into state; the indices
+    /// of rows and rejections are the batch's.
+    pub(super) fn decode_fresh(
+        &self,
+        decoder: &Decoder,
+        batch: &Batch,
+    ) -> Result<Decoded, EngineError> {
+        let fresh = self.not_yet_folded(batch);
+        let mut decoded = decoder
+            .decode(fresh.iter().map(|&i| RawRecord {
+                bytes: batch.records[i].payload.as_deref(),
+                size: batch.records[i].payload_size,
+            }))
+            .map_err(|e| {
+                EngineError::Internal(format!("decoded columns do not form a batch: {e}"))
+            })?;
+        // Back from positions among the fresh records to the batch's.
+        for i in &mut decoded.source_index {
+            *i = fresh[*i];
+        }
+        for r in &mut decoded.rejected {
+            r.index = fresh[r.index];
+        }
+        Ok(decoded)
+    }
+
+    /// The indices of the batch's records not yet folded into state. A
+    /// record below its partition's checkpointed offset was read again after
+    /// a crash between the checkpoint and the Kafka commit: its outputs were
+    /// acknowledged and its event is in the windows, so it is skipped.
+    fn not_yet_folded(&self, batch: &Batch) -> Vec<usize> {
+        let all = 0..batch.records.len();
+        let Some(state) = &self.state else {
+            return all.collect();
+        };
+        let folded = state.checkpoint.folded_until(&batch.topic);
+        let fresh: Vec<usize> = all
+            .filter(|&i| {
+                let r = &batch.records[i];
+                folded
+                    .get(&r.partition)
+                    .is_none_or(|&next| r.offset >= next)
+            })
+            .collect();
+        let skipped = batch.records.len() - fresh.len();
+        if skipped > 0 {
+            tracing::info!(
+                skipped,
+                "skipped records already folded into state before a restart"
+            );
+            metrics::counter!(names::ALREADY_FOLDED, "topic" => batch.topic.clone())
+                .increment(skipped as u64);
+        }
+        fresh
+    }
+
+    /// Adds the window features to the decoded rows, computed against the
+    /// state as of the previous batch; returns the table and the state
+    /// changes to stage.
+    pub(super) fn with_window_features(
+        &self,
+        batch: &Batch,
+        decoded: RecordBatch,
+        source_index: &[usize],
+    ) -> Result<(RecordBatch, Vec<Change>), EngineError> {
+        let Some((state, windows)) = self
+            .state
+            .as_ref()
+            .and_then(|s| s.windows.as_ref().map(|w| (s, w)))
+        else {
+            return Ok((decoded, Vec::new()));
+        };
+        let partitions: Vec<i32> = source_index
+            .iter()
+            .map(|&i| batch.records[i].partition)
+            .collect();
+        let order: Vec<usize> = (0..decoded.num_rows()).collect();
+        let computed = windows.compute(&decoded, &partitions, &order, &state.checkpoint)?;
+        if computed.late > 0 {
+            metrics::counter!(names::LATE_EVENTS, "topic" => batch.topic.clone())
+                .increment(computed.late);
+        }
+        let mut columns = decoded.columns().to_vec();
+        columns.extend(computed.columns);
+        let table = RecordBatch::try_new(self.table_schema.clone(), columns).map_err(|e| {
+            EngineError::Internal(format!("window features do not join the batch: {e}"))
+        })?;
+        Ok((table, computed.changes))
+    }
+}
