@@ -13,9 +13,12 @@
 //! Kafka's commit and the store's offset.
 
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::recent::Recent;
 use super::{Change, Family, StateError, Store, offset_key, parse_offset_key};
 
 pub struct Checkpoint {
@@ -23,19 +26,36 @@ pub struct Checkpoint {
     pending: Mutex<Pending>,
 }
 
-#[derive(Default)]
 struct Pending {
     next_seq: u64,
     /// Keys set by staged batches not yet written, per family: per key the
     /// batch that set it last, and where in that batch's changes.
-    values: [HashMap<Vec<u8>, (u64, usize)>; Family::ALL.len()],
+    values: [FxHashMap<Vec<u8>, (u64, usize)>; Family::ALL.len()],
     /// The staged batches' changes, shared with their [`Staged`] (so that
     /// staging copies no value).
-    batches: HashMap<u64, Arc<Vec<Change>>>,
+    batches: FxHashMap<u64, Arc<Vec<Change>>>,
     /// Per topic and partition, the first offset not folded into state
     /// (staged or written).
     folded: HashMap<(String, i32), i64>,
+    /// Window values written lately, read again before the store is.
+    recent: Recent,
 }
+
+impl Default for Pending {
+    fn default() -> Self {
+        Self {
+            next_seq: 0,
+            values: Default::default(),
+            batches: FxHashMap::default(),
+            folded: HashMap::new(),
+            recent: Recent::new(RECENT_BYTES),
+        }
+    }
+}
+
+/// Memory for [`Recent`] window values: 100,000 cards' worth of a week's
+/// day tiles and then some.
+const RECENT_BYTES: usize = 32 << 20;
 
 /// A processed batch's state changes and offsets, waiting for its outputs'
 /// acknowledgements before they are written.
@@ -47,10 +67,14 @@ pub struct Staged {
 }
 
 impl Pending {
-    /// The staged value of `key`, if a staged batch set it.
+    /// The staged value of `key`, if a staged batch set it, or else the
+    /// value written lately, if remembered.
     fn value(&self, family: Family, key: &[u8]) -> Option<Option<Vec<u8>>> {
-        let (seq, at) = self.values[family.index()].get(key)?;
-        Some(self.batches.get(seq)?.get(*at)?.value.clone())
+        match self.values[family.index()].get(key) {
+            Some((seq, at)) => Some(self.batches.get(seq)?.get(*at)?.value.clone()),
+            None if family == Family::Windows => self.recent.get(key).cloned(),
+            None => None,
+        }
     }
 }
 
@@ -254,24 +278,29 @@ impl Checkpoint {
     pub fn commit_all(&self, staged: Vec<Staged>) -> Result<(), StateError> {
         match staged.as_slice() {
             [] => return Ok(()),
-            [one] => self.store.write(&one.changes)?,
+            [one] => self.store.write(&one.changes.iter().collect::<Vec<_>>())?,
             many => {
-                let mut latest: HashMap<(Family, &[u8]), &Change> = HashMap::new();
+                let mut latest: FxHashMap<(Family, &[u8]), &Change> = FxHashMap::default();
                 for batch in many {
                     for change in batch.changes.iter() {
                         latest.insert((change.family, change.key.as_slice()), change);
                     }
                 }
-                let mut merged: Vec<Change> = latest.into_values().cloned().collect();
+                // References, not copies: the values are written straight
+                // from the staged batches.
+                let mut merged: Vec<&Change> = latest.into_values().collect();
                 // In key order, as a batch's own changes are.
                 merged.sort_unstable_by(|a, b| (a.family, &a.key).cmp(&(b.family, &b.key)));
                 self.store.write(&merged)?;
             }
         }
-        let mut pending = self.pending();
-        for batch in &staged {
+        let mut guard = self.pending();
+        let pending = &mut *guard;
+        for batch in staged {
             pending.batches.remove(&batch.seq);
-            for change in batch.changes.iter() {
+            // The last holder now, so the values move rather than copy.
+            let changes = Arc::try_unwrap(batch.changes).unwrap_or_else(|shared| (*shared).clone());
+            for change in changes {
                 let values = &mut pending.values[change.family.index()];
                 // A later batch's value stays until that batch is written.
                 if values
@@ -280,6 +309,9 @@ impl Checkpoint {
                 {
                     values.remove(change.key.as_slice());
                 }
+                if change.family == Family::Windows {
+                    pending.recent.insert(change.key, change.value);
+                }
             }
         }
         Ok(())
@@ -287,7 +319,7 @@ impl Checkpoint {
 
     /// Changes staged and not yet written (for tests and the status line).
     pub fn pending_keys(&self) -> usize {
-        self.pending().values.iter().map(HashMap::len).sum()
+        self.pending().values.iter().map(FxHashMap::len).sum()
     }
 }
 

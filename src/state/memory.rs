@@ -26,7 +26,7 @@ impl Store for MemoryStore {
         Ok(self.entries().get(&(family, key.to_vec())).cloned())
     }
 
-    fn write(&self, changes: &[Change]) -> Result<(), StateError> {
+    fn write(&self, changes: &[&Change]) -> Result<(), StateError> {
         let mut entries = self.entries();
         for change in changes {
             let key = (change.family, change.key.clone());

@@ -8,6 +8,7 @@ use std::fmt;
 
 mod checkpoint;
 mod memory;
+mod recent;
 mod rocks;
 
 pub use checkpoint::{Checkpoint, Staged, Unwritten};
@@ -83,7 +84,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn get_many(&self, family: Family, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
         keys.iter().map(|key| self.get(family, key)).collect()
     }
-    fn write(&self, changes: &[Change]) -> Result<(), StateError>;
+    fn write(&self, changes: &[&Change]) -> Result<(), StateError>;
     /// Every key and value of a family, in key order.
     fn scan(&self, family: Family) -> Result<Vec<Entry>, StateError>;
     /// The keys starting with `prefix` and their values, in key order.

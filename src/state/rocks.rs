@@ -148,7 +148,7 @@ impl Store for RocksStore {
             .collect()
     }
 
-    fn write(&self, changes: &[Change]) -> Result<(), StateError> {
+    fn write(&self, changes: &[&Change]) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
         for change in changes {
             let family = self.family(change.family)?;
@@ -222,12 +222,12 @@ mod tests {
         })?;
         {
             let store = RocksStore::open(dir.path(), true, &expire_x())?;
-            store.write(&[put("a", "1"), put("xa", "2")])?;
-            store.write(&[Change {
+            store.write(&[&put("a", "1"), &put("xa", "2")])?;
+            store.write(&[&Change {
                 value: None,
                 ..put("a", "")
             }])?;
-            store.write(&[put("b", "3")])?;
+            store.write(&[&put("b", "3")])?;
         }
         let store = RocksStore::open(dir.path(), true, &expire_x())?;
         assert_eq!(store.get(Family::Windows, b"a")?, None);

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
+use rustc_hash::{FxHashMap, FxHashSet};
+
 use arrow::array::{Array, AsArray, Float64Array, StringArray, TimestampMillisecondArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimestampMillisecondType};
@@ -108,7 +110,7 @@ pub(super) struct Session<'w> {
     windows: &'w Windows,
     /// Where keys not yet touched are read from; none starts empty.
     state: Option<&'w Checkpoint>,
-    loaded: HashMap<Vec<u8>, (Tiles, bool)>,
+    loaded: FxHashMap<Vec<u8>, (Tiles, bool)>,
     watermarks: HashMap<i32, i64>,
     late: u64,
 }
@@ -118,7 +120,7 @@ impl<'w> Session<'w> {
         Self {
             windows,
             state,
-            loaded: HashMap::new(),
+            loaded: FxHashMap::default(),
             watermarks: HashMap::new(),
             late: 0,
         }
@@ -136,7 +138,7 @@ impl<'w> Session<'w> {
             return Ok(());
         };
         let mut wanted: Vec<Vec<u8>> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = FxHashSet::default();
         for (row, partition) in rows {
             let partition = self.windows.scoped(partition);
             for (s, series) in self.windows.series.iter().enumerate() {
