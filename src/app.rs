@@ -111,11 +111,14 @@ pub async fn run(
     let context = SourceContext {
         health,
         stats: Arc::clone(&stats),
+        assignment: Arc::default(),
     };
+    engine.follow_assignment(Arc::clone(&context.assignment));
     let labels_context = SourceContext {
         // The labels consumer's partitions do not make the engine ready.
         health: Arc::new(Health::default()),
         stats: Arc::clone(&stats),
+        assignment: Arc::default(),
     };
     let source = KafkaSource::new(&pipeline.kafka, pipeline.batch, context).map_err(connect)?;
     let labels = match &pipeline.labels {

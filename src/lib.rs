@@ -17,6 +17,7 @@ pub mod admin;
 pub mod app;
 pub mod batch;
 pub mod bench;
+pub mod charts;
 pub mod config;
 pub mod decode;
 pub mod demo;

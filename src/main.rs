@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: streamscore::outcomes::command::LabelsCommand,
     },
+    /// Drift of the model's features, score and decisions: the report.
+    Drift {
+        #[command(subcommand)]
+        command: streamscore::drift::report::DriftCommand,
+    },
     /// The instance's state (window features): warm it from history.
     State {
         #[command(subcommand)]
@@ -207,6 +212,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Evaluate(args) => print!("{}", train::command::evaluate(&args).await?),
         Command::Simulate(args) => print!("{}", streamscore::simulate::command::run(&args).await?),
         Command::Labels { command } => print!("{}", streamscore::outcomes::command::run(&command)?),
+        Command::Drift { command } => print!("{}", streamscore::drift::report::run(&command)?),
         Command::State { command } => {
             print!("{}", streamscore::windows::command::run(&command).await?)
         }

@@ -154,6 +154,9 @@ pub struct BatchOutput {
     pub scores: Vec<Outgoing>,
     /// The challenger's scores, for the shadow topic.
     pub shadow: Vec<Outgoing>,
+    /// Drift alerts raised or cleared by the windows the batch closed, for
+    /// the alerts topic.
+    pub alerts: Vec<Outgoing>,
     pub dead_letters: Vec<DeadLetter>,
     pub flagged: usize,
     /// The models loaded to score the batch.

@@ -28,6 +28,76 @@ pub struct PipelineFile {
     pub state: Option<StateSection>,
     pub windows: Option<WindowsSection>,
     pub labels: Option<LabelsSection>,
+    pub drift: Option<DriftSection>,
+}
+
+/// Drift monitoring of the model's features and score against the
+/// reference in its bundle, over tumbling event-time windows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSection {
+    /// The event-time field windows are cut by.
+    pub event_time: String,
+    #[serde(default = "default_drift_window")]
+    pub window: String,
+    /// A window is judged once events this much past its end have arrived.
+    #[serde(default = "default_drift_lateness")]
+    pub lateness: String,
+    /// A partition this far behind the newest (event time) is idle: windows
+    /// are judged without waiting for it.
+    #[serde(default = "default_drift_idle")]
+    pub idle: String,
+    /// Windows older than this are dropped from the store.
+    #[serde(default = "default_drift_retention")]
+    pub retention: String,
+    /// Where alerts go as JSON; without it they are logged and counted only.
+    pub alerts_topic: Option<String>,
+    /// Consecutive windows over a threshold before its level is raised.
+    #[serde(default = "default_raise_after")]
+    pub raise_after: u32,
+    /// Consecutive windows under the `suspected` threshold before it clears.
+    #[serde(default = "default_raise_after")]
+    pub clear_after: u32,
+    /// Event time between two alerts raised for one feature and metric.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: String,
+    /// Per metric; `psi` has the credit-risk defaults 0.1 and 0.25.
+    #[serde(default)]
+    pub thresholds: BTreeMap<String, ThresholdSection>,
+    /// Per feature, per metric: overrides of `thresholds`.
+    #[serde(default)]
+    pub features: BTreeMap<String, BTreeMap<String, ThresholdSection>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdSection {
+    pub suspected: Option<crate::drift::alerts::Limit>,
+    pub detected: Option<crate::drift::alerts::Limit>,
+}
+
+fn default_drift_window() -> String {
+    "1h".into()
+}
+
+fn default_drift_lateness() -> String {
+    "1m".into()
+}
+
+fn default_drift_idle() -> String {
+    "6h".into()
+}
+
+fn default_drift_retention() -> String {
+    "30d".into()
+}
+
+fn default_raise_after() -> u32 {
+    3
+}
+
+fn default_cooldown() -> String {
+    "6h".into()
 }
 
 /// Where fraud labels come from, for window features over them.

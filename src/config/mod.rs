@@ -10,9 +10,11 @@ use std::time::Duration;
 use crate::schema::{FieldType, RecordSchema, SchemaError};
 
 pub mod client_properties;
+mod drift;
 mod file;
 mod windows;
 
+pub use drift::DriftSettings;
 pub use file::{PipelineFile, ReasonsFor};
 pub use windows::{LabelSettings, StateSettings, parse_duration};
 
@@ -76,6 +78,8 @@ pub struct KafkaSettings {
     pub output_topic: String,
     pub dead_letter_topic: String,
     pub shadow_topic: Option<String>,
+    /// Drift alerts (`drift.alerts_topic`).
+    pub alerts_topic: Option<String>,
     pub consumer: BTreeMap<String, String>,
     pub producer: BTreeMap<String, String>,
 }
@@ -148,6 +152,8 @@ pub struct Pipeline {
     pub windows: Option<crate::windows::WindowSpec>,
     /// The labels topic, when a window feature reads labels.
     pub labels: Option<LabelSettings>,
+    /// Drift monitoring, when the pipeline asks for it.
+    pub drift: Option<DriftSettings>,
 }
 
 impl Pipeline {
@@ -345,6 +351,21 @@ impl PipelineFile {
             .model_source(base)
             .map_err(|(key, message)| invalid(key, message))?;
         let state = windows::state_settings(self.state, base);
+        let drift = drift::drift_settings(self.drift, state.is_some(), &schema)
+            .map_err(|(key, message)| invalid(key, message))?;
+        if let Some(topic) = drift.as_ref().and_then(|d| d.alerts_topic.as_ref())
+            && [
+                &self.kafka.input_topic,
+                &self.kafka.output_topic,
+                &self.kafka.dead_letter_topic,
+            ]
+            .contains(&topic)
+        {
+            return Err(invalid(
+                "drift.alerts_topic",
+                "must differ from the input, output and dead-letter topics".into(),
+            ));
+        }
         let labels = windows::label_settings(self.labels.as_ref(), base)
             .map_err(|(key, message)| invalid(key, message))?;
         let window_spec = windows::window_spec(
@@ -391,6 +412,7 @@ impl PipelineFile {
                 output_topic: self.kafka.output_topic,
                 dead_letter_topic: self.kafka.dead_letter_topic,
                 shadow_topic: self.kafka.shadow_topic,
+                alerts_topic: drift.as_ref().and_then(|d| d.alerts_topic.clone()),
                 consumer: self.kafka.consumer,
                 producer: self.kafka.producer,
             },
@@ -422,6 +444,7 @@ impl PipelineFile {
             state,
             windows: window_spec,
             labels: labels.map(|(settings, _)| settings),
+            drift,
         })
     }
 }

@@ -1,6 +1,24 @@
-//! Drift monitoring. So far the pure part (`stats.rs`): mergeable window
-//! counts over a reference's bins and the statistics of a window against
-//! its reference. Storage in the RocksDB checkpoint, alerts and the report
-//! come with the state issue's checkpoint.
+//! Drift monitoring: the model's features, its score and its decisions in
+//! the stream, against the reference distributions its bundle carries.
+//! - `stats.rs`: the statistics, pure and mergeable;
+//! - `reference.rs`: a bundle's references, read typed;
+//! - `window.rs`: one column's counts in one window, and its measures;
+//! - `alerts.rs`: thresholds and hysteresis;
+//! - `store.rs`: how it all lies in the state store's `drift` family;
+//! - `monitor.rs`: the per-batch counting and the judging of windows;
+//! - `report.rs`: `streamscore drift report`.
 
+pub mod alerts;
+pub mod monitor;
+pub mod reference;
+pub mod report;
 pub mod stats;
+pub mod store;
+pub mod window;
+
+pub use monitor::{DriftMonitor, Observation, Observed, ScoredRow};
+
+/// The monitored column of the champion's score.
+pub const SCORE: &str = "score";
+/// The monitored column of the champion's decisions (its flag rate).
+pub const DECISION: &str = "decision";

@@ -57,19 +57,28 @@ impl Reference {
 /// Counts of a window over the reference's bins, mergeable: counts add.
 /// Values below the first edge count in the first bin and values above the
 /// last in the last, and both also in `outside`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowCounts {
     pub bins: Vec<u64>,
     pub nulls: u64,
     pub outside: u64,
+    /// Sum and sum of squares of the values, for the window's mean and
+    /// standard deviation.
+    #[serde(default)]
+    pub sum: f64,
+    #[serde(default)]
+    pub sum_squares: f64,
 }
+
+// Sums of floats are not bitwise associative; the merge test compares them
+// within rounding instead (see `merged_parts_equal_the_whole`).
+impl Eq for WindowCounts {}
 
 impl WindowCounts {
     pub fn new(bins: usize) -> Self {
         Self {
             bins: vec![0; bins],
-            nulls: 0,
-            outside: 0,
+            ..Self::default()
         }
     }
 
@@ -80,6 +89,8 @@ impl WindowCounts {
             return;
         };
         let last = self.bins.len() - 1;
+        self.sum += x;
+        self.sum_squares += x * x;
         if x < edges[0] || x > edges[edges.len() - 1] {
             self.outside += 1;
         }
@@ -96,6 +107,17 @@ impl WindowCounts {
         }
         self.nulls += other.nulls;
         self.outside += other.outside;
+        self.sum += other.sum;
+        self.sum_squares += other.sum_squares;
+    }
+
+    /// The mean and (population) standard deviation of the window's values.
+    pub fn mean_and_std(&self) -> Option<(f64, f64)> {
+        let n = self.values() as f64;
+        (n > 0.0).then(|| {
+            let mean = self.sum / n;
+            (mean, (self.sum_squares / n - mean * mean).max(0.0).sqrt())
+        })
     }
 
     pub fn values(&self) -> u64 {
@@ -275,7 +297,15 @@ mod tests {
                 if i < cut { left.add(*v, &edges()) } else { right.add(*v, &edges()) }
             }
             left.merge(&right);
-            prop_assert_eq!(left, whole);
+            prop_assert_eq!(&left.bins, &whole.bins);
+            prop_assert_eq!((left.nulls, left.outside), (whole.nulls, whole.outside));
+            prop_assert!((left.sum - whole.sum).abs() <= 1e-9 * whole.sum.abs().max(1.0));
+            prop_assert!(
+                (left.sum_squares - whole.sum_squares).abs() <= 1e-9 * whole.sum_squares.abs().max(1.0)
+            );
+            if let Some(reference) = Reference::of(&[0.0, 1.0, 2.0, 4.0, 8.0], 4) {
+                prop_assert_eq!(drift(&reference, &left), drift(&reference, &whole));
+            }
         }
     }
 }

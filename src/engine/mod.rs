@@ -14,6 +14,7 @@ use arrow::record_batch::RecordBatch;
 use crate::batch::Batch;
 use crate::config::{ModelSource, Pipeline, ReasonsFor, SqlFailureLimit};
 use crate::decode::Decoder;
+use crate::drift::{Observation, ScoredRow};
 use crate::error::{Chain, without_values};
 use crate::isolate::isolate;
 use crate::model::comparison::Pair;
@@ -54,6 +55,8 @@ pub enum EngineError {
         tolerated: usize,
         error: String,
     },
+    #[error("drift monitoring cannot start: {0}")]
+    Drift(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -149,6 +152,11 @@ impl Engine {
         };
         let transform =
             SqlTransform::plan(spec.sql, &spec.schema.name, table_schema.clone()).await?;
+        if let Some(drift) = spec.state.as_ref().and_then(|s| s.drift.as_ref()) {
+            drift
+                .check(spec.model.manifest.reference.as_ref())
+                .map_err(EngineError::Drift)?;
+        }
         let models = ModelSlot::new(
             spec.model,
             spec.challenger,
@@ -169,6 +177,14 @@ impl Engine {
         })
     }
 
+    /// Lets drift monitoring wait for every partition this instance holds
+    /// before it judges a window.
+    pub fn follow_assignment(&self, assignment: Arc<crate::kafka::context::Assignment>) {
+        if let Some(drift) = self.state.as_ref().and_then(|s| s.drift.as_ref()) {
+            drift.follow(assignment);
+        }
+    }
+
     /// The models this engine scores with; swap them here.
     pub fn models(&self) -> &Arc<ModelSlot> {
         &self.models
@@ -183,6 +199,9 @@ impl Engine {
         let mut rejected = decoded.rejected;
         let (table, mut state_changes) =
             self.with_window_features(batch, decoded.batch, &source_index)?;
+        // Drift reads the decoded columns after the SQL has taken the table.
+        let decoded_table = table.clone();
+        let decoded_index = source_index.clone();
         // Loaded once: the whole batch is scored by this lineup.
         let lineup = self.models.current();
         let mut output = BatchOutput::default();
@@ -191,8 +210,17 @@ impl Engine {
                 .transform_rows(table, source_index, &mut rejected)
                 .await?
         {
-            let kept = self.score_rows(batch, &rows, &lineup, &mut output, &mut rejected)?;
-            state_changes.extend(kept);
+            let scored = self.score_rows(batch, &rows, &lineup, &mut output, &mut rejected)?;
+            state_changes.extend(scored.kept);
+            state_changes.extend(self.observe_drift(
+                batch,
+                &lineup,
+                &rows,
+                &decoded_table,
+                &decoded_index,
+                scored.rows,
+                &mut output,
+            )?);
             self.models.note_scored(&lineup, batch);
         }
         output.lineup = Some(lineup);
@@ -289,8 +317,6 @@ impl Engine {
     /// Scores the SQL output and appends one score record per row (or a
     /// dead letter for a row the model cannot use); with a challenger, also
     /// its shadow score of every row both models can score.
-    /// Returns the changes that keep the champion's scores for their labels
-    /// (none unless the pipeline reads labels).
     fn score_rows(
         &self,
         batch: &Batch,
@@ -298,13 +324,14 @@ impl Engine {
         lineup: &Lineup,
         output: &mut BatchOutput,
         rejected: &mut Vec<Rejected>,
-    ) -> Result<Vec<crate::state::Change>, EngineError> {
+    ) -> Result<ScoredRows, EngineError> {
         let keeps_scores = self
             .state
             .as_ref()
             .filter(|s| s.labels.is_some())
             .and_then(|s| s.windows.as_ref());
         let mut kept = Vec::new();
+        let mut scored = Vec::new();
         let scoring = |bundle: &Bundle| {
             let explain = match self.reasons {
                 ReasonsFor::All => Explain::All,
@@ -350,6 +377,7 @@ impl Engine {
             }
             let flags = champion.probability[row] >= champion_threshold;
             output.flagged += usize::from(flags);
+            scored.push((row, index, champion.probability[row], flags));
             if let Some(windows) = keeps_scores {
                 kept.push((
                     windows.scoped(batch.records[index].partition),
@@ -385,8 +413,79 @@ impl Engine {
         if !pairs.is_empty() {
             self.models.compare(pairs);
         }
-        Ok(outcomes::keep_scores(kept.into_iter()))
+        Ok(ScoredRows {
+            kept: outcomes::keep_scores(kept.into_iter()),
+            rows: scored,
+        })
     }
+
+    /// Counts the champion's scored rows into the drift windows; alerts from
+    /// the windows this batch closed go out with its outputs.
+    #[allow(clippy::too_many_arguments)]
+    fn observe_drift(
+        &self,
+        batch: &Batch,
+        lineup: &Lineup,
+        rows: &TransformedRows,
+        decoded: &RecordBatch,
+        decoded_index: &[usize],
+        scored: Vec<(usize, usize, f64, bool)>,
+        output: &mut BatchOutput,
+    ) -> Result<Vec<crate::state::Change>, EngineError> {
+        let Some((state, drift)) = self
+            .state
+            .as_ref()
+            .and_then(|s| s.drift.as_ref().map(|d| (s, d)))
+        else {
+            return Ok(Vec::new());
+        };
+        let scored_rows: Vec<ScoredRow> = scored
+            .into_iter()
+            .filter_map(|(row, index, score, flagged)| {
+                // Decoded rows are in record order, so the record's index
+                // finds its row.
+                let decoded_row = decoded_index.binary_search(&index).ok()?;
+                Some(ScoredRow {
+                    feature_row: row,
+                    decoded_row,
+                    partition: batch.records[index].partition,
+                    score,
+                    flagged,
+                })
+            })
+            .collect();
+        let manifest = &lineup.champion.manifest;
+        let observed = drift.observe(
+            &state.checkpoint,
+            &Observation {
+                model: &manifest.name,
+                version: &manifest.version,
+                reference: manifest.reference.as_ref(),
+                features: &rows.features,
+                decoded,
+                rows: &scored_rows,
+            },
+        )?;
+        output.alerts = observed
+            .alerts
+            .iter()
+            .map(|alert| Outgoing {
+                key: Some(alert.feature.clone().into_bytes()),
+                payload: serde_json::to_vec(alert).expect("an alert serialises"),
+                source_index: 0,
+            })
+            .collect();
+        Ok(observed.changes)
+    }
+}
+
+/// What scoring a batch gives besides its outputs.
+struct ScoredRows {
+    /// The changes that keep the champion's scores for their labels (none
+    /// unless the pipeline reads labels).
+    kept: Vec<crate::state::Change>,
+    /// The champion's scored rows: feature row, record index, score, flag.
+    rows: Vec<(usize, usize, f64, bool)>,
 }
 
 /// Builds score records for the rows of one batch.

@@ -11,6 +11,7 @@ use super::{Engine, EngineError};
 use crate::batch::Batch;
 use crate::config::Pipeline;
 use crate::decode::{Decoded, Decoder, RawRecord};
+use crate::drift::DriftMonitor;
 use crate::outcomes;
 use crate::state::{Change, Checkpoint, MemoryStore, RocksStore, Staged};
 use crate::telemetry::names;
@@ -24,6 +25,8 @@ pub struct EngineState {
     pub windows: Option<Windows>,
     /// Decodes the labels topic's records, when a feature reads labels.
     pub labels: Option<Decoder>,
+    /// Drift windows over the scored rows, when the pipeline has `[drift]`.
+    pub drift: Option<DriftMonitor>,
 }
 
 impl EngineState {
@@ -33,10 +36,14 @@ impl EngineState {
             return Ok(None);
         };
         let windows = pipeline.windows.clone().map(Windows::new);
+        let drift = pipeline.drift.clone().map(DriftMonitor::new);
         let started = std::time::Instant::now();
         let mut expiries = Vec::new();
         if let Some(windows) = &windows {
             expiries.push((crate::state::Family::Windows, windows.expiry()));
+        }
+        if let Some(drift) = &drift {
+            expiries.push((crate::state::Family::Drift, drift.expiry() as _));
         }
         if let Some(labels) = &pipeline.labels {
             expiries.extend(outcomes::expiries(labels.score_retention_ms));
@@ -59,6 +66,7 @@ impl EngineState {
             checkpoint_interval: settings.checkpoint_interval,
             windows,
             labels: Self::label_decoder(pipeline),
+            drift,
         }))
     }
 
@@ -77,6 +85,7 @@ impl EngineState {
             checkpoint_interval: std::time::Duration::ZERO,
             windows: pipeline.windows.clone().map(Windows::new),
             labels: Self::label_decoder(pipeline),
+            drift: pipeline.drift.clone().map(DriftMonitor::new),
         })
     }
 }

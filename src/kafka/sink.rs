@@ -106,6 +106,8 @@ enum Pending<'a> {
     Score(usize, &'a Outgoing),
     /// A challenger's score, for the shadow topic.
     Shadow(&'a Outgoing),
+    /// A drift alert, for the alerts topic.
+    Alert(&'a Outgoing),
     Letter(Cow<'a, DeadLetter>),
 }
 
@@ -114,6 +116,8 @@ pub struct KafkaSink {
     output_topic: String,
     /// Where challenger scores go; without one they are compared, not sent.
     shadow_topic: Option<String>,
+    /// Where drift alerts go; without one they are logged and counted only.
+    alerts_topic: Option<String>,
     dead_letter_topic: String,
     dead_letter_payload_bytes: usize,
 }
@@ -124,6 +128,7 @@ impl KafkaSink {
             producer: super::producer_config(settings).create_with_context(SinkContext)?,
             output_topic: settings.output_topic.clone(),
             shadow_topic: settings.shadow_topic.clone(),
+            alerts_topic: settings.alerts_topic.clone(),
             dead_letter_topic: settings.dead_letter_topic.clone(),
             dead_letter_payload_bytes,
         })
@@ -147,6 +152,13 @@ impl KafkaSink {
                     .iter()
                     .filter(|_| self.shadow_topic.is_some())
                     .map(Pending::Shadow),
+            )
+            .chain(
+                output
+                    .alerts
+                    .iter()
+                    .filter(|_| self.alerts_topic.is_some())
+                    .map(Pending::Alert),
             )
             .chain(
                 output
@@ -179,6 +191,11 @@ impl KafkaSink {
                         // Its input was scored and delivered; a lost shadow
                         // score thins the comparison, nothing more.
                         tracing::warn!(error = %error, "Kafka refused a challenger score for good; it is dropped");
+                    }
+                    (Fault::Message, Pending::Alert(_)) => {
+                        // It was logged and counted when raised, and is kept
+                        // in the store for `drift report`.
+                        tracing::error!(error = %error, "Kafka refused a drift alert for good; it is dropped");
                     }
                     (Fault::Message, Pending::Letter(letter)) => {
                         if letter.key.is_none() && letter.payload.is_none() {
@@ -232,6 +249,7 @@ impl KafkaSink {
         match message {
             Pending::Score(..) => &self.output_topic,
             Pending::Shadow(_) => self.shadow_topic.as_deref().unwrap_or_default(),
+            Pending::Alert(_) => self.alerts_topic.as_deref().unwrap_or_default(),
             Pending::Letter(_) => &self.dead_letter_topic,
         }
     }
@@ -242,6 +260,10 @@ impl KafkaSink {
             Pending::Shadow(score) => {
                 let topic = self.shadow_topic.as_deref().unwrap_or_default();
                 self.send_score(topic, score).await
+            }
+            Pending::Alert(alert) => {
+                let topic = self.alerts_topic.as_deref().unwrap_or_default();
+                self.send_score(topic, alert).await
             }
             Pending::Letter(letter) => self.send_dead_letter(letter).await,
         }

@@ -1,7 +1,7 @@
-//! Everything stateful (window features now; label joins and drift windows
-//! later) lives in one store per instance, a family per kind, behind the
-//! [`Store`] trait: RocksDB in the stream, an in-memory twin in `train` and
-//! in tests. The [`Checkpoint`] on top of it writes a batch's state changes
+//! Everything stateful (window features, label joins, drift windows) lives
+//! in one store per instance, a family per kind, behind the [`Store`]
+//! trait: RocksDB in the stream, an in-memory twin in `train` and in
+//! tests. The [`Checkpoint`] on top of it writes a batch's state changes
 //! and its input offsets together (DESIGN.md §6).
 
 use std::fmt;
@@ -26,14 +26,17 @@ pub enum Family {
     Scores,
     /// Each label that found its score: by day, for the day's metrics.
     Outcomes,
+    /// Drift windows' counts, alerts and hysteresis (src/drift/store.rs).
+    Drift,
 }
 
 impl Family {
-    pub const ALL: [Family; 4] = [
+    pub const ALL: [Family; 5] = [
         Family::Windows,
         Family::Offsets,
         Family::Scores,
         Family::Outcomes,
+        Family::Drift,
     ];
 
     /// Its position in [`Family::ALL`].
@@ -47,6 +50,7 @@ impl Family {
             Family::Offsets => "offsets",
             Family::Scores => "scores",
             Family::Outcomes => "outcomes",
+            Family::Drift => "drift",
         }
     }
 }

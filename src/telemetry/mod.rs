@@ -81,6 +81,17 @@ pub mod names {
     pub const CHALLENGER_DISAGREEMENT: &str = "streamscore_challenger_disagreement_rate";
     /// Spearman's rank correlation of champion and challenger scores.
     pub const CHALLENGER_RANK_CORRELATION: &str = "streamscore_challenger_rank_correlation";
+    /// The last judged drift window's value of each `metric` of each
+    /// `feature` (model features, `score`, categorical inputs, `decision`).
+    pub const DRIFT_VALUE: &str = "streamscore_drift_value";
+    /// Per `feature` and `metric`: 0 normal, 1 suspected, 2 detected.
+    pub const DRIFT_LEVEL: &str = "streamscore_drift_level";
+    /// Alerts raised and cleared, by `feature`, `metric` and `level`.
+    pub const DRIFT_ALERTS: &str = "streamscore_drift_alerts_total";
+    /// The start of the last judged window (seconds since the epoch), and
+    /// the events scored in it.
+    pub const DRIFT_WINDOW: &str = "streamscore_drift_window_start_timestamp_seconds";
+    pub const DRIFT_WINDOW_EVENTS: &str = "streamscore_drift_window_events";
 
     /// Every name above, for checks that the dashboard knows them all.
     pub const ALL: &[&str] = &[
@@ -114,6 +125,11 @@ pub mod names {
         LABELS_DAY_AUC,
         LABELS_DAY_AP,
         LABELS_DAY_CARD_PRECISION,
+        DRIFT_VALUE,
+        DRIFT_LEVEL,
+        DRIFT_ALERTS,
+        DRIFT_WINDOW,
+        DRIFT_WINDOW_EVENTS,
     ];
 }
 

@@ -292,26 +292,35 @@ fn reference(
     x: &ndarray::Array2<f64>,
     decoded: &RecordBatch,
 ) -> serde_json::Value {
+    use crate::drift::reference::{REFERENCE_CHUNKS, chunk_spreads};
     use crate::drift::stats::{REFERENCE_BINS, Reference};
     let mut features = serde_json::Map::new();
+    let mut chunks = serde_json::Map::new();
+    let mut add = |name: &str, values: &[f64]| {
+        let reference = Reference::of(values, REFERENCE_BINS)?;
+        chunks.insert(
+            name.to_owned(),
+            serde_json::to_value(chunk_spreads(&reference, values, REFERENCE_CHUNKS))
+                .expect("serialises"),
+        );
+        Some(serde_json::to_value(reference).expect("serialises"))
+    };
     for (j, feature) in bundle.manifest.features.iter().enumerate() {
         let column: Vec<f64> = x.column(j).to_vec();
-        if let Some(r) = Reference::of(&column, REFERENCE_BINS) {
-            features.insert(
-                feature.name.clone(),
-                serde_json::to_value(r).expect("serialises"),
-            );
+        if let Some(r) = add(&feature.name, &column) {
+            features.insert(feature.name.clone(), r);
         }
     }
     let score = bundle
         .score_matrix(x.view())
-        .and_then(|scores| Reference::of(&scores, REFERENCE_BINS));
+        .and_then(|scores| add(crate::drift::SCORE, &scores));
     serde_json::json!({
         "bins": REFERENCE_BINS,
         "rows": x.nrows(),
         "features": features,
         "score": score,
         "categories": category_shares(decoded),
+        "chunks": chunks,
     })
 }
 

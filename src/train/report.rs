@@ -6,13 +6,11 @@
 
 use std::fmt::Write;
 
-use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::build::TrainReport;
+use crate::charts::{SIZE, escape, svg_chart};
 use crate::model::Model;
-
-const SIZE: (u32, u32) = (560, 360);
 
 /// The page for a training run.
 pub fn html(report: &TrainReport) -> String {
@@ -329,36 +327,4 @@ fn tail(name: &str, chars: usize) -> String {
     }
     let kept: String = name.chars().skip(count - (chars - 1)).collect();
     format!("…{kept}")
-}
-
-/// An SVG of `size`, drawn by `draw` on a white area; or, if plotters
-/// fails, a line saying which chart and why.
-fn svg_chart(
-    title: &str,
-    size: (u32, u32),
-    draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), Box<dyn std::error::Error>>,
-) -> String {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        let drawn = root
-            .fill(&WHITE)
-            .map_err(Into::into)
-            .and_then(|()| draw(&root))
-            .and_then(|()| root.present().map_err(Into::into));
-        if let Err(e) = drawn {
-            return format!(
-                "<p>{}: not drawn ({})</p>",
-                escape(title),
-                escape(&e.to_string())
-            );
-        }
-    }
-    svg
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

@@ -82,7 +82,22 @@ impl Topics {
 
     /// [`Topics::write_pipeline`] with `extra` TOML sections appended.
     pub fn write_pipeline_with(&self, dir: &Path, max_rows: usize, extra: &str) -> PathBuf {
-        let mut text = format!(
+        let mut text = self.kafka_sections(
+            max_rows,
+            &repo_path("pipelines/fraud.sql"),
+            &repo_path("pipelines/models/fraud-lr"),
+        );
+        text.push_str(&state_sections(dir, &self.labels));
+        text.push_str(extra);
+        let path = dir.join("pipeline.toml");
+        std::fs::write(&path, text).expect("pipeline file is written");
+        path
+    }
+
+    /// Every section but the state's: these topics, the repository's
+    /// schema, and `sql` and `model`.
+    pub fn kafka_sections(&self, max_rows: usize, sql: &Path, model: &Path) -> String {
+        format!(
             r#"
 [kafka]
 brokers = "{brokers}"
@@ -116,14 +131,9 @@ status_interval_ms = 1000
             output = self.output,
             dlq = self.dead_letters,
             schema = repo_path("schemas/transaction.json").display(),
-            sql = repo_path("pipelines/fraud.sql").display(),
-            model = repo_path("pipelines/models/fraud-lr").display(),
-        );
-        text.push_str(&state_sections(dir, &self.labels));
-        text.push_str(extra);
-        let path = dir.join("pipeline.toml");
-        std::fs::write(&path, text).expect("pipeline file is written");
-        path
+            sql = sql.display(),
+            model = model.display(),
+        )
     }
 }
 

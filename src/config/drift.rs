@@ -1,0 +1,142 @@
+//! `[drift]`: checked here, so that a misspelt metric or a window of no
+//! length fails at start-up with its key.
+
+use std::collections::BTreeMap;
+
+use super::file::{DriftSection, ThresholdSection};
+use super::parse_duration;
+use crate::drift::alerts::{Hysteresis, Limit, Limits, METRICS, ThresholdRules};
+use crate::schema::{FieldType, RecordSchema};
+
+#[derive(Debug, Clone)]
+pub struct DriftSettings {
+    pub event_time: String,
+    pub window_ms: i64,
+    pub lateness_ms: i64,
+    /// A partition this far (event time) behind the newest stops holding
+    /// windows back.
+    pub idle_ms: i64,
+    pub retention_ms: i64,
+    pub alerts_topic: Option<String>,
+    pub hysteresis: Hysteresis,
+    pub thresholds: ThresholdRules,
+}
+
+type Invalid = (&'static str, String);
+
+/// PSI's credit-risk convention: 0.1 is worth a look, 0.25 is a shift.
+fn default_thresholds() -> BTreeMap<String, Limits> {
+    BTreeMap::from([(
+        "psi".to_owned(),
+        (Some(Limit::Value(0.1)), Some(Limit::Value(0.25))),
+    )])
+}
+
+pub fn drift_settings(
+    section: Option<DriftSection>,
+    has_state: bool,
+    schema: &RecordSchema,
+) -> Result<Option<DriftSettings>, Invalid> {
+    let Some(section) = section else {
+        return Ok(None);
+    };
+    if !has_state {
+        return Err((
+            "drift",
+            "needs a `[state]` section: drift windows are kept in the state store".into(),
+        ));
+    }
+    match schema.field(&section.event_time) {
+        Some(f) if f.field_type == FieldType::Timestamp => {}
+        _ => {
+            return Err((
+                "drift.event_time",
+                format!(
+                    "names `{}`, which is not a timestamp field of the schema",
+                    section.event_time
+                ),
+            ));
+        }
+    }
+    let ms = |key: &'static str, text: &str| {
+        parse_duration(text)
+            .map(|d| d.as_millis() as i64)
+            .map_err(|e| (key, e))
+    };
+    let window_ms = ms("drift.window", &section.window)?;
+    if window_ms == 0 {
+        return Err(("drift.window", "must be at least 1s".into()));
+    }
+    let retention_ms = ms("drift.retention", &section.retention)?;
+    if retention_ms < window_ms {
+        return Err((
+            "drift.retention",
+            "must be at least one `drift.window`".into(),
+        ));
+    }
+    if section.raise_after == 0 || section.clear_after == 0 {
+        return Err((
+            "drift.raise_after",
+            "`raise_after` and `clear_after` count windows and must be at least 1".into(),
+        ));
+    }
+    let mut thresholds = ThresholdRules {
+        metrics: default_thresholds(),
+        features: BTreeMap::new(),
+    };
+    for (metric, limits) in section.thresholds {
+        thresholds.metrics.insert(
+            metric.clone(),
+            limits_of(&metric, &limits, "drift.thresholds")?,
+        );
+    }
+    for (feature, metrics) in section.features {
+        let mut resolved = BTreeMap::new();
+        for (metric, limits) in metrics {
+            resolved.insert(
+                metric.clone(),
+                limits_of(&metric, &limits, "drift.features")?,
+            );
+        }
+        thresholds.features.insert(feature, resolved);
+    }
+    Ok(Some(DriftSettings {
+        event_time: section.event_time,
+        window_ms,
+        lateness_ms: ms("drift.lateness", &section.lateness)?,
+        idle_ms: ms("drift.idle", &section.idle)?,
+        retention_ms,
+        alerts_topic: section.alerts_topic,
+        hysteresis: Hysteresis {
+            raise_after: section.raise_after,
+            clear_after: section.clear_after,
+            cooldown_ms: ms("drift.cooldown", &section.cooldown)?,
+        },
+        thresholds,
+    }))
+}
+
+fn limits_of(
+    metric: &str,
+    limits: &ThresholdSection,
+    key: &'static str,
+) -> Result<Limits, Invalid> {
+    if !METRICS.contains(&metric) {
+        return Err((
+            key,
+            format!(
+                "`{metric}` is not a drift metric; use one of {}",
+                METRICS.join(", ")
+            ),
+        ));
+    }
+    if let (Some(Limit::Value(s)), Some(Limit::Value(d))) = (limits.suspected, limits.detected)
+        && s > d
+    {
+        return Err((
+            key,
+            format!("`{metric}`: suspected ({s}) is above detected ({d})"),
+        ));
+    }
+    Ok((limits.suspected, limits.detected))
+}

@@ -1,0 +1,558 @@
+//! Drift monitoring in the stream: each batch's scored rows are counted
+//! into tumbling event-time windows (as deltas on the stored counts, staged
+//! with the batch's other state, so that an event is counted once across
+//! crashes and replays); each window, once the stream's event time is a
+//! `lateness` past its end, is judged against the champion's reference:
+//! gauges, hysteresis, alerts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
+use arrow::record_batch::RecordBatch;
+
+use super::alerts::{Alert, AlertState, Level};
+use super::reference::References;
+use super::stats::WindowCounts;
+use super::store::{
+    self, DriftExpiry, Progress, alert_key, counts_key, hysteresis_key, hysteresis_prefix,
+    parse_hysteresis_key, progress_key, references_key,
+};
+use super::window::{ColumnCounts, numeric_reference};
+use super::{DECISION, SCORE};
+use crate::config::DriftSettings;
+use crate::kafka::context::Assignment;
+use crate::state::{Change, Checkpoint, Family, StateError};
+use crate::telemetry::names;
+
+/// One scored row, as the monitor sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoredRow {
+    /// Its row in the model's input features.
+    pub feature_row: usize,
+    /// Its row in the decoded input (event time, categorical columns).
+    pub decoded_row: usize,
+    pub partition: i32,
+    pub score: f64,
+    pub flagged: bool,
+}
+
+/// A batch's scored rows and where their values are.
+pub struct Observation<'a> {
+    pub model: &'a str,
+    pub version: &'a str,
+    /// The champion's manifest `reference`.
+    pub reference: Option<&'a serde_json::Value>,
+    pub features: &'a RecordBatch,
+    pub decoded: &'a RecordBatch,
+    pub rows: &'a [ScoredRow],
+}
+
+/// What a batch gives: the state changes to stage with it, and the alerts
+/// raised or cleared by the windows it closed.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub changes: Vec<Change>,
+    pub alerts: Vec<Alert>,
+}
+
+pub struct DriftMonitor {
+    settings: DriftSettings,
+    instance: String,
+    /// The partitions this instance holds, when it reads Kafka.
+    assignment: std::sync::OnceLock<Arc<Assignment>>,
+    expiry: Arc<DriftExpiry>,
+    versions: Mutex<HashMap<String, VersionState>>,
+}
+
+/// The monitor of one model version: its reference, progress and alert
+/// states.
+struct VersionState {
+    references: Arc<References>,
+    /// The first event time this process saw for the version.
+    first_seen: Option<i64>,
+    /// Whether the store has these references yet.
+    references_stored: bool,
+    progress: Progress,
+    hysteresis: BTreeMap<(String, String), AlertState>,
+}
+
+impl DriftMonitor {
+    pub fn new(settings: DriftSettings) -> Self {
+        Self {
+            expiry: Arc::new(DriftExpiry::new(settings.retention_ms)),
+            settings,
+            instance: crate::instance::instance_id(),
+            assignment: std::sync::OnceLock::new(),
+            versions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits, before judging a window, for every partition `assignment`
+    /// holds (not only those seen so far).
+    pub fn follow(&self, assignment: Arc<Assignment>) {
+        let _ = self.assignment.set(assignment);
+    }
+
+    /// What drops old windows at compaction.
+    pub fn expiry(&self) -> Arc<DriftExpiry> {
+        Arc::clone(&self.expiry)
+    }
+
+    /// Refuses a reference the settings cannot be applied to: thresholds
+    /// for features the model lacks, or `sigmas` thresholds without the
+    /// reference's chunk statistics.
+    pub fn check(&self, reference: Option<&serde_json::Value>) -> Result<(), String> {
+        let references = match reference {
+            Some(value) => References::of(value)?,
+            None => {
+                return Err(
+                    "the model bundle has no reference distributions; train it here, \
+                     or import it with `models import --reference FILE`"
+                        .into(),
+                );
+            }
+        };
+        for feature in self.settings.thresholds.features.keys() {
+            if !monitored(&references).any(|c| c == feature) {
+                return Err(format!(
+                    "`drift.features.{feature}` names no monitored column of the model \
+                     (its features, `{SCORE}`, `{DECISION}`, or a categorical input)"
+                ));
+            }
+        }
+        for column in monitored(&references) {
+            for metric in super::alerts::METRICS {
+                self.settings.thresholds.resolve(
+                    column,
+                    metric,
+                    spread(&references, column, metric),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a batch into its windows and judges the windows it closes.
+    pub fn observe(
+        &self,
+        checkpoint: &Checkpoint,
+        batch: &Observation,
+    ) -> Result<Observed, StateError> {
+        let mut versions = self
+            .versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !versions.contains_key(batch.version) {
+            let state = self.load(checkpoint, batch)?;
+            versions.insert(batch.version.to_owned(), state);
+        }
+        let state = versions.get_mut(batch.version).expect("loaded just above");
+        let mut observed = Observed::default();
+        if !state.references_stored {
+            observed.changes.push(Change {
+                family: Family::Drift,
+                key: references_key(batch.version),
+                value: Some(store::encode(state.references.as_ref())),
+            });
+            state.references_stored = true;
+        }
+        let updated = self.count(checkpoint, batch, state, &mut observed)?;
+        self.judge_closed(checkpoint, batch, state, &updated, &mut observed)?;
+        observed.changes.push(Change {
+            family: Family::Drift,
+            key: progress_key(batch.version),
+            value: Some(store::encode(&state.progress)),
+        });
+        Ok(observed)
+    }
+
+    fn load(
+        &self,
+        checkpoint: &Checkpoint,
+        batch: &Observation,
+    ) -> Result<VersionState, StateError> {
+        let references = batch
+            .reference
+            .map(References::of)
+            .transpose()
+            .map_err(|message| StateError::Damaged {
+                family: Family::Drift.name(),
+                message,
+            })?
+            .unwrap_or_default();
+        let progress = match checkpoint.get(Family::Drift, &progress_key(batch.version))? {
+            Some(bytes) => store::decode(&bytes)?,
+            None => Progress::default(),
+        };
+        let prefix = hysteresis_prefix(batch.version);
+        let mut hysteresis = BTreeMap::new();
+        for (key, value) in checkpoint.store().scan_prefix(Family::Drift, &prefix)? {
+            if let Some(at) = parse_hysteresis_key(&key, &prefix) {
+                hysteresis.insert(at, store::decode(&value)?);
+            }
+        }
+        if let Some(newest) = progress.newest() {
+            self.expiry.advance(newest);
+        }
+        let references_stored = checkpoint
+            .get(Family::Drift, &references_key(batch.version))?
+            .is_some();
+        Ok(VersionState {
+            first_seen: None,
+            references: Arc::new(references),
+            references_stored,
+            progress,
+            hysteresis,
+        })
+    }
+
+    /// Adds the batch's rows to the stored counts of their windows; returns
+    /// the new values (merged with what was stored), which are also staged.
+    fn count(
+        &self,
+        checkpoint: &Checkpoint,
+        batch: &Observation,
+        state: &mut VersionState,
+        observed: &mut Observed,
+    ) -> Result<HashMap<Vec<u8>, ColumnCounts>, StateError> {
+        let references = Arc::clone(&state.references);
+        let columns = Columns::of(batch, &references, &self.settings.event_time);
+        let mut deltas: HashMap<(i64, i32, &str), ColumnCounts> = HashMap::new();
+        let mut first_window = None;
+        for row in batch.rows {
+            let Some(time) = columns.time(row.decoded_row) else {
+                continue;
+            };
+            let window = time.div_euclid(self.settings.window_ms) * self.settings.window_ms;
+            state.progress.saw(row.partition, time);
+            state.first_seen.get_or_insert(time);
+            first_window = Some(first_window.map_or(window, |f: i64| f.min(window)));
+            for (name, edges, values) in &columns.numeric {
+                let value = match *name {
+                    SCORE => Some(row.score),
+                    _ => values.as_ref().and_then(|v| {
+                        v.is_valid(row.feature_row)
+                            .then(|| v.value(row.feature_row))
+                    }),
+                };
+                let entry = deltas
+                    .entry((window, row.partition, name))
+                    .or_insert_with(|| ColumnCounts::Numeric(WindowCounts::new(edges.len() - 1)));
+                if let ColumnCounts::Numeric(counts) = entry {
+                    counts.add(value, edges);
+                }
+            }
+            for (name, values) in &columns.categorical {
+                let value = if values.is_valid(row.decoded_row) {
+                    values.value(row.decoded_row)
+                } else {
+                    "null"
+                };
+                let entry = deltas
+                    .entry((window, row.partition, name))
+                    .or_insert_with(|| ColumnCounts::Categorical {
+                        counts: BTreeMap::new(),
+                    });
+                if let ColumnCounts::Categorical { counts } = entry {
+                    *counts.entry(value.to_owned()).or_default() += 1;
+                }
+            }
+            let entry =
+                deltas
+                    .entry((window, row.partition, DECISION))
+                    .or_insert(ColumnCounts::Flags {
+                        flagged: 0,
+                        scored: 0,
+                    });
+            if let ColumnCounts::Flags { flagged, scored } = entry {
+                *flagged += u64::from(row.flagged);
+                *scored += 1;
+            }
+        }
+        // The first batch of a version starts judging at its first window.
+        if state.progress.next_window.is_none() {
+            state.progress.next_window = first_window;
+        }
+        if let Some(newest) = state.progress.newest() {
+            self.expiry.advance(newest);
+        }
+        let keys: Vec<Vec<u8>> = deltas
+            .keys()
+            .map(|(window, partition, column)| {
+                counts_key(*window, batch.version, *partition, column)
+            })
+            .collect();
+        let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let stored = checkpoint.get_many(Family::Drift, &key_refs)?;
+        let mut updated = HashMap::with_capacity(keys.len());
+        for ((key, stored), delta) in keys.into_iter().zip(stored).zip(deltas.into_values()) {
+            let counts = match stored {
+                Some(bytes) => {
+                    let mut counts: ColumnCounts = store::decode(&bytes)?;
+                    counts.merge(&delta);
+                    counts
+                }
+                None => delta,
+            };
+            observed.changes.push(Change {
+                family: Family::Drift,
+                key: key.clone(),
+                value: Some(store::encode(&counts)),
+            });
+            updated.insert(key, counts);
+        }
+        Ok(updated)
+    }
+
+    /// Judges every window whose end is a `lateness` behind the event time
+    /// every (active) partition has reached, oldest first.
+    fn judge_closed(
+        &self,
+        checkpoint: &Checkpoint,
+        batch: &Observation,
+        state: &mut VersionState,
+        updated: &HashMap<Vec<u8>, ColumnCounts>,
+        observed: &mut Observed,
+    ) -> Result<(), StateError> {
+        let assigned = self.assignment.get().and_then(|a| a.current());
+        let (Some(mut next), Some(first_seen)) = (state.progress.next_window, state.first_seen)
+        else {
+            return Ok(());
+        };
+        let Some(watermark) =
+            state
+                .progress
+                .complete_until(self.settings.idle_ms, assigned.as_ref(), first_seen)
+        else {
+            return Ok(());
+        };
+        let width = self.settings.window_ms;
+        // After a long silence, windows past the retention are not judged
+        // one by one: their counts are gone.
+        let oldest = (watermark - self.settings.retention_ms).div_euclid(width) * width;
+        next = next.max(oldest);
+        while next + width + self.settings.lateness_ms <= watermark {
+            self.judge(checkpoint, batch, state, updated, next, observed)?;
+            next += width;
+        }
+        state.progress.next_window = Some(next);
+        Ok(())
+    }
+
+    fn judge(
+        &self,
+        checkpoint: &Checkpoint,
+        batch: &Observation,
+        state: &mut VersionState,
+        updated: &HashMap<Vec<u8>, ColumnCounts>,
+        window: i64,
+        observed: &mut Observed,
+    ) -> Result<(), StateError> {
+        let references = Arc::clone(&state.references);
+        let partitions = state.progress.partitions();
+        let mut events = 0;
+        for column in monitored(&references) {
+            let keys: Vec<Vec<u8>> = partitions
+                .iter()
+                .map(|&p| counts_key(window, batch.version, p, column))
+                .collect();
+            let unread: Vec<&[u8]> = keys
+                .iter()
+                .filter(|k| !updated.contains_key(*k))
+                .map(Vec::as_slice)
+                .collect();
+            let mut merged: Option<ColumnCounts> = None;
+            let read = checkpoint.get_many(Family::Drift, &unread)?;
+            let mut parts: Vec<ColumnCounts> = keys
+                .iter()
+                .filter_map(|k| updated.get(k).cloned())
+                .collect();
+            for bytes in read.into_iter().flatten() {
+                parts.push(store::decode(&bytes)?);
+            }
+            for part in parts {
+                match &mut merged {
+                    Some(m) => m.merge(&part),
+                    None => merged = Some(part),
+                }
+            }
+            let Some(merged) = merged else {
+                continue;
+            };
+            if column == DECISION {
+                events = merged.events();
+            }
+            for (metric, value) in merged.measures(column, &references) {
+                metrics::gauge!(names::DRIFT_VALUE, "feature" => column.to_owned(), "metric" => metric)
+                    .set(value);
+                let thresholds = match self.settings.thresholds.resolve(
+                    column,
+                    metric,
+                    spread(&references, column, metric),
+                ) {
+                    Ok(t) if t.suspected.is_some() || t.detected.is_some() => t,
+                    // Checked at start for the first champion; a later
+                    // version lacking chunk statistics is judged without it.
+                    _ => continue,
+                };
+                let at = (column.to_owned(), metric.to_owned());
+                let alert_state = state.hysteresis.entry(at).or_default();
+                let moved = alert_state.step(
+                    value,
+                    &thresholds,
+                    &self.settings.hysteresis,
+                    window + self.settings.window_ms,
+                );
+                metrics::gauge!(names::DRIFT_LEVEL, "feature" => column.to_owned(), "metric" => metric)
+                    .set(alert_state.level as u8 as f64);
+                observed.changes.push(Change {
+                    family: Family::Drift,
+                    key: hysteresis_key(batch.version, column, metric),
+                    value: Some(store::encode(alert_state)),
+                });
+                let Some(level) = moved else {
+                    continue;
+                };
+                let alert = self.alert(
+                    batch,
+                    column,
+                    metric,
+                    value,
+                    thresholds.of(level),
+                    level,
+                    window,
+                    &partitions,
+                );
+                observed.changes.push(Change {
+                    family: Family::Drift,
+                    key: alert_key(window, batch.version, column, metric),
+                    value: Some(store::encode(&alert)),
+                });
+                observed.alerts.push(alert);
+            }
+        }
+        metrics::gauge!(names::DRIFT_WINDOW).set(window as f64 / 1000.0);
+        metrics::gauge!(names::DRIFT_WINDOW_EVENTS).set(events as f64);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn alert(
+        &self,
+        batch: &Observation,
+        column: &str,
+        metric: &str,
+        value: f64,
+        threshold: Option<f64>,
+        level: Level,
+        window: i64,
+        partitions: &[i32],
+    ) -> Alert {
+        let time = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default()
+        };
+        let alert = Alert {
+            feature: column.to_owned(),
+            metric: metric.to_owned(),
+            value,
+            threshold,
+            level: level.name().to_owned(),
+            window_start: time(window),
+            window_end: time(window + self.settings.window_ms),
+            model: batch.model.to_owned(),
+            model_version: batch.version.to_owned(),
+            instance: self.instance.clone(),
+            partitions: partitions.to_vec(),
+        };
+        tracing::warn!(
+            feature = column,
+            metric,
+            value,
+            threshold = ?threshold,
+            level = level.name(),
+            window_start = %alert.window_start,
+            model = batch.model,
+            version = batch.version,
+            "drift {}",
+            match level {
+                Level::Normal => "cleared",
+                _ => "alert",
+            }
+        );
+        metrics::counter!(names::DRIFT_ALERTS, "feature" => column.to_owned(), "metric" => metric.to_owned(), "level" => level.name())
+            .increment(1);
+        alert
+    }
+}
+
+/// The columns monitored for a reference: the model's features, the score,
+/// the decision, and the categorical inputs.
+fn monitored(references: &References) -> impl Iterator<Item = &str> {
+    references
+        .features
+        .keys()
+        .map(String::as_str)
+        .chain(references.score.as_ref().map(|_| SCORE))
+        .chain(std::iter::once(DECISION))
+        .chain(references.categories.keys().map(String::as_str))
+}
+
+/// A metric's mean and spread over the reference's own chunks.
+fn spread(references: &References, column: &str, metric: &str) -> Option<(f64, f64)> {
+    let s = references.chunks.get(column)?.get(metric)?;
+    Some((s.mean, s.std))
+}
+
+/// A batch's columns as the monitor reads them, cast once.
+struct Columns<'r> {
+    times: Option<arrow::array::PrimitiveArray<TimestampMillisecondType>>,
+    /// Per numeric column: its name, bin edges and values (none for the
+    /// score, read from the rows).
+    numeric: Vec<(&'r str, &'r [f64], Option<arrow::array::Float64Array>)>,
+    categorical: Vec<(&'r str, arrow::array::StringArray)>,
+}
+
+impl<'r> Columns<'r> {
+    fn of(batch: &Observation, references: &'r References, event_time: &str) -> Self {
+        let mut numeric = Vec::new();
+        for (name, reference) in &references.features {
+            let values = batch
+                .features
+                .column_by_name(name)
+                .and_then(|c| cast(c, &DataType::Float64).ok())
+                .map(|c| c.as_primitive::<Float64Type>().clone());
+            numeric.push((name.as_str(), reference.edges.as_slice(), values));
+        }
+        if let Some(reference) = numeric_reference(SCORE, references) {
+            numeric.push((SCORE, reference.edges.as_slice(), None));
+        }
+        let categorical = references
+            .categories
+            .keys()
+            .filter_map(|name| {
+                let column = batch.decoded.column_by_name(name)?;
+                let text = cast(column, &DataType::Utf8).ok()?;
+                Some((name.as_str(), text.as_string::<i32>().clone()))
+            })
+            .collect();
+        let times = batch
+            .decoded
+            .column_by_name(event_time)
+            .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>().cloned());
+        Self {
+            times,
+            numeric,
+            categorical,
+        }
+    }
+
+    fn time(&self, row: usize) -> Option<i64> {
+        let times = self.times.as_ref()?;
+        times.is_valid(row).then(|| times.value(row))
+    }
+}

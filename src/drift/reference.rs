@@ -1,0 +1,82 @@
+//! A bundle's reference distributions, as `train` writes them into its
+//! manifest (`reference`), read back typed; and the spread of each metric
+//! over the training data's own chunks, for data-driven thresholds.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::stats::{Reference, WindowCounts, drift};
+
+/// Chunks the training rows are cut into for [`Spread`]s.
+pub const REFERENCE_CHUNKS: usize = 10;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct References {
+    /// Per model feature.
+    #[serde(default)]
+    pub features: BTreeMap<String, Reference>,
+    #[serde(default)]
+    pub score: Option<Reference>,
+    /// Per categorical input column, each value's share (`null` for nulls).
+    #[serde(default)]
+    pub categories: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Per feature (and `score`), per metric: its spread over the chunks.
+    #[serde(default)]
+    pub chunks: BTreeMap<String, BTreeMap<String, Spread>>,
+}
+
+/// The mean and standard deviation of a metric over the reference chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl References {
+    /// Reads a manifest's `reference`; an error says what does not parse.
+    pub fn of(value: &serde_json::Value) -> Result<Self, String> {
+        serde_json::from_value(value.clone())
+            .map_err(|e| format!("the bundle's `reference` does not read: {e}"))
+    }
+}
+
+/// Each numeric metric's mean and standard deviation over `chunks`
+/// consecutive chunks of `values` (in training order), each judged against
+/// the whole's `reference`: how far the training data drifts from itself.
+pub fn chunk_spreads(
+    reference: &Reference,
+    values: &[f64],
+    chunks: usize,
+) -> BTreeMap<String, Spread> {
+    let size = values.len().div_ceil(chunks.max(1)).max(1);
+    let mut per_metric: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for chunk in values.chunks(size) {
+        let mut counts = WindowCounts::new(reference.shares.len());
+        for &v in chunk {
+            counts.add(Some(v).filter(|v| v.is_finite()), &reference.edges);
+        }
+        let Some(d) = drift(reference, &counts) else {
+            continue;
+        };
+        for (metric, value) in [
+            ("psi", d.psi),
+            ("ks", d.ks),
+            ("jensen_shannon", d.jensen_shannon),
+            ("wasserstein", d.wasserstein),
+            ("null_rate", d.null_rate),
+            ("outside_share", d.outside_share),
+        ] {
+            per_metric.entry(metric).or_default().push(value);
+        }
+    }
+    per_metric
+        .into_iter()
+        .map(|(metric, values)| {
+            let n = values.len() as f64;
+            let mean = values.iter().sum::<f64>() / n;
+            let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+            (metric.to_owned(), Spread { mean, std })
+        })
+        .collect()
+}

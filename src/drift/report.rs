@@ -1,0 +1,449 @@
+//! `streamscore drift report`: every judged window's measures per column,
+//! and the alerts raised, read from one or more instances' state stores
+//! (merged by window), as a table, as JSON, or as one self-contained HTML
+//! page of charts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use plotters::prelude::*;
+use serde::Serialize;
+
+use super::alerts::Alert;
+use super::reference::References;
+use super::store::{Stored, read_all};
+use super::window::{ColumnCounts, numeric_reference};
+use crate::charts::{SIZE, escape, svg_chart};
+use crate::config::Pipeline;
+use crate::state::RocksStore;
+
+#[derive(Debug, Subcommand)]
+pub enum DriftCommand {
+    /// Each window's drift per feature, the score and the decisions, and the
+    /// alerts raised.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(long, default_value = "pipelines/fraud.toml")]
+    pub pipeline: PathBuf,
+    /// The state store to read (repeat it for each instance's; their windows
+    /// are merged). Defaults to the pipeline's `state.path`.
+    #[arg(long, env = "STREAMSCORE_STATE")]
+    pub state: Vec<PathBuf>,
+    /// Windows starting at or after this time (RFC 3339, or a date).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Windows starting before this time.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only these columns (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub feature: Vec<String>,
+    /// Prints JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also writes a page of charts here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+}
+
+/// One column in one window.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColumnReport {
+    pub events: u64,
+    pub measures: BTreeMap<&'static str, f64>,
+    #[serde(skip)]
+    counts: ColumnCounts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowReport {
+    pub start: String,
+    pub start_ms: i64,
+    pub model_version: String,
+    pub partitions: Vec<i32>,
+    pub columns: BTreeMap<String, ColumnReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DriftReport {
+    pub windows: Vec<WindowReport>,
+    pub alerts: Vec<Alert>,
+    #[serde(skip)]
+    references: BTreeMap<String, References>,
+}
+
+pub fn run(command: &DriftCommand) -> anyhow::Result<String> {
+    let DriftCommand::Report(args) = command;
+    let pipeline = Pipeline::load(&args.pipeline, None)?;
+    if pipeline.drift.is_none() {
+        bail!(
+            "{} monitors no drift (no [drift] section)",
+            args.pipeline.display()
+        );
+    }
+    let stores = match (&args.state[..], &pipeline.state) {
+        ([], Some(state)) => vec![state.path.clone()],
+        ([], None) => bail!("{} keeps no state", args.pipeline.display()),
+        (given, _) => given.to_vec(),
+    };
+    let (from, to) = (time_arg(&args.from)?, time_arg(&args.to)?);
+    let mut stored = Stored::default();
+    for path in &stores {
+        let store = RocksStore::open_read_only(path)?;
+        stored.merge(read_all(&store, from, to)?);
+    }
+    let report = build(stored, &args.feature);
+    if let Some(path) = &args.html {
+        std::fs::write(path, html(&report, &pipeline))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(match args.json {
+        true => serde_json::to_string_pretty(&report)? + "\n",
+        false => table(&report),
+    })
+}
+
+fn time_arg(text: &Option<String>) -> anyhow::Result<Option<i64>> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(Some(t.timestamp_millis()));
+    }
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .with_context(|| format!("`{text}` is neither an RFC 3339 time nor a date (2026-11-30)"))?;
+    Ok(Some(
+        date.and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc()
+            .timestamp_millis(),
+    ))
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+fn build(stored: Stored, only: &[String]) -> DriftReport {
+    let empty = References::default();
+    let windows = stored
+        .windows
+        .into_iter()
+        .map(|((start, version), window)| {
+            let references = stored.references.get(&version).unwrap_or(&empty);
+            let columns = window
+                .columns
+                .into_iter()
+                .filter(|(column, _)| only.is_empty() || only.contains(column))
+                .map(|(column, counts)| {
+                    let report = ColumnReport {
+                        events: counts.events(),
+                        measures: counts.measures(&column, references),
+                        counts,
+                    };
+                    (column, report)
+                })
+                .collect();
+            WindowReport {
+                start: rfc3339(start),
+                start_ms: start,
+                model_version: version,
+                partitions: window.partitions.into_iter().collect(),
+                columns,
+            }
+        })
+        .collect();
+    DriftReport {
+        windows,
+        alerts: stored
+            .alerts
+            .into_iter()
+            .filter(|a| only.is_empty() || only.contains(&a.feature))
+            .collect(),
+        references: stored.references,
+    }
+}
+
+/// The measures shown as table columns, in order.
+const SHOWN: [&str; 8] = [
+    "psi",
+    "ks",
+    "jensen_shannon",
+    "wasserstein",
+    "null_rate",
+    "outside_share",
+    "chi_square",
+    "flag_rate",
+];
+
+fn table(report: &DriftReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:<22} {:<26} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
+        "window",
+        "model version",
+        "column",
+        "events",
+        "psi",
+        "ks",
+        "js",
+        "wass.",
+        "nulls",
+        "outside",
+        "chi2",
+        "flagged"
+    );
+    for window in &report.windows {
+        for (column, c) in &window.columns {
+            let _ = write!(
+                out,
+                "{:<20} {:<22} {:<26} {:>8}",
+                window.start, window.model_version, column, c.events
+            );
+            for metric in SHOWN {
+                let width = if metric == "chi_square" { 9 } else { 8 };
+                match c.measures.get(metric) {
+                    Some(v) => {
+                        let _ = write!(out, " {v:>width$.4}");
+                    }
+                    None => {
+                        let _ = write!(out, " {:>width$}", "-");
+                    }
+                }
+            }
+            out.push('\n');
+        }
+    }
+    let _ = writeln!(out, "\n{} alert(s)", report.alerts.len());
+    for a in &report.alerts {
+        let _ = writeln!(
+            out,
+            "{} {:<9} {} {} = {:.4} (threshold {}) model {} {} on {}",
+            a.window_start,
+            a.level,
+            a.feature,
+            a.metric,
+            a.value,
+            a.threshold.map_or("-".into(), |t| format!("{t}")),
+            a.model,
+            a.model_version,
+            a.instance
+        );
+    }
+    out
+}
+
+/// The page: per column, the reference against the live distribution over
+/// the reported windows, and its measures over time beside their
+/// thresholds; then the alerts.
+fn html(report: &DriftReport, pipeline: &Pipeline) -> String {
+    let mut page = String::new();
+    let _ = write!(
+        page,
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Drift report</title>\
+         <style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}\
+         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}\
+         .charts{{display:flex;flex-wrap:wrap;gap:1em}}</style></head><body>\n\
+         <h1>Drift report</h1>\n<p>{windows} window(s), {alerts} alert(s), pipeline {pipeline}.</p>\n",
+        windows = report.windows.len(),
+        alerts = report.alerts.len(),
+        pipeline = escape(&pipeline.source_path.display().to_string()),
+    );
+    page.push_str("<h2>Alerts</h2>\n<table><tr><th>window</th><th>level</th><th>feature</th><th>metric</th><th>value</th><th>threshold</th><th>model</th><th>instance</th></tr>\n");
+    for a in &report.alerts {
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td><td>{} {}</td><td>{}</td></tr>",
+            escape(&a.window_start),
+            escape(&a.level),
+            escape(&a.feature),
+            escape(&a.metric),
+            a.value,
+            a.threshold.map_or("-".into(), |t| format!("{t}")),
+            escape(&a.model),
+            escape(&a.model_version),
+            escape(&a.instance)
+        );
+    }
+    page.push_str("</table>\n");
+    let thresholds = pipeline.drift.as_ref().map(|d| &d.thresholds);
+    let columns: std::collections::BTreeSet<&String> = report
+        .windows
+        .iter()
+        .flat_map(|w| w.columns.keys())
+        .collect();
+    for column in columns {
+        let _ = writeln!(page, "<h2>{}</h2>\n<div class=\"charts\">", escape(column));
+        if let Some(chart) = distribution_chart(report, column) {
+            page.push_str(&chart);
+        }
+        for metric in ["psi", "ks", "chi_square", "flag_rate"] {
+            let points: Vec<(f64, f64)> = report
+                .windows
+                .iter()
+                .filter_map(|w| {
+                    let v = w.columns.get(column)?.measures.get(metric)?;
+                    Some((w.start_ms as f64 / 3_600_000.0, *v))
+                })
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            let spread = report
+                .windows
+                .last()
+                .and_then(|w| report.references.get(&w.model_version))
+                .and_then(|r| r.chunks.get(column.as_str())?.get(metric))
+                .map(|s| (s.mean, s.std));
+            let limits = thresholds
+                .and_then(|t| t.resolve(column, metric, spread).ok())
+                .unwrap_or_default();
+            page.push_str(&metric_chart(column, metric, &points, limits));
+        }
+        page.push_str("</div>\n");
+    }
+    page.push_str("</body></html>\n");
+    page
+}
+
+/// The reference's bin shares against the live shares of the reported
+/// windows (the newest model version's), per bin.
+fn distribution_chart(report: &DriftReport, column: &str) -> Option<String> {
+    let newest = report.windows.last()?;
+    let references = report.references.get(&newest.model_version)?;
+    let reference = numeric_reference(column, references)?;
+    let mut live: Option<ColumnCounts> = None;
+    for w in report
+        .windows
+        .iter()
+        .filter(|w| w.model_version == newest.model_version)
+    {
+        if let Some(c) = w.columns.get(column) {
+            match &mut live {
+                Some(l) => l.merge(&c.counts),
+                None => live = Some(c.counts.clone()),
+            }
+        }
+    }
+    let Some(ColumnCounts::Numeric(live)) = live else {
+        return None;
+    };
+    let n = live.values().max(1) as f64;
+    let live_shares: Vec<f64> = live.bins.iter().map(|&c| c as f64 / n).collect();
+    let bins = reference.shares.len();
+    let top = reference
+        .shares
+        .iter()
+        .chain(&live_shares)
+        .copied()
+        .fold(0.0, f64::max)
+        .max(0.01)
+        * 1.1;
+    let title = format!("{column}: reference and live, by reference bin");
+    Some(svg_chart(&title, SIZE, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(&title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0f64..bins as f64, 0f64..top)?;
+        chart
+            .configure_mesh()
+            .x_desc("bin (reference deciles)")
+            .y_desc("share")
+            .draw()?;
+        for (name, shares, color, offset) in [
+            ("reference", &reference.shares, BLUE.mix(0.5), 0.0),
+            ("live", &live_shares, RED.mix(0.5), 0.4),
+        ] {
+            chart
+                .draw_series(shares.iter().enumerate().map(|(b, &h)| {
+                    let x = b as f64 + 0.1 + offset;
+                    Rectangle::new([(x, 0.0), (x + 0.4, h)], color.filled())
+                }))?
+                .label(name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 4), (x + 12, y + 4)], color.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        Ok(())
+    }))
+}
+
+/// A metric over the windows (x: hours since the epoch), with its
+/// thresholds as dashed lines.
+fn metric_chart(
+    column: &str,
+    metric: &str,
+    points: &[(f64, f64)],
+    limits: super::alerts::Thresholds,
+) -> String {
+    let (x0, x1) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
+        (a.min(*x), b.max(*x))
+    });
+    let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
+    let top = points
+        .iter()
+        .map(|(_, y)| *y)
+        .chain(limits.suspected)
+        .chain(limits.detected)
+        .fold(0.0, f64::max)
+        .max(1e-6)
+        * 1.15;
+    let title = format!("{column}: {metric} per window");
+    svg_chart(&title, SIZE, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(&title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0f64..(x1 - x0), 0f64..top)?;
+        chart
+            .configure_mesh()
+            .x_desc("hours since the first window")
+            .y_desc(metric)
+            .draw()?;
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|(x, y)| (x - x0, *y)),
+                BLUE.stroke_width(2),
+            ))?
+            .label(metric)
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
+        for (name, limit, color) in [
+            ("suspected", limits.suspected, RGBColor(230, 150, 0)),
+            ("detected", limits.detected, RED),
+        ] {
+            let Some(limit) = limit else { continue };
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(0.0, limit), (x1 - x0, limit)],
+                    6,
+                    4,
+                    color.stroke_width(1),
+                ))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        Ok(())
+    })
+}

@@ -1,0 +1,159 @@
+//! One column's counts in one drift window, as stored (mergeable: the
+//! counts of two partitions, or of two batches, add), and the measures a
+//! window's merged counts give against the reference.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::reference::References;
+use super::stats::{Reference, WindowCounts, chi_square, drift, psi};
+
+/// What is counted of a column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ColumnCounts {
+    /// A model feature or the score: counts over the reference's bins.
+    Numeric(WindowCounts),
+    /// A categorical input column: each value's count (`null` for nulls).
+    Categorical { counts: BTreeMap<String, u64> },
+    /// The champion's decisions: prediction drift.
+    Flags { flagged: u64, scored: u64 },
+}
+
+impl ColumnCounts {
+    pub fn merge(&mut self, other: &ColumnCounts) {
+        match (self, other) {
+            (ColumnCounts::Numeric(a), ColumnCounts::Numeric(b)) => a.merge(b),
+            (ColumnCounts::Categorical { counts: a }, ColumnCounts::Categorical { counts: b }) => {
+                for (value, n) in b {
+                    *a.entry(value.clone()).or_default() += n;
+                }
+            }
+            (
+                ColumnCounts::Flags { flagged, scored },
+                ColumnCounts::Flags {
+                    flagged: f,
+                    scored: s,
+                },
+            ) => {
+                *flagged += f;
+                *scored += s;
+            }
+            // Only the same column's counts are merged, and a column's kind
+            // follows from its name; a mismatch would be a bug, and keeping
+            // the first is the harmless answer.
+            _ => {}
+        }
+    }
+
+    /// Values counted (nulls included).
+    pub fn events(&self) -> u64 {
+        match self {
+            ColumnCounts::Numeric(w) => w.values() + w.nulls,
+            ColumnCounts::Categorical { counts } => counts.values().sum(),
+            ColumnCounts::Flags { scored, .. } => *scored,
+        }
+    }
+
+    /// Every measure of this window against `references`, by metric name.
+    /// Empty when the column has no reference or the window no values.
+    pub fn measures(&self, column: &str, references: &References) -> BTreeMap<&'static str, f64> {
+        let mut out = BTreeMap::new();
+        match self {
+            ColumnCounts::Numeric(counts) => {
+                let Some(reference) = numeric_reference(column, references) else {
+                    return out;
+                };
+                if let Some(d) = drift(reference, counts) {
+                    out.extend([
+                        ("psi", d.psi),
+                        ("ks", d.ks),
+                        ("jensen_shannon", d.jensen_shannon),
+                        ("wasserstein", d.wasserstein),
+                        ("null_rate", d.null_rate),
+                        ("outside_share", d.outside_share),
+                    ]);
+                }
+                if let Some((mean, std)) = counts.mean_and_std() {
+                    out.extend([("mean", mean), ("std", std)]);
+                }
+            }
+            ColumnCounts::Categorical { counts } => {
+                let Some(reference) = references.categories.get(column) else {
+                    return out;
+                };
+                let n: u64 = counts.values().sum();
+                if n == 0 {
+                    return out;
+                }
+                // The reference's categories, then one bucket for values it
+                // never saw (reference share 0, raised to PSI's epsilon).
+                let expected: Vec<f64> = reference.values().copied().collect();
+                let observed: Vec<u64> = reference
+                    .keys()
+                    .map(|value| counts.get(value).copied().unwrap_or(0))
+                    .collect();
+                let unseen = n - observed.iter().sum::<u64>();
+                let mut shares: Vec<f64> = observed.iter().map(|&c| c as f64 / n as f64).collect();
+                shares.push(unseen as f64 / n as f64);
+                let mut expected_shares = expected.clone();
+                expected_shares.push(0.0);
+                out.extend([
+                    ("chi_square", chi_square(&expected, &observed)),
+                    ("psi", psi(&expected_shares, &shares)),
+                    ("outside_share", unseen as f64 / n as f64),
+                    (
+                        "null_rate",
+                        counts.get("null").copied().unwrap_or(0) as f64 / n as f64,
+                    ),
+                ]);
+            }
+            ColumnCounts::Flags { flagged, scored } => {
+                if *scored > 0 {
+                    out.insert("flag_rate", *flagged as f64 / *scored as f64);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The reference a numeric column is counted against: the score's, or its
+/// feature's.
+pub fn numeric_reference<'r>(column: &str, references: &'r References) -> Option<&'r Reference> {
+    if column == super::SCORE {
+        references.score.as_ref()
+    } else {
+        references.features.get(column)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categorical_windows_count_unseen_values_apart() {
+        let references = References {
+            categories: BTreeMap::from([(
+                "channel".to_owned(),
+                BTreeMap::from([("pos".to_owned(), 0.75), ("web".to_owned(), 0.25)]),
+            )]),
+            ..References::default()
+        };
+        let same = ColumnCounts::Categorical {
+            counts: BTreeMap::from([("pos".to_owned(), 75), ("web".to_owned(), 25)]),
+        };
+        let m = same.measures("channel", &references);
+        assert!(m["chi_square"].abs() < 1e-12 && m["psi"].abs() < 1e-12);
+        let mut shifted = ColumnCounts::Categorical {
+            counts: BTreeMap::from([("pos".to_owned(), 50), ("app".to_owned(), 50)]),
+        };
+        let m = shifted.measures("channel", &references);
+        assert_eq!(m["outside_share"], 0.5);
+        assert!(m["psi"] > 1.0, "{m:?}");
+        shifted.merge(&same);
+        assert_eq!(shifted.events(), 200);
+    }
+}
