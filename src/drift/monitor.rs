@@ -12,6 +12,7 @@ use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
+use rustc_hash::FxHashMap;
 
 use super::alerts::{Alert, AlertState, Level};
 use super::reference::References;
@@ -220,7 +221,12 @@ impl DriftMonitor {
     ) -> Result<HashMap<Vec<u8>, ColumnCounts>, StateError> {
         let references = Arc::clone(&state.references);
         let columns = Columns::of(batch, &references, &self.settings.event_time);
-        let mut deltas: HashMap<(i64, i32, &str), ColumnCounts> = HashMap::new();
+        // Each row's (window, partition) group, found once per row; then each
+        // column is counted over the rows into its groups' counts (a batch
+        // spans a window or two, so there are few groups).
+        let mut groups: Vec<(i64, i32)> = Vec::new();
+        let mut group_of: FxHashMap<(i64, i32), usize> = FxHashMap::default();
+        let mut rows: Vec<(usize, &ScoredRow)> = Vec::with_capacity(batch.rows.len());
         let mut first_window = None;
         for row in batch.rows {
             let Some(time) = columns.time(row.decoded_row) else {
@@ -230,48 +236,66 @@ impl DriftMonitor {
             state.progress.saw(row.partition, time);
             state.first_seen.get_or_insert(time);
             first_window = Some(first_window.map_or(window, |f: i64| f.min(window)));
-            for (name, edges, values) in &columns.numeric {
-                let value = match *name {
-                    SCORE => Some(row.score),
-                    _ => values.as_ref().and_then(|v| {
-                        v.is_valid(row.feature_row)
-                            .then(|| v.value(row.feature_row))
-                    }),
-                };
-                let entry = deltas
-                    .entry((window, row.partition, name))
-                    .or_insert_with(|| ColumnCounts::Numeric(WindowCounts::new(edges.len() - 1)));
-                if let ColumnCounts::Numeric(counts) = entry {
-                    counts.add(value, edges);
+            let group = *group_of.entry((window, row.partition)).or_insert_with(|| {
+                groups.push((window, row.partition));
+                groups.len() - 1
+            });
+            rows.push((group, row));
+        }
+        let mut deltas: Vec<((i64, i32, &str), ColumnCounts)> = Vec::new();
+        let mut emit = |name, per_group: Vec<ColumnCounts>| {
+            for (g, counts) in per_group.into_iter().enumerate() {
+                if counts.events() > 0 {
+                    deltas.push(((groups[g].0, groups[g].1, name), counts));
                 }
             }
-            for (name, values) in &columns.categorical {
+        };
+        for (name, edges, values) in &columns.numeric {
+            let mut per_group = vec![WindowCounts::new(edges.len() - 1); groups.len()];
+            for &(group, row) in &rows {
+                let value = match values {
+                    None => Some(row.score),
+                    Some(v) => v
+                        .is_valid(row.feature_row)
+                        .then(|| v.value(row.feature_row)),
+                };
+                per_group[group].add(value, edges);
+            }
+            emit(
+                name,
+                per_group.into_iter().map(ColumnCounts::Numeric).collect(),
+            );
+        }
+        for (name, values) in &columns.categorical {
+            let mut per_group: Vec<BTreeMap<&str, u64>> = vec![BTreeMap::new(); groups.len()];
+            for &(group, row) in &rows {
                 let value = if values.is_valid(row.decoded_row) {
                     values.value(row.decoded_row)
                 } else {
                     "null"
                 };
-                let entry = deltas
-                    .entry((window, row.partition, name))
-                    .or_insert_with(|| ColumnCounts::Categorical {
-                        counts: BTreeMap::new(),
-                    });
-                if let ColumnCounts::Categorical { counts } = entry {
-                    *counts.entry(value.to_owned()).or_default() += 1;
-                }
+                *per_group[group].entry(value).or_default() += 1;
             }
-            let entry =
-                deltas
-                    .entry((window, row.partition, DECISION))
-                    .or_insert(ColumnCounts::Flags {
-                        flagged: 0,
-                        scored: 0,
-                    });
-            if let ColumnCounts::Flags { flagged, scored } = entry {
-                *flagged += u64::from(row.flagged);
-                *scored += 1;
-            }
+            let counts = per_group
+                .into_iter()
+                .map(|counts| ColumnCounts::Categorical {
+                    counts: counts.into_iter().map(|(v, n)| (v.to_owned(), n)).collect(),
+                })
+                .collect();
+            emit(name, counts);
         }
+        let mut decisions = vec![(0u64, 0u64); groups.len()];
+        for &(group, row) in &rows {
+            decisions[group].0 += u64::from(row.flagged);
+            decisions[group].1 += 1;
+        }
+        emit(
+            DECISION,
+            decisions
+                .into_iter()
+                .map(|(flagged, scored)| ColumnCounts::Flags { flagged, scored })
+                .collect(),
+        );
         // The first batch of a version starts judging at its first window.
         if state.progress.next_window.is_none() {
             state.progress.next_window = first_window;
@@ -280,15 +304,15 @@ impl DriftMonitor {
             self.expiry.advance(newest);
         }
         let keys: Vec<Vec<u8>> = deltas
-            .keys()
-            .map(|(window, partition, column)| {
+            .iter()
+            .map(|((window, partition, column), _)| {
                 counts_key(*window, batch.version, *partition, column)
             })
             .collect();
         let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
         let stored = checkpoint.get_many(Family::Drift, &key_refs)?;
         let mut updated = HashMap::with_capacity(keys.len());
-        for ((key, stored), delta) in keys.into_iter().zip(stored).zip(deltas.into_values()) {
+        for ((key, stored), (_, delta)) in keys.into_iter().zip(stored).zip(deltas) {
             let counts = match stored {
                 Some(bytes) => {
                     let mut counts: ColumnCounts = store::decode(&bytes)?;
