@@ -87,7 +87,9 @@ impl Stream {
         let template = batch
             .records
             .iter()
-            .map(|r| serde_json::from_slice(r.payload.as_deref().expect("a payload")).unwrap())
+            .map(|r| {
+                serde_json::from_slice(r.payload.as_deref().expect("a payload")).expect("JSON")
+            })
             .collect();
         Self {
             template,
@@ -107,7 +109,7 @@ impl Stream {
                 0,
                 i,
                 None,
-                Some(serde_json::to_vec(&event).unwrap()),
+                Some(serde_json::to_vec(&event).expect("serialises")),
             ));
             self.next += 1;
         }
