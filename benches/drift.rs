@@ -48,6 +48,7 @@ fn drift_settings() -> DriftSettings {
         lateness_ms: 60_000,
         idle_ms: 6 * 3_600_000,
         retention_ms: 30 * 86_400_000,
+        min_events: 300,
         alerts_topic: None,
         hysteresis: Hysteresis {
             raise_after: 3,

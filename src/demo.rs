@@ -126,6 +126,7 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
     ]
     .into_iter()
     .chain(pipeline.labels.as_ref().map(|l| l.topic.as_str()))
+    .chain(k.alerts_topic.as_deref())
     .collect();
     match &mock {
         Some(m) => {

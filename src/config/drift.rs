@@ -17,6 +17,8 @@ pub struct DriftSettings {
     /// windows back.
     pub idle_ms: i64,
     pub retention_ms: i64,
+    /// Windows with fewer scored events are counted but not judged.
+    pub min_events: u64,
     pub alerts_topic: Option<String>,
     pub hysteresis: Hysteresis,
     pub thresholds: ThresholdRules,
@@ -106,6 +108,7 @@ pub fn drift_settings(
         lateness_ms: ms("drift.lateness", &section.lateness)?,
         idle_ms: ms("drift.idle", &section.idle)?,
         retention_ms,
+        min_events: section.min_events,
         alerts_topic: section.alerts_topic,
         hysteresis: Hysteresis {
             raise_after: section.raise_after,

@@ -50,6 +50,9 @@ pub struct DriftSection {
     /// Windows older than this are dropped from the store.
     #[serde(default = "default_drift_retention")]
     pub retention: String,
+    /// Windows with fewer scored events are not judged.
+    #[serde(default = "default_min_events")]
+    pub min_events: u64,
     /// Where alerts go as JSON; without it they are logged and counted only.
     pub alerts_topic: Option<String>,
     /// Consecutive windows over a threshold before its level is raised.
@@ -82,6 +85,10 @@ fn default_drift_window() -> String {
 
 fn default_drift_lateness() -> String {
     "1m".into()
+}
+
+fn default_min_events() -> u64 {
+    300
 }
 
 fn default_drift_idle() -> String {

@@ -622,6 +622,43 @@ mod tests {
     }
 
     #[test]
+    fn bad_drift_settings_are_refused_with_their_key() {
+        let cases = [
+            ("window = \"1d\"", "window = \"0s\"", "`drift.window`"),
+            (
+                "psi = { suspected = 0.1, detected = 0.25 }",
+                "pis = { suspected = 0.1 }",
+                "`pis` is not a drift metric",
+            ),
+            (
+                "psi = { suspected = 0.1, detected = 0.25 }",
+                "psi = { suspected = 0.3, detected = 0.25 }",
+                "suspected (0.3) is above detected (0.25)",
+            ),
+            (
+                "alerts_topic = \"drift-alerts\"",
+                "alerts_topic = \"scores\"",
+                "`drift.alerts_topic`",
+            ),
+            (
+                "event_time = \"event_time\"\n# A day",
+                "event_time = \"amount\"\n# A day",
+                "`drift.event_time`",
+            ),
+            ("raise_after = 3", "raise_after = 0", "`drift.raise_after`"),
+        ];
+        for (from, to, needle) in cases {
+            let err = load_variant(|t| {
+                assert!(t.contains(from), "the example no longer has {from:?}");
+                t.replacen(from, to, 1)
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(needle), "{to:?}: {err}");
+        }
+    }
+
+    #[test]
     fn out_of_range_values_are_refused_by_key() {
         let cases = [
             ("max_rows = 2000", "max_rows = 0", "`batch.max_rows`"),

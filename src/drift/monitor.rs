@@ -377,38 +377,28 @@ impl DriftMonitor {
     ) -> Result<(), StateError> {
         let references = Arc::clone(&state.references);
         let partitions = state.progress.partitions();
-        let mut events = 0;
+        let merged = |column: &str| {
+            merged_counts(
+                checkpoint,
+                updated,
+                window,
+                batch.version,
+                &partitions,
+                column,
+            )
+        };
+        let events = merged(DECISION)?.map_or(0, |c| c.events());
+        if events < self.settings.min_events {
+            // Too few events for the statistics to mean anything (PSI over
+            // ten bins is about 9 / n by chance alone): counted, reported,
+            // not judged.
+            tracing::debug!(window, events, "drift window too small to judge");
+            return Ok(());
+        }
         for column in monitored(&references) {
-            let keys: Vec<Vec<u8>> = partitions
-                .iter()
-                .map(|&p| counts_key(window, batch.version, p, column))
-                .collect();
-            let unread: Vec<&[u8]> = keys
-                .iter()
-                .filter(|k| !updated.contains_key(*k))
-                .map(Vec::as_slice)
-                .collect();
-            let mut merged: Option<ColumnCounts> = None;
-            let read = checkpoint.get_many(Family::Drift, &unread)?;
-            let mut parts: Vec<ColumnCounts> = keys
-                .iter()
-                .filter_map(|k| updated.get(k).cloned())
-                .collect();
-            for bytes in read.into_iter().flatten() {
-                parts.push(store::decode(&bytes)?);
-            }
-            for part in parts {
-                match &mut merged {
-                    Some(m) => m.merge(&part),
-                    None => merged = Some(part),
-                }
-            }
-            let Some(merged) = merged else {
+            let Some(merged) = merged(column)? else {
                 continue;
             };
-            if column == DECISION {
-                events = merged.events();
-            }
             for (metric, value) in merged.measures(column, &references) {
                 metrics::gauge!(names::DRIFT_VALUE, "feature" => column.to_owned(), "metric" => metric)
                     .set(value);
@@ -512,6 +502,46 @@ impl DriftMonitor {
             .increment(1);
         alert
     }
+}
+
+/// One column's counts in `window`, merged over `partitions`: this batch's
+/// new values where it changed them, the checkpoint's otherwise.
+fn merged_counts(
+    checkpoint: &Checkpoint,
+    updated: &HashMap<Vec<u8>, ColumnCounts>,
+    window: i64,
+    version: &str,
+    partitions: &[i32],
+    column: &str,
+) -> Result<Option<ColumnCounts>, StateError> {
+    let keys: Vec<Vec<u8>> = partitions
+        .iter()
+        .map(|&p| counts_key(window, version, p, column))
+        .collect();
+    let unread: Vec<&[u8]> = keys
+        .iter()
+        .filter(|k| !updated.contains_key(*k))
+        .map(Vec::as_slice)
+        .collect();
+    let mut parts: Vec<ColumnCounts> = keys
+        .iter()
+        .filter_map(|k| updated.get(k).cloned())
+        .collect();
+    for bytes in checkpoint
+        .get_many(Family::Drift, &unread)?
+        .into_iter()
+        .flatten()
+    {
+        parts.push(store::decode(&bytes)?);
+    }
+    let mut parts = parts.into_iter();
+    let Some(mut merged) = parts.next() else {
+        return Ok(None);
+    };
+    for part in parts {
+        merged.merge(&part);
+    }
+    Ok(Some(merged))
 }
 
 /// The columns monitored for a reference: the model's features, the score,

@@ -95,6 +95,12 @@ pub fn run(command: &DriftCommand) -> anyhow::Result<String> {
     let (from, to) = (time_arg(&args.from)?, time_arg(&args.to)?);
     let mut stored = Stored::default();
     for path in &stores {
+        if !path.join("CURRENT").exists() {
+            bail!(
+                "no state store at {}: has `streamscore run` run with this pipeline (or pass --state)?",
+                path.display()
+            );
+        }
         let store = RocksStore::open_read_only(path)?;
         stored.merge(read_all(&store, from, to)?);
     }

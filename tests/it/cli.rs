@@ -182,6 +182,41 @@ fn bad_sql_and_bad_bundles_stop_the_start_with_a_clear_message() {
     }
 }
 
+/// Drift settings the model cannot meet stop the start, saying why: a
+/// feature the model lacks, a `sigmas` threshold without the reference's
+/// chunk statistics (the committed bundle predates them).
+#[test]
+fn drift_settings_the_model_cannot_meet_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = std::fs::read_to_string(repo_path("pipelines/fraud.sql")).unwrap();
+    let pipeline = pipeline_variant(dir.path(), &sql, &repo_path("pipelines/models/fraud-lr"));
+    let base = std::fs::read_to_string(&pipeline).unwrap();
+    let cases = [
+        (
+            "[drift.features.no_such_feature]\npsi = { detected = 0.5 }\n",
+            "`drift.features.no_such_feature` names no monitored column",
+        ),
+        (
+            "[drift.thresholds]\nks = { detected = { sigmas = 3 } }\n",
+            "no chunk statistics",
+        ),
+    ];
+    for (section, needle) in cases {
+        std::fs::write(
+            &pipeline,
+            format!("{base}\n[drift]\nevent_time = \"event_time\"\n{section}"),
+        )
+        .unwrap();
+        let out = streamscore(&["run", "--pipeline", pipeline.to_str().unwrap()]);
+        assert!(!out.status.success(), "{section} started");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("drift monitoring cannot start") && err.contains(needle),
+            "{section}: {err}"
+        );
+    }
+}
+
 /// Pins a bug: a bad SQL file printed DataFusion's message four times, once
 /// per level of the error chain that both showed and returned its cause.
 #[test]

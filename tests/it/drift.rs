@@ -311,6 +311,35 @@ async fn drift_alerts_once_after_the_hysteresis_and_counts_each_event_once_acros
         })
         .collect();
     assert_eq!(counted, expected);
+    // The table and the page say the same.
+    let html = dir.path().join("drift.html");
+    let table = streamscore(
+        dir.path(),
+        &[
+            "drift",
+            "report",
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+            "--feature",
+            "amount",
+            "--html",
+            html.to_str().unwrap(),
+        ],
+    );
+    assert!(table.contains("2 alert(s)"), "{table}");
+    assert!(table.contains("detected  amount psi ="), "{table}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("<svg")
+            && page.contains("amount: psi per window")
+            && page.contains(">detected<"),
+        "the page lacks its charts or alerts"
+    );
+    assert!(
+        !page.contains("<script") && !page.contains("src=\"http") && !page.contains("href=\"http"),
+        "the page fetches something"
+    );
+
     let restarted = log_of(dir.path(), "second");
     assert!(
         restarted.contains("state opened") && restarted.contains("partitions=0@"),
