@@ -97,6 +97,21 @@ fn simulate_then_train_writes_a_bundle_that_serves() {
         "the label leaked into the features"
     );
     assert!(features.contains(&"log_amount"));
+    // Drift monitoring's references, with each metric's spread over the
+    // training data's own chunks (for `sigmas` thresholds).
+    let reference = bundle.manifest.reference.as_ref().unwrap();
+    assert_eq!(
+        reference["features"]["log_amount"]["edges"]
+            .as_array()
+            .unwrap()
+            .len(),
+        11
+    );
+    let psi = &reference["chunks"]["log_amount"]["psi"];
+    assert!(
+        psi["mean"].as_f64().unwrap() < 0.05 && psi["std"].as_f64().unwrap() >= 0.0,
+        "{psi}"
+    );
 }
 
 /// A pipeline file in `dir` that differs from the example in `edit`, with
