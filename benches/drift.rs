@@ -12,7 +12,7 @@
 //!
 //! `cargo bench --bench drift`.
 
-// Only the simulated batch is used here.
+// The replayer is not used here.
 #[allow(dead_code)]
 mod common;
 
@@ -25,12 +25,11 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use streamscore::batch::Batch;
-use streamscore::config::{DriftSettings, Pipeline};
+use streamscore::config::DriftSettings;
 use streamscore::drift::alerts::{Hysteresis, Limit, ThresholdRules};
 use streamscore::drift::reference::References;
 use streamscore::drift::stats::{Reference, WindowCounts, ks, psi};
 use streamscore::drift::{DriftMonitor, Observation, ScoredRow};
-use streamscore::engine::Engine;
 use streamscore::state::{Checkpoint, Family, RocksStore};
 
 const ROWS: usize = 10_000;
@@ -57,21 +56,6 @@ fn drift_settings() -> DriftSettings {
         },
         thresholds,
     }
-}
-
-fn engine(runtime: &tokio::runtime::Runtime, drift: bool) -> (Engine, tempfile::TempDir) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut pipeline =
-        Pipeline::load(&root.join("pipelines/fraud.toml"), None).expect("example pipeline");
-    let state = tempfile::tempdir().expect("a state directory");
-    pipeline
-        .use_state_dir(state.path().to_owned())
-        .expect("the example pipeline keeps state");
-    pipeline.drift = drift.then(drift_settings);
-    let engine = runtime
-        .block_on(Engine::for_pipeline(&pipeline))
-        .expect("the engine starts");
-    (engine, state)
 }
 
 /// The simulated batch again and again, under new offsets and event times
@@ -119,14 +103,13 @@ impl Stream {
 }
 
 fn batch_path(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a runtime starts");
     let mut group = c.benchmark_group("drift_batch_path");
     group.throughput(Throughput::Elements(ROWS as u64));
     group.sample_size(30);
     for drift in [false, true] {
-        let (engine, _state) = engine(&runtime, drift);
+        // The example pipeline has a [drift]; the baseline goes without.
+        let (runtime, engine, _state) =
+            common::example_engine_with(|p| p.drift = drift.then(drift_settings));
         let mut stream = Stream::new();
         let name = if drift { "with_drift" } else { "without" };
         group.bench_function(BenchmarkId::from_parameter(name), |b| {

@@ -8,6 +8,22 @@ use plotters::prelude::*;
 /// A chart's default size in pixels.
 pub const SIZE: (u32, u32) = (560, 360);
 
+/// The series' legend, boxed on a light background.
+pub fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+}
+
+/// A bar series' key in the legend: a small filled box.
+pub fn bar_key(color: RGBAColor) -> impl Fn((i32, i32)) -> Rectangle<(i32, i32)> {
+    move |(x, y)| Rectangle::new([(x, y - 4), (x + 12, y + 4)], color.filled())
+}
+
 /// An SVG of `size`, drawn by `draw` on a white area; or, if plotters
 /// fails, a line saying which chart and why.
 pub fn svg_chart(

@@ -59,6 +59,13 @@ impl Replayer {
 /// state (RocksDB) in a temporary directory that lives as long as the
 /// engine is used.
 pub fn example_engine() -> (tokio::runtime::Runtime, Engine, tempfile::TempDir) {
+    example_engine_with(|_| {})
+}
+
+/// [`example_engine`] with the pipeline changed by `edit` first.
+pub fn example_engine_with(
+    edit: impl FnOnce(&mut Pipeline),
+) -> (tokio::runtime::Runtime, Engine, tempfile::TempDir) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime starts");
@@ -69,6 +76,7 @@ pub fn example_engine() -> (tokio::runtime::Runtime, Engine, tempfile::TempDir) 
     pipeline
         .use_state_dir(state.path().to_owned())
         .expect("the example pipeline keeps state");
+    edit(&mut pipeline);
     let engine = runtime
         .block_on(Engine::for_pipeline(&pipeline))
         .expect("the engine starts");

@@ -59,14 +59,7 @@ pub fn chunk_spreads(
         let Some(d) = drift(reference, &counts) else {
             continue;
         };
-        for (metric, value) in [
-            ("psi", d.psi),
-            ("ks", d.ks),
-            ("jensen_shannon", d.jensen_shannon),
-            ("wasserstein", d.wasserstein),
-            ("null_rate", d.null_rate),
-            ("outside_share", d.outside_share),
-        ] {
+        for (metric, value) in d.named() {
             per_metric.entry(metric).or_default().push(value);
         }
     }

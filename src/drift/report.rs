@@ -16,7 +16,7 @@ use super::alerts::Alert;
 use super::reference::References;
 use super::store::{Stored, read_all};
 use super::window::{ColumnCounts, numeric_reference};
-use crate::charts::{SIZE, escape, svg_chart};
+use crate::charts::{SIZE, bar_key, escape, legend, svg_chart};
 use crate::config::Pipeline;
 use crate::state::RocksStore;
 
@@ -178,18 +178,6 @@ fn build(stored: Stored, only: &[String]) -> DriftReport {
     }
 }
 
-/// The measures shown as table columns, in order.
-const SHOWN: [&str; 8] = [
-    "psi",
-    "ks",
-    "jensen_shannon",
-    "wasserstein",
-    "null_rate",
-    "outside_share",
-    "chi_square",
-    "flag_rate",
-];
-
 fn table(report: &DriftReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -215,7 +203,8 @@ fn table(report: &DriftReport) -> String {
                 "{:<20} {:<22} {:<26} {:>8}",
                 window.start, window.model_version, column, c.events
             );
-            for metric in SHOWN {
+            // The metrics, in the order of the header.
+            for metric in super::alerts::METRICS {
                 let width = if metric == "chi_square" { 9 } else { 8 };
                 match c.measures.get(metric) {
                     Some(v) => {
@@ -377,15 +366,9 @@ fn distribution_chart(report: &DriftReport, column: &str) -> Option<String> {
                     Rectangle::new([(x, 0.0), (x + 0.4, h)], color.filled())
                 }))?
                 .label(name)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 4), (x + 12, y + 4)], color.filled())
-                });
+                .legend(bar_key(color));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart)?;
         Ok(())
     }))
 }
@@ -445,11 +428,7 @@ fn metric_chart(
                 .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart)?;
         Ok(())
     })
 }

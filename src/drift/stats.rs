@@ -143,6 +143,20 @@ pub struct Drift {
     pub outside_share: f64,
 }
 
+impl Drift {
+    /// Each statistic under its metric name (the names thresholds use).
+    pub fn named(&self) -> [(&'static str, f64); 6] {
+        [
+            ("psi", self.psi),
+            ("ks", self.ks),
+            ("jensen_shannon", self.jensen_shannon),
+            ("wasserstein", self.wasserstein),
+            ("null_rate", self.null_rate),
+            ("outside_share", self.outside_share),
+        ]
+    }
+}
+
 /// `None` while the window has no values.
 pub fn drift(reference: &Reference, window: &WindowCounts) -> Option<Drift> {
     let values = window.values();

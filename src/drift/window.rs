@@ -66,14 +66,7 @@ impl ColumnCounts {
                     return out;
                 };
                 if let Some(d) = drift(reference, counts) {
-                    out.extend([
-                        ("psi", d.psi),
-                        ("ks", d.ks),
-                        ("jensen_shannon", d.jensen_shannon),
-                        ("wasserstein", d.wasserstein),
-                        ("null_rate", d.null_rate),
-                        ("outside_share", d.outside_share),
-                    ]);
+                    out.extend(d.named());
                 }
                 if let Some((mean, std)) = counts.mean_and_std() {
                     out.extend([("mean", mean), ("std", std)]);

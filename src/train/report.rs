@@ -9,7 +9,7 @@ use std::fmt::Write;
 use plotters::prelude::*;
 
 use super::build::TrainReport;
-use crate::charts::{SIZE, escape, svg_chart};
+use crate::charts::{SIZE, bar_key, escape, legend, svg_chart};
 use crate::model::Model;
 
 /// The page for a training run.
@@ -209,11 +209,7 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> S
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart)?;
         Ok(())
     })
 }
@@ -266,15 +262,9 @@ fn histogram(scores: &[f64], labels: &[bool]) -> String {
                     Rectangle::new([(x, 0.0), (x + width / 2.0, h)], color.filled())
                 }))?
                 .label(name)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 4), (x + 12, y + 4)], color.filled())
-                });
+                .legend(bar_key(color));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart)?;
         Ok(())
     })
 }
