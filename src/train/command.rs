@@ -351,6 +351,8 @@ pub async fn optimize(args: &OptimizeArgs) -> Result<String, TrainCommandError> 
         Variant::MaxDepth(6),
         Variant::MinLeaf(20.0),
         Variant::MinLeaf(50.0),
+        Variant::CostComplexity(0.0005),
+        Variant::CostComplexity(0.002),
     ];
     let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.4}"));
     let delta = |v: Option<f64>, base: Option<f64>| match (v, base) {
@@ -373,6 +375,11 @@ pub async fn optimize(args: &OptimizeArgs) -> Result<String, TrainCommandError> 
     let mut base = None;
     for variant in variants {
         let Some(made) = variant_of(&bundle, variant) else {
+            if matches!(bundle.model, crate::model::Model::Trees { .. }) {
+                // A variant that does not apply to these trees (cost
+                // complexity needs leaves holding class frequencies).
+                continue;
+            }
             return Err(TrainCommandError::Usage(format!(
                 "`models optimize` prunes and quantises trees and forests; {} is a {}",
                 args.bundle.display(),

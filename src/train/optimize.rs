@@ -4,14 +4,17 @@
 //! user keeps the variant they want (`--out-dir` writes them all).
 //!
 //! Pruning turns a split into a leaf holding its expected value (the fraud
-//! frequency of the training rows under it): by depth, or where a child
-//! holds fewer training rows than a minimum. Quantising is not here yet: a
+//! frequency of the training rows under it): by depth, where a child holds
+//! fewer training rows than a minimum, or by cost complexity (Breiman's
+//! minimal cost-complexity pruning, as scikit-learn's `ccp_alpha`): the
+//! subtree minimising its leaves' weighted Gini impurity plus `alpha` per
+//! leaf. Quantising is not here yet: a
 //! JSON payload prints an f32 value in as many digits as an f64, so it
 //! needs a compact binary payload first.
 
 use std::time::Instant;
 
-use crate::model::trees::{Ensemble, LEAF, Tree};
+use crate::model::trees::{Ensemble, LEAF, Link, Tree};
 use crate::model::{Bundle, BundleError, BundleParts, Explain, Model};
 
 /// One way to shrink a model.
@@ -20,6 +23,9 @@ pub enum Variant {
     Original,
     MaxDepth(usize),
     MinLeaf(f64),
+    /// Minimal cost-complexity pruning with this `alpha`; for trees whose
+    /// leaves hold class frequencies (trees and forests trained here).
+    CostComplexity(f64),
 }
 
 impl Variant {
@@ -28,6 +34,7 @@ impl Variant {
             Variant::Original => "original".into(),
             Variant::MaxDepth(d) => format!("depth-{d}"),
             Variant::MinLeaf(m) => format!("min-leaf-{m}"),
+            Variant::CostComplexity(a) => format!("ccp-{a}"),
         }
     }
 
@@ -39,8 +46,47 @@ impl Variant {
                 tree.cover[tree.left[node] as usize] >= min
                     && tree.cover[tree.right[node] as usize] >= min
             }),
+            Variant::CostComplexity(alpha) => {
+                let mut keep = vec![false; tree.feature.len()];
+                cheapest_subtree(
+                    tree,
+                    0,
+                    alpha,
+                    tree.cover[0].max(f64::MIN_POSITIVE),
+                    &mut keep,
+                );
+                rebuild(tree, |node, _| keep[node])
+            }
         }
     }
+
+    /// Whether the variant applies to an ensemble with this link.
+    fn applies_to(self, link: Link) -> bool {
+        !matches!(self, Variant::CostComplexity(_)) || link == Link::MeanProbability
+    }
+}
+
+/// The cost of node `node` as a leaf: its share of the training weight
+/// times its Gini impurity (its value is the class frequency under it).
+fn leaf_cost(tree: &Tree, node: usize, total: f64) -> f64 {
+    let p = tree.value[node];
+    tree.cover[node] / total * 2.0 * p * (1.0 - p)
+}
+
+/// The least cost (leaves' costs plus `alpha` per leaf) of the subtree under
+/// `node`, marking in `keep` the splits that the cheapest subtree keeps:
+/// a split is kept only where its children's cheapest subtrees cost less
+/// than the node as one leaf. Bottom-up, this finds the subtree that
+/// Breiman's weakest-link pruning reaches for `alpha`.
+fn cheapest_subtree(tree: &Tree, node: usize, alpha: f64, total: f64, keep: &mut [bool]) -> f64 {
+    let as_leaf = leaf_cost(tree, node, total) + alpha;
+    if tree.is_leaf(node) {
+        return as_leaf;
+    }
+    let split = cheapest_subtree(tree, tree.left[node] as usize, alpha, total, keep)
+        + cheapest_subtree(tree, tree.right[node] as usize, alpha, total, keep);
+    keep[node] = split < as_leaf;
+    split.min(as_leaf)
 }
 
 /// A copy of `tree` where a split is kept only where `keep(node, depth)`;
@@ -79,6 +125,9 @@ pub fn variant_of(bundle: &Bundle, variant: Variant) -> Option<Result<Bundle, Bu
     let Model::Trees { kind, ensemble } = &bundle.model else {
         return None;
     };
+    if !variant.applies_to(ensemble.link) {
+        return None;
+    }
     let pruned = Ensemble::new(
         ensemble.trees.iter().map(|t| variant.apply(t)).collect(),
         ensemble.split,
@@ -146,6 +195,29 @@ mod tests {
         assert_eq!(pruned.value[2], 0.9);
         let root_only = Variant::MaxDepth(0).apply(&tree);
         assert_eq!(root_only.feature, vec![LEAF]);
+    }
+
+    #[test]
+    fn cost_complexity_prunes_the_splits_that_buy_least_impurity() {
+        let tree = stump();
+        // alpha 0 keeps every split that lowers the impurity at all.
+        let none = Variant::CostComplexity(0.0).apply(&tree);
+        let weakest = (0..tree.feature.len())
+            .filter(|&n| !tree.is_leaf(n))
+            .map(|n| {
+                let total = tree.cover[0];
+                let (l, r) = (tree.left[n] as usize, tree.right[n] as usize);
+                leaf_cost(&tree, n, total) - leaf_cost(&tree, l, total) - leaf_cost(&tree, r, total)
+            })
+            .fold(f64::INFINITY, f64::min);
+        assert!(weakest > 0.0);
+        assert_eq!(none, tree);
+        // Just above the weakest split's gain, that split goes (and only
+        // it, when the others gain more); a huge alpha leaves the root.
+        let pruned = Variant::CostComplexity(weakest * 1.0001).apply(&tree);
+        assert!(pruned.feature.len() < tree.feature.len(), "{pruned:?}");
+        let root = Variant::CostComplexity(1e9).apply(&tree);
+        assert_eq!(root.feature, vec![LEAF]);
     }
 
     #[test]

@@ -315,12 +315,18 @@ fn optimize_measures_and_writes_pruned_variants() {
         "{stdout}"
     );
     assert!(bytes("min-leaf-50") < bytes("min-leaf-20"), "{stdout}");
+    assert!(
+        bytes("ccp-0.002") < bytes("ccp-0.0005") && bytes("ccp-0.0005") < bytes("original"),
+        "{stdout}"
+    );
     for variant in [
         "original",
         "depth-4",
         "depth-6",
         "min-leaf-20",
         "min-leaf-50",
+        "ccp-0.0005",
+        "ccp-0.002",
     ] {
         let bundle = Bundle::load(&dir.path().join(variant)).unwrap();
         assert!(bundle.version().starts_with("2026-11-30.1"), "{variant}");
