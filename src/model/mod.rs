@@ -12,6 +12,7 @@ pub mod follow;
 pub mod import;
 mod logistic;
 pub mod manifest;
+pub mod quantised;
 pub mod registry;
 pub mod slot;
 pub mod trees;

@@ -11,6 +11,8 @@
 use ndarray::{Array1, ArrayView2, CowArray};
 use serde::{Deserialize, Serialize};
 
+use super::quantised::{self, Quantised};
+
 use super::treeshap::add_shap_values;
 use super::{Explain, ModelOutput, top_reasons};
 
@@ -69,6 +71,10 @@ pub struct Ensemble {
     /// the other branch).
     #[serde(default)]
     pub single_precision: bool,
+    /// Set when the numbers are quantised: the payload is then compact
+    /// (`quantised.rs`); the plain payload never carries it.
+    #[serde(skip)]
+    pub quantised: Option<Quantised>,
     /// The trees as scoring walks them, packed once, on first use.
     #[serde(skip)]
     packed: PackedCache,
@@ -240,12 +246,24 @@ impl Ensemble {
             split,
             link,
             single_precision,
+            quantised: None,
             packed: PackedCache::default(),
         }
     }
 
+    /// Marks the ensemble's numbers as quantised, which its payload then
+    /// keeps.
+    pub fn with_quantised(mut self, how: Quantised) -> Self {
+        self.quantised = Some(how);
+        self
+    }
+
     pub fn from_payload(bytes: &[u8], features: usize) -> Result<Self, String> {
-        let ensemble: Ensemble = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let ensemble = if bytes.starts_with(quantised::COMPACT_MARK) {
+            quantised::from_compact(bytes)?
+        } else {
+            serde_json::from_slice(bytes).map_err(|e| e.to_string())?
+        };
         ensemble.validate(features)?;
         Ok(ensemble)
     }
@@ -264,7 +282,10 @@ impl Ensemble {
     }
 
     pub fn to_payload(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("an ensemble serialises")
+        match &self.quantised {
+            None => serde_json::to_vec(self).expect("an ensemble serialises"),
+            Some(how) => quantised::to_compact(self, how),
+        }
     }
 
     /// Scores rows (rows x features); rows `explain` wants get their

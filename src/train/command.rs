@@ -340,6 +340,7 @@ pub struct OptimizeArgs {
 /// `streamscore models optimize`: every variant's size, speed and metrics.
 pub async fn optimize(args: &OptimizeArgs) -> Result<String, TrainCommandError> {
     use super::optimize::{Variant, bundle_size, ns_per_row, variant_of};
+    use crate::model::quantised::Precision;
     let bundle = Bundle::load(&args.bundle)?;
     let (_, set) = args.input.prepare().await?;
     let names: Vec<String> = bundle.manifest.feature_names().map(str::to_owned).collect();
@@ -353,6 +354,9 @@ pub async fn optimize(args: &OptimizeArgs) -> Result<String, TrainCommandError> 
         Variant::MinLeaf(50.0),
         Variant::CostComplexity(0.0005),
         Variant::CostComplexity(0.002),
+        Variant::Quantise(Precision::F32),
+        Variant::Quantise(Precision::Codes(16)),
+        Variant::Quantise(Precision::Codes(8)),
     ];
     let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.4}"));
     let delta = |v: Option<f64>, base: Option<f64>| match (v, base) {

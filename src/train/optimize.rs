@@ -8,12 +8,12 @@
 //! fewer training rows than a minimum, or by cost complexity (Breiman's
 //! minimal cost-complexity pruning, as scikit-learn's `ccp_alpha`): the
 //! subtree minimising its leaves' weighted Gini impurity plus `alpha` per
-//! leaf. Quantising is not here yet: a
-//! JSON payload prints an f32 value in as many digits as an f64, so it
-//! needs a compact binary payload first.
+//! leaf. Quantising keeps every number at f32, or as 16- or 8-bit codes,
+//! in a compact payload (`model/quantised.rs`).
 
 use std::time::Instant;
 
+use crate::model::quantised::{Precision, quantise};
 use crate::model::trees::{Ensemble, LEAF, Link, Tree};
 use crate::model::{Bundle, BundleError, BundleParts, Explain, Model};
 
@@ -26,6 +26,8 @@ pub enum Variant {
     /// Minimal cost-complexity pruning with this `alpha`; for trees whose
     /// leaves hold class frequencies (trees and forests trained here).
     CostComplexity(f64),
+    /// Every number at a lower precision, in a compact payload.
+    Quantise(Precision),
 }
 
 impl Variant {
@@ -35,12 +37,15 @@ impl Variant {
             Variant::MaxDepth(d) => format!("depth-{d}"),
             Variant::MinLeaf(m) => format!("min-leaf-{m}"),
             Variant::CostComplexity(a) => format!("ccp-{a}"),
+            Variant::Quantise(p) => format!("quant-{}", p.label()),
         }
     }
 
+    /// The variant of one tree (quantising is done on the whole ensemble,
+    /// whose codebooks the trees share).
     fn apply(self, tree: &Tree) -> Tree {
         match self {
-            Variant::Original => tree.clone(),
+            Variant::Original | Variant::Quantise(_) => tree.clone(),
             Variant::MaxDepth(max) => rebuild(tree, |_, depth| depth < max),
             Variant::MinLeaf(min) => rebuild(tree, |node, _| {
                 tree.cover[tree.left[node] as usize] >= min
@@ -134,6 +139,10 @@ pub fn variant_of(bundle: &Bundle, variant: Variant) -> Option<Result<Bundle, Bu
         ensemble.link,
         ensemble.single_precision,
     );
+    let pruned = match variant {
+        Variant::Quantise(precision) => quantise(&pruned, precision),
+        _ => pruned,
+    };
     let m = &bundle.manifest;
     let mut provenance = m.provenance.clone();
     provenance.insert("optimized".into(), variant.label());

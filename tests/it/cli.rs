@@ -319,6 +319,12 @@ fn optimize_measures_and_writes_pruned_variants() {
         bytes("ccp-0.002") < bytes("ccp-0.0005") && bytes("ccp-0.0005") < bytes("original"),
         "{stdout}"
     );
+    assert!(
+        bytes("quant-u8") < bytes("quant-u16")
+            && bytes("quant-u16") < bytes("quant-f32")
+            && bytes("quant-f32") < bytes("original"),
+        "{stdout}"
+    );
     for variant in [
         "original",
         "depth-4",
@@ -327,6 +333,9 @@ fn optimize_measures_and_writes_pruned_variants() {
         "min-leaf-50",
         "ccp-0.0005",
         "ccp-0.002",
+        "quant-f32",
+        "quant-u16",
+        "quant-u8",
     ] {
         let bundle = Bundle::load(&dir.path().join(variant)).unwrap();
         assert!(bundle.version().starts_with("2026-11-30.1"), "{variant}");
