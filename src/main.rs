@@ -132,7 +132,8 @@ enum ModelsCommand {
     Optimize(streamscore::train::command::OptimizeArgs),
     /// Wrap a model trained elsewhere into a bundle.
     Import {
-        /// xgboost (JSON from save_model) or lightgbm (text from save_model).
+        /// xgboost (JSON from save_model), lightgbm (text from save_model) or
+        /// onnx (one float input of rows x features, probabilities out).
         #[arg(long)]
         kind: String,
         #[arg(long)]
@@ -301,7 +302,8 @@ async fn models(command: ModelsCommand) -> anyhow::Result<String> {
             let kind = match kind.as_str() {
                 "xgboost" => streamscore::model::ModelKind::Xgboost,
                 "lightgbm" => streamscore::model::ModelKind::Lightgbm,
-                other => bail!("--kind is xgboost or lightgbm, not `{other}`"),
+                "onnx" => streamscore::model::ModelKind::Onnx,
+                other => bail!("--kind is xgboost, lightgbm or onnx, not `{other}`"),
             };
             let mut bundle = commands::import(&commands::Import {
                 kind,

@@ -27,6 +27,8 @@ pub enum ModelKind {
     Xgboost,
     /// Imported gradient-boosted trees: LightGBM text, binary objective.
     Lightgbm,
+    /// Any other imported model, as ONNX (run by tract).
+    Onnx,
 }
 
 impl ModelKind {
@@ -37,6 +39,7 @@ impl ModelKind {
             ModelKind::Forest => "forest",
             ModelKind::Xgboost => "xgboost",
             ModelKind::Lightgbm => "lightgbm",
+            ModelKind::Onnx => "onnx",
         }
     }
 }

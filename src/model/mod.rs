@@ -35,12 +35,14 @@ pub const PAYLOAD_FILES: &[&str] = &[
     trees::PAYLOAD_FILE,
     import::xgboost::PAYLOAD_FILE,
     import::lightgbm::PAYLOAD_FILE,
+    import::onnx::PAYLOAD_FILE,
 ];
 
 /// The payload file an imported kind keeps its original model in.
 fn imported_file(kind: ModelKind) -> &'static str {
     match kind {
         ModelKind::Lightgbm => import::lightgbm::PAYLOAD_FILE,
+        ModelKind::Onnx => import::onnx::PAYLOAD_FILE,
         _ => import::xgboost::PAYLOAD_FILE,
     }
 }
@@ -63,6 +65,12 @@ pub enum Model {
         kind: ModelKind,
         file: Vec<u8>,
         ensemble: trees::Ensemble,
+    },
+    /// Any other model, as ONNX: its file, kept as the payload, planned by
+    /// tract. It gives no reasons.
+    Onnx {
+        file: Vec<u8>,
+        model: std::sync::Arc<import::onnx::OnnxModel>,
     },
 }
 
@@ -105,6 +113,7 @@ impl Model {
         match self {
             Model::Logistic(_) => ModelKind::Logistic,
             Model::Trees { kind, .. } | Model::Imported { kind, .. } => *kind,
+            Model::Onnx { .. } => ModelKind::Onnx,
         }
     }
 
@@ -114,6 +123,7 @@ impl Model {
             Model::Logistic(m) => vec![(logistic::PAYLOAD_FILE, m.to_payload())],
             Model::Trees { ensemble, .. } => vec![(trees::PAYLOAD_FILE, ensemble.to_payload())],
             Model::Imported { kind, file, .. } => vec![(imported_file(*kind), file.clone())],
+            Model::Onnx { file, .. } => vec![(import::onnx::PAYLOAD_FILE, file.clone())],
         }
     }
 
@@ -136,7 +146,7 @@ impl Model {
                     .map(Model::Logistic)
                     .map_err(|message| (name.to_owned(), message))
             }
-            ModelKind::Xgboost | ModelKind::Lightgbm => {
+            ModelKind::Xgboost | ModelKind::Lightgbm | ModelKind::Onnx => {
                 let name = imported_file(kind);
                 let bytes = file(name)?;
                 Self::import(kind, bytes.clone(), features).map_err(|m| (name.to_owned(), m))
@@ -158,6 +168,10 @@ impl Model {
             Model::Trees { ensemble, .. } | Model::Imported { ensemble, .. } => {
                 ensemble.score(x, explain)
             }
+            Model::Onnx { model, .. } => ModelOutput {
+                probability: model.probabilities(x),
+                reasons: vec![[None; REASON_COUNT]; x.nrows()],
+            },
         }
     }
 
@@ -178,6 +192,13 @@ impl Model {
         let ensemble = match kind {
             ModelKind::Xgboost => import::xgboost::parse(&file, features)?,
             ModelKind::Lightgbm => import::lightgbm::parse(&file, features)?,
+            ModelKind::Onnx => {
+                let model = import::onnx::OnnxModel::parse(&file, features)?;
+                return Ok(Model::Onnx {
+                    file,
+                    model: std::sync::Arc::new(model),
+                });
+            }
             other => return Err(format!("`{}` models are not imported", other.as_str())),
         };
         Ok(Model::Imported {

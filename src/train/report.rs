@@ -161,7 +161,7 @@ impl Curves {
 
 /// Feature importance: |coefficient| on the standardised scale for a
 /// logistic regression; for trees, the training cover of the splits on
-/// each feature.
+/// each feature; none for an ONNX model.
 fn importance(report: &TrainReport) -> Vec<(String, f64)> {
     let bundle = &report.bundle;
     let k = bundle.manifest.features.len();
@@ -170,6 +170,8 @@ fn importance(report: &TrainReport) -> Vec<(String, f64)> {
         Model::Trees { ensemble, .. } | Model::Imported { ensemble, .. } => {
             ensemble.split_counts(k)
         }
+        // An ONNX graph has no importance of its own to read.
+        Model::Onnx { .. } => Vec::new(),
     };
     let mut named: Vec<(String, f64)> = bundle
         .manifest

@@ -108,6 +108,24 @@ fn lightgbm_text_models_score_as_lightgbm_does() {
     assert_parity("lightgbm", "lightgbm.txt", "lightgbm_pred.csv");
 }
 
+/// A scikit-learn pipeline (scaling and a multi-layer perceptron) through
+/// skl2onnx, scored by tract: against scikit-learn's own predict_proba
+/// (the library that made it), and against onnxruntime's.
+#[test]
+fn onnx_models_score_as_scikit_learn_does() {
+    assert_parity("onnx", "onnx_mlp.onnx", "onnx_mlp_pred.csv");
+    assert_parity("onnx", "onnx_mlp.onnx", "onnx_mlp_ort.csv");
+}
+
+#[test]
+fn an_onnx_file_that_does_not_fit_is_refused_with_the_reason() {
+    let bytes = std::fs::read(repo_path(&format!("{FIXTURES}/onnx_mlp.onnx"))).unwrap();
+    let err = Model::import(ModelKind::Onnx, bytes, 3).unwrap_err();
+    assert!(err.contains("rows of 3 features"), "{err}");
+    let err = Model::import(ModelKind::Onnx, b"not onnx".to_vec(), 5).unwrap_err();
+    assert!(err.contains("not a readable ONNX model"), "{err}");
+}
+
 #[test]
 fn a_model_with_the_wrong_feature_count_is_refused() {
     let bytes = std::fs::read(repo_path(&format!("{FIXTURES}/xgboost.json"))).unwrap();

@@ -2,8 +2,10 @@
 //! (no FFI, nothing downloaded): XGBoost JSON (`save_model("m.json")`,
 //! binary:logistic) and LightGBM text models (binary objective). Each becomes
 //! an [`Ensemble`]; the bundle keeps the original file as its payload.
+//! Anything else comes as ONNX (`onnx.rs`), planned and run by tract.
 
 pub mod lightgbm;
+pub mod onnx;
 pub mod xgboost;
 
 use super::trees::{Ensemble, LEAF, Tree};
