@@ -84,6 +84,26 @@ struct CompactTree<T> {
     cover: Vec<f32>,
 }
 
+impl<T> CompactTree<T> {
+    /// `tree`'s shape, its thresholds (with their node's feature) and values
+    /// written by `threshold` and `value`, its covers in f32.
+    fn of(tree: &Tree, threshold: impl Fn(f64, i32) -> T, value: impl Fn(f64) -> T) -> Self {
+        Self {
+            feature: tree.feature.clone(),
+            left: tree.left.clone(),
+            right: tree.right.clone(),
+            threshold: tree
+                .threshold
+                .iter()
+                .zip(&tree.feature)
+                .map(|(&v, &f)| threshold(v, f))
+                .collect(),
+            value: tree.value.iter().map(|&v| value(v)).collect(),
+            cover: tree.cover.iter().map(|&v| v as f32).collect(),
+        }
+    }
+}
+
 /// `ensemble` with its numbers moved to what `precision` can hold.
 pub fn quantise(ensemble: &Ensemble, precision: Precision) -> Ensemble {
     let round32 = |v: f64| f64::from(v as f32);
@@ -162,14 +182,7 @@ pub fn to_compact(ensemble: &Ensemble, how: &Quantised) -> Vec<u8> {
             trees: ensemble
                 .trees
                 .iter()
-                .map(|t| CompactTree {
-                    feature: t.feature.clone(),
-                    left: t.left.clone(),
-                    right: t.right.clone(),
-                    threshold: t.threshold.iter().map(|&v| v as f32).collect(),
-                    value: t.value.iter().map(|&v| v as f32).collect(),
-                    cover: t.cover.iter().map(|&v| v as f32).collect(),
-                })
+                .map(|t| CompactTree::of(t, |v, _| v as f32, |v| v as f32))
                 .collect(),
         },
         Precision::Codes(bits) => {
@@ -189,21 +202,15 @@ pub fn to_compact(ensemble: &Ensemble, how: &Quantised) -> Vec<u8> {
                 trees: ensemble
                     .trees
                     .iter()
-                    .map(|t| CompactTree {
-                        feature: t.feature.clone(),
-                        left: t.left.clone(),
-                        right: t.right.clone(),
-                        threshold: t
-                            .threshold
-                            .iter()
-                            .zip(&t.feature)
-                            .map(|(&v, &f)| match f {
+                    .map(|t| {
+                        CompactTree::of(
+                            t,
+                            |v, f| match f {
                                 LEAF => 0,
                                 f => nearest(&codebooks[f as usize], v) as u16,
-                            })
-                            .collect(),
-                        value: t.value.iter().map(|&v| grid.code(v)).collect(),
-                        cover: t.cover.iter().map(|&v| v as f32).collect(),
+                            },
+                            |v| grid.code(v),
+                        )
                     })
                     .collect(),
                 thresholds: codebooks,
