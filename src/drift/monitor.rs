@@ -175,6 +175,13 @@ impl DriftMonitor {
         checkpoint: &Checkpoint,
         batch: &Observation,
     ) -> Result<VersionState, StateError> {
+        if batch.reference.is_none() {
+            tracing::warn!(
+                model = batch.model,
+                version = batch.version,
+                "the model has no reference distributions: only its decisions are monitored for drift"
+            );
+        }
         let references = batch
             .reference
             .map(References::of)
