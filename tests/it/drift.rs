@@ -239,7 +239,28 @@ async fn drift_alerts_once_after_the_hysteresis_and_counts_each_event_once_acros
     let complete = scores.read_until(Duration::from_secs(60), |m| {
         scored_offsets(m).len() >= events.len()
     });
+    // The restarted instance's /metrics: the last judged window's values,
+    // the level (cleared: 0) and the alerts it raised and cleared.
+    let (_, metrics) = http_get(&admin_address(dir.path(), "second"), "/metrics");
     stop_cleanly(&mut second, dir.path(), "second");
+    let amount_psi = ["feature=\"amount\"", "metric=\"psi\""];
+    assert!(
+        sample_sum(&metrics, "streamscore_drift_value", &amount_psi).is_some_and(|v| v < 0.1),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample_sum(&metrics, "streamscore_drift_level", &amount_psi),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample_sum(
+            &metrics,
+            "streamscore_drift_alerts_total",
+            &["feature=\"amount\"", "level=\"cleared\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     assert!(
         cleared && complete,
         "cleared {cleared}, complete {complete}; log:\n{}",
