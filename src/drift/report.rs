@@ -104,7 +104,8 @@ pub fn run(command: &DriftCommand) -> anyhow::Result<String> {
         let store = RocksStore::open_read_only(path)?;
         stored.merge(read_all(&store, from, to)?);
     }
-    let report = build(stored, &args.feature);
+    let min_events = pipeline.drift.as_ref().map_or(0, |d| d.min_events);
+    let report = build(stored, &args.feature, min_events);
     if let Some(path) = &args.html {
         std::fs::write(path, html(&report, &pipeline))
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -138,13 +139,20 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn build(stored: Stored, only: &[String]) -> DriftReport {
+/// Windows with fewer than `min_events` scored events show their counts
+/// but no measures, as the monitor does not judge them (their PSI is mostly
+/// chance).
+fn build(stored: Stored, only: &[String], min_events: u64) -> DriftReport {
     let empty = References::default();
     let windows = stored
         .windows
         .into_iter()
         .map(|((start, version), window)| {
             let references = stored.references.get(&version).unwrap_or(&empty);
+            let judged = window
+                .columns
+                .get(super::DECISION)
+                .is_some_and(|c| c.events() >= min_events);
             let columns = window
                 .columns
                 .into_iter()
@@ -152,7 +160,10 @@ fn build(stored: Stored, only: &[String]) -> DriftReport {
                 .map(|(column, counts)| {
                     let report = ColumnReport {
                         events: counts.events(),
-                        measures: counts.measures(&column, references),
+                        measures: match judged {
+                            true => counts.measures(&column, references),
+                            false => BTreeMap::new(),
+                        },
                         counts,
                     };
                     (column, report)
