@@ -23,6 +23,7 @@ use rdkafka::util::Timeout;
 use crate::app::{self, Shutdown};
 use crate::config::{ModelSource, Pipeline};
 use crate::decode::Decoder;
+use crate::drift::alerts::Alert;
 use crate::engine::EngineState;
 use crate::kafka::admin;
 use crate::model::Bundle;
@@ -83,6 +84,8 @@ pub struct DemoSummary {
     pub elapsed: Duration,
     /// (version, scores it gave), in the order the versions served.
     pub scores_by_version: Vec<(String, usize)>,
+    /// What drift monitoring raised and cleared, from the alerts topic.
+    pub drift_alerts: Vec<Alert>,
 }
 
 pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSummary, DemoError> {
@@ -205,6 +208,7 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
     let elapsed = started.elapsed();
 
     let scores = read_scores(&pipeline, stats.scored as usize).await?;
+    let drift_alerts = read_alerts(&pipeline).await?;
     let mut scores_by_version: Vec<(String, usize)> = Vec::new();
     for (_, _, _, version) in &scores {
         match scores_by_version.iter_mut().find(|(v, _)| v == version) {
@@ -238,6 +242,7 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
         holdout_auc,
         elapsed,
         scores_by_version,
+        drift_alerts,
     })
 }
 
@@ -582,35 +587,92 @@ async fn read_scores(
     pipeline: &Pipeline,
     expected: usize,
 ) -> Result<Vec<(String, f64, Decision, String)>, DemoError> {
+    read_back(
+        pipeline,
+        &pipeline.kafka.output_topic,
+        "scores",
+        expected,
+        |bytes| {
+            let record: ScoreRecord = serde_json::from_slice(bytes)?;
+            Ok((
+                record.event_id.into_owned(),
+                record.score,
+                record.decision,
+                record.model_version.into_owned(),
+            ))
+        },
+    )
+    .await
+}
+
+/// The drift alerts the run raised (and cleared), read back from the
+/// alerts topic: as many as its partitions hold.
+async fn read_alerts(pipeline: &Pipeline) -> Result<Vec<Alert>, DemoError> {
+    let Some(topic) = &pipeline.kafka.alerts_topic else {
+        return Ok(Vec::new());
+    };
+    let counter: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &pipeline.kafka.brokers)
+        .create()
+        .map_err(step("create the alert counter"))?;
+    let timeout = Duration::from_secs(10);
+    let metadata = counter
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(step("read the alerts topic's metadata"))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len());
+    let mut expected = 0;
+    for partition in 0..partitions as i32 {
+        let (low, high) = counter
+            .fetch_watermarks(topic, partition, timeout)
+            .map_err(step("count the alerts"))?;
+        expected += (high - low).max(0) as usize;
+    }
+    read_back(pipeline, topic, "alerts", expected, |bytes| {
+        serde_json::from_slice(bytes)
+    })
+    .await
+}
+
+/// Reads `expected` records of `topic` from the start, each through
+/// `parse`, within a minute.
+async fn read_back<T>(
+    pipeline: &Pipeline,
+    topic: &str,
+    what: &str,
+    expected: usize,
+    parse: impl Fn(&[u8]) -> Result<T, serde_json::Error>,
+) -> Result<Vec<T>, DemoError> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &pipeline.kafka.brokers)
-        .set("group.id", format!("{}-reader", pipeline.kafka.group_id))
+        .set(
+            "group.id",
+            format!("{}-{what}-reader", pipeline.kafka.group_id),
+        )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
-        .map_err(step("create the score reader"))?;
+        .map_err(|e| DemoError::Step(format!("create the {what} reader: {e}")))?;
     consumer
-        .subscribe(&[&pipeline.kafka.output_topic])
-        .map_err(step("subscribe to the scores"))?;
-    let mut scores = Vec::with_capacity(expected);
+        .subscribe(&[topic])
+        .map_err(|e| DemoError::Step(format!("subscribe to the {what}: {e}")))?;
+    let mut records = Vec::with_capacity(expected);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while scores.len() < expected {
+    while records.len() < expected {
         let message = tokio::time::timeout_at(deadline, consumer.recv())
             .await
             .map_err(|_| {
-                DemoError::Step(format!("read back {} of {expected} scores", scores.len()))
+                DemoError::Step(format!("read back {} of {expected} {what}", records.len()))
             })?
-            .map_err(step("read the scores"))?;
-        let record: ScoreRecord = serde_json::from_slice(message.payload().unwrap_or_default())
-            .map_err(step("parse a score record"))?;
-        scores.push((
-            record.event_id.into_owned(),
-            record.score,
-            record.decision,
-            record.model_version.into_owned(),
-        ));
+            .map_err(|e| DemoError::Step(format!("read the {what}: {e}")))?;
+        records.push(
+            parse(message.payload().unwrap_or_default())
+                .map_err(|e| DemoError::Step(format!("parse one of the {what}: {e}")))?,
+        );
     }
-    Ok(scores)
+    Ok(records)
 }
 
 impl DemoSummary {
@@ -643,6 +705,19 @@ impl DemoSummary {
         );
         for (version, count) in &self.scores_by_version {
             println!("  scored by version {version:<4} {count:>8}");
+        }
+        println!("  drift alerts          {:>8}", self.drift_alerts.len());
+        for level in ["detected", "suspected", "cleared"] {
+            let mut features: Vec<String> = self
+                .drift_alerts
+                .iter()
+                .filter(|a| a.level == level)
+                .map(|a| format!("{} ({} v{})", a.feature, a.metric, a.model_version))
+                .collect();
+            features.dedup();
+            if !features.is_empty() {
+                println!("    {level:<10} {}", features.join(", "));
+            }
         }
     }
 }
