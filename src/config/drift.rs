@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use super::file::{DriftSection, ThresholdSection};
 use super::parse_duration;
+use super::windows::{Invalid, timestamp_field};
 use crate::drift::alerts::{Hysteresis, Limit, Limits, METRICS, ThresholdRules};
-use crate::schema::{FieldType, RecordSchema};
+use crate::schema::RecordSchema;
 
 #[derive(Debug, Clone)]
 pub struct DriftSettings {
@@ -23,8 +24,6 @@ pub struct DriftSettings {
     pub hysteresis: Hysteresis,
     pub thresholds: ThresholdRules,
 }
-
-type Invalid = (&'static str, String);
 
 /// PSI's credit-risk convention: 0.1 is worth a look, 0.25 is a shift.
 fn default_thresholds() -> BTreeMap<String, Limits> {
@@ -48,18 +47,12 @@ pub fn drift_settings(
             "needs a `[state]` section: drift windows are kept in the state store".into(),
         ));
     }
-    match schema.field(&section.event_time) {
-        Some(f) if f.field_type == FieldType::Timestamp => {}
-        _ => {
-            return Err((
-                "drift.event_time",
-                format!(
-                    "names `{}`, which is not a timestamp field of the schema",
-                    section.event_time
-                ),
-            ));
-        }
-    }
+    timestamp_field(
+        schema,
+        &section.event_time,
+        "drift.event_time",
+        "the schema",
+    )?;
     let ms = |key: &'static str, text: &str| {
         parse_duration(text)
             .map(|d| d.as_millis() as i64)

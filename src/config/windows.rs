@@ -46,7 +46,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
-type Invalid = (&'static str, String);
+pub(super) type Invalid = (&'static str, String);
+
+/// Refuses `field` under `key` unless it is a timestamp field of `schema`
+/// (`which` names the schema in the message).
+pub(super) fn timestamp_field(
+    schema: &RecordSchema,
+    field: &str,
+    key: &'static str,
+    which: &str,
+) -> Result<(), Invalid> {
+    match schema.field(field) {
+        Some(f) if f.field_type == FieldType::Timestamp => Ok(()),
+        _ => Err((
+            key,
+            format!("names `{field}`, which is not a timestamp field of {which}"),
+        )),
+    }
+}
 
 pub fn state_settings(section: Option<StateSection>, base: &Path) -> Option<StateSettings> {
     section.map(|s| StateSettings {
@@ -67,19 +84,12 @@ pub fn label_settings(
     let path = base.join(&section.schema);
     let schema = RecordSchema::load(&path)
         .map_err(|e| ("labels.schema", format!("{}: {e}", path.display())))?;
-    match schema.field(&section.event_time) {
-        Some(f) if f.field_type == FieldType::Timestamp => {}
-        _ => {
-            return Err((
-                "labels.event_time",
-                format!(
-                    "names `{}`, which is not a timestamp field of {}",
-                    section.event_time,
-                    path.display()
-                ),
-            ));
-        }
-    }
+    timestamp_field(
+        &schema,
+        &section.event_time,
+        "labels.event_time",
+        &path.display().to_string(),
+    )?;
     if section.topic.trim().is_empty() {
         return Err(("labels.topic", "must not be empty".into()));
     }
@@ -117,18 +127,12 @@ pub fn window_spec(
             "needs a `[state]` section with the path of this instance's state store".into(),
         ));
     }
-    match schema.field(&section.event_time) {
-        Some(f) if f.field_type == FieldType::Timestamp => {}
-        _ => {
-            return Err((
-                "windows.event_time",
-                format!(
-                    "names `{}`, which is not a timestamp field of the schema",
-                    section.event_time
-                ),
-            ));
-        }
-    }
+    timestamp_field(
+        schema,
+        &section.event_time,
+        "windows.event_time",
+        "the schema",
+    )?;
     let tile = parse_duration(&section.tile).map_err(|e| ("windows.tile", e))?;
     if tile.is_zero() {
         return Err(("windows.tile", "must be at least 1s".into()));
