@@ -173,6 +173,20 @@ impl Pipeline {
         }
     }
 
+    /// The state stores a report reads beside the running instances: those
+    /// `given` (one per instance), or else this pipeline's own.
+    pub fn state_paths(&self, given: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
+        match (given, &self.state) {
+            ([], Some(state)) => Ok(vec![state.path.clone()]),
+            ([], None) => Err(ConfigError::Invalid {
+                path: self.source_path.display().to_string(),
+                key: "state",
+                message: "is not set, so there is no state to report on (pass --state)".into(),
+            }),
+            (given, _) => Ok(given.to_vec()),
+        }
+    }
+
     /// Reads and validates a pipeline file; `brokers` replaces the file's.
     pub fn load(path: &Path, brokers: Option<&str>) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();

@@ -87,21 +87,10 @@ pub fn run(command: &DriftCommand) -> anyhow::Result<String> {
             args.pipeline.display()
         );
     }
-    let stores = match (&args.state[..], &pipeline.state) {
-        ([], Some(state)) => vec![state.path.clone()],
-        ([], None) => bail!("{} keeps no state", args.pipeline.display()),
-        (given, _) => given.to_vec(),
-    };
     let (from, to) = (time_arg(&args.from)?, time_arg(&args.to)?);
     let mut stored = Stored::default();
-    for path in &stores {
-        if !path.join("CURRENT").exists() {
-            bail!(
-                "no state store at {}: has `streamscore run` run with this pipeline (or pass --state)?",
-                path.display()
-            );
-        }
-        let store = RocksStore::open_read_only(path)?;
+    for path in pipeline.state_paths(&args.state)? {
+        let store = RocksStore::open_read_only(&path)?;
         stored.merge(read_all(&store, from, to)?);
     }
     let min_events = pipeline.drift.as_ref().map_or(0, |d| d.min_events);

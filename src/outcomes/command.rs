@@ -28,22 +28,16 @@ pub struct ReportArgs {
 pub fn run(command: &LabelsCommand) -> anyhow::Result<String> {
     let LabelsCommand::Report(args) = command;
     let pipeline = Pipeline::load(&args.pipeline, None)?;
-    let Some(path) = args
-        .state
-        .clone()
-        .or_else(|| pipeline.state.as_ref().map(|s| s.path.clone()))
-    else {
-        bail!(
-            "{} keeps no state (no [state] section)",
-            args.pipeline.display()
-        );
-    };
     if pipeline.labels.is_none() {
         bail!(
             "{} reads no labels (no [labels] section)",
             args.pipeline.display()
         );
     }
-    let store = RocksStore::open_read_only(&path)?;
-    Ok(super::render(&super::all_days(&store)?))
+    let mut rendered = String::new();
+    for path in pipeline.state_paths(args.state.as_slice())? {
+        let store = RocksStore::open_read_only(&path)?;
+        rendered.push_str(&super::render(&super::all_days(&store)?));
+    }
+    Ok(rendered)
 }

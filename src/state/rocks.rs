@@ -105,6 +105,15 @@ impl RocksStore {
             path: shown.clone(),
             message: format!("cannot open: {e}"),
         };
+        // Said plainly, rather than as RocksDB's missing-CURRENT-file error.
+        if !path.join("CURRENT").exists() {
+            return Err(StateError::Store {
+                path: shown,
+                message: "no state store here yet: has `streamscore run` run with this \
+                          pipeline (or is --state elsewhere)?"
+                    .into(),
+            });
+        }
         let options = Options::default();
         let families = DB::list_cf(&options, path).map_err(error)?;
         let db = DB::open_cf_for_read_only(&options, path, families, false).map_err(error)?;
