@@ -74,8 +74,6 @@ struct VersionState {
     references: Arc<References>,
     /// The first event time this process saw for the version.
     first_seen: Option<i64>,
-    /// Whether the store has these references yet.
-    references_stored: bool,
     progress: Progress,
     hysteresis: BTreeMap<(String, String), AlertState>,
 }
@@ -146,20 +144,19 @@ impl DriftMonitor {
             .versions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut observed = Observed::default();
         if !versions.contains_key(batch.version) {
             let state = self.load(checkpoint, batch)?;
-            versions.insert(batch.version.to_owned(), state);
-        }
-        let state = versions.get_mut(batch.version).expect("loaded just above");
-        let mut observed = Observed::default();
-        if !state.references_stored {
+            // Stored (again) once per process and version, so that the
+            // report reads the store alone.
             observed.changes.push(Change {
                 family: Family::Drift,
                 key: references_key(batch.version),
                 value: Some(store::encode(state.references.as_ref())),
             });
-            state.references_stored = true;
+            versions.insert(batch.version.to_owned(), state);
         }
+        let state = versions.get_mut(batch.version).expect("loaded just above");
         let updated = self.count(checkpoint, batch, state, &mut observed)?;
         self.judge_closed(checkpoint, batch, state, &updated, &mut observed)?;
         observed.changes.push(Change {
@@ -175,22 +172,25 @@ impl DriftMonitor {
         checkpoint: &Checkpoint,
         batch: &Observation,
     ) -> Result<VersionState, StateError> {
-        if batch.reference.is_none() {
-            tracing::warn!(
-                model = batch.model,
-                version = batch.version,
-                "the model has no reference distributions: only its decisions are monitored for drift"
-            );
-        }
-        let references = batch
-            .reference
-            .map(References::of)
-            .transpose()
-            .map_err(|message| StateError::Damaged {
-                family: Family::Drift.name(),
-                message,
-            })?
-            .unwrap_or_default();
+        // The first champion's references were checked at start; a version
+        // swapped in later without readable ones still serves, monitored
+        // on its decisions alone.
+        let references = match batch.reference.map(References::of) {
+            Some(Ok(references)) => references,
+            problem => {
+                let why = match problem {
+                    Some(Err(e)) => e,
+                    _ => "it has none".to_owned(),
+                };
+                tracing::warn!(
+                    model = batch.model,
+                    version = batch.version,
+                    reason = %why,
+                    "no reference distributions: only the model's decisions are monitored for drift"
+                );
+                References::default()
+            }
+        };
         let progress = match checkpoint.get(Family::Drift, &progress_key(batch.version))? {
             Some(bytes) => store::decode(&bytes)?,
             None => Progress::default(),
@@ -205,13 +205,9 @@ impl DriftMonitor {
         if let Some(newest) = progress.newest() {
             self.expiry.advance(newest);
         }
-        let references_stored = checkpoint
-            .get(Family::Drift, &references_key(batch.version))?
-            .is_some();
         Ok(VersionState {
             first_seen: None,
             references: Arc::new(references),
-            references_stored,
             progress,
             hysteresis,
         })

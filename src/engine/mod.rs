@@ -180,7 +180,7 @@ impl Engine {
     /// Lets drift monitoring wait for every partition this instance holds
     /// before it judges a window.
     pub fn follow_assignment(&self, assignment: Arc<crate::kafka::context::Assignment>) {
-        if let Some(drift) = self.state.as_ref().and_then(|s| s.drift.as_ref()) {
+        if let Some((_, drift)) = self.drift() {
             drift.follow(assignment);
         }
     }
@@ -200,8 +200,7 @@ impl Engine {
         let (table, mut state_changes) =
             self.with_window_features(batch, decoded.batch, &source_index)?;
         // Drift reads the decoded columns after the SQL has taken the table.
-        let decoded_table = table.clone();
-        let decoded_index = source_index.clone();
+        let decoded = self.drift().map(|_| (table.clone(), source_index.clone()));
         // Loaded once: the whole batch is scored by this lineup.
         let lineup = self.models.current();
         let mut output = BatchOutput::default();
@@ -212,15 +211,16 @@ impl Engine {
         {
             let scored = self.score_rows(batch, &rows, &lineup, &mut output, &mut rejected)?;
             state_changes.extend(scored.kept);
-            state_changes.extend(self.observe_drift(
-                batch,
-                &lineup,
-                &rows,
-                &decoded_table,
-                &decoded_index,
-                scored.rows,
-                &mut output,
-            )?);
+            if let Some((decoded, decoded_index)) = &decoded {
+                state_changes.extend(self.observe_drift(
+                    batch,
+                    &lineup,
+                    &rows,
+                    (decoded, decoded_index),
+                    scored.rows,
+                    &mut output,
+                )?);
+            }
             self.models.note_scored(&lineup, batch);
         }
         output.lineup = Some(lineup);
@@ -419,24 +419,26 @@ impl Engine {
         })
     }
 
+    /// The state and its drift monitor, when the pipeline monitors drift.
+    fn drift(&self) -> Option<(&EngineState, &crate::drift::DriftMonitor)> {
+        self.state
+            .as_ref()
+            .and_then(|s| s.drift.as_ref().map(|d| (s, d)))
+    }
+
     /// Counts the champion's scored rows into the drift windows; alerts from
-    /// the windows this batch closed go out with its outputs.
-    #[allow(clippy::too_many_arguments)]
+    /// the windows this batch closed go out with its outputs. `decoded` is
+    /// the decoded table and, per row, its record's index.
     fn observe_drift(
         &self,
         batch: &Batch,
         lineup: &Lineup,
         rows: &TransformedRows,
-        decoded: &RecordBatch,
-        decoded_index: &[usize],
+        (decoded, decoded_index): (&RecordBatch, &[usize]),
         scored: Vec<(usize, usize, f64, bool)>,
         output: &mut BatchOutput,
     ) -> Result<Vec<crate::state::Change>, EngineError> {
-        let Some((state, drift)) = self
-            .state
-            .as_ref()
-            .and_then(|s| s.drift.as_ref().map(|d| (s, d)))
-        else {
+        let Some((state, drift)) = self.drift() else {
             return Ok(Vec::new());
         };
         let scored_rows: Vec<ScoredRow> = scored
