@@ -131,7 +131,7 @@ impl Folder {
         let rows = batch.num_rows();
         let order: Vec<usize> = (0..rows).collect();
         let out = windows
-            .compute(batch, &vec![0; rows], &order, &self.checkpoint)
+            .compute(batch, &vec![0; rows], &order, &[], &self.checkpoint)
             .expect("features");
         self.offset += rows as i64;
         self.unwritten.push(Some(self.checkpoint.stage(

@@ -27,6 +27,11 @@ pub enum AppError {
         brokers: String,
         source: rdkafka::error::KafkaError,
     },
+    #[error(
+        "cannot start: the topics {0} do not exist; create them (the labels topic, when there \
+         is one, with as many partitions as the input)"
+    )]
+    MissingTopics(String),
     #[error(transparent)]
     Admin(#[from] AdminError),
     #[error("cannot read the admin token file {path} (admin.token_file): {source}")]
@@ -106,6 +111,7 @@ pub async fn run(
         brokers: pipeline.kafka.brokers.clone(),
         source,
     };
+    check_topics(pipeline)?;
     let sink = KafkaSink::new(&pipeline.kafka, pipeline.batch.dead_letter_payload_bytes)
         .map_err(connect)?;
     let context = SourceContext {
@@ -186,6 +192,32 @@ async fn upkeep(models: Arc<ModelSlot>, stop: CancellationToken) {
                 models.comparison();
             }
         }
+    }
+}
+
+/// Refuses to start while a topic the pipeline writes to, or its labels
+/// topic, is missing: a missing side topic found only at the first drift
+/// alert, weeks in, would be found too late. (A topic deleted later is
+/// met by the sink: scores and dead letters are held, side outputs kept.)
+fn check_topics(pipeline: &Pipeline) -> Result<(), AppError> {
+    let kafka = &pipeline.kafka;
+    let wanted: Vec<&str> = [&kafka.output_topic, &kafka.dead_letter_topic]
+        .into_iter()
+        .chain(&kafka.shadow_topic)
+        .chain(&kafka.alerts_topic)
+        .chain(pipeline.labels.as_ref().map(|l| &l.topic))
+        .map(String::as_str)
+        .collect();
+    let missing =
+        crate::kafka::admin::missing_topics(&kafka.brokers, &wanted, Duration::from_secs(30))
+            .map_err(|source| AppError::Connect {
+                brokers: kafka.brokers.clone(),
+                source,
+            })?;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::MissingTopics(missing.join(", ")))
     }
 }
 

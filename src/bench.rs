@@ -142,8 +142,21 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
 
     let engine_output = topic("bench-scores");
     let dir = tempfile::tempdir().map_err(failed)?;
+    // `run` refuses to start without every topic the pipeline writes to.
+    let side = SideTopics {
+        dead_letters: topic("bench-dlq"),
+        labels: topic("bench-labels"),
+        alerts: topic("bench-alerts"),
+    };
+    ensure_topics(
+        &options.brokers,
+        &[&side.dead_letters, &side.labels, &side.alerts],
+        options.partitions,
+    )
+    .await
+    .map_err(failed)?;
     let spawn_engine_on = |input: &str, output: &str| {
-        let pipeline = engine_pipeline(options, dir.path(), input, output)?;
+        let pipeline = engine_pipeline(options, dir.path(), input, output, &side)?;
         spawn_engine(&pipeline, dir.path())
     };
     let engine = throughput(options, &engine_output, |output| {
@@ -359,6 +372,14 @@ fn stop(child: &mut Child) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// The topics the engine writes to or reads besides its input and output,
+/// created once for all runs.
+struct SideTopics {
+    dead_letters: String,
+    labels: String,
+    alerts: String,
+}
+
 /// The pipeline file with the bench's brokers, topics and a fresh group;
 /// its own paths made absolute so it works from `dir`.
 fn engine_pipeline(
@@ -366,6 +387,7 @@ fn engine_pipeline(
     dir: &Path,
     input: &str,
     output: &str,
+    side: &SideTopics,
 ) -> std::io::Result<PathBuf> {
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let text = std::fs::read_to_string(&options.pipeline)?;
@@ -395,7 +417,15 @@ fn engine_pipeline(
     set(&mut file, "kafka", "group_id", &topic("bench-group"));
     set(&mut file, "kafka", "input_topic", input);
     set(&mut file, "kafka", "output_topic", output);
-    set(&mut file, "kafka", "dead_letter_topic", &topic("bench-dlq"));
+    set(&mut file, "kafka", "dead_letter_topic", &side.dead_letters);
+    for (section, key, name) in [
+        ("labels", "topic", &side.labels),
+        ("drift", "alerts_topic", &side.alerts),
+    ] {
+        if file.get(section).and_then(|s| s.get(key)).is_some() {
+            set(&mut file, section, key, name);
+        }
+    }
     set(&mut file, "admin", "listen", "127.0.0.1:0");
     // Every run reads the same input from its start: its own state, or it
     // would skip what an earlier run folded in.

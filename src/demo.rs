@@ -277,7 +277,7 @@ async fn train_on(
     history: &[Transaction],
     version: &str,
 ) -> Result<(Bundle, Option<f64>), DemoError> {
-    let decoder = Decoder::new(pipeline.schema.clone(), pipeline.max_record_bytes);
+    let decoder = Decoder::for_input(pipeline);
     let (decoded, rejected) =
         train::decode_lines(&decoder, &to_ndjson(history)).map_err(step("decode history"))?;
     let set = train::features_for(pipeline, decoded, rejected)
@@ -313,7 +313,7 @@ async fn warm_state(pipeline: &Pipeline, history: &[Transaction]) -> Result<(), 
     let Some(windows) = &state.windows else {
         return Ok(());
     };
-    let decoder = Decoder::new(pipeline.schema.clone(), pipeline.max_record_bytes);
+    let decoder = Decoder::for_input(pipeline);
     let (decoded, _) =
         train::decode_lines(&decoder, &to_ndjson(history)).map_err(step("decode history"))?;
     let folded = windows

@@ -17,6 +17,10 @@ pub enum RejectKind {
     DuplicateKey,
     MissingField,
     WrongType,
+    /// The event time is before 1990 or past the wall clock plus
+    /// `schema.max_future`: it would move the partition's clocks (windows,
+    /// expiry, drift judging) for every later event.
+    EventTimeOutOfRange,
     // The SQL.
     TransformFailed,
     // The model.
@@ -30,7 +34,7 @@ pub enum RejectKind {
 }
 
 impl RejectKind {
-    pub const ALL: [RejectKind; 12] = [
+    pub const ALL: [RejectKind; 13] = [
         RejectKind::Empty,
         RejectKind::Oversized,
         RejectKind::NotUtf8,
@@ -39,6 +43,7 @@ impl RejectKind {
         RejectKind::DuplicateKey,
         RejectKind::MissingField,
         RejectKind::WrongType,
+        RejectKind::EventTimeOutOfRange,
         RejectKind::TransformFailed,
         RejectKind::InvalidFeature,
         RejectKind::NonFiniteScore,
@@ -60,6 +65,7 @@ impl RejectKind {
             RejectKind::DuplicateKey => "duplicate_key",
             RejectKind::MissingField => "missing_field",
             RejectKind::WrongType => "wrong_type",
+            RejectKind::EventTimeOutOfRange => "event_time_out_of_range",
             RejectKind::TransformFailed => "transform_failed",
             RejectKind::InvalidFeature => "invalid_feature",
             RejectKind::NonFiniteScore => "non_finite_score",

@@ -303,6 +303,13 @@ pub struct SchemaSection {
     pub event_id_field: String,
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
+    /// How far past the wall clock an event time may lie.
+    #[serde(default = "default_max_future")]
+    pub max_future: String,
+}
+
+fn default_max_future() -> String {
+    "1h".into()
 }
 
 fn default_event_id_field() -> String {

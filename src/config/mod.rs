@@ -132,6 +132,9 @@ pub struct Pipeline {
     pub schema: RecordSchema,
     pub event_id_field: String,
     pub max_record_bytes: usize,
+    /// The input's event times must lie between 1990 and this far past the
+    /// wall clock (`schema.max_future`).
+    pub max_future_ms: i64,
     pub sql_path: PathBuf,
     pub sql: String,
     pub sql_failure_limit: SqlFailureLimit,
@@ -344,6 +347,8 @@ impl PipelineFile {
             ));
         }
 
+        let max_future =
+            parse_duration(&self.schema.max_future).map_err(|e| invalid("schema.max_future", e))?;
         let (schema_path, _) = read("schema.path", &self.schema.path)?;
         let schema = RecordSchema::load(&schema_path)?;
         match schema.field(&self.schema.event_id_field) {
@@ -441,6 +446,7 @@ impl PipelineFile {
             schema,
             event_id_field: self.schema.event_id_field,
             max_record_bytes: self.schema.max_record_bytes,
+            max_future_ms: max_future.as_millis() as i64,
             sql_path,
             sql,
             sql_failure_limit: SqlFailureLimit {

@@ -27,7 +27,12 @@ pub struct LabelSettings {
     pub score_retention_ms: i64,
 }
 
-/// Reads `7d`, `12h`, `30m` or `45s`.
+/// The longest duration a pipeline may name: a century. Every duration is
+/// used in milliseconds as an `i64` and added to event times and windows;
+/// under this cap none of that arithmetic can overflow.
+const LONGEST_DURATION_S: u64 = 100 * 365 * 86_400;
+
+/// Reads `7d`, `12h`, `30m` or `45s`, up to a century.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.ends_with(|c: char| c.is_ascii_digit()) {
         return Err(format!("`{text}` has no unit; use d, h, m or s"));
@@ -36,14 +41,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("`{text}` is not a duration such as 7d, 12h, 30m or 45s"))?;
-    let seconds = match unit {
-        "d" => n * 86_400,
-        "h" => n * 3_600,
-        "m" => n * 60,
-        "s" => n,
+    let unit_s: u64 = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
         _ => return Err(format!("`{text}` has no unit; use d, h, m or s")),
     };
-    Ok(Duration::from_secs(seconds))
+    match n.checked_mul(unit_s) {
+        Some(seconds) if seconds <= LONGEST_DURATION_S => Ok(Duration::from_secs(seconds)),
+        _ => Err(format!("`{text}` is longer than a century (36500d)")),
+    }
 }
 
 pub(super) type Invalid = (&'static str, String);

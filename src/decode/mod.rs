@@ -16,6 +16,7 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use serde::de::{DeserializeSeed, IgnoredAny};
 
+use crate::config::Pipeline;
 use crate::reject::{RejectKind, Rejected};
 use crate::schema::RecordSchema;
 use columns::ColumnBuilders;
@@ -57,7 +58,37 @@ pub struct Decoded {
 pub struct Decoder {
     schema: RecordSchema,
     max_record_bytes: usize,
+    /// The event-time fields (by schema index) that must fall in range.
+    event_times: Vec<usize>,
+    max_future_ms: i64,
 }
+
+/// The event-time fields of a schema (those that place an event in windows
+/// and drift windows), and how far past the wall clock they may lie.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventTimeBounds {
+    pub fields: Vec<String>,
+    pub max_future_ms: i64,
+}
+
+impl EventTimeBounds {
+    /// The input's: the event times its windows and drift read.
+    pub fn of_input(pipeline: &Pipeline) -> Self {
+        let windows = pipeline.windows.as_ref().map(|w| w.event_time.clone());
+        let drift = pipeline.drift.as_ref().map(|d| d.event_time.clone());
+        Self {
+            fields: windows.into_iter().chain(drift).collect(),
+            max_future_ms: pipeline.max_future_ms,
+        }
+    }
+}
+
+/// 1990-01-01T00:00:00Z: no card event is older. An event time must be at
+/// or after it, and at most `schema.max_future` past the wall clock, or the
+/// record is refused (`event_time_out_of_range`): one event dated 9999
+/// would otherwise move its partition's watermark, and with it window
+/// lateness, state expiry and drift judging, for every later event.
+pub const EARLIEST_EVENT_MS: i64 = 631_152_000_000;
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -66,7 +97,49 @@ impl Decoder {
         Self {
             schema,
             max_record_bytes,
+            event_times: Vec::new(),
+            max_future_ms: 0,
         }
+    }
+
+    /// The input topic's decoder: the pipeline's schema and size limit,
+    /// and bounds on the event times that its windows and drift read.
+    pub fn for_input(pipeline: &Pipeline) -> Self {
+        Self::new(pipeline.schema.clone(), pipeline.max_record_bytes)
+            .with_event_time_bounds(&EventTimeBounds::of_input(pipeline))
+    }
+
+    /// The labels topic's decoder, when a window feature reads labels.
+    pub fn for_labels(pipeline: &Pipeline) -> Option<Self> {
+        let labels = pipeline.labels.as_ref()?;
+        let event_time = pipeline
+            .windows
+            .as_ref()?
+            .labels
+            .as_ref()?
+            .event_time
+            .clone();
+        Some(
+            Self::new(labels.schema.clone(), pipeline.max_record_bytes).with_event_time_bounds(
+                &EventTimeBounds {
+                    fields: vec![event_time],
+                    max_future_ms: pipeline.max_future_ms,
+                },
+            ),
+        )
+    }
+
+    /// Refuses records whose event times lie out of `bounds`.
+    pub fn with_event_time_bounds(mut self, bounds: &EventTimeBounds) -> Self {
+        self.event_times = bounds
+            .fields
+            .iter()
+            .filter_map(|f| self.schema.index_of(f))
+            .collect();
+        self.event_times.sort_unstable();
+        self.event_times.dedup();
+        self.max_future_ms = bounds.max_future_ms;
+        self
     }
 
     pub fn schema(&self) -> &RecordSchema {
@@ -84,8 +157,14 @@ impl Decoder {
         let mut source_index = Vec::with_capacity(capacity);
         let mut rejected = Vec::new();
         let mut scratch = Scratch::default();
+        let latest = chrono::Utc::now()
+            .timestamp_millis()
+            .saturating_add(self.max_future_ms);
         for (index, record) in records.enumerate() {
-            match self.decode_one(record.into(), &mut scratch) {
+            match self
+                .decode_one(record.into(), &mut scratch)
+                .and_then(|()| self.within_time_bounds(&scratch.row, latest))
+            {
                 Ok(()) => {
                     columns.append(&scratch.row);
                     source_index.push(index);
@@ -153,6 +232,30 @@ impl Decoder {
                 return Err((
                     RejectKind::MissingField,
                     format!("required field `{}` is missing or null", field.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the row's event times lie in [`EARLIEST_EVENT_MS`, `latest`].
+    fn within_time_bounds(
+        &self,
+        row: &[Cell<'_>],
+        latest: i64,
+    ) -> Result<(), (RejectKind, String)> {
+        for &index in &self.event_times {
+            if let Cell::I64(at) = row[index]
+                && !(EARLIEST_EVENT_MS..=latest).contains(&at)
+            {
+                return Err((
+                    RejectKind::EventTimeOutOfRange,
+                    format!(
+                        "field `{}`: the event time is before 1990-01-01 or more than {} s past \
+                         this instance's clock (schema.max_future)",
+                        self.schema.fields[index].name,
+                        self.max_future_ms / 1000
+                    ),
                 ));
             }
         }

@@ -5,6 +5,7 @@
 //! `lateness` past its end, is judged against the champion's reference:
 //! gauges, hysteresis, alerts.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +22,7 @@ use super::store::{
     self, DriftExpiry, Progress, alert_key, counts_key, hysteresis_key, hysteresis_prefix,
     parse_hysteresis_key, progress_key, references_key,
 };
-use super::window::{ColumnCounts, numeric_reference};
+use super::window::{ColumnCounts, NULL, bound_unseen, category, numeric_reference};
 use super::{DECISION, SCORE};
 use crate::config::DriftSettings;
 use crate::kafka::context::Assignment;
@@ -191,15 +192,19 @@ impl DriftMonitor {
                 References::default()
             }
         };
-        let progress = match checkpoint.get(Family::Drift, &progress_key(batch.version))? {
-            Some(bytes) => store::decode(&bytes)?,
-            None => Progress::default(),
-        };
+        let progress_key = progress_key(batch.version);
+        let progress = checkpoint
+            .get(Family::Drift, &progress_key)?
+            .and_then(|bytes| store::decode::<Progress>(&progress_key, &bytes))
+            .unwrap_or_default();
         let prefix = hysteresis_prefix(batch.version);
         let mut hysteresis = BTreeMap::new();
         for (key, value) in checkpoint.store().scan_prefix(Family::Drift, &prefix)? {
-            if let Some(at) = parse_hysteresis_key(&key, &prefix) {
-                hysteresis.insert(at, store::decode(&value)?);
+            if let (Some(at), Some(stored)) = (
+                parse_hysteresis_key(&key, &prefix),
+                store::decode(&key, &value),
+            ) {
+                hysteresis.insert(at, stored);
             }
         }
         if let Some(newest) = progress.newest() {
@@ -269,20 +274,25 @@ impl DriftMonitor {
                 per_group.into_iter().map(ColumnCounts::Numeric).collect(),
             );
         }
-        for (name, values) in &columns.categorical {
-            let mut per_group: Vec<BTreeMap<&str, u64>> = vec![BTreeMap::new(); groups.len()];
+        for (name, categories, values) in &columns.categorical {
+            let mut per_group: Vec<BTreeMap<Cow<str>, u64>> = vec![BTreeMap::new(); groups.len()];
             for &(group, row) in &rows {
                 let value = if values.is_valid(row.decoded_row) {
-                    values.value(row.decoded_row)
+                    category(values.value(row.decoded_row), categories)
                 } else {
-                    "null"
+                    Cow::Borrowed(NULL)
                 };
                 *per_group[group].entry(value).or_default() += 1;
             }
             let counts = per_group
                 .into_iter()
-                .map(|counts| ColumnCounts::Categorical {
-                    counts: counts.into_iter().map(|(v, n)| (v.to_owned(), n)).collect(),
+                .map(|counts| {
+                    let mut counts = counts
+                        .into_iter()
+                        .map(|(v, n)| (v.into_owned(), n))
+                        .collect();
+                    bound_unseen(&mut counts);
+                    ColumnCounts::Categorical { counts }
                 })
                 .collect();
             emit(name, counts);
@@ -316,9 +326,9 @@ impl DriftMonitor {
         let stored = checkpoint.get_many(Family::Drift, &key_refs)?;
         let mut updated = HashMap::with_capacity(keys.len());
         for ((key, stored), (_, delta)) in keys.into_iter().zip(stored).zip(deltas) {
-            let counts = match stored {
-                Some(bytes) => {
-                    let mut counts: ColumnCounts = store::decode(&bytes)?;
+            let counts = match stored.and_then(|bytes| store::decode::<ColumnCounts>(&key, &bytes))
+            {
+                Some(mut counts) => {
                     counts.merge(&delta);
                     counts
                 }
@@ -530,12 +540,11 @@ fn merged_counts(
         .iter()
         .filter_map(|k| updated.get(k).cloned())
         .collect();
-    for bytes in checkpoint
-        .get_many(Family::Drift, &unread)?
-        .into_iter()
-        .flatten()
+    for (key, bytes) in unread
+        .iter()
+        .zip(checkpoint.get_many(Family::Drift, &unread)?)
     {
-        parts.push(store::decode(&bytes)?);
+        parts.extend(bytes.and_then(|bytes| store::decode(key, &bytes)));
     }
     let mut parts = parts.into_iter();
     let Some(mut merged) = parts.next() else {
@@ -571,7 +580,13 @@ struct Columns<'r> {
     /// Per numeric column: its name, bin edges and values (none for the
     /// score, read from the rows).
     numeric: Vec<(&'r str, &'r [f64], Option<arrow::array::Float64Array>)>,
-    categorical: Vec<(&'r str, arrow::array::StringArray)>,
+    /// Per categorical column: its name, the reference's categories, and
+    /// its values.
+    categorical: Vec<(
+        &'r str,
+        &'r BTreeMap<String, f64>,
+        arrow::array::StringArray,
+    )>,
 }
 
 impl<'r> Columns<'r> {
@@ -590,11 +605,11 @@ impl<'r> Columns<'r> {
         }
         let categorical = references
             .categories
-            .keys()
-            .filter_map(|name| {
+            .iter()
+            .filter_map(|(name, categories)| {
                 let column = batch.decoded.column_by_name(name)?;
                 let text = cast(column, &DataType::Utf8).ok()?;
-                Some((name.as_str(), text.as_string::<i32>().clone()))
+                Some((name.as_str(), categories, text.as_string::<i32>().clone()))
             })
             .collect();
         let times = batch

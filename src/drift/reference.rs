@@ -36,8 +36,32 @@ pub struct Spread {
 impl References {
     /// Reads a manifest's `reference`; an error says what does not parse.
     pub fn of(value: &serde_json::Value) -> Result<Self, String> {
-        serde_json::from_value(value.clone())
-            .map_err(|e| format!("the bundle's `reference` does not read: {e}"))
+        let references: Self = serde_json::from_value(value.clone())
+            .map_err(|e| format!("the bundle's `reference` does not read: {e}"))?;
+        references
+            .check()
+            .map_err(|e| format!("the bundle's `reference` is not usable: {e}"))?;
+        Ok(references)
+    }
+
+    /// Refuses what counting against these references would trip over (at
+    /// a342126 a reference with one edge passed the load and the swap, then
+    /// panicked on the first batch).
+    pub fn check(&self) -> Result<(), String> {
+        let numeric = self
+            .features
+            .iter()
+            .map(|(name, r)| (name.as_str(), r))
+            .chain(self.score.as_ref().map(|r| (super::SCORE, r)));
+        for (name, reference) in numeric {
+            reference.check().map_err(|e| format!("`{name}`: {e}"))?;
+        }
+        for (name, shares) in &self.categories {
+            if shares.values().any(|s| !(s.is_finite() && *s >= 0.0)) {
+                return Err(format!("`{name}`: a category share is not a finite share"));
+            }
+        }
+        Ok(())
     }
 }
 

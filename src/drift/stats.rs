@@ -54,6 +54,33 @@ impl Reference {
     }
 }
 
+impl Reference {
+    /// At least two edges, finite and in order, and one finite share per
+    /// bin: what counting a window against it needs.
+    pub fn check(&self) -> Result<(), String> {
+        if self.edges.len() < 2 {
+            return Err(format!(
+                "{} bin edges; at least 2 are needed",
+                self.edges.len()
+            ));
+        }
+        if self.edges.iter().any(|e| !e.is_finite()) || !self.edges.is_sorted() {
+            return Err("the bin edges are not finite and in ascending order".into());
+        }
+        if self.shares.len() != self.edges.len() - 1 {
+            return Err(format!(
+                "{} shares for {} bins",
+                self.shares.len(),
+                self.edges.len() - 1
+            ));
+        }
+        if self.shares.iter().any(|s| !(s.is_finite() && *s >= 0.0)) {
+            return Err("a bin share is not a finite share".into());
+        }
+        Ok(())
+    }
+}
+
 /// Counts of a window over the reference's bins, mergeable: counts add.
 /// Values below the first edge count in the first bin and values above the
 /// last in the last, and both also in `outside`.
@@ -68,6 +95,12 @@ pub struct WindowCounts {
     pub sum: f64,
     #[serde(default)]
     pub sum_squares: f64,
+    /// Values left out of `sum` and `sum_squares` because adding them would
+    /// overflow (`1e160` squared is past `f64::MAX`): the sums stay finite,
+    /// so they round-trip through the store, and the mean and standard
+    /// deviation are over the values summed.
+    #[serde(default)]
+    pub unsummed: u64,
 }
 
 // Sums of floats are not bitwise associative; the merge test compares them
@@ -89,8 +122,7 @@ impl WindowCounts {
             return;
         };
         let last = self.bins.len() - 1;
-        self.sum += x;
-        self.sum_squares += x * x;
+        self.add_to_sums(x, x * x, 1);
         if x < edges[0] || x > edges[edges.len() - 1] {
             self.outside += 1;
         }
@@ -107,13 +139,29 @@ impl WindowCounts {
         }
         self.nulls += other.nulls;
         self.outside += other.outside;
-        self.sum += other.sum;
-        self.sum_squares += other.sum_squares;
+        self.unsummed += other.unsummed;
+        self.add_to_sums(
+            other.sum,
+            other.sum_squares,
+            other.values() - other.unsummed,
+        );
+    }
+
+    /// Adds `values` values' sum and sum of squares, or, where either sum
+    /// would overflow, counts them as unsummed.
+    fn add_to_sums(&mut self, sum: f64, sum_squares: f64, values: u64) {
+        let (new_sum, new_squares) = (self.sum + sum, self.sum_squares + sum_squares);
+        if new_sum.is_finite() && new_squares.is_finite() {
+            self.sum = new_sum;
+            self.sum_squares = new_squares;
+        } else {
+            self.unsummed += values;
+        }
     }
 
     /// The mean and (population) standard deviation of the window's values.
     pub fn mean_and_std(&self) -> Option<(f64, f64)> {
-        let n = self.values() as f64;
+        let n = (self.values() - self.unsummed) as f64;
         (n > 0.0).then(|| {
             let mean = self.sum / n;
             (mean, (self.sum_squares / n - mean * mean).max(0.0).sqrt())
@@ -285,6 +333,36 @@ mod tests {
         assert_eq!(r.edges, vec![0.0, 1.0]);
         assert_eq!(r.shares, vec![1.0]);
         assert!((r.mean - 0.25).abs() < 1e-12);
+    }
+
+    /// At a342126 an amount of 1e160 overflowed the sum of squares to
+    /// infinity, which JSON stores as `null`, and every later read of the
+    /// window failed: a crash loop from one record.
+    #[test]
+    fn values_that_would_overflow_the_sums_are_counted_apart_and_round_trip() {
+        let mut w = WindowCounts::new(4);
+        for x in [1.0, 1e160, -1e308, 1e308, f64::INFINITY, 3.0, 5e-324, -0.0] {
+            w.add(Some(x), &edges());
+        }
+        assert_eq!(w.values(), 8);
+        assert_eq!(w.unsummed, 4, "1e160 squared, both 1e308 squared, infinity");
+        assert!(w.sum.is_finite() && w.sum_squares.is_finite());
+        let (mean, _) = w.mean_and_std().expect("summed values");
+        assert!(
+            (mean - 1.0).abs() < 1e-12,
+            "over 1, 3, 5e-324 and -0: {mean}"
+        );
+        let mut big = WindowCounts::new(4);
+        big.add(Some(1e154), &edges());
+        let mut other = big.clone();
+        other.sum_squares = f64::MAX;
+        big.merge(&other);
+        assert!(big.sum_squares.is_finite());
+        assert_eq!((big.values(), big.unsummed), (2, 1));
+        let stored = serde_json::to_vec(&w).unwrap();
+        let read: WindowCounts = serde_json::from_slice(&stored).expect("reads back");
+        assert_eq!(read, w);
+        assert_eq!(read.sum.to_bits(), w.sum.to_bits());
     }
 
     #[test]

@@ -146,12 +146,33 @@ pub fn references_key(version: &str) -> Vec<u8> {
     key
 }
 
-/// Decodes a stored JSON value, saying which family is damaged if not.
-pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StateError> {
-    serde_json::from_slice(bytes).map_err(|e| StateError::Damaged {
-        family: Family::Drift.name(),
-        message: format!("a value does not read: {e}"),
-    })
+/// Decodes the stored JSON value of `key`; one that does not read is
+/// quarantined (`state::quarantined`) and read as absent.
+pub fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Option<T> {
+    serde_json::from_slice(bytes)
+        .inspect_err(|e| {
+            crate::state::quarantined(Family::Drift, partition_of(key), &e.to_string());
+        })
+        .ok()
+}
+
+/// The input partition of a counts key.
+fn partition_of(key: &[u8]) -> Option<i32> {
+    parse_counts_key(key).map(|(_, _, partition, _)| partition)
+}
+
+/// The window start, model version, partition and column of a counts key.
+fn parse_counts_key(key: &[u8]) -> Option<(i64, String, i32, String)> {
+    if key.first() != Some(&COUNTS) {
+        return None;
+    }
+    let start = read_i64(key, 1)?;
+    let mut at = 9;
+    let version = read_text(key, &mut at)?.to_owned();
+    let partition = i32::from_be_bytes(key.get(at..at + 4)?.try_into().ok()?);
+    at += 4;
+    let column = read_text(key, &mut at)?.to_owned();
+    Some((start, version, partition, column))
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -237,24 +258,16 @@ pub fn read_all(
     let within = |start: i64| from.is_none_or(|f| start >= f) && to.is_none_or(|t| start < t);
     let mut windows: BTreeMap<(i64, String), StoredWindow> = BTreeMap::new();
     for (key, value) in store.scan_prefix(Family::Drift, &[COUNTS])? {
-        let damaged = || StateError::Damaged {
-            family: Family::Drift.name(),
-            message: "an unreadable window key".into(),
+        let Some((start, version, partition, column)) = parse_counts_key(&key) else {
+            crate::state::quarantined(Family::Drift, None, "an unreadable window key");
+            continue;
         };
-        let start = read_i64(&key, 1).ok_or_else(damaged)?;
         if !within(start) {
             continue;
         }
-        let mut at = 9;
-        let version = read_text(&key, &mut at).ok_or_else(damaged)?.to_owned();
-        let partition = key
-            .get(at..at + 4)
-            .and_then(|b| b.try_into().ok())
-            .map(i32::from_be_bytes)
-            .ok_or_else(damaged)?;
-        at += 4;
-        let column = read_text(&key, &mut at).ok_or_else(damaged)?.to_owned();
-        let counts: ColumnCounts = decode(&value)?;
+        let Some(counts) = decode::<ColumnCounts>(&key, &value) else {
+            continue;
+        };
         let window = windows.entry((start, version)).or_default();
         window.partitions.insert(partition);
         match window.columns.get_mut(&column) {
@@ -267,14 +280,21 @@ pub fn read_all(
     let mut alerts = Vec::new();
     for (key, value) in store.scan_prefix(Family::Drift, &[ALERT])? {
         if read_i64(&key, 1).is_some_and(within) {
-            alerts.push(decode::<Alert>(&value)?);
+            alerts.extend(decode::<Alert>(&key, &value));
         }
     }
     let mut references = BTreeMap::new();
     for (key, value) in store.scan_prefix(Family::Drift, &[REFERENCES])? {
         let mut at = 1;
-        if let Some(version) = read_text(&key, &mut at) {
-            references.insert(version.to_owned(), decode(&value)?);
+        let stored = decode::<super::reference::References>(&key, &value).filter(|r| {
+            let usable = r.check();
+            if let Err(reason) = &usable {
+                crate::state::quarantined(Family::Drift, None, reason);
+            }
+            usable.is_ok()
+        });
+        if let (Some(version), Some(stored)) = (read_text(&key, &mut at), stored) {
+            references.insert(version.to_owned(), stored);
         }
     }
     Ok(Stored {

@@ -2,6 +2,7 @@
 //! counts of two partitions, or of two batches, add), and the measures a
 //! window's merged counts give against the reference.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,7 @@ impl ColumnCounts {
                 for (value, n) in b {
                     *a.entry(value.clone()).or_default() += n;
                 }
+                bound_unseen(a);
             }
             (
                 ColumnCounts::Flags { flagged, scored },
@@ -98,7 +100,7 @@ impl ColumnCounts {
                     ("outside_share", unseen as f64 / n as f64),
                     (
                         "null_rate",
-                        counts.get("null").copied().unwrap_or(0) as f64 / n as f64,
+                        counts.get(NULL).copied().unwrap_or(0) as f64 / n as f64,
                     ),
                 ]);
             }
@@ -110,6 +112,49 @@ impl ColumnCounts {
         }
         out
     }
+}
+
+/// The count key of a null categorical value.
+pub const NULL: &str = "null";
+/// Prefix of the count keys of values the reference never saw: such a value
+/// is counted under a hash of it, never under the value itself, which may
+/// be a card number in the wrong field and must not reach the store, a log
+/// or a report.
+pub const UNSEEN: &str = "unseen:";
+/// Where unseen values past [`UNSEEN_KEPT`] distinct ones are counted.
+pub const UNSEEN_OTHER: &str = "unseen:other";
+/// Distinct unseen values counted apart in one window's counts of a column;
+/// the rest go to [`UNSEEN_OTHER`], so the data cannot grow the counts.
+pub const UNSEEN_KEPT: usize = 50;
+
+/// The count key of `value`: itself when the reference has it, else a hash.
+pub fn category<'v>(value: &'v str, categories: &BTreeMap<String, f64>) -> Cow<'v, str> {
+    if categories.contains_key(value) {
+        return Cow::Borrowed(value);
+    }
+    use std::hash::{Hash, Hasher};
+    let mut hasher = rustc_hash::FxHasher::default();
+    value.hash(&mut hasher);
+    Cow::Owned(format!("{UNSEEN}{:016x}", hasher.finish()))
+}
+
+/// Folds all but the [`UNSEEN_KEPT`] most frequent unseen keys into
+/// [`UNSEEN_OTHER`].
+pub fn bound_unseen(counts: &mut BTreeMap<String, u64>) {
+    let mut unseen: Vec<(u64, String)> = counts
+        .iter()
+        .filter(|(k, _)| k.starts_with(UNSEEN) && k.as_str() != UNSEEN_OTHER)
+        .map(|(k, &n)| (n, k.clone()))
+        .collect();
+    if unseen.len() <= UNSEEN_KEPT {
+        return;
+    }
+    unseen.sort_unstable_by(|a, b| b.cmp(a));
+    let folded: u64 = unseen[UNSEEN_KEPT..]
+        .iter()
+        .filter_map(|(_, key)| counts.remove(key))
+        .sum();
+    *counts.entry(UNSEEN_OTHER.to_owned()).or_default() += folded;
 }
 
 /// The reference a numeric column is counted against: the score's, or its
@@ -125,6 +170,48 @@ pub fn numeric_reference<'r>(column: &str, references: &'r References) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// At a342126 each distinct live value got its own stored count, raw:
+    /// unbounded, and a card number in the wrong field reached the report.
+    #[test]
+    fn unseen_categories_are_hashed_and_bounded() {
+        let categories = BTreeMap::from([("pos".to_owned(), 0.75), ("web".to_owned(), 0.25)]);
+        let mut window = ColumnCounts::Categorical {
+            counts: BTreeMap::new(),
+        };
+        for batch in 0..10 {
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            for i in 0..1_000 {
+                let value = format!("4111{batch:04}{i:08}");
+                *counts
+                    .entry(category(&value, &categories).into_owned())
+                    .or_default() += 1;
+            }
+            *counts
+                .entry(category("pos", &categories).into_owned())
+                .or_default() += 1;
+            bound_unseen(&mut counts);
+            window.merge(&ColumnCounts::Categorical { counts });
+        }
+        let ColumnCounts::Categorical { counts } = &window else {
+            unreachable!()
+        };
+        assert_eq!(window.events(), 10_010);
+        assert_eq!(counts["pos"], 10);
+        assert!(counts.len() <= 1 + UNSEEN_KEPT + 1, "{}", counts.len());
+        assert!(
+            counts.keys().all(|k| k == "pos" || k.starts_with(UNSEEN)),
+            "a raw unseen value was kept"
+        );
+        let m = window.measures(
+            "channel",
+            &References {
+                categories: BTreeMap::from([("channel".to_owned(), categories)]),
+                ..References::default()
+            },
+        );
+        assert!((m["outside_share"] - 10_000.0 / 10_010.0).abs() < 1e-12);
+    }
 
     #[test]
     fn categorical_windows_count_unseen_values_apart() {

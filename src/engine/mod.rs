@@ -13,7 +13,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::batch::Batch;
 use crate::config::{ModelSource, Pipeline, ReasonsFor, SqlFailureLimit};
-use crate::decode::Decoder;
+use crate::decode::{Decoder, EventTimeBounds};
 use crate::drift::{Observation, ScoredRow};
 use crate::error::{Chain, without_values};
 use crate::isolate::isolate;
@@ -65,6 +65,7 @@ pub enum EngineError {
 pub struct EngineSpec<'a> {
     pub schema: RecordSchema,
     pub max_record_bytes: usize,
+    pub event_time_bounds: EventTimeBounds,
     pub event_id_field: &'a str,
     pub sql: &'a str,
     pub sql_failure_limit: SqlFailureLimit,
@@ -86,6 +87,7 @@ impl<'a> EngineSpec<'a> {
         Self {
             schema: pipeline.schema.clone(),
             max_record_bytes: pipeline.max_record_bytes,
+            event_time_bounds: EventTimeBounds::of_input(pipeline),
             event_id_field: &pipeline.event_id_field,
             sql: &pipeline.sql,
             sql_failure_limit: pipeline.sql_failure_limit,
@@ -164,7 +166,8 @@ impl Engine {
             spec.threshold_override,
         )?;
         Ok(Self {
-            decoder: Decoder::new(spec.schema, spec.max_record_bytes),
+            decoder: Decoder::new(spec.schema, spec.max_record_bytes)
+                .with_event_time_bounds(&spec.event_time_bounds),
             transform,
             sql_failure_limit: spec.sql_failure_limit,
             models: Arc::new(models),
@@ -194,11 +197,13 @@ impl Engine {
     /// failure (a bug, not bad data) or an SQL that fails on most rows is an
     /// error.
     pub async fn process(&self, batch: &Batch) -> Result<BatchOutput, EngineError> {
-        let decoded = self.decode_fresh(&self.decoder, batch)?;
+        let already_folded = self.already_folded(batch);
+        let all: Vec<usize> = (0..batch.records.len()).collect();
+        let decoded = self.decode_records(&self.decoder, batch, &all)?;
         let source_index = decoded.source_index;
         let mut rejected = decoded.rejected;
         let (table, mut state_changes) =
-            self.with_window_features(batch, decoded.batch, &source_index)?;
+            self.with_window_features(batch, decoded.batch, &source_index, &already_folded)?;
         // Drift reads the decoded columns after the SQL has taken the table.
         let decoded = self.drift().map(|_| (table.clone(), source_index.clone()));
         // Loaded once: the whole batch is scored by this lineup.
@@ -212,14 +217,22 @@ impl Engine {
             let scored = self.score_rows(batch, &rows, &lineup, &mut output, &mut rejected)?;
             state_changes.extend(scored.kept);
             if let Some((decoded, decoded_index)) = &decoded {
-                state_changes.extend(self.observe_drift(
-                    batch,
-                    &lineup,
-                    &rows,
-                    (decoded, decoded_index),
-                    scored.rows,
-                    &mut output,
-                )?);
+                state_changes.extend(
+                    self.observe_drift(
+                        batch,
+                        &lineup,
+                        &rows,
+                        (decoded, decoded_index),
+                        // A record read again below the checkpoint was counted
+                        // already.
+                        scored
+                            .rows
+                            .into_iter()
+                            .filter(|&(_, index, _, _)| !already_folded[index])
+                            .collect(),
+                        &mut output,
+                    )?,
+                );
             }
             self.models.note_scored(&lineup, batch);
         }

@@ -65,16 +65,9 @@ impl EngineState {
             checkpoint: Arc::new(checkpoint),
             checkpoint_interval: settings.checkpoint_interval,
             windows,
-            labels: Self::label_decoder(pipeline),
+            labels: Decoder::for_labels(pipeline),
             drift,
         }))
-    }
-
-    fn label_decoder(pipeline: &Pipeline) -> Option<Decoder> {
-        pipeline
-            .labels
-            .as_ref()
-            .map(|l| Decoder::new(l.schema.clone(), pipeline.max_record_bytes))
     }
 
     /// The pipeline's window features over an in-memory store: for tests
@@ -84,11 +77,15 @@ impl EngineState {
             checkpoint: Arc::new(Checkpoint::new(Arc::new(MemoryStore::default()))?),
             checkpoint_interval: std::time::Duration::ZERO,
             windows: pipeline.windows.clone().map(Windows::new),
-            labels: Self::label_decoder(pipeline),
+            labels: Decoder::for_labels(pipeline),
             drift: pipeline.drift.clone().map(DriftMonitor::new),
         })
     }
 }
+
+/// Records this far below their partition's checkpointed offset are a
+/// rewind, not the tail a crash leaves: said in a WARN.
+const FAR_REWIND: i64 = 10_000;
 
 /// A labels batch, folded and staged: commit `staged` with
 /// [`Engine::checkpoint`], then publish the metrics of `days`.
@@ -141,7 +138,7 @@ impl Engine {
         else {
             return Ok(None);
         };
-        let decoded = self.decode_fresh(decoder, batch)?;
+        let decoded = self.decode_records(decoder, batch, &self.not_yet_folded(batch))?;
         for refused in &decoded.rejected {
             let record = &batch.records[refused.index];
             tracing::warn!(
@@ -211,60 +208,92 @@ impl Engine {
         Ok(())
     }
 
-    /// Decodes the batch's records not yet folded into state; the indices
-    /// of rows and rejections are the batch's.
-    pub(super) fn decode_fresh(
+    /// Decodes the batch's `records` (indices into it); the indices of rows
+    /// and rejections are the batch's.
+    pub(super) fn decode_records(
         &self,
         decoder: &Decoder,
         batch: &Batch,
+        records: &[usize],
     ) -> Result<Decoded, EngineError> {
-        let fresh = self.not_yet_folded(batch);
         let mut decoded = decoder
-            .decode(fresh.iter().map(|&i| RawRecord {
+            .decode(records.iter().map(|&i| RawRecord {
                 bytes: batch.records[i].payload.as_deref(),
                 size: batch.records[i].payload_size,
             }))
             .map_err(|e| {
                 EngineError::Internal(format!("decoded columns do not form a batch: {e}"))
             })?;
-        // Back from positions among the fresh records to the batch's.
+        // Back from positions among `records` to the batch's.
         for i in &mut decoded.source_index {
-            *i = fresh[*i];
+            *i = records[*i];
         }
         for r in &mut decoded.rejected {
-            r.index = fresh[r.index];
+            r.index = records[r.index];
         }
         Ok(decoded)
     }
 
-    /// The indices of the batch's records not yet folded into state. A
-    /// record below its partition's checkpointed offset was read again after
-    /// a crash between the checkpoint and the Kafka commit: its outputs were
-    /// acknowledged and its event is in the windows, so it is skipped.
-    fn not_yet_folded(&self, batch: &Batch) -> Vec<usize> {
-        let all = 0..batch.records.len();
+    /// Per record of the batch, whether it lies below its partition's
+    /// checkpointed offset: its event is already in the state. Such a
+    /// record is read again after a crash between the checkpoint and the
+    /// Kafka commit, or after the group was rewound to score a period
+    /// again; it is scored as usual, and its state update is skipped.
+    pub(super) fn already_folded(&self, batch: &Batch) -> Vec<bool> {
         let Some(state) = &self.state else {
-            return all.collect();
+            return vec![false; batch.records.len()];
         };
         let folded = state.checkpoint.folded_until(&batch.topic);
-        let fresh: Vec<usize> = all
-            .filter(|&i| {
-                let r = &batch.records[i];
+        let below: Vec<bool> = batch
+            .records
+            .iter()
+            .map(|r| {
                 folded
                     .get(&r.partition)
-                    .is_none_or(|&next| r.offset >= next)
+                    .is_some_and(|&next| r.offset < next)
             })
             .collect();
-        let skipped = batch.records.len() - fresh.len();
-        if skipped > 0 {
-            tracing::info!(
-                skipped,
-                "skipped records already folded into state before a restart"
-            );
+        let count = below.iter().filter(|&&b| b).count();
+        if count > 0 {
             metrics::counter!(names::ALREADY_FOLDED, "topic" => batch.topic.clone())
-                .increment(skipped as u64);
+                .increment(count as u64);
+            let deepest = batch
+                .records
+                .iter()
+                .filter_map(|r| Some((r.partition, r.offset, *folded.get(&r.partition)?)))
+                .filter(|(_, offset, next)| offset < next)
+                .max_by_key(|(_, offset, next)| next - offset);
+            if let Some((partition, offset, next)) = deepest {
+                if next - offset > FAR_REWIND {
+                    tracing::warn!(
+                        topic = %batch.topic,
+                        partition,
+                        offset,
+                        checkpoint = next,
+                        "records far below the checkpointed offset: a rewind (or a recreated \
+                         topic); they are scored, and not folded into the window state again"
+                    );
+                } else {
+                    tracing::info!(
+                        records = count,
+                        "records already folded into state before a restart: scored again, \
+                         not folded again"
+                    );
+                }
+            }
         }
-        fresh
+        below
+    }
+
+    /// The indices of the batch's records not yet folded into state (the
+    /// labels topic's: a label read again has nothing to score).
+    fn not_yet_folded(&self, batch: &Batch) -> Vec<usize> {
+        self.already_folded(batch)
+            .into_iter()
+            .enumerate()
+            .filter(|(_, folded)| !folded)
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// Adds the window features to the decoded rows, computed against the
@@ -275,6 +304,7 @@ impl Engine {
         batch: &Batch,
         decoded: RecordBatch,
         source_index: &[usize],
+        already_folded: &[bool],
     ) -> Result<(RecordBatch, Vec<Change>), EngineError> {
         let Some((state, windows)) = self
             .state
@@ -288,7 +318,14 @@ impl Engine {
             .map(|&i| batch.records[i].partition)
             .collect();
         let order: Vec<usize> = (0..decoded.num_rows()).collect();
-        let computed = windows.compute(&decoded, &partitions, &order, &state.checkpoint)?;
+        let rows_folded: Vec<bool> = source_index.iter().map(|&i| already_folded[i]).collect();
+        let computed = windows.compute(
+            &decoded,
+            &partitions,
+            &order,
+            &rows_folded,
+            &state.checkpoint,
+        )?;
         if computed.late > 0 {
             metrics::counter!(names::LATE_EVENTS, "topic" => batch.topic.clone())
                 .increment(computed.late);

@@ -29,3 +29,31 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> K
     }
     Ok(())
 }
+
+/// Of `wanted`, the topics the cluster does not have. All topics' metadata
+/// is asked for at once: asking for one by name can create it on a broker
+/// that auto-creates topics, and then it would never be missing.
+pub fn missing_topics(
+    brokers: &str,
+    wanted: &[&str],
+    timeout: Duration,
+) -> KafkaResult<Vec<String>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let metadata = client.fetch_metadata(None, timeout)?;
+    let present: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.name())
+        .collect();
+    let mut missing: Vec<String> = wanted
+        .iter()
+        .filter(|t| !present.contains(t))
+        .map(|t| (*t).to_owned())
+        .collect();
+    missing.dedup();
+    Ok(missing)
+}

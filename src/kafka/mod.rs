@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod context;
+mod side;
 pub mod sink;
 pub mod source;
 

@@ -1,5 +1,6 @@
-//! The producer side: scores to the output topic, a challenger's scores to
-//! the shadow topic, refused records to the dead-letter topic, and nothing counts as delivered until Kafka acks it.
+//! The producer side: scores to the output topic and refused records to the
+//! dead-letter topic, nothing counting as delivered until Kafka acks it; a
+//! challenger's scores and drift alerts go beside them (`side.rs`).
 //!
 //! What happens when Kafka refuses a message depends on whose fault it is
 //! ([`Fault`]); no refusal ends in a crash loop:
@@ -27,6 +28,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 use super::context::SinkContext;
+use super::side::SideOutputs;
 use crate::batch::Batch;
 use crate::config::KafkaSettings;
 use crate::output::{BatchOutput, DeadLetter, Outgoing};
@@ -104,15 +106,13 @@ pub struct Delivered {
 enum Pending<'a> {
     /// A score and its position in the batch's scores.
     Score(usize, &'a Outgoing),
-    /// A challenger's score, for the shadow topic.
-    Shadow(&'a Outgoing),
-    /// A drift alert, for the alerts topic.
-    Alert(&'a Outgoing),
     Letter(Cow<'a, DeadLetter>),
 }
 
 pub struct KafkaSink {
     producer: FutureProducer<SinkContext>,
+    /// Shadow scores and alerts, sent beside the batch, never holding it.
+    side: SideOutputs,
     output_topic: String,
     /// Where challenger scores go; without one they are compared, not sent.
     shadow_topic: Option<String>,
@@ -124,8 +124,11 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     pub fn new(settings: &KafkaSettings, dead_letter_payload_bytes: usize) -> KafkaResult<Self> {
+        let producer: FutureProducer<SinkContext> =
+            super::producer_config(settings).create_with_context(SinkContext)?;
         Ok(Self {
-            producer: super::producer_config(settings).create_with_context(SinkContext)?,
+            side: SideOutputs::new(producer.clone()),
+            producer,
             output_topic: settings.output_topic.clone(),
             shadow_topic: settings.shadow_topic.clone(),
             alerts_topic: settings.alerts_topic.clone(),
@@ -134,32 +137,26 @@ impl KafkaSink {
         })
     }
 
-    /// Produces everything `batch` made and returns once all of it is acked.
+    /// Produces everything `batch` made and returns once its scores and
+    /// dead letters are acked; its shadow scores and alerts go beside it
+    /// (`side.rs`).
     pub async fn deliver(
         &self,
         batch: &Batch,
         output: &BatchOutput,
     ) -> Result<Delivered, DeliveryError> {
         let mut delivered = Delivered::default();
+        if let Some(topic) = &self.shadow_topic {
+            self.side.offer(topic, &output.shadow);
+        }
+        if let Some(topic) = &self.alerts_topic {
+            self.side.offer(topic, &output.alerts);
+        }
         let mut pending: Vec<Pending> = output
             .scores
             .iter()
             .enumerate()
             .map(|(position, score)| Pending::Score(position, score))
-            .chain(
-                output
-                    .shadow
-                    .iter()
-                    .filter(|_| self.shadow_topic.is_some())
-                    .map(Pending::Shadow),
-            )
-            .chain(
-                output
-                    .alerts
-                    .iter()
-                    .filter(|_| self.alerts_topic.is_some())
-                    .map(Pending::Alert),
-            )
             .chain(
                 output
                     .dead_letters
@@ -186,16 +183,6 @@ impl KafkaSink {
                             format!("Kafka refused the score: {error}"),
                             self.dead_letter_payload_bytes,
                         ))));
-                    }
-                    (Fault::Message, Pending::Shadow(_)) => {
-                        // Its input was scored and delivered; a lost shadow
-                        // score thins the comparison, nothing more.
-                        tracing::warn!(error = %error, "Kafka refused a challenger score for good; it is dropped");
-                    }
-                    (Fault::Message, Pending::Alert(_)) => {
-                        // It was logged and counted when raised, and is kept
-                        // in the store for `drift report`.
-                        tracing::error!(error = %error, "Kafka refused a drift alert for good; it is dropped");
                     }
                     (Fault::Message, Pending::Letter(letter)) => {
                         if letter.key.is_none() && letter.payload.is_none() {
@@ -248,8 +235,6 @@ impl KafkaSink {
     fn topic_of(&self, message: &Pending) -> &str {
         match message {
             Pending::Score(..) => &self.output_topic,
-            Pending::Shadow(_) => self.shadow_topic.as_deref().unwrap_or_default(),
-            Pending::Alert(_) => self.alerts_topic.as_deref().unwrap_or_default(),
             Pending::Letter(_) => &self.dead_letter_topic,
         }
     }
@@ -257,14 +242,6 @@ impl KafkaSink {
     async fn send(&self, message: &Pending<'_>) -> Result<(), KafkaError> {
         match message {
             Pending::Score(_, score) => self.send_score(&self.output_topic, score).await,
-            Pending::Shadow(score) => {
-                let topic = self.shadow_topic.as_deref().unwrap_or_default();
-                self.send_score(topic, score).await
-            }
-            Pending::Alert(alert) => {
-                let topic = self.alerts_topic.as_deref().unwrap_or_default();
-                self.send_score(topic, alert).await
-            }
             Pending::Letter(letter) => self.send_dead_letter(letter).await,
         }
     }
@@ -307,9 +284,19 @@ impl KafkaSink {
             .map_err(|(e, _)| e)
     }
 
-    /// Waits for everything queued to be delivered.
+    /// Waits for everything queued to be delivered. Side messages still
+    /// kept for another offer are lost with the process: said here.
     pub fn flush(&self, timeout: Duration) -> KafkaResult<()> {
-        self.producer.flush(timeout)
+        let flushed = self.producer.flush(timeout);
+        let kept = self.side.kept_len();
+        if kept > 0 {
+            tracing::warn!(
+                kept,
+                "side messages (drift alerts, challenger scores) Kafka refused are not delivered \
+                 at this stop; alerts stay in the state store for `streamscore drift report`"
+            );
+        }
+        flushed
     }
 }
 

@@ -22,6 +22,13 @@ pub const PAYLOAD_FILE: &str = "trees.json";
 /// Marks a leaf in [`Tree::feature`].
 pub const LEAF: i32 = -1;
 
+/// Caps on an imported or stored tree, named in the refusal: nodes per
+/// tree (a million: far past any gradient-boosted tree), and depth (the
+/// reasons recurse once per level; LightGBM's leaf-wise trees reach a few
+/// dozen).
+pub const MAX_TREE_NODES: usize = 1 << 20;
+pub const MAX_TREE_DEPTH: usize = 256;
+
 /// One tree in flat arrays; node 0 is the root.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,6 +224,14 @@ impl Tree {
                 return Err(format!("a tree has {n} nodes but {len} `{name}` values"));
             }
         }
+        if n > MAX_TREE_NODES {
+            return Err(format!(
+                "a tree has {n} nodes, over the cap of {MAX_TREE_NODES} per tree"
+            ));
+        }
+        // Per node, its depth, once a parent has named it.
+        let mut depth: Vec<Option<usize>> = vec![None; n];
+        depth[0] = Some(0);
         for node in 0..n {
             if !self.value[node].is_finite() {
                 return Err(format!("node {node} has a non-finite value"));
@@ -229,10 +244,24 @@ impl Tree {
                 return Err(format!("node {node} splits on feature {f} of {features}"));
             }
             // Children come after their parent: no cycles, every walk ends.
+            // One parent each: a node shared by two parents would make the
+            // reasons' walk, which visits both branches, exponential.
+            let below = depth[node].map(|d| d + 1);
             for child in [self.left[node], self.right[node]] {
-                if (child as usize) <= node || child as usize >= n {
+                let child = child as usize;
+                if child <= node || child >= n {
                     return Err(format!("node {node} has child {child} of {n} nodes"));
                 }
+                if depth[child].is_some() {
+                    return Err(format!("node {child} has more than one parent"));
+                }
+                depth[child] = below;
+            }
+            // The reasons (TreeSHAP) recurse once per level.
+            if below.is_some_and(|d| d > MAX_TREE_DEPTH) {
+                return Err(format!(
+                    "the tree is deeper than the cap of {MAX_TREE_DEPTH} levels"
+                ));
             }
         }
         Ok(())
@@ -411,6 +440,58 @@ pub(crate) mod tests {
             value: value([(1.4 + 3.6) / 10.0, 1.4 / 6.0, 0.1, 0.5, 0.9]),
             cover: vec![10.0, 6.0, 4.0, 2.0, 4.0],
         }
+    }
+
+    /// At a342126 a tree was walked before it was checked (a bad child
+    /// index panicked), and neither depth nor sharing was bounded, while
+    /// the reasons recurse per level and visit both branches.
+    #[test]
+    fn unsound_trees_are_refused_with_the_cap_named() {
+        let mut shared = stump();
+        shared.right[0] = 1;
+        assert!(
+            shared
+                .validate(2)
+                .unwrap_err()
+                .contains("more than one parent"),
+            "a node with two parents"
+        );
+        let levels = MAX_TREE_DEPTH + 1;
+        let mut chain = Tree::default();
+        for node in 0..levels {
+            chain.feature.push(0);
+            chain.threshold.push(0.0);
+            chain.left.push((2 * node + 1) as u32);
+            chain.right.push((2 * node + 2) as u32);
+            chain.value.push(0.0);
+            chain.cover.push(1.0);
+            // The left child is a leaf; the right one splits again.
+            chain.feature.push(LEAF);
+            chain.threshold.push(0.0);
+            chain.left.push(0);
+            chain.right.push(0);
+            chain.value.push(0.1);
+            chain.cover.push(1.0);
+        }
+        // The last right child: a leaf.
+        chain.feature.push(LEAF);
+        chain.threshold.push(0.0);
+        chain.left.push(0);
+        chain.right.push(0);
+        chain.value.push(0.2);
+        chain.cover.push(1.0);
+        let refused = chain.validate(1).unwrap_err();
+        assert!(
+            refused.contains(&format!("cap of {MAX_TREE_DEPTH}")),
+            "{refused}"
+        );
+
+        let xgboost = br#"{"learner":{"learner_model_param":{"base_score":"5E-1","num_feature":"1"},
+            "objective":{"name":"binary:logistic"},"gradient_booster":{"name":"gbtree","model":{"trees":[
+            {"left_children":[5,-1,-1],"right_children":[2,-1,-1],"split_indices":[0,0,0],
+             "split_conditions":[0.5,0.1,0.9],"sum_hessian":[2,1,1]}]}}}}"#;
+        let refused = crate::model::import::xgboost::parse(xgboost, 1).unwrap_err();
+        assert!(refused.contains("child 5 of 3 nodes"), "{refused}");
     }
 
     #[test]

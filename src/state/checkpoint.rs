@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,19 @@ use super::{Change, Family, StateError, Store, offset_key, parse_offset_key};
 pub struct Checkpoint {
     store: Arc<dyn Store>,
     pending: Mutex<Pending>,
+    /// Held for a whole commit, so commits never overlap; see [`Written`].
+    written: Mutex<Written>,
+}
+
+/// Keys a batch wrote while an older batch was still unwritten, with the
+/// writing batch's sequence number. The transactions and the labels topics
+/// commit on their own clocks, so a labels batch staged after a
+/// transactions batch can be written first; the older batch must then not
+/// write its (older) value of a key they share over the newer one. At
+/// a342126 it did, and the label was lost, its offset already stored.
+#[derive(Default)]
+struct Written {
+    by_newer: FxHashMap<(Family, Vec<u8>), u64>,
 }
 
 struct Pending {
@@ -155,16 +168,20 @@ impl Checkpoint {
     pub fn new(store: Arc<dyn Store>) -> Result<Self, StateError> {
         let mut folded = HashMap::new();
         for (key, value) in store.scan(Family::Offsets)? {
-            let damaged = |message: &str| StateError::Damaged {
-                family: Family::Offsets.name(),
-                message: message.to_owned(),
+            // A damaged offset is dropped: its partition's records are then
+            // folded again from Kafka's committed offset, as after a crash.
+            let Some(position) = parse_offset_key(&key) else {
+                super::quarantined(Family::Offsets, None, "an unreadable offset key");
+                continue;
             };
-            let position = parse_offset_key(&key).ok_or_else(|| damaged("unreadable key"))?;
-            let next = value
-                .as_slice()
-                .try_into()
-                .map(i64::from_be_bytes)
-                .map_err(|_| damaged("an offset is not 8 bytes"))?;
+            let Ok(next) = value.as_slice().try_into().map(i64::from_be_bytes) else {
+                super::quarantined(
+                    Family::Offsets,
+                    Some(position.1),
+                    "an offset is not 8 bytes",
+                );
+                continue;
+            };
             folded.insert(position, next);
         }
         Ok(Self {
@@ -173,6 +190,7 @@ impl Checkpoint {
                 folded,
                 ..Pending::default()
             }),
+            written: Mutex::default(),
         })
     }
 
@@ -274,26 +292,61 @@ impl Checkpoint {
     }
 
     /// Writes several staged batches (in batch order) in one atomic write:
-    /// each key once, at its latest value.
+    /// each key once, at its latest value, unless a newer batch already
+    /// wrote it (see [`Written`]).
     pub fn commit_all(&self, staged: Vec<Staged>) -> Result<(), StateError> {
-        match staged.as_slice() {
-            [] => return Ok(()),
-            [one] => self.store.write(&one.changes.iter().collect::<Vec<_>>())?,
-            many => {
-                let mut latest: FxHashMap<(Family, &[u8]), &Change> = FxHashMap::default();
-                for batch in many {
-                    for change in batch.changes.iter() {
-                        latest.insert((change.family, change.key.as_slice()), change);
+        let Some(newest) = staged.iter().map(|s| s.seq).max() else {
+            return Ok(());
+        };
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut latest: FxHashMap<(Family, &[u8]), (u64, &Change)> = FxHashMap::default();
+        let mut superseded: FxHashSet<(Family, Vec<u8>)> = FxHashSet::default();
+        for batch in &staged {
+            for change in batch.changes.iter() {
+                if !written.by_newer.is_empty() {
+                    let address = (change.family, change.key.clone());
+                    if written
+                        .by_newer
+                        .get(&address)
+                        .is_some_and(|&by| by > batch.seq)
+                    {
+                        superseded.insert(address);
+                        continue;
                     }
                 }
-                // References, not copies: the values are written straight
-                // from the staged batches.
-                let mut merged: Vec<&Change> = latest.into_values().collect();
-                // In key order, as a batch's own changes are.
-                merged.sort_unstable_by(|a, b| (a.family, &a.key).cmp(&(b.family, &b.key)));
-                self.store.write(&merged)?;
+                latest.insert((change.family, change.key.as_slice()), (batch.seq, change));
             }
         }
+        // References, not copies: the values are written straight from the
+        // staged batches, in key order, as a batch's own changes are.
+        let mut merged: Vec<(u64, &Change)> = latest.into_values().collect();
+        merged.sort_unstable_by(|a, b| (a.1.family, &a.1.key).cmp(&(b.1.family, &b.1.key)));
+        self.store
+            .write(&merged.iter().map(|(_, c)| *c).collect::<Vec<_>>())?;
+        let committing: Vec<u64> = staged.iter().map(|s| s.seq).collect();
+        let oldest_unwritten = self
+            .pending()
+            .batches
+            .keys()
+            .filter(|seq| !committing.contains(seq))
+            .min()
+            .copied();
+        if oldest_unwritten.is_some_and(|oldest| oldest < newest) {
+            for (seq, change) in &merged {
+                written
+                    .by_newer
+                    .insert((change.family, change.key.clone()), *seq);
+            }
+        }
+        // Only batches older than an entry's writer need it.
+        written
+            .by_newer
+            .retain(|_, by| oldest_unwritten.is_some_and(|oldest| *by > oldest));
+        // `written` stays held: no other commit may update `recent` between
+        // this write and the lines below.
         let mut guard = self.pending();
         let pending = &mut *guard;
         for batch in staged {
@@ -303,13 +356,20 @@ impl Checkpoint {
             for change in changes {
                 let values = &mut pending.values[change.family.index()];
                 // A later batch's value stays until that batch is written.
+                let latest = values
+                    .get(change.key.as_slice())
+                    .is_none_or(|(seq, _)| *seq == batch.seq)
+                    && (superseded.is_empty()
+                        || !superseded.contains(&(change.family, change.key.clone())));
                 if values
                     .get(change.key.as_slice())
                     .is_some_and(|(seq, _)| *seq == batch.seq)
                 {
                     values.remove(change.key.as_slice());
                 }
-                if change.family == Family::Windows {
+                // Remembered as written only when it is what was written:
+                // not a value a newer batch superseded.
+                if change.family == Family::Windows && latest {
                     pending.recent.insert(change.key, change.value);
                 }
             }
@@ -403,6 +463,59 @@ mod tests {
         assert_eq!(
             Checkpoint::new(store)?.folded_until("tx"),
             BTreeMap::from([(0, 20)])
+        );
+        Ok(())
+    }
+
+    /// A labels batch folded between a transactions batch's processing and
+    /// its checkpoint, and written first (the two topics commit on their
+    /// own clocks): at a342126 the transactions batch then wrote its older
+    /// value of the label series over it, and the label was lost.
+    #[test]
+    fn a_newer_batch_written_first_is_not_overwritten_by_an_older_one() -> Result<(), StateError> {
+        let store = Arc::new(MemoryStore::default());
+        let checkpoint = Checkpoint::new(store.clone())?;
+        let transactions = checkpoint.stage(
+            "tx",
+            &BTreeMap::from([(0, 10)]),
+            vec![
+                change("terminal-labels", Some("expired")),
+                change("card", Some("1")),
+            ],
+        );
+        let labels = checkpoint.stage(
+            "labels",
+            &BTreeMap::from([(0, 3)]),
+            vec![change("terminal-labels", Some("expired+label"))],
+        );
+        checkpoint.commit(labels)?;
+        checkpoint.commit(transactions)?;
+        assert_eq!(
+            store.get(Family::Windows, b"terminal-labels")?,
+            Some(b"expired+label".to_vec()),
+            "the label survives"
+        );
+        assert_eq!(store.get(Family::Windows, b"card")?, Some(b"1".to_vec()));
+        assert_eq!(
+            checkpoint.get(Family::Windows, b"terminal-labels")?,
+            Some(b"expired+label".to_vec()),
+            "and is what later batches read"
+        );
+        let reopened = Checkpoint::new(store)?;
+        assert_eq!(reopened.folded_until("tx"), BTreeMap::from([(0, 10)]));
+        assert_eq!(reopened.folded_until("labels"), BTreeMap::from([(0, 3)]));
+        // In order again, a later batch's value is written as usual.
+        let next = checkpoint.stage(
+            "tx",
+            &BTreeMap::from([(0, 11)]),
+            vec![change("terminal-labels", Some("next"))],
+        );
+        checkpoint.commit(next)?;
+        assert_eq!(
+            checkpoint
+                .store()
+                .get(Family::Windows, b"terminal-labels")?,
+            Some(b"next".to_vec())
         );
         Ok(())
     }

@@ -73,11 +73,35 @@ pub struct Change {
 pub enum StateError {
     #[error("state store {path}: {message}")]
     Store { path: String, message: String },
-    #[error("state value under {family} is damaged: {message}")]
-    Damaged {
-        family: &'static str,
-        message: String,
-    },
+}
+
+/// A stored value that does not read (README "Hostile data"): it is
+/// counted under `streamscore_state_damaged_total{family}`, said in a WARN
+/// once per family and partition in this process, and then read as absent,
+/// so that its key starts afresh and the next write replaces it. Only the
+/// store's own errors ([`StateError::Store`]) stop an engine: a damaged
+/// value that stopped it would stop every restart the same way.
+pub fn quarantined(family: Family, partition: Option<i32>, reason: &str) {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    type Said = Mutex<HashSet<(Family, Option<i32>)>>;
+    static SAID: OnceLock<Said> = OnceLock::new();
+    metrics::counter!(crate::telemetry::names::STATE_DAMAGED, "family" => family.name())
+        .increment(1);
+    let first = SAID
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert((family, partition));
+    if first {
+        tracing::warn!(
+            family = family.name(),
+            partition,
+            reason,
+            "a stored state value does not read: it is dropped and its key starts afresh \
+             (counted in streamscore_state_damaged_total; said once per family and partition)"
+        );
+    }
 }
 
 /// Durable key-value state. Writes are atomic: all of a batch's changes

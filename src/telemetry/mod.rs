@@ -44,6 +44,9 @@ pub mod names {
     pub const LABELS_DAY_CARD_PRECISION: &str = "streamscore_labels_day_card_precision_at_100";
     /// Events older than their key's retained window history.
     pub const LATE_EVENTS: &str = "streamscore_window_late_events_total";
+    /// Stored values that did not read, by `family`: each was dropped and
+    /// its key started afresh (`state::quarantined`).
+    pub const STATE_DAMAGED: &str = "streamscore_state_damaged_total";
     /// One checkpoint: a batch's state changes and offsets, written at once.
     pub const CHECKPOINT_SECONDS: &str = "streamscore_state_checkpoint_seconds";
     /// Rows per batch.
@@ -65,6 +68,11 @@ pub mod names {
     pub const PRODUCER_QUEUE: &str = "streamscore_producer_queue_messages";
     /// librdkafka's own produce-request retries, from its statistics.
     pub const PRODUCER_RETRIES: &str = "streamscore_producer_retries_total";
+    /// Drift alerts and challenger scores Kafka refused, kept to be offered
+    /// again with the next batch (`kafka/side.rs`), and those dropped: past
+    /// the cap of kept ones, or refused for good; by `topic`.
+    pub const SIDE_OUTPUTS_KEPT: &str = "streamscore_side_outputs_kept";
+    pub const SIDE_OUTPUTS_DROPPED: &str = "streamscore_side_outputs_dropped_total";
     /// Rounds in which streamscore sent a batch's refused outputs again.
     pub const DELIVERY_RETRIES: &str = "streamscore_delivery_retries_total";
     /// 1 for each model that is scoring, labelled by name, version and role
@@ -108,6 +116,8 @@ pub mod names {
         PRODUCER_QUEUE,
         PRODUCER_RETRIES,
         DELIVERY_RETRIES,
+        SIDE_OUTPUTS_KEPT,
+        SIDE_OUTPUTS_DROPPED,
         MODEL_INFO,
         MODEL_SWAPS,
         MODEL_REFUSALS,
@@ -117,6 +127,7 @@ pub mod names {
         ALREADY_FOLDED,
         LATE_EVENTS,
         CHECKPOINT_SECONDS,
+        STATE_DAMAGED,
         LABELS_REFUSED,
         LABELS_MATCHED,
         LABELS_UNMATCHED,

@@ -79,7 +79,11 @@ pub fn build(
         None => &set.decoded,
     };
     let y = labels_from(label_source, &request.label)?;
-    let names = feature_names(&set.features, &options.features, &request.label)?;
+    let names = feature_names(
+        &set.features,
+        &options.features,
+        [&request.label, &set.event_id],
+    )?;
     let x = feature_matrix(&set.features, &names)?;
     let cards = text_column(&set.decoded, &request.card_column);
     let times = time_column(&set.decoded, &request.time_column);
@@ -356,24 +360,30 @@ fn category_shares(decoded: &RecordBatch) -> serde_json::Map<String, serde_json:
     out
 }
 
-/// The wanted features, or by default every numeric column but the label.
+/// The wanted features, or by default every numeric column but the label
+/// and the event id. Neither is ever a feature, whatever its type: an int64
+/// event id grows with time, so a model would learn the clock, and drift
+/// would flag it in the first window.
 fn feature_names(
     features: &RecordBatch,
     wanted: &[String],
-    label: &str,
+    never: [&str; 2],
 ) -> Result<Vec<String>, TrainError> {
     let schema = features.schema();
+    let usable = |f: &arrow::datatypes::Field| {
+        is_feature_type(f.data_type()) && !never.contains(&f.name().as_str())
+    };
     if wanted.is_empty() {
         return Ok(schema
             .fields()
             .iter()
-            .filter(|f| is_feature_type(f.data_type()) && f.name() != label)
+            .filter(|f| usable(f))
             .map(|f| f.name().clone())
             .collect());
     }
     for name in wanted {
         match schema.field_with_name(name) {
-            Ok(f) if is_feature_type(f.data_type()) && name != label => {}
+            Ok(f) if usable(f) => {}
             _ => return Err(TrainError::BadFeature(name.clone())),
         }
     }
@@ -429,4 +439,46 @@ fn time_column(batch: &RecordBatch, name: &str) -> Option<Vec<i64>> {
             .values()
             .to_vec(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{BooleanArray, Float64Array, Int64Array};
+    use arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    /// At a342126 an int64 event id became a feature of every model trained
+    /// without `--features` (and raised drift in the first judged window).
+    #[test]
+    fn the_event_id_and_the_label_are_never_features_whatever_their_type() {
+        let features = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("event_id", DataType::Int64, false),
+                Field::new("amount", DataType::Float64, false),
+                Field::new("is_fraud", DataType::Boolean, false),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(Float64Array::from(vec![3.0, 4.0])),
+                Arc::new(BooleanArray::from(vec![false, true])),
+            ],
+        )
+        .unwrap();
+        let never = ["is_fraud", "event_id"];
+        assert_eq!(
+            feature_names(&features, &[], never).unwrap(),
+            vec!["amount".to_owned()]
+        );
+        for named in ["event_id", "is_fraud"] {
+            let refused = feature_names(&features, &[named.to_owned()], never).unwrap_err();
+            assert!(refused.to_string().contains("event id"), "{refused}");
+        }
+        assert_eq!(
+            feature_names(&features, &["amount".to_owned()], never).unwrap(),
+            vec!["amount".to_owned()]
+        );
+    }
 }

@@ -320,6 +320,15 @@ mod tests {
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1_800)));
         assert!(parse_duration("7").unwrap_err().contains("no unit"));
+        // At a342126 this overflowed (a panic in debug, a wrapped value in
+        // release) instead of being refused.
+        assert!(
+            parse_duration("18446744073709551615d")
+                .unwrap_err()
+                .contains("longer than a century")
+        );
+        assert!(parse_duration("36501d").is_err());
+        assert!(parse_duration("36500d").is_ok());
         assert!(parse_duration("xd").is_err());
     }
 }

@@ -49,6 +49,8 @@ pub struct TrainingSet {
     pub features: RecordBatch,
     /// NDJSON lines the decoder refused, with their line index.
     pub rejected: Vec<Rejected>,
+    /// The event id column (`schema.event_id_field`): never a feature.
+    pub event_id: String,
 }
 
 /// Runs history through the pipeline's decode and SQL.
@@ -63,7 +65,7 @@ pub fn read_history(
     pipeline: &Pipeline,
     data: &Path,
 ) -> Result<(RecordBatch, Vec<Rejected>), TrainingError> {
-    let decoder = Decoder::new(pipeline.schema.clone(), pipeline.max_record_bytes);
+    let decoder = Decoder::for_input(pipeline);
     let shown = data.display().to_string();
     let is_csv = data
         .extension()
@@ -218,6 +220,7 @@ pub async fn features_for(
         decoded,
         features,
         rejected,
+        event_id: pipeline.event_id_field.clone(),
     })
 }
 

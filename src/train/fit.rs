@@ -17,7 +17,10 @@ use crate::model::{Logistic, Model, ModelKind, Preprocessing};
 pub enum TrainError {
     #[error("no usable training rows: {0}")]
     NoData(String),
-    #[error("feature `{0}` is not a numeric column of the pipeline SQL output, or is the label")]
+    #[error(
+        "feature `{0}` is not a numeric column of the pipeline SQL output, or is the label or \
+         the event id (schema.event_id_field)"
+    )]
     BadFeature(String),
     #[error("label column: {0}")]
     BadLabel(String),

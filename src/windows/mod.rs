@@ -295,12 +295,15 @@ impl Windows {
     /// Computes every feature of the rows of `decoded` and the state
     /// changes that fold them in. Rows are folded in `order` (the stream's
     /// order); `partitions[row]` is each row's input partition, which every
-    /// state key carries.
+    /// state key carries. A row marked in `already_folded` (read again
+    /// below the checkpoint: a rewind) gets its features from the state as
+    /// it is and is not folded again; rows past its end are folded.
     pub fn compute(
         &self,
         decoded: &RecordBatch,
         partitions: &[i32],
         order: &[usize],
+        already_folded: &[bool],
         state: &Checkpoint,
     ) -> Result<WindowOutput, WindowError> {
         let columns = Columns::of_events(self, decoded)?;
@@ -312,7 +315,8 @@ impl Windows {
         )?;
         let mut out = vec![vec![None; decoded.num_rows()]; self.planned.len()];
         for &row in order {
-            session.event(&columns, row, partitions[row], &mut out)?;
+            let fold = !already_folded.get(row).copied().unwrap_or(false);
+            session.event(&columns, row, partitions[row], fold, &mut out)?;
         }
         Ok(session.finish(out))
     }
@@ -396,7 +400,7 @@ impl Windows {
                     next_label += 1;
                 }
             }
-            session.event(&events, row, 0, &mut out)?;
+            session.event(&events, row, 0, true, &mut out)?;
         }
         Ok(session.finish(out))
     }
@@ -510,7 +514,7 @@ mod tests {
         assert_eq!(windows.series.len(), 1);
         let checkpoint = Checkpoint::new(Arc::new(MemoryStore::default()))?;
         let first = batch(&[("a", 0, 10.0), ("b", HOUR, 1.0), ("a", 2 * HOUR, 30.0)]);
-        let out = windows.compute(&first, &[0; 3], &[0, 1, 2], &checkpoint)?;
+        let out = windows.compute(&first, &[0; 3], &[0, 1, 2], &[], &checkpoint)?;
         assert_eq!(column(&out, 0), [Some(1.0), Some(1.0), Some(2.0)]);
         assert_eq!(column(&out, 1), [Some(10.0), Some(1.0), Some(20.0)]);
         // Two tiles back from hour 2 is hour 1: the hour-0 event is out.
@@ -522,12 +526,42 @@ mod tests {
         // A day later the hour-0 event has left the 24-hour window; the
         // hour-2 one has not (hours 2..=25).
         let second = batch(&[("a", 25 * HOUR, 5.0)]);
-        let out = windows.compute(&second, &[0], &[0], &checkpoint)?;
+        let out = windows.compute(&second, &[0], &[0], &[], &checkpoint)?;
         assert_eq!(column(&out, 0), [Some(2.0)]);
         assert_eq!(column(&out, 1), [Some(17.5)]);
         // Another partition's card `a` is another key.
-        let out = windows.compute(&second, &[1], &[0], &checkpoint)?;
+        let out = windows.compute(&second, &[1], &[0], &[], &checkpoint)?;
         assert_eq!(column(&out, 0), [Some(1.0)]);
+        Ok(())
+    }
+
+    /// A record read again below the checkpoint (a rewind) is scored from
+    /// the state as it is and not folded in a second time (at a342126 it
+    /// got no output at all).
+    #[test]
+    fn rows_already_folded_get_features_and_leave_the_state_alone() -> Result<(), WindowError> {
+        let windows = windows();
+        let checkpoint = Checkpoint::new(Arc::new(MemoryStore::default()))?;
+        let rows = batch(&[("a", 0, 10.0), ("a", HOUR, 30.0)]);
+        let out = windows.compute(&rows, &[0; 2], &[0, 1], &[], &checkpoint)?;
+        checkpoint.commit(checkpoint.stage("t", &BTreeMap::from([(0, 2)]), out.changes))?;
+        let again = windows.compute(&rows, &[0; 2], &[0, 1], &[true, true], &checkpoint)?;
+        assert!(again.changes.is_empty(), "nothing folded again");
+        // Each sees the state up to its own tile, itself included, and
+        // counts itself once more as the current event.
+        assert_eq!(column(&again, 0), [Some(2.0), Some(3.0)]);
+        let next = windows.compute(
+            &batch(&[("a", 2 * HOUR, 5.0)]),
+            &[0],
+            &[0],
+            &[],
+            &checkpoint,
+        )?;
+        assert_eq!(
+            column(&next, 0),
+            [Some(3.0)],
+            "the two events counted once each"
+        );
         Ok(())
     }
 
@@ -541,7 +575,7 @@ mod tests {
             ("a", 50 * HOUR, 99.0),
             ("a", 100 * HOUR, 20.0),
         ]);
-        let out = windows.compute(&rows, &[0; 3], &[0, 1, 2], &checkpoint)?;
+        let out = windows.compute(&rows, &[0; 3], &[0, 1, 2], &[], &checkpoint)?;
         assert_eq!(out.late, 1);
         assert_eq!(
             column(&out, 0),
@@ -556,19 +590,31 @@ mod tests {
     fn the_compaction_filter_expires_keys_a_whole_retention_behind() -> Result<(), WindowError> {
         let windows = windows();
         let checkpoint = Checkpoint::new(Arc::new(MemoryStore::default()))?;
-        let out = windows.compute(&batch(&[("old", 0, 1.0)]), &[0], &[0], &checkpoint)?;
+        let out = windows.compute(&batch(&[("old", 0, 1.0)]), &[0], &[0], &[], &checkpoint)?;
         let (key, value) = (
             &out.changes[0].key,
             out.changes[0].value.clone().unwrap_or_default(),
         );
         let expiry = windows.expiry();
         assert!(!expiry.expired(key, &value));
-        windows.compute(&batch(&[("new", 24 * HOUR, 1.0)]), &[1], &[0], &checkpoint)?;
+        windows.compute(
+            &batch(&[("new", 24 * HOUR, 1.0)]),
+            &[1],
+            &[0],
+            &[],
+            &checkpoint,
+        )?;
         assert!(
             !expiry.expired(key, &value),
             "another partition's time does not expire it"
         );
-        windows.compute(&batch(&[("new", 24 * HOUR, 1.0)]), &[0], &[0], &checkpoint)?;
+        windows.compute(
+            &batch(&[("new", 24 * HOUR, 1.0)]),
+            &[0],
+            &[0],
+            &[],
+            &checkpoint,
+        )?;
         assert!(expiry.expired(key, &value));
         Ok(())
     }
@@ -687,7 +733,7 @@ mod tests {
                 checkpoint.commit(staged)?;
                 labelled += 1;
             }
-            let out = windows.compute(&batch.slice(day, 1), &[0], &[0], &checkpoint)?;
+            let out = windows.compute(&batch.slice(day, 1), &[0], &[0], &[], &checkpoint)?;
             for (f, column) in out.columns.iter().enumerate() {
                 assert_eq!(
                     column.as_primitive::<Float64Type>().value(0),

@@ -157,13 +157,7 @@ impl<'w> Session<'w> {
         let keys: Vec<&[u8]> = wanted.iter().map(Vec::as_slice).collect();
         let values = state.get_many(Family::Windows, &keys)?;
         for (key, value) in wanted.into_iter().zip(values) {
-            let tiles = match value {
-                Some(bytes) => Tiles::decode(&bytes).map_err(|message| StateError::Damaged {
-                    family: Family::Windows.name(),
-                    message,
-                })?,
-                None => Tiles::default(),
-            };
+            let tiles = stored_tiles(&key, value.as_deref());
             self.loaded.insert(key, (tiles, false));
         }
         Ok(())
@@ -177,15 +171,7 @@ impl<'w> Session<'w> {
                     Some(state) => state.get(Family::Windows, e.key())?,
                     None => None,
                 };
-                let tiles = match stored {
-                    Some(bytes) => {
-                        Tiles::decode(&bytes).map_err(|message| StateError::Damaged {
-                            family: Family::Windows.name(),
-                            message,
-                        })?
-                    }
-                    None => Tiles::default(),
-                };
+                let tiles = stored_tiles(e.key(), stored.as_deref());
                 e.insert((tiles, false))
             }
         })
@@ -198,13 +184,16 @@ impl<'w> Session<'w> {
         columns: &Columns,
         row: usize,
         partition: i32,
+        fold: bool,
         out: &mut [Vec<Option<f64>>],
     ) -> Result<(), WindowError> {
         let Some(time) = columns.time(row) else {
             return Ok(());
         };
         let partition = self.windows.scoped(partition);
-        self.seen(partition, time);
+        if fold {
+            self.seen(partition, time);
+        }
         let windows = self.windows;
         for (s, series) in windows.series.iter().enumerate() {
             let Some(key) = columns.key(s, row) else {
@@ -213,7 +202,7 @@ impl<'w> Session<'w> {
             let bucket = time.div_euclid(series.tile_ms);
             let value = columns.value(s, row);
             let (tiles, dirty) = self.tiles(state_key(partition, &series.id, key))?;
-            if series.source == Source::Labels {
+            if series.source == Source::Labels && fold {
                 // Label tiles age with the events that read them, not with
                 // the labels' own arrival.
                 let before = tiles.len();
@@ -231,12 +220,13 @@ impl<'w> Session<'w> {
                 }
                 out[f][row] = planned.aggregate.of(&summary);
             }
-            if series.source == Source::Events
-                && !fold(tiles, bucket, value, series.retention_tiles)
-            {
-                self.late += 1;
-            } else if series.source == Source::Events {
+            if series.source != Source::Events || !fold {
+                continue;
+            }
+            if fold_value(tiles, bucket, value, series.retention_tiles) {
                 *dirty = true;
+            } else {
+                self.late += 1;
             }
         }
         Ok(())
@@ -310,7 +300,23 @@ impl<'w> Session<'w> {
 
 /// Adds one event to its tile and drops the tiles no feature reaches any
 /// more; false, and nothing folded, for an event older than that.
-fn fold(tiles: &mut Tiles, bucket: i64, value: Option<f64>, retention_tiles: i64) -> bool {
+/// The tiles of a stored window value; a value that does not read is
+/// quarantined and its key starts with no history.
+fn stored_tiles(key: &[u8], stored: Option<&[u8]>) -> Tiles {
+    let Some(bytes) = stored else {
+        return Tiles::default();
+    };
+    Tiles::decode(bytes).unwrap_or_else(|reason| {
+        let partition = key
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(i32::from_be_bytes);
+        crate::state::quarantined(Family::Windows, partition, &reason);
+        Tiles::default()
+    })
+}
+
+fn fold_value(tiles: &mut Tiles, bucket: i64, value: Option<f64>, retention_tiles: i64) -> bool {
     if tiles
         .newest()
         .is_some_and(|newest| bucket <= newest - retention_tiles)

@@ -146,17 +146,24 @@ async fn oversized_records_are_cut_into_dead_letters_and_the_stream_moves_on() {
     );
 }
 
-/// Topics whose output topic does not exist, so Kafka refuses every score
-/// and the sink holds the batch (an operator's fault): a stop cannot drain.
-async fn held_pipeline(dir: &std::path::Path, extra: &str) -> (Topics, std::path::PathBuf) {
-    let mut topics = Topics::create(1).await;
-    topics.output = unique("never-created");
-    produce(&topics.input, &valid_events(50)).await;
+/// An instance whose output topic is deleted once it runs (`run` refuses
+/// to start without it), so Kafka refuses every score and the sink holds
+/// the batch (an operator's fault): a stop cannot drain.
+async fn held_run(dir: &std::path::Path, extra: &str) -> (Topics, std::process::Child) {
+    let topics = Topics::create(1).await;
     // librdkafka waits this long (30 s by default) for a missing topic to
     // appear before it fails the message.
     let producer = "\n[kafka.producer]\n\"topic.metadata.propagation.max.ms\" = \"1000\"\n";
     let pipeline = topics.write_pipeline_with(dir, 50, &format!("{producer}{extra}"));
-    (topics, pipeline)
+    let run = spawn_run(&pipeline, dir, "run");
+    assert!(
+        wait_for_log(dir, "run", "scoring", Duration::from_secs(60)),
+        "log:\n{}",
+        log_of(dir, "run")
+    );
+    delete_topics(&[&topics.output]).await;
+    produce(&topics.input, &valid_events(50)).await;
+    (topics, run)
 }
 
 fn wait_until_held(dir: &std::path::Path, name: &str) {
@@ -175,8 +182,7 @@ fn wait_until_held(dir: &std::path::Path, name: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_sigterm_exits_at_once_without_committing() {
     let dir = tempfile::tempdir().unwrap();
-    let (topics, pipeline) = held_pipeline(dir.path(), "").await;
-    let mut run = spawn_run(&pipeline, dir.path(), "run");
+    let (topics, mut run) = held_run(dir.path(), "").await;
     wait_until_held(dir.path(), "run");
 
     terminate(&run);
@@ -202,9 +208,7 @@ async fn a_second_sigterm_exits_at_once_without_committing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stop_that_cannot_drain_ends_at_the_deadline_without_committing() {
     let dir = tempfile::tempdir().unwrap();
-    let (topics, pipeline) =
-        held_pipeline(dir.path(), "\n[shutdown]\ndrain_timeout_ms = 1500\n").await;
-    let mut run = spawn_run(&pipeline, dir.path(), "run");
+    let (topics, mut run) = held_run(dir.path(), "\n[shutdown]\ndrain_timeout_ms = 1500\n").await;
     wait_until_held(dir.path(), "run");
 
     terminate(&run);

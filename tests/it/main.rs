@@ -13,6 +13,7 @@ mod drift;
 mod engine;
 mod golden;
 mod hardening;
+mod hostile;
 mod imported;
 mod models;
 mod observability;

@@ -185,6 +185,23 @@ pub fn tampered_payload(payload: &str) -> String {
     tampered
 }
 
+/// Deletes `topics` (an operator's mistake, for the tests of what follows).
+pub async fn delete_topics(topics: &[&str]) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client is created");
+    for result in admin
+        .delete_topics(topics, &AdminOptions::new())
+        .await
+        .expect("the broker answers DeleteTopics")
+    {
+        result.expect("the topic is deleted");
+    }
+}
+
 /// Produces `records` (key, payload) and returns where each landed.
 pub async fn produce(topic: &str, records: &[KeyedPayload]) -> Vec<(i32, i64)> {
     let producer: FutureProducer = ClientConfig::new()

@@ -19,7 +19,7 @@ use crate::support::*;
 
 /// Per event id, the values `train` gives each of `names` (columns of the
 /// SQL output).
-async fn batch_features(
+pub(crate) async fn batch_features(
     pipeline: &Pipeline,
     ndjson: &[u8],
     names: &[String],
@@ -50,7 +50,7 @@ async fn batch_features(
 }
 
 /// The events' labels as the labels topic carries them, keyed by card.
-fn keyed_labels(events: &[streamscore::simulate::Transaction]) -> Vec<KeyedPayload> {
+pub(crate) fn keyed_labels(events: &[streamscore::simulate::Transaction]) -> Vec<KeyedPayload> {
     events
         .iter()
         .map(|t| {
@@ -65,7 +65,7 @@ fn keyed_labels(events: &[streamscore::simulate::Transaction]) -> Vec<KeyedPaylo
 
 /// Waits until the instance's log says it folded (and checkpointed)
 /// `count` labels.
-fn wait_for_labels(dir: &std::path::Path, name: &str, count: usize) {
+pub(crate) fn wait_for_labels(dir: &std::path::Path, name: &str, count: usize) {
     let folded = || -> usize {
         log_of(dir, name)
             .lines()
@@ -92,8 +92,10 @@ fn wait_for_labels(dir: &std::path::Path, name: &str, count: usize) {
     }
 }
 
-/// Per event id, the model inputs on its last score.
-fn streamed_features(
+/// Per event id, the model inputs on its first score: the one computed as
+/// the event was folded in. A record read again after a crash is scored
+/// again from the state as it is, which already holds it.
+pub(crate) fn streamed_features(
     scores: &[rdkafka::message::OwnedMessage],
     names: &[String],
 ) -> HashMap<String, BTreeMap<String, f64>> {
@@ -105,7 +107,9 @@ fn streamed_features(
             .iter()
             .map(|name| (name.clone(), features[name.as_str()]))
             .collect();
-        by_event.insert(score.event_id.into_owned(), windows);
+        by_event
+            .entry(score.event_id.into_owned())
+            .or_insert(windows);
     }
     by_event
 }

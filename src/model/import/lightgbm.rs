@@ -3,7 +3,7 @@
 //! is leaf `-child - 1`, leaf values already carry the shrinkage, and the
 //! probability is sigmoid(sigmoid_k * sum of leaves).
 
-use super::{check_feature_count, fill_expected_values, validated};
+use super::{check_feature_count, validated};
 use crate::model::trees::{Ensemble, LEAF, Link, SplitRule, Tree};
 
 /// The payload file name of a LightGBM bundle.
@@ -146,6 +146,5 @@ fn convert(block: &[(&str, &str)], sigmoid: f64) -> Result<Tree, String> {
         tree.value.push(leaf_value[j] * sigmoid);
         tree.cover.push(leaf_count[j]);
     }
-    fill_expected_values(&mut tree);
     Ok(tree)
 }

@@ -43,8 +43,14 @@ fn check_feature_count(found: usize, expected: usize, what: &str) -> Result<(), 
 }
 
 /// The ensemble if its trees are sound, so a bad file is refused with the
-/// reason.
-pub fn validated(ensemble: Ensemble, features: usize) -> Result<Ensemble, String> {
+/// reason; then each internal node's expected value, which walks the
+/// children and so must come after the check (at a342126 it came before,
+/// and a bad child index panicked).
+pub fn validated(mut ensemble: Ensemble, features: usize) -> Result<Ensemble, String> {
+    ensemble.validate(features)?;
+    for tree in &mut ensemble.trees {
+        fill_expected_values(tree);
+    }
     ensemble.validate(features)?;
     Ok(ensemble)
 }

@@ -77,20 +77,23 @@ impl OnnxModel {
             output,
             column: 0,
         };
+        // Two rows, not one: a model whose output does not grow with the
+        // rows (a constant, a reduction) looks right on one row and then
+        // answers a batch with too few values.
         let probe = model
-            .run(&ndarray::Array2::zeros((1, features)).view())
+            .run(&ndarray::Array2::zeros((2, features)).view())
             .map_err(|e| {
                 format!(
                     "the ONNX model does not run on rows of {features} features (--features): {e}"
                 )
             })?;
         model.column = match probe.shape() {
-            [1, 2] => 1,
-            [1, 1] | [1] => 0,
+            [2, 2] => 1,
+            [2, 1] | [2] => 0,
             other => {
                 return Err(format!(
-                    "the ONNX model's probabilities have shape {other:?} for one row; expected \
-                     [1, 2] (the fraud class second) or [1, 1]"
+                    "the ONNX model's probabilities have shape {other:?} for two rows; expected \
+                     one output per row: [2, 2] (the fraud class second), [2, 1] or [2]"
                 ));
             }
         };
@@ -125,13 +128,22 @@ impl OnnxModel {
         }
         match self.run(&x) {
             Ok(tensor) => match tensor.to_plain_array_view::<f32>() {
+                // One value per row (two with the fraud class second), as
+                // the load's probe found; anything else is refused row by
+                // row rather than read out of step with the rows.
+                Ok(view) if view.len() == rows * (self.column + 1) => view
+                    .iter()
+                    .skip(self.column)
+                    .step_by(self.column + 1)
+                    .map(|&p| f64::from(p))
+                    .collect(),
                 Ok(view) => {
-                    let width = view.len() / rows;
-                    view.iter()
-                        .skip(self.column)
-                        .step_by(width.max(1))
-                        .map(|&p| f64::from(p))
-                        .collect()
+                    tracing::error!(
+                        rows,
+                        values = view.len(),
+                        "the ONNX model's output does not hold one probability per row"
+                    );
+                    vec![f64::NAN; rows]
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "the ONNX model's output does not read");

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::{check_feature_count, fill_expected_values, validated};
+use super::{check_feature_count, validated};
 use crate::model::trees::{Ensemble, LEAF, Link, SplitRule, Tree};
 
 /// The payload file name of an XGBoost bundle.
@@ -154,6 +154,5 @@ fn convert(t: JsonTree) -> Result<Tree, String> {
             tree.value.push(0.0);
         }
     }
-    fill_expected_values(&mut tree);
     Ok(tree)
 }

@@ -1,0 +1,469 @@
+//! A hostile stream through the example pipeline (window features, labels,
+//! drift with its alerts topic) on the real broker, with three restarts,
+//! one of them a `kill -9`: no record stops, blinds or corrupts the engine.
+//!
+//! Tansu keeps a SIGKILLed member for minutes, so each group sees one crash
+//! only; the other restarts are SIGTERM.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::message::OwnedMessage;
+use streamscore::config::Pipeline;
+use streamscore::output::headers;
+use streamscore::simulate::{SimulationConfig, simulate};
+
+use crate::support::*;
+use crate::windows::{batch_features, keyed_labels, streamed_features, wait_for_labels};
+
+/// What a hostile record must come to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Scored,
+    Dead(&'static [&'static str]),
+    /// Scored, or refused as a value the model cannot use.
+    Either,
+}
+
+const CARD_IN_CATEGORY: &str = "4111111111111111";
+
+/// Records built to break each part, on cards and terminals of their own
+/// (so that the valid events' windows must come out as in a clean run).
+fn hostile_records() -> Vec<(String, Expect)> {
+    let tx = |id: &str, card: &str, fields: &str| {
+        format!(
+            r#"{{"event_id":"{id}","card_id":"{card}","terminal_id":"hostile-t","event_time":"2026-04-03T12:00:00Z"{fields}}}"#
+        )
+    };
+    let timed = |id: &str, time: &str| {
+        format!(
+            r#"{{"event_id":"{id}","card_id":"hostile-time","terminal_id":"hostile-t","amount":5,"event_time":{time}}}"#
+        )
+    };
+    let mut records = vec![
+        (
+            tx("h-max", "hostile-num", r#","amount":1e308"#),
+            Expect::Either,
+        ),
+        (
+            tx("h-min", "hostile-num", r#","amount":-1e308"#),
+            Expect::Either,
+        ),
+        (
+            tx("h-sub", "hostile-num", r#","amount":5e-324"#),
+            Expect::Scored,
+        ),
+        (
+            tx("h-neg0", "hostile-num", r#","amount":-0.0"#),
+            Expect::Scored,
+        ),
+        (
+            tx("h-square", "hostile-num", r#","amount":1e160"#),
+            Expect::Either,
+        ),
+        (
+            tx("h-nan", "hostile-num", r#","amount":"NaN""#),
+            Expect::Dead(&["wrong_type"]),
+        ),
+        (
+            tx(
+                "h-nan-flag",
+                "hostile-num",
+                r#","amount":3,"is_online":"NaN""#,
+            ),
+            Expect::Dead(&["wrong_type"]),
+        ),
+        (
+            timed("h-9999", r#""9999-01-01T00:00:00Z""#),
+            Expect::Dead(&["event_time_out_of_range"]),
+        ),
+        (
+            timed("h-1970", r#""1970-01-01T00:00:00Z""#),
+            Expect::Dead(&["event_time_out_of_range"]),
+        ),
+        (
+            timed("h-digits", r#""99999999999999999999999999""#),
+            Expect::Dead(&["wrong_type", "event_time_out_of_range"]),
+        ),
+        (
+            timed("h-big-number", "99999999999999999999999999"),
+            Expect::Dead(&["wrong_type", "event_time_out_of_range"]),
+        ),
+        (
+            tx(
+                "h-mb",
+                "hostile-big",
+                &format!(r#","amount":1,"pad":"{}""#, "x".repeat(1 << 20)),
+            ),
+            Expect::Dead(&["oversized"]),
+        ),
+        (
+            tx(
+                "h-deep",
+                "hostile-deep",
+                &format!(
+                    r#","amount":1,"deep":{}1{}"#,
+                    "[".repeat(5_000),
+                    "]".repeat(5_000)
+                ),
+            ),
+            Expect::Dead(&["not_json"]),
+        ),
+    ];
+    for (i, card) in [
+        "\\u0000",
+        "😀🂡",
+        "\\u202eevil",
+        "e\\u0301",
+        "\\ud83d\\ude00",
+    ]
+    .iter()
+    .enumerate()
+    {
+        records.push((
+            tx(&format!("h-unicode-{i}"), card, r#","amount":7"#),
+            Expect::Scored,
+        ));
+    }
+    records.push((
+        tx("h-long-card", &"k".repeat(60_000), r#","amount":7"#),
+        Expect::Scored,
+    ));
+    // 10,000 distinct merchant categories, a card number among them.
+    for i in 0..10_000 {
+        let category = if i == 0 {
+            CARD_IN_CATEGORY.to_owned()
+        } else {
+            format!("hostile-mcc-{i}")
+        };
+        records.push((
+            tx(
+                &format!("h-mcc-{i}"),
+                &format!("hostile-mcc-card-{}", i % 100),
+                &format!(r#","amount":12,"merchant_category":"{category}""#),
+            ),
+            Expect::Scored,
+        ));
+    }
+    // One event id, 1,000 times.
+    for _ in 0..1_000 {
+        records.push((
+            tx("h-same", "hostile-same", r#","amount":3"#),
+            Expect::Scored,
+        ));
+    }
+    records
+}
+
+/// Labels built to confuse the joins: for unknown events, twice, before
+/// their event, and dated 9999 (refused).
+fn hostile_labels() -> Vec<KeyedPayload> {
+    let label = |id: &str, time: &str| {
+        Some(
+            format!(
+                r#"{{"event_id":"{id}","card_id":"hostile-same","terminal_id":"hostile-t","event_time":"{time}","is_fraud":true}}"#
+            )
+            .into_bytes(),
+        )
+    };
+    vec![
+        (None, label("nobody", "2026-04-03T12:00:00Z")),
+        (None, label("h-same", "2026-04-03T12:00:00Z")),
+        (None, label("h-same", "2026-04-03T12:00:00Z")),
+        (None, label("h-unicode-0", "2026-04-03T12:00:00Z")),
+        (None, label("h-later", "9999-01-01T00:00:00Z")),
+    ]
+}
+
+/// Peak resident memory of a process, from /proc, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM in /proc status");
+    kb * 1024
+}
+
+/// Per input offset, the kinds of outputs it got: `scored` or a dead
+/// letter's kind.
+fn outcomes(scores: &[OwnedMessage], dead: &[OwnedMessage]) -> HashMap<i64, Vec<String>> {
+    let mut by_offset: HashMap<i64, Vec<String>> = HashMap::new();
+    for ((_, offset), n) in scored_offsets(scores) {
+        by_offset
+            .entry(offset)
+            .or_default()
+            .extend(std::iter::repeat_n("scored".to_owned(), n));
+    }
+    for letter in dead {
+        let offset: i64 = parsed_header(letter, headers::SOURCE_OFFSET);
+        by_offset
+            .entry(offset)
+            .or_default()
+            .push(header(letter, headers::ERROR_KIND).unwrap());
+    }
+    by_offset
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_stream_stops_blinds_and_corrupts_nothing_across_three_restarts() {
+    // One partition: a terminal's events come from every card, so only
+    // then does the stream see all of them, as the clean batch run does.
+    let topics = Topics::create(1).await;
+    let alerts = unique("alerts");
+    streamscore::kafka::admin::ensure_topics(&brokers(), &[&alerts], 1)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let drift = format!(
+        "\n[drift]\nevent_time = \"event_time\"\nwindow = \"1d\"\nmin_events = 300\n\
+         idle = \"30d\"\nalerts_topic = \"{alerts}\"\n"
+    );
+    let written = topics.write_pipeline_with(dir.path(), 500, &drift);
+    let text = std::fs::read_to_string(&written)
+        .unwrap()
+        .replace("[model]\n", "[model]\ninclude_features = true\n")
+        .replace(
+            "\"auto.commit.interval.ms\" = \"200\"",
+            "\"auto.commit.interval.ms\" = \"5000\"",
+        );
+    std::fs::write(&written, text).unwrap();
+    let pipeline = Pipeline::load(&written, None).unwrap();
+
+    let events = simulate(&SimulationConfig {
+        customers: 400,
+        terminals: 800,
+        days: 20,
+        ..SimulationConfig::default()
+    });
+    assert!(events.len() >= 10_000, "{} valid events", events.len());
+    let lines: Vec<Vec<u8>> = events
+        .iter()
+        .map(|t| serde_json::to_vec(t).unwrap())
+        .collect();
+    let model = streamscore::model::Bundle::load(&repo_path("pipelines/models/fraud-lr")).unwrap();
+    let names: Vec<String> = model.manifest.feature_names().map(str::to_owned).collect();
+    let clean = batch_features(&pipeline, &lines.join(&b'\n'), &names).await;
+
+    // The hostile records spread through the valid ones.
+    let hostile = hostile_records();
+    let mut records: Vec<(KeyedPayload, Option<Expect>)> = events
+        .iter()
+        .zip(&lines)
+        .map(|(t, line)| {
+            (
+                (Some(t.card_id.clone().into_bytes()), Some(line.clone())),
+                None,
+            )
+        })
+        .collect();
+    let stride = records.len() / hostile.len() + 1;
+    for (i, (payload, expect)) in hostile.into_iter().enumerate() {
+        let at = (i * stride + 1).min(records.len());
+        records.insert(
+            at + i,
+            (
+                (Some(b"hostile".to_vec()), Some(payload.into_bytes())),
+                Some(expect),
+            ),
+        );
+    }
+    let thirds = [records.len() / 3, 2 * records.len() / 3, records.len()];
+    let keyed: Vec<KeyedPayload> = records.iter().map(|(k, _)| k.clone()).collect();
+
+    // First instance: the valid labels folded in before the events (as in
+    // the windows test), a third of the stream, then SIGTERM.
+    let mut first = spawn_run(&written, dir.path(), "first");
+    let labels = keyed_labels(&events);
+    produce(&topics.labels, &labels).await;
+    wait_for_labels(dir.path(), "first", labels.len());
+    let mut landed = produce(&topics.input, &keyed[..thirds[0]]).await;
+    produce(&topics.labels, &hostile_labels()).await;
+    let mut scores = TopicReader::new(&topics.output, 1);
+    let mut dead = TopicReader::new(&topics.dead_letters, 1);
+    let progressed = |scores: &mut TopicReader, dead: &mut TopicReader, count: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        loop {
+            scores.poll_for(Duration::from_millis(100));
+            dead.poll_for(Duration::from_millis(100));
+            if outcomes(&scores.messages, &dead.messages).len() >= count {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+        }
+    };
+    assert!(
+        progressed(&mut scores, &mut dead, thirds[0]),
+        "log:\n{}",
+        log_of(dir.path(), "first")
+    );
+    stop_cleanly(&mut first, dir.path(), "first");
+
+    // Second: the next third, killed with SIGKILL halfway.
+    let mut second = spawn_run(&written, dir.path(), "second");
+    landed.extend(produce(&topics.input, &keyed[thirds[0]..thirds[1]]).await);
+    assert!(
+        progressed(&mut scores, &mut dead, (thirds[0] + thirds[1]) / 2),
+        "log:\n{}",
+        log_of(dir.path(), "second")
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    // Third: the rest, to the end; its peak memory; SIGTERM.
+    let mut third = spawn_run(&written, dir.path(), "third");
+    landed.extend(produce(&topics.input, &keyed[thirds[1]..]).await);
+    assert!(
+        progressed(&mut scores, &mut dead, records.len()),
+        "{} of {} records have an outcome; log:\n{}",
+        outcomes(&scores.messages, &dead.messages).len(),
+        records.len(),
+        log_of(dir.path(), "third")
+    );
+    let rss = peak_rss(third.id());
+    stop_cleanly(&mut third, dir.path(), "third");
+
+    // Fourth: a restart on everything the hostile stream left in the state.
+    let mut fourth = spawn_run(&written, dir.path(), "fourth");
+    assert!(
+        wait_for_log(dir.path(), "fourth", "scoring", Duration::from_secs(60)),
+        "log:\n{}",
+        log_of(dir.path(), "fourth")
+    );
+    stop_cleanly(&mut fourth, dir.path(), "fourth");
+
+    // Every record got what it had to: valid and hostile-but-usable ones a
+    // score, the rest a dead letter of the right kind; none both.
+    let by_offset = outcomes(&scores.messages, &dead.messages);
+    let mut wrong = Vec::new();
+    for ((_, offset), ((_, payload), expect)) in landed.iter().zip(&records) {
+        let got = by_offset.get(offset).cloned().unwrap_or_default();
+        let scored = !got.is_empty() && got.iter().all(|k| k == "scored");
+        let dead_as =
+            |kinds: &[&str]| !got.is_empty() && got.iter().all(|k| kinds.contains(&k.as_str()));
+        let fine = match expect {
+            None | Some(Expect::Scored) => scored,
+            Some(Expect::Dead(kinds)) => dead_as(kinds),
+            Some(Expect::Either) => scored || dead_as(&["invalid_feature", "non_finite_score"]),
+        };
+        if !fine {
+            let shown = String::from_utf8_lossy(payload.as_deref().unwrap_or_default());
+            wrong.push((*offset, got, shown.chars().take(160).collect::<String>()));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} records came out wrong: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+
+    // The valid events' window features equal a clean run's, event for
+    // event: nothing hostile reached their cards' and terminals' state.
+    let streamed = streamed_features(&scores.messages, &names);
+    let differing: Vec<_> = clean
+        .iter()
+        .filter(|(id, values)| streamed.get(*id) != Some(values))
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} of {} valid events differ from the clean run, e.g. {:?}",
+        differing.len(),
+        clean.len(),
+        differing.first()
+    );
+    assert!(rss < 256 << 20, "peak resident memory {} MB", rss >> 20);
+
+    // The drift report shows the reference's categories, never a value
+    // the data brought (a card number among them).
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .args(["drift", "report", "--pipeline"])
+        .arg(&written)
+        .env_remove("STREAMSCORE_BROKERS")
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let report = String::from_utf8_lossy(&report.stdout);
+    assert!(report.contains("merchant_category"), "{report}");
+    for raw in [CARD_IN_CATEGORY, "hostile-mcc-"] {
+        assert!(!report.contains(raw), "the report prints {raw}:\n{report}");
+    }
+    let logs: String = ["first", "second", "third", "fourth"]
+        .iter()
+        .map(|name| log_of(dir.path(), name))
+        .collect();
+    assert!(
+        !logs.contains(CARD_IN_CATEGORY),
+        "a log line carries the card number"
+    );
+}
+
+/// At a342126 a missing alerts topic held every batch from the first drift
+/// alert on, scores included. Here it is deleted while the stream runs:
+/// scoring goes on, the alerts are kept, and they arrive once the topic is
+/// back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_alerts_topic_holds_no_score_and_gets_its_alerts_once_back() {
+    let topics = Topics::create(1).await;
+    let alerts = unique("alerts");
+    streamscore::kafka::admin::ensure_topics(&brokers(), &[&alerts], 1)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A cold state: the window counts are far from the model's reference,
+    // so the first judged day raises alerts.
+    let drift = format!(
+        "\n[drift]\nevent_time = \"event_time\"\nwindow = \"1d\"\nmin_events = 300\n\
+         idle = \"30d\"\nraise_after = 1\nalerts_topic = \"{alerts}\"\n"
+    );
+    let pipeline = topics.write_pipeline_with(dir.path(), 200, &drift);
+    let producer = "\n[kafka.producer]\n\"topic.metadata.propagation.max.ms\" = \"1000\"\n";
+    let text = std::fs::read_to_string(&pipeline)
+        .unwrap()
+        .replace("[batch]\n", &format!("{producer}[batch]\n"));
+    std::fs::write(&pipeline, text).unwrap();
+    let mut run = spawn_run(&pipeline, dir.path(), "run");
+    assert!(
+        wait_for_log(dir.path(), "run", "scoring", Duration::from_secs(60)),
+        "log:\n{}",
+        log_of(dir.path(), "run")
+    );
+    delete_topics(&[&alerts]).await;
+
+    let events = valid_events(6_000);
+    produce(&topics.input, &events[..4_500]).await;
+    let mut scores = TopicReader::new(&topics.output, 1);
+    let scored = scores.read_until(Duration::from_secs(120), |m| m.len() >= 4_500);
+    let log = log_of(dir.path(), "run");
+    assert!(
+        scored,
+        "{} of 4,500 scored; log:\n{log}",
+        scores.messages.len()
+    );
+    assert!(
+        log.contains("Kafka refuses side messages"),
+        "no alert was refused, so nothing was proven; log:\n{log}"
+    );
+
+    streamscore::kafka::admin::ensure_topics(&brokers(), &[&alerts], 1)
+        .await
+        .unwrap();
+    produce(&topics.input, &events[4_500..]).await;
+    let mut raised = TopicReader::new(&alerts, 1);
+    let arrived = raised.read_until(Duration::from_secs(120), |m| !m.is_empty());
+    let all_scored = scores.read_until(Duration::from_secs(60), |m| m.len() >= events.len());
+    stop_cleanly(&mut run, dir.path(), "run");
+    assert!(
+        arrived && all_scored,
+        "alerts arrived {arrived}, all scored {all_scored}; log:\n{}",
+        log_of(dir.path(), "run")
+    );
+}
