@@ -6,6 +6,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use rdkafka::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use streamscore::output::headers;
 
 use crate::support::*;
@@ -146,11 +148,16 @@ async fn oversized_records_are_cut_into_dead_letters_and_the_stream_moves_on() {
     );
 }
 
-/// An instance whose output topic is deleted once it runs (`run` refuses
-/// to start without it), so Kafka refuses every score and the sink holds
-/// the batch (an operator's fault): a stop cannot drain.
-async fn held_run(dir: &std::path::Path, extra: &str) -> (Topics, std::process::Child) {
-    let topics = Topics::create(1).await;
+/// An instance whose output topic goes missing once it runs (`run`
+/// refuses to start without it), so Kafka refuses every score and the sink
+/// holds the batch (an operator's fault): a stop cannot drain. On the mock
+/// cluster: Tansu cannot lose one topic (its DeleteTopics drops them all).
+async fn held_run(
+    mock: &MockCluster<'_, DefaultProducerContext>,
+    dir: &std::path::Path,
+    extra: &str,
+) -> (Topics, std::process::Child) {
+    let topics = Topics::on_mock(mock, 1);
     // librdkafka waits this long (30 s by default) for a missing topic to
     // appear before it fails the message.
     let producer = "\n[kafka.producer]\n\"topic.metadata.propagation.max.ms\" = \"1000\"\n";
@@ -161,8 +168,12 @@ async fn held_run(dir: &std::path::Path, extra: &str) -> (Topics, std::process::
         "log:\n{}",
         log_of(dir, "run")
     );
-    delete_topics(&[&topics.output]).await;
-    produce(&topics.input, &valid_events(50)).await;
+    mock.topic_error(
+        &topics.output,
+        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+    )
+    .unwrap();
+    produce_at(&topics.brokers, &topics.input, &valid_events(50)).await;
     (topics, run)
 }
 
@@ -182,7 +193,8 @@ fn wait_until_held(dir: &std::path::Path, name: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_sigterm_exits_at_once_without_committing() {
     let dir = tempfile::tempdir().unwrap();
-    let (topics, mut run) = held_run(dir.path(), "").await;
+    let mock = MockCluster::new(1).unwrap();
+    let (topics, mut run) = held_run(&mock, dir.path(), "").await;
     wait_until_held(dir.path(), "run");
 
     terminate(&run);
@@ -200,7 +212,7 @@ async fn a_second_sigterm_exits_at_once_without_committing() {
     let status = wait_exit(&mut run, Duration::from_secs(5)).expect("exits at once");
     assert!(!status.success(), "a second signal must exit non-zero");
     assert!(log_of(dir.path(), "run").contains("a second signal"));
-    for (committed, _) in committed_and_end(&topics.group, &topics.input, 1) {
+    for (committed, _) in committed_and_end_at(&topics.brokers, &topics.group, &topics.input, 1) {
         assert_eq!(committed, None, "the held batch was committed");
     }
 }
@@ -208,7 +220,9 @@ async fn a_second_sigterm_exits_at_once_without_committing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stop_that_cannot_drain_ends_at_the_deadline_without_committing() {
     let dir = tempfile::tempdir().unwrap();
-    let (topics, mut run) = held_run(dir.path(), "\n[shutdown]\ndrain_timeout_ms = 1500\n").await;
+    let mock = MockCluster::new(1).unwrap();
+    let (topics, mut run) =
+        held_run(&mock, dir.path(), "\n[shutdown]\ndrain_timeout_ms = 1500\n").await;
     wait_until_held(dir.path(), "run");
 
     terminate(&run);
@@ -222,7 +236,7 @@ async fn a_stop_that_cannot_drain_ends_at_the_deadline_without_committing() {
         "{}",
         log_of(dir.path(), "run")
     );
-    for (committed, _) in committed_and_end(&topics.group, &topics.input, 1) {
+    for (committed, _) in committed_and_end_at(&topics.brokers, &topics.group, &topics.input, 1) {
         assert_eq!(committed, None, "the held batch was committed");
     }
 }

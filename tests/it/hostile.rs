@@ -97,6 +97,8 @@ fn hostile_records() -> Vec<(String, Expect)> {
             ),
             Expect::Dead(&["oversized"]),
         ),
+        // Deep nesting in a field the schema does not know is skipped
+        // (without recursion); in one it knows, it is the wrong type.
         (
             tx(
                 "h-deep",
@@ -107,7 +109,15 @@ fn hostile_records() -> Vec<(String, Expect)> {
                     "]".repeat(5_000)
                 ),
             ),
-            Expect::Dead(&["not_json"]),
+            Expect::Scored,
+        ),
+        (
+            tx(
+                "h-deep-known",
+                "hostile-deep",
+                &format!(r#","amount":{}1{}"#, "[".repeat(5_000), "]".repeat(5_000)),
+            ),
+            Expect::Dead(&["wrong_type", "not_json"]),
         ),
     ];
     for (i, card) in [
@@ -246,28 +256,24 @@ async fn a_hostile_stream_stops_blinds_and_corrupts_nothing_across_three_restart
     let names: Vec<String> = model.manifest.feature_names().map(str::to_owned).collect();
     let clean = batch_features(&pipeline, &lines.join(&b'\n'), &names).await;
 
-    // The hostile records spread through the valid ones.
+    // The hostile records spread evenly through the valid ones.
     let hostile = hostile_records();
-    let mut records: Vec<(KeyedPayload, Option<Expect>)> = events
-        .iter()
-        .zip(&lines)
-        .map(|(t, line)| {
-            (
-                (Some(t.card_id.clone().into_bytes()), Some(line.clone())),
-                None,
-            )
-        })
-        .collect();
-    let stride = records.len() / hostile.len() + 1;
-    for (i, (payload, expect)) in hostile.into_iter().enumerate() {
-        let at = (i * stride + 1).min(records.len());
-        records.insert(
-            at + i,
-            (
+    let valid_per_hostile = events.len() as f64 / hostile.len() as f64;
+    let mut hostile = hostile.into_iter().enumerate().peekable();
+    let mut records: Vec<(KeyedPayload, Option<Expect>)> = Vec::new();
+    for (i, (t, line)) in events.iter().zip(&lines).enumerate() {
+        records.push((
+            (Some(t.card_id.clone().into_bytes()), Some(line.clone())),
+            None,
+        ));
+        while let Some((_, (payload, expect))) =
+            hostile.next_if(|(h, _)| *h as f64 * valid_per_hostile <= i as f64)
+        {
+            records.push((
                 (Some(b"hostile".to_vec()), Some(payload.into_bytes())),
                 Some(expect),
-            ),
-        );
+            ));
+        }
     }
     let thirds = [records.len() / 3, 2 * records.len() / 3, records.len()];
     let keyed: Vec<KeyedPayload> = records.iter().map(|(k, _)| k.clone()).collect();
@@ -376,6 +382,13 @@ async fn a_hostile_stream_stops_blinds_and_corrupts_nothing_across_three_restart
         clean.len(),
         differing.first()
     );
+    eprintln!(
+        "hostile stream: {} records, {} scores, {} dead letters, peak RSS {} MB",
+        records.len(),
+        scores.messages.len(),
+        dead.messages.len(),
+        rss >> 20
+    );
     assert!(rss < 256 << 20, "peak resident memory {} MB", rss >> 20);
 
     // The drift report shows the reference's categories, never a value
@@ -407,16 +420,19 @@ async fn a_hostile_stream_stops_blinds_and_corrupts_nothing_across_three_restart
 }
 
 /// At a342126 a missing alerts topic held every batch from the first drift
-/// alert on, scores included. Here it is deleted while the stream runs:
-/// scoring goes on, the alerts are kept, and they arrive once the topic is
-/// back.
+/// alert on, scores included. Here it goes missing while the stream runs:
+/// scoring goes on, the alerts are kept, and they arrive once it is back.
+///
+/// On librdkafka's mock cluster, which can make one topic unknown and
+/// known again (`topic_error`): Tansu 0.6.0's DeleteTopics removes every
+/// topic of the broker, not the one named.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_deleted_alerts_topic_holds_no_score_and_gets_its_alerts_once_back() {
-    let topics = Topics::create(1).await;
+async fn a_missing_alerts_topic_holds_no_score_and_gets_its_alerts_once_back() {
+    use rdkafka::types::RDKafkaRespErr;
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let topics = Topics::on_mock(&mock, 1);
     let alerts = unique("alerts");
-    streamscore::kafka::admin::ensure_topics(&brokers(), &[&alerts], 1)
-        .await
-        .unwrap();
+    mock.create_topic(&alerts, 1, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // A cold state: the window counts are far from the model's reference,
     // so the first judged day raises alerts.
@@ -425,7 +441,7 @@ async fn a_deleted_alerts_topic_holds_no_score_and_gets_its_alerts_once_back() {
          idle = \"30d\"\nraise_after = 1\nalerts_topic = \"{alerts}\"\n"
     );
     let pipeline = topics.write_pipeline_with(dir.path(), 200, &drift);
-    let producer = "\n[kafka.producer]\n\"topic.metadata.propagation.max.ms\" = \"1000\"\n";
+    let producer = "[kafka.producer]\n\"topic.metadata.propagation.max.ms\" = \"1000\"\n";
     let text = std::fs::read_to_string(&pipeline)
         .unwrap()
         .replace("[batch]\n", &format!("{producer}[batch]\n"));
@@ -436,28 +452,37 @@ async fn a_deleted_alerts_topic_holds_no_score_and_gets_its_alerts_once_back() {
         "log:\n{}",
         log_of(dir.path(), "run")
     );
-    delete_topics(&[&alerts]).await;
+    mock.topic_error(
+        &alerts,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+    )
+    .unwrap();
 
     let events = valid_events(6_000);
-    produce(&topics.input, &events[..4_500]).await;
-    let mut scores = TopicReader::new(&topics.output, 1);
+    produce_at(&topics.brokers, &topics.input, &events[..4_500]).await;
+    let mut scores = TopicReader::at(&topics.brokers, &topics.output, 1);
     let scored = scores.read_until(Duration::from_secs(120), |m| m.len() >= 4_500);
-    let log = log_of(dir.path(), "run");
+    assert!(
+        wait_for_log(
+            dir.path(),
+            "run",
+            "Kafka refuses side messages",
+            Duration::from_secs(30)
+        ),
+        "no alert was refused, so nothing was proven; log:\n{}",
+        log_of(dir.path(), "run")
+    );
     assert!(
         scored,
-        "{} of 4,500 scored; log:\n{log}",
-        scores.messages.len()
-    );
-    assert!(
-        log.contains("Kafka refuses side messages"),
-        "no alert was refused, so nothing was proven; log:\n{log}"
+        "{} of 4,500 scored; log:\n{}",
+        scores.messages.len(),
+        log_of(dir.path(), "run")
     );
 
-    streamscore::kafka::admin::ensure_topics(&brokers(), &[&alerts], 1)
-        .await
+    mock.topic_error(&alerts, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
         .unwrap();
-    produce(&topics.input, &events[4_500..]).await;
-    let mut raised = TopicReader::new(&alerts, 1);
+    produce_at(&topics.brokers, &topics.input, &events[4_500..]).await;
+    let mut raised = TopicReader::at(&topics.brokers, &alerts, 1);
     let arrived = raised.read_until(Duration::from_secs(120), |m| !m.is_empty());
     let all_scored = scores.read_until(Duration::from_secs(60), |m| m.len() >= events.len());
     stop_cleanly(&mut run, dir.path(), "run");
@@ -465,5 +490,25 @@ async fn a_deleted_alerts_topic_holds_no_score_and_gets_its_alerts_once_back() {
         arrived && all_scored,
         "alerts arrived {arrived}, all scored {all_scored}; log:\n{}",
         log_of(dir.path(), "run")
+    );
+}
+
+/// `run` refuses to start while a topic it writes to is missing, and names
+/// it: a missing alerts topic found at the first alert, weeks in, is found
+/// too late.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_refuses_to_start_without_the_topics_it_writes_to() {
+    let topics = Topics::create(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = unique("never-created-alerts");
+    let drift = format!("\n[drift]\nevent_time = \"event_time\"\nalerts_topic = \"{alerts}\"\n");
+    let pipeline = topics.write_pipeline_with(dir.path(), 200, &drift);
+    let mut run = spawn_run(&pipeline, dir.path(), "run");
+    let status = wait_exit(&mut run, Duration::from_secs(60)).expect("exits at start");
+    let log = log_of(dir.path(), "run");
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains(&format!("the topics {alerts} do not exist")),
+        "{log}"
     );
 }

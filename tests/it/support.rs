@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
@@ -40,6 +42,8 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub struct Topics {
+    /// Tansu's (`brokers()`), or a mock cluster's.
+    pub brokers: String,
     pub input: String,
     pub output: String,
     pub dead_letters: String,
@@ -50,27 +54,40 @@ pub struct Topics {
 }
 
 impl Topics {
-    pub async fn create(partitions: i32) -> Self {
-        let topics = Self {
+    fn named(brokers: String, partitions: i32) -> Self {
+        Self {
+            brokers,
             input: unique("in"),
             output: unique("out"),
             dead_letters: unique("dlq"),
             labels: unique("labels"),
             group: unique("group"),
             partitions,
-        };
-        streamscore::kafka::admin::ensure_topics(
-            &brokers(),
-            &[
-                &topics.input,
-                &topics.output,
-                &topics.dead_letters,
-                &topics.labels,
-            ],
-            partitions,
-        )
-        .await
-        .expect("topics are created");
+        }
+    }
+
+    fn all(&self) -> [&str; 4] {
+        [&self.input, &self.output, &self.dead_letters, &self.labels]
+    }
+
+    /// Fresh topics on the test broker (Tansu).
+    pub async fn create(partitions: i32) -> Self {
+        let topics = Self::named(brokers(), partitions);
+        streamscore::kafka::admin::ensure_topics(&topics.brokers, &topics.all(), partitions)
+            .await
+            .expect("topics are created");
+        topics
+    }
+
+    /// Fresh topics on librdkafka's mock cluster, for what Tansu cannot do:
+    /// a topic that goes missing while an instance runs (its DeleteTopics
+    /// removes every topic), set with `MockCluster::topic_error`.
+    pub fn on_mock(mock: &MockCluster<'_, DefaultProducerContext>, partitions: i32) -> Self {
+        let topics = Self::named(mock.bootstrap_servers(), partitions);
+        for topic in topics.all() {
+            mock.create_topic(topic, partitions, 1)
+                .expect("the mock cluster creates topics");
+        }
         topics
     }
 
@@ -125,7 +142,7 @@ listen = "127.0.0.1:0"
 [telemetry]
 status_interval_ms = 1000
 "#,
-            brokers = brokers(),
+            brokers = self.brokers,
             group = self.group,
             input = self.input,
             output = self.output,
@@ -185,27 +202,15 @@ pub fn tampered_payload(payload: &str) -> String {
     tampered
 }
 
-/// Deletes `topics` (an operator's mistake, for the tests of what follows).
-pub async fn delete_topics(topics: &[&str]) {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("admin client is created");
-    for result in admin
-        .delete_topics(topics, &AdminOptions::new())
-        .await
-        .expect("the broker answers DeleteTopics")
-    {
-        result.expect("the topic is deleted");
-    }
-}
-
 /// Produces `records` (key, payload) and returns where each landed.
 pub async fn produce(topic: &str, records: &[KeyedPayload]) -> Vec<(i32, i64)> {
+    produce_at(&brokers(), topic, records).await
+}
+
+/// [`produce`] to the cluster at `brokers`.
+pub async fn produce_at(brokers: &str, topic: &str, records: &[KeyedPayload]) -> Vec<(i32, i64)> {
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         // Room for the oversized records the hardening tests send.
         .set("message.max.bytes", "4000000")
@@ -239,8 +244,13 @@ pub struct TopicReader {
 
 impl TopicReader {
     pub fn new(topic: &str, partitions: i32) -> Self {
+        Self::at(&brokers(), topic, partitions)
+    }
+
+    /// A reader of the cluster at `brokers`.
+    pub fn at(brokers: &str, topic: &str, partitions: i32) -> Self {
         let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
+            .set("bootstrap.servers", brokers)
             .set("group.id", unique("reader"))
             .set("enable.auto.commit", "false")
             .create()
@@ -390,8 +400,18 @@ pub fn log_of(dir: &Path, name: &str) -> String {
 /// Per partition, the group's committed offset (None: nothing committed)
 /// and the topic's end offset.
 pub fn committed_and_end(group: &str, topic: &str, partitions: i32) -> Vec<(Option<i64>, i64)> {
+    committed_and_end_at(&brokers(), group, topic, partitions)
+}
+
+/// [`committed_and_end`] on the cluster at `brokers`.
+pub fn committed_and_end_at(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<(Option<i64>, i64)> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .create()
         .expect("checker is created");
