@@ -102,7 +102,7 @@ pub async fn run(
         Ok::<(), PipelineError>(())
     };
     tokio::try_join!(fetch, process)?;
-    sink.flush(Duration::from_secs(30))?;
+    sink.flush(Duration::from_secs(30)).await?;
     source.commit()?;
     tracing::info!("stopped after committing delivered offsets");
     Ok(())

@@ -30,11 +30,40 @@ pub const MAX_KEPT: usize = 10_000;
 /// A side message and its topic.
 type Side = (Arc<str>, Outgoing);
 
+/// Side messages waiting: offered and not yet tried, and refused ones
+/// waiting for the next offer (so that a missing topic is tried once per
+/// batch, not in a loop).
+#[derive(Default)]
+struct Queues {
+    fresh: VecDeque<Side>,
+    refused: VecDeque<Side>,
+}
+
+impl Queues {
+    fn len(&self) -> usize {
+        self.fresh.len() + self.refused.len()
+    }
+
+    /// Drops the oldest past [`MAX_KEPT`], refused ones first.
+    fn bound(&mut self) {
+        while self.len() > MAX_KEPT {
+            let oldest = match self.refused.pop_front() {
+                Some(side) => side,
+                None => match self.fresh.pop_front() {
+                    Some(side) => side,
+                    None => return,
+                },
+            };
+            dropped(&oldest.0);
+        }
+    }
+}
+
 pub struct SideOutputs {
     producer: FutureProducer<SinkContext>,
-    kept: Arc<Mutex<VecDeque<Side>>>,
-    /// One round of sends at a time: a missing topic makes each send wait
-    /// for the topic's metadata, and rounds must not pile up meanwhile.
+    queues: Arc<Mutex<Queues>>,
+    /// One sender at a time: a missing topic makes each send wait for the
+    /// topic's metadata, and senders must not pile up meanwhile.
     sending: Arc<AtomicBool>,
 }
 
@@ -42,83 +71,116 @@ impl SideOutputs {
     pub fn new(producer: FutureProducer<SinkContext>) -> Self {
         Self {
             producer,
-            kept: Arc::default(),
+            queues: Arc::default(),
             sending: Arc::default(),
         }
     }
 
-    /// Queues `messages` to `topic` and, unless a round is under way,
-    /// starts one that sends everything queued. Returns at once.
+    /// Queues `messages` to `topic` and, unless a sender is at work (it
+    /// takes them too), starts one that sends them and the refused ones
+    /// waiting. Returns at once.
     pub fn offer(&self, topic: &str, messages: &[Outgoing]) {
-        if !messages.is_empty() {
+        {
+            let mut queues = lock(&self.queues);
             let topic: Arc<str> = Arc::from(topic);
-            keep(
-                &self.kept,
-                messages.iter().map(|m| (Arc::clone(&topic), m.clone())),
-            );
+            queues
+                .fresh
+                .extend(messages.iter().map(|m| (Arc::clone(&topic), m.clone())));
+            queues.bound();
+            if queues.len() == 0 {
+                return;
+            }
         }
-        if self.kept_len() == 0 || self.sending.swap(true, Ordering::AcqRel) {
+        if self.sending.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (producer, kept, sending) = (
+        let (producer, queues, sending) = (
             self.producer.clone(),
-            Arc::clone(&self.kept),
+            Arc::clone(&self.queues),
             Arc::clone(&self.sending),
         );
         tokio::spawn(async move {
-            let round: Vec<Side> = lock(&kept).drain(..).collect();
-            let results = join_all(round.iter().map(|(topic, message)| {
-                let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(&message.payload);
-                if let Some(key) = &message.key {
-                    record = record.key(key.as_slice());
+            let mut retry = true;
+            loop {
+                let round: Vec<Side> = {
+                    let mut queues = lock(&queues);
+                    let queues = &mut *queues;
+                    if std::mem::take(&mut retry) {
+                        let refused = std::mem::take(&mut queues.refused);
+                        queues.fresh.extend(refused);
+                    }
+                    queues.fresh.drain(..).collect()
+                };
+                if round.is_empty() {
+                    sending.store(false, Ordering::Release);
+                    // An offer between the drain and the store saw a sender
+                    // at work and left its messages to it.
+                    if lock(&queues).fresh.is_empty() || sending.swap(true, Ordering::AcqRel) {
+                        break;
+                    }
+                    continue;
                 }
-                producer.send(record, Timeout::Never)
-            }))
-            .await;
-            let mut again = Vec::new();
-            let mut last_error = None;
-            for ((topic, message), result) in round.into_iter().zip(results) {
-                let Err((error, _)) = result else { continue };
-                if Fault::of(&error) == Fault::Message {
-                    tracing::warn!(topic = %topic, error = %error, "Kafka refused a side message (alert or challenger score) for good; it is dropped");
-                    dropped(&topic);
-                } else {
-                    last_error = Some((Arc::clone(&topic), error));
-                    again.push((topic, message));
-                }
+                let refused = send(&producer, round).await;
+                let mut queues = lock(&queues);
+                queues.refused.extend(refused);
+                queues.bound();
+                metrics::gauge!(names::SIDE_OUTPUTS_KEPT).set(queues.len() as f64);
             }
-            if let Some((topic, error)) = last_error {
-                tracing::error!(topic = %topic, refused = again.len(), error = %error,
-                    "Kafka refuses side messages (drift alerts or challenger scores): create the \
-                     topic or grant write access; they are kept and offered again with the next \
-                     batch, and scoring goes on");
-            }
-            keep(&kept, again);
-            metrics::gauge!(names::SIDE_OUTPUTS_KEPT).set(lock(&kept).len() as f64);
-            sending.store(false, Ordering::Release);
         });
     }
 
-    /// Side messages waiting for another offer.
+    /// Side messages not yet delivered.
     pub fn kept_len(&self) -> usize {
-        lock(&self.kept).len()
+        lock(&self.queues).len()
     }
-}
 
-fn lock(kept: &Mutex<VecDeque<Side>>) -> std::sync::MutexGuard<'_, VecDeque<Side>> {
-    kept.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Adds `messages` behind those kept, dropping the oldest past [`MAX_KEPT`].
-fn keep(kept: &Mutex<VecDeque<Side>>, messages: impl IntoIterator<Item = Side>) {
-    let mut kept = lock(kept);
-    kept.extend(messages);
-    while kept.len() > MAX_KEPT {
-        if let Some((topic, _)) = kept.pop_front() {
-            dropped(&topic);
+    /// Waits, up to `timeout`, for the sender to hand everything offered
+    /// to the producer (for a stop, before its flush).
+    pub async fn settle(&self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.sending.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
+}
+
+/// Sends `round`; returns those refused for a reason that may pass (a
+/// missing topic or permission, a moment's failure). Those refused for good
+/// are dropped and counted.
+async fn send(producer: &FutureProducer<SinkContext>, round: Vec<Side>) -> Vec<Side> {
+    let results = join_all(round.iter().map(|(topic, message)| {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(&message.payload);
+        if let Some(key) = &message.key {
+            record = record.key(key.as_slice());
+        }
+        producer.send(record, Timeout::Never)
+    }))
+    .await;
+    let mut again = Vec::new();
+    let mut last_error = None;
+    for ((topic, message), result) in round.into_iter().zip(results) {
+        let Err((error, _)) = result else { continue };
+        if Fault::of(&error) == Fault::Message {
+            tracing::warn!(topic = %topic, error = %error, "Kafka refused a side message (alert or challenger score) for good; it is dropped");
+            dropped(&topic);
+        } else {
+            last_error = Some((Arc::clone(&topic), error));
+            again.push((topic, message));
+        }
+    }
+    if let Some((topic, error)) = last_error {
+        tracing::error!(topic = %topic, refused = again.len(), error = %error,
+            "Kafka refuses side messages (drift alerts or challenger scores): create the \
+             topic or grant write access; they are kept and offered again with the next \
+             batch, and scoring goes on");
+    }
+    again
+}
+
+fn lock(queues: &Mutex<Queues>) -> std::sync::MutexGuard<'_, Queues> {
+    queues
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn dropped(topic: &str) {

@@ -286,8 +286,9 @@ impl KafkaSink {
 
     /// Waits for everything queued to be delivered. Side messages still
     /// kept for another offer are lost with the process: said here.
-    pub fn flush(&self, timeout: Duration) -> KafkaResult<()> {
-        let flushed = self.producer.flush(timeout);
+    pub async fn flush(&self, timeout: Duration) -> KafkaResult<()> {
+        self.side.settle(timeout / 2).await;
+        let flushed = self.producer.flush(timeout / 2);
         let kept = self.side.kept_len();
         if kept > 0 {
             tracing::warn!(
