@@ -97,3 +97,59 @@ pub fn chunk_spreads(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// At a342126 a reference with one edge passed the load and the swap,
+    /// then panicked on the first batch it counted.
+    #[test]
+    fn unusable_references_are_refused_with_the_column_named() {
+        let of = |amount: serde_json::Value| {
+            References::of(&serde_json::json!({
+                "features": {"amount": amount},
+            }))
+        };
+        let reference = |edges: serde_json::Value, shares: serde_json::Value| {
+            serde_json::json!({
+                "edges": edges, "shares": shares, "mean": 1.0, "std": 1.0, "null_rate": 0.0,
+            })
+        };
+        assert!(
+            of(reference(
+                serde_json::json!([0.0, 1.0]),
+                serde_json::json!([1.0])
+            ))
+            .is_ok()
+        );
+        for (edges, shares, why) in [
+            (
+                serde_json::json!([1.0]),
+                serde_json::json!([]),
+                "1 bin edges",
+            ),
+            (
+                serde_json::json!([2.0, 1.0]),
+                serde_json::json!([1.0]),
+                "ascending",
+            ),
+            (
+                serde_json::json!([0.0, 1.0, 2.0]),
+                serde_json::json!([1.0]),
+                "1 shares for 2 bins",
+            ),
+            (
+                serde_json::json!([0.0, 1.0]),
+                serde_json::json!([-1.0]),
+                "finite share",
+            ),
+        ] {
+            let refused = of(reference(edges, shares)).unwrap_err();
+            assert!(
+                refused.contains("`amount`") && refused.contains(why),
+                "{refused}"
+            );
+        }
+    }
+}

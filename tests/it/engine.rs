@@ -228,3 +228,94 @@ async fn an_int64_event_id_is_echoed_as_a_string() {
     let score: ScoreRecord = serde_json::from_slice(&output.scores[0].payload).unwrap();
     assert_eq!(score.event_id, "9007199254740993");
 }
+
+/// A stored value that does not read (a damaged window tile, drift count,
+/// offset or reference) is dropped and its key starts afresh: at a342126
+/// it failed the batch, and every restart the same way.
+#[tokio::test]
+async fn damaged_state_values_are_dropped_and_scoring_goes_on() {
+    use streamscore::state::{Change, Family, RocksStore, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = example_pipeline(dir.path(), None);
+    let tx = |id: &str, time: &str| {
+        format!(
+            r#"{{"event_id":"{id}","card_id":"c1","terminal_id":"t1","amount":1e160,"event_time":"{time}","merchant_category":"5411"}}"#
+        )
+    };
+    let mut batch = Batch::new("transactions");
+    batch.records = (0..3)
+        .map(|i| {
+            record(
+                i,
+                &tx(&format!("e{i}"), &format!("2026-05-0{}T03:00:00Z", i + 1)),
+            )
+        })
+        .collect();
+    {
+        let engine = Engine::for_pipeline(&pipeline).await.unwrap();
+        let output = engine.process(&batch).await.unwrap();
+        assert_eq!(output.scores.len(), 3, "{:?}", output.dead_letters);
+        engine.checkpoint(output.staged).unwrap();
+    }
+
+    let path = &pipeline.state.as_ref().unwrap().path;
+    let store = RocksStore::open(path, false, &[]).unwrap();
+    let mut damaged = Vec::new();
+    for family in [Family::Windows, Family::Drift, Family::Offsets] {
+        for (key, _) in store.scan(family).unwrap() {
+            damaged.push(Change {
+                family,
+                key,
+                value: Some(b"\xffnot a value".to_vec()),
+            });
+        }
+    }
+    assert!(
+        damaged.iter().any(|c| c.family == Family::Drift),
+        "drift wrote nothing to damage"
+    );
+    store.write(&damaged.iter().collect::<Vec<_>>()).unwrap();
+    drop(store);
+
+    // A restart on the damaged store scores, and scores again.
+    let engine = Engine::for_pipeline(&pipeline).await.unwrap();
+    batch.records = vec![record(3, &tx("e3", "2026-05-04T03:00:00Z"))];
+    for _ in 0..2 {
+        let output = engine.process(&batch).await.unwrap();
+        assert_eq!(output.scores.len(), 1, "{:?}", output.dead_letters);
+        engine.checkpoint(output.staged).unwrap();
+    }
+    let report =
+        streamscore::drift::store::read_all(&RocksStore::open_read_only(path).unwrap(), None, None);
+    assert!(report.is_ok(), "the report reads the damaged store too");
+}
+
+/// Records read again below the checkpoint (a rewind) are scored as
+/// usual; only their state update is skipped. At a342126 they got no
+/// output at all.
+#[tokio::test]
+async fn records_below_the_checkpoint_are_scored_and_not_folded_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pipeline = example_pipeline(dir.path(), None);
+    pipeline.include_features = true;
+    let engine = Engine::for_pipeline(&pipeline).await.unwrap();
+    let tx = |id: &str| {
+        format!(
+            r#"{{"event_id":"{id}","card_id":"c1","terminal_id":"t1","amount":20,"event_time":"2026-05-01T03:00:00Z"}}"#
+        )
+    };
+    let mut batch = Batch::new("transactions");
+    batch.records = (0..3).map(|i| record(i, &tx(&format!("e{i}")))).collect();
+    let first = engine.process(&batch).await.unwrap();
+    engine.checkpoint(first.staged).unwrap();
+    let again = engine.process(&batch).await.unwrap();
+    assert_eq!(again.scores.len(), 3, "{:?}", again.dead_letters);
+    engine.checkpoint(again.staged).unwrap();
+    // One new event: the card has three before it, not six.
+    batch.records = vec![record(3, &tx("e3"))];
+    let next = engine.process(&batch).await.unwrap();
+    let score: ScoreRecord = serde_json::from_slice(&next.scores[0].payload).unwrap();
+    let features = score.features.expect("the example includes features");
+    assert_eq!(features["card_tx_count_1d"], 4.0);
+}

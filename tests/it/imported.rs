@@ -126,6 +126,16 @@ fn an_onnx_file_that_does_not_fit_is_refused_with_the_reason() {
     assert!(err.contains("not a readable ONNX model"), "{err}");
 }
 
+/// One probability whatever the rows (scripts/parity/
+/// make_onnx_constant_fixture.py): at a342126 it passed the one-row probe
+/// and then indexed out of range in the scoring loop.
+#[test]
+fn an_onnx_model_without_one_output_per_row_is_refused() {
+    let bytes = std::fs::read(repo_path(&format!("{FIXTURES}/onnx_one_row.onnx"))).unwrap();
+    let err = Model::import(ModelKind::Onnx, bytes, 5).unwrap_err();
+    assert!(err.contains("one output per row"), "{err}");
+}
+
 #[test]
 fn a_model_with_the_wrong_feature_count_is_refused() {
     let bytes = std::fs::read(repo_path(&format!("{FIXTURES}/xgboost.json"))).unwrap();
