@@ -11,6 +11,7 @@ mod delivery;
 mod deploy;
 mod drift;
 mod engine;
+mod fuzz_engine;
 mod golden;
 mod hardening;
 mod hostile;
