@@ -112,6 +112,7 @@ pub async fn run(
         source,
     };
     check_topics(pipeline)?;
+    forget_recreated_partitions(pipeline, &engine)?;
     let sink = KafkaSink::new(&pipeline.kafka, pipeline.batch.dead_letter_payload_bytes)
         .map_err(connect)?;
     let context = SourceContext {
@@ -219,6 +220,52 @@ fn check_topics(pipeline: &Pipeline) -> Result<(), AppError> {
     } else {
         Err(AppError::MissingTopics(missing.join(", ")))
     }
+}
+
+/// A stored offset past its partition's end means the topic was recreated
+/// (or truncated) since: its records are new, not read again, so the
+/// partition's folded offset is forgotten with a WARN. (A recreated topic
+/// that has already grown past the stored offset cannot be told apart
+/// without topic ids, which librdkafka's consumer API does not give.)
+fn forget_recreated_partitions(pipeline: &Pipeline, engine: &Engine) -> Result<(), AppError> {
+    let Some(checkpoint) = engine.state_checkpoint() else {
+        return Ok(());
+    };
+    let topics = std::iter::once(&pipeline.kafka.input_topic)
+        .chain(pipeline.labels.as_ref().map(|l| &l.topic));
+    for topic in topics {
+        let folded = checkpoint.folded_until(topic);
+        if folded.is_empty() {
+            continue;
+        }
+        let ends = crate::kafka::admin::end_offsets(
+            &pipeline.kafka.brokers,
+            topic,
+            folded.keys().copied(),
+            Duration::from_secs(30),
+        )
+        .map_err(|source| AppError::Connect {
+            brokers: pipeline.kafka.brokers.clone(),
+            source,
+        })?;
+        for (partition, end) in ends {
+            let stored = folded[&partition];
+            if end < stored {
+                tracing::warn!(
+                    topic = %topic,
+                    partition,
+                    stored,
+                    end,
+                    "the partition ends below the stored offset: the topic was recreated or \
+                     truncated, so its records are taken as new and folded into the state"
+                );
+                checkpoint
+                    .forget_folded(topic, partition)
+                    .map_err(|e| AppError::Start(e.into()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The model routes' token: `STREAMSCORE_ADMIN_TOKEN`, else the file

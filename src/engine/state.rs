@@ -118,6 +118,11 @@ impl Engine {
         Ok(())
     }
 
+    /// The checkpoint, when the pipeline keeps state.
+    pub fn state_checkpoint(&self) -> Option<&Checkpoint> {
+        self.state.as_ref().map(|s| s.checkpoint.as_ref())
+    }
+
     /// How long delivered batches' state may wait to be written together
     /// (zero without state: offsets are then stored batch by batch).
     pub fn checkpoint_interval(&self) -> std::time::Duration {

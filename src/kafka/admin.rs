@@ -57,3 +57,33 @@ pub fn missing_topics(
     missing.dedup();
     Ok(missing)
 }
+
+/// Per partition of `topic` in `partitions`, its end offset (the next
+/// offset it will give a record); partitions it lacks are left out.
+pub fn end_offsets(
+    brokers: &str,
+    topic: &str,
+    partitions: impl IntoIterator<Item = i32>,
+    timeout: Duration,
+) -> KafkaResult<Vec<(i32, i64)>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let mut ends = Vec::new();
+    for partition in partitions {
+        match client.fetch_watermarks(topic, partition, timeout) {
+            Ok((_, high)) => ends.push((partition, high)),
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::UnknownPartition
+                            | RDKafkaErrorCode::UnknownTopicOrPartition
+                    )
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(ends)
+}

@@ -254,6 +254,20 @@ impl Checkpoint {
             .collect()
     }
 
+    /// Forgets how far `partition` of `topic` was folded, in the store too:
+    /// its records are then all new. For a topic recreated since (its end
+    /// lies below the stored offset), whose records would otherwise all be
+    /// taken as read again and never folded.
+    pub fn forget_folded(&self, topic: &str, partition: i32) -> Result<(), StateError> {
+        self.store.write(&[&Change {
+            family: Family::Offsets,
+            key: offset_key(topic, partition),
+            value: None,
+        }])?;
+        self.pending().folded.remove(&(topic.to_owned(), partition));
+        Ok(())
+    }
+
     /// Holds a processed batch's changes, which later batches then read, and
     /// moves each partition's folded offset to `next_offsets`.
     pub fn stage(

@@ -19,6 +19,11 @@ pub trait Expiry: Send + Sync {
     fn expired(&self, key: &[u8], value: &[u8]) -> bool;
 }
 
+/// Said with every failure of the store itself.
+const WHAT_TO_DO: &str = "Check the disk under it (free space, permissions) and restart; if \
+     RocksDB reports corruption, move the directory aside and restart: the instance then starts \
+     with empty window state (`streamscore state warm` refills it)";
+
 pub struct RocksStore {
     db: DB,
     path: String,
@@ -88,7 +93,7 @@ impl RocksStore {
         let db =
             DB::open_cf_descriptors(&options, path, families).map_err(|e| StateError::Store {
                 path: shown.clone(),
-                message: format!("cannot open: {e}"),
+                message: format!("cannot open: {e}. {WHAT_TO_DO}"),
             })?;
         Ok(Self {
             db,
@@ -130,10 +135,12 @@ impl RocksStore {
             .ok_or_else(|| self.error(format!("column family {} is missing", family.name())))
     }
 
+    /// A failure of the store itself: the one state error that stops an
+    /// instance, so it says what to do.
     fn error(&self, message: String) -> StateError {
         StateError::Store {
             path: self.path.clone(),
-            message,
+            message: format!("{message}. {WHAT_TO_DO}"),
         }
     }
 }

@@ -512,3 +512,60 @@ async fn run_refuses_to_start_without_the_topics_it_writes_to() {
         "{log}"
     );
 }
+
+/// A topic recreated while the instance was down starts again at offset 0,
+/// below the stored offsets: its records are new and must be folded, not
+/// taken as read again. On two mock clusters (the second is the recreated
+/// topic), as Tansu cannot delete one topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recreated_input_topic_is_folded_as_new() {
+    let before = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let mut topics = Topics::on_mock(&before, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = topics.write_pipeline(dir.path(), 100);
+    let text = std::fs::read_to_string(&pipeline)
+        .unwrap()
+        .replace("[model]\n", "[model]\ninclude_features = true\n");
+    std::fs::write(&pipeline, &text).unwrap();
+    let mut first = spawn_run(&pipeline, dir.path(), "first");
+    produce_at(&topics.brokers, &topics.input, &valid_events(300)).await;
+    let mut scores = TopicReader::at(&topics.brokers, &topics.output, 1);
+    assert!(scores.read_until(Duration::from_secs(60), |m| m.len() >= 300));
+    stop_cleanly(&mut first, dir.path(), "first");
+    drop(scores);
+
+    let after = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let old_brokers = topics.brokers.clone();
+    topics.recreate_on(&after);
+    std::fs::write(&pipeline, text.replace(&old_brokers, &topics.brokers)).unwrap();
+    let card_events: Vec<KeyedPayload> = (0..20)
+        .map(|i| {
+            let payload = format!(
+                r#"{{"event_id":"new-{i}","card_id":"new-card","terminal_id":"new-t","amount":10,"event_time":"2026-05-01T03:{i:02}:00Z"}}"#
+            );
+            (Some(b"new-card".to_vec()), Some(payload.into_bytes()))
+        })
+        .collect();
+    produce_at(&topics.brokers, &topics.input, &card_events).await;
+    let mut second = spawn_run(&pipeline, dir.path(), "second");
+    let mut scores = TopicReader::at(&topics.brokers, &topics.output, 1);
+    let scored = scores.read_until(Duration::from_secs(60), |m| m.len() >= 20);
+    stop_cleanly(&mut second, dir.path(), "second");
+    let log = log_of(dir.path(), "second");
+    assert!(scored, "log:\n{log}");
+    assert!(log.contains("the topic was recreated"), "log:\n{log}");
+    let counts: Vec<f64> = scores
+        .messages
+        .iter()
+        .map(|m| {
+            let score: streamscore::output::ScoreRecord =
+                serde_json::from_slice(rdkafka::Message::payload(m).unwrap()).unwrap();
+            score.features.unwrap()["card_tx_count_1d"]
+        })
+        .collect();
+    assert_eq!(
+        counts.iter().copied().fold(0.0, f64::max),
+        20.0,
+        "each new event folded: {counts:?}"
+    );
+}

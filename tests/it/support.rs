@@ -83,12 +83,19 @@ impl Topics {
     /// a topic that goes missing while an instance runs (its DeleteTopics
     /// removes every topic), set with `MockCluster::topic_error`.
     pub fn on_mock(mock: &MockCluster<'_, DefaultProducerContext>, partitions: i32) -> Self {
-        let topics = Self::named(mock.bootstrap_servers(), partitions);
-        for topic in topics.all() {
-            mock.create_topic(topic, partitions, 1)
+        let mut topics = Self::named(mock.bootstrap_servers(), partitions);
+        topics.recreate_on(mock);
+        topics
+    }
+
+    /// The same topics, empty, on (another) mock cluster: as if deleted
+    /// and created again.
+    pub fn recreate_on(&mut self, mock: &MockCluster<'_, DefaultProducerContext>) {
+        self.brokers = mock.bootstrap_servers();
+        for topic in self.all() {
+            mock.create_topic(topic, self.partitions, 1)
                 .expect("the mock cluster creates topics");
         }
-        topics
     }
 
     /// A pipeline file for these topics, using the repository's schema, SQL
