@@ -59,7 +59,7 @@ impl EngineState {
                 .collect::<Vec<_>>()
                 .join(","),
             open_ms = started.elapsed().as_millis(),
-            "state opened; records below these offsets are already folded in and will be skipped"
+            "state opened; records below these offsets are already folded in: read again, they are scored but not folded again"
         );
         Ok(Some(Self {
             checkpoint: Arc::new(checkpoint),

@@ -3,8 +3,8 @@
 //! dead letters only; its side messages are handed here and sent beside
 //! the stream. One that Kafka refuses because of a missing topic or
 //! permission, or a moment's failure, is kept and offered again with the
-//! next batch's side messages, so an alerts topic created late still gets
-//! its alerts. At most [`MAX_KEPT`] wait; past that the oldest is dropped
+//! next batch's side messages, or after [`RETRY`] when no batch comes, so
+//! an alerts topic created late still gets its alerts. At most [`MAX_KEPT`] wait; past that the oldest is dropped
 //! and counted. One refused for good (too large) is dropped and counted.
 //!
 //! At a342126 a missing alerts topic held every batch, scores included,
@@ -61,27 +61,40 @@ impl Queues {
 
 pub struct SideOutputs {
     producer: FutureProducer<SinkContext>,
-    queues: Arc<Mutex<Queues>>,
-    /// One sender at a time: a missing topic makes each send wait for the
-    /// topic's metadata, and senders must not pile up meanwhile.
-    sending: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    /// The sender task, started with the first offer (it needs a runtime),
+    /// and ended when this is dropped.
+    sender: Mutex<Option<tokio_util::sync::DropGuard>>,
 }
+
+/// What the sender and the offers share.
+#[derive(Default)]
+struct Shared {
+    queues: Mutex<Queues>,
+    /// Rung by each offer.
+    offered: tokio::sync::Notify,
+    /// A round is being sent.
+    sending: AtomicBool,
+}
+
+/// How long refused side messages wait before they are offered again when
+/// no batch comes to offer them (as a held batch waits).
+const RETRY: std::time::Duration = super::sink::HOLD_RETRY;
 
 impl SideOutputs {
     pub fn new(producer: FutureProducer<SinkContext>) -> Self {
         Self {
             producer,
-            queues: Arc::default(),
-            sending: Arc::default(),
+            shared: Arc::default(),
+            sender: Mutex::default(),
         }
     }
 
-    /// Queues `messages` to `topic` and, unless a sender is at work (it
-    /// takes them too), starts one that sends them and the refused ones
-    /// waiting. Returns at once.
+    /// Queues `messages` to `topic` for the sender, which sends them with
+    /// the refused ones waiting. Returns at once.
     pub fn offer(&self, topic: &str, messages: &[Outgoing]) {
         {
-            let mut queues = lock(&self.queues);
+            let mut queues = lock(&self.shared.queues);
             let topic: Arc<str> = Arc::from(topic);
             queues
                 .fresh
@@ -91,55 +104,88 @@ impl SideOutputs {
                 return;
             }
         }
-        if self.sending.swap(true, Ordering::AcqRel) {
-            return;
+        let mut sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sender.is_none() {
+            let stop = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(send_while(
+                self.producer.clone(),
+                Arc::clone(&self.shared),
+                stop.clone(),
+            ));
+            *sender = Some(stop.drop_guard());
         }
-        let (producer, queues, sending) = (
-            self.producer.clone(),
-            Arc::clone(&self.queues),
-            Arc::clone(&self.sending),
-        );
-        tokio::spawn(async move {
-            let mut retry = true;
-            loop {
-                let round: Vec<Side> = {
-                    let mut queues = lock(&queues);
-                    let queues = &mut *queues;
-                    if std::mem::take(&mut retry) {
-                        let refused = std::mem::take(&mut queues.refused);
-                        queues.fresh.extend(refused);
-                    }
-                    queues.fresh.drain(..).collect()
-                };
-                if round.is_empty() {
-                    sending.store(false, Ordering::Release);
-                    // An offer between the drain and the store saw a sender
-                    // at work and left its messages to it.
-                    if lock(&queues).fresh.is_empty() || sending.swap(true, Ordering::AcqRel) {
-                        break;
-                    }
-                    continue;
-                }
-                let refused = send(&producer, round).await;
-                let mut queues = lock(&queues);
-                queues.refused.extend(refused);
-                queues.bound();
-                metrics::gauge!(names::SIDE_OUTPUTS_KEPT).set(queues.len() as f64);
-            }
-        });
+        self.shared.offered.notify_one();
     }
 
     /// Side messages not yet delivered.
     pub fn kept_len(&self) -> usize {
-        lock(&self.queues).len()
+        lock(&self.shared.queues).len()
     }
 
     /// Waits, up to `timeout`, for the sender to hand everything offered
     /// to the producer (for a stop, before its flush).
     pub async fn settle(&self, timeout: std::time::Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
-        while self.sending.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
+        while (self.shared.sending.load(Ordering::Acquire)
+            || !lock(&self.shared.queues).fresh.is_empty())
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The sender: sends what is offered as it comes; refused messages wait
+/// for the next offer, or [`RETRY`] when none comes, so that a missing
+/// topic is tried again without a loop and without new batches.
+async fn send_while(
+    producer: FutureProducer<SinkContext>,
+    shared: Arc<Shared>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut offered = false;
+    loop {
+        let due = offered || retry_at.is_some_and(|at| tokio::time::Instant::now() >= at);
+        let round: Vec<Side> = {
+            let mut queues = lock(&shared.queues);
+            let queues = &mut *queues;
+            if due {
+                let refused = std::mem::take(&mut queues.refused);
+                queues.fresh.extend(refused);
+                retry_at = None;
+            }
+            shared
+                .sending
+                .store(!queues.fresh.is_empty(), Ordering::Release);
+            queues.fresh.drain(..).collect()
+        };
+        offered = false;
+        if !round.is_empty() {
+            let refused = send(&producer, round).await;
+            let mut queues = lock(&shared.queues);
+            if !refused.is_empty() {
+                retry_at.get_or_insert_with(|| tokio::time::Instant::now() + RETRY);
+            }
+            queues.refused.extend(refused);
+            queues.bound();
+            metrics::gauge!(names::SIDE_OUTPUTS_KEPT).set(queues.len() as f64);
+            shared.sending.store(false, Ordering::Release);
+            continue;
+        }
+        let retry = async {
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = shared.offered.notified() => offered = true,
+            () = retry => {}
         }
     }
 }

@@ -458,28 +458,20 @@ pub(crate) mod tests {
         );
         let levels = MAX_TREE_DEPTH + 1;
         let mut chain = Tree::default();
-        for node in 0..levels {
-            chain.feature.push(0);
+        let mut push = |feature: i32, children: (u32, u32), value: f64| {
+            chain.feature.push(feature);
             chain.threshold.push(0.0);
-            chain.left.push((2 * node + 1) as u32);
-            chain.right.push((2 * node + 2) as u32);
-            chain.value.push(0.0);
+            chain.left.push(children.0);
+            chain.right.push(children.1);
+            chain.value.push(value);
             chain.cover.push(1.0);
-            // The left child is a leaf; the right one splits again.
-            chain.feature.push(LEAF);
-            chain.threshold.push(0.0);
-            chain.left.push(0);
-            chain.right.push(0);
-            chain.value.push(0.1);
-            chain.cover.push(1.0);
+        };
+        for node in 0..levels as u32 {
+            // A split whose left child is a leaf and right one splits again.
+            push(0, (2 * node + 1, 2 * node + 2), 0.0);
+            push(LEAF, (0, 0), 0.1);
         }
-        // The last right child: a leaf.
-        chain.feature.push(LEAF);
-        chain.threshold.push(0.0);
-        chain.left.push(0);
-        chain.right.push(0);
-        chain.value.push(0.2);
-        chain.cover.push(1.0);
+        push(LEAF, (0, 0), 0.2);
         let refused = chain.validate(1).unwrap_err();
         assert!(
             refused.contains(&format!("cap of {MAX_TREE_DEPTH}")),

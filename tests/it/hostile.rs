@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::message::OwnedMessage;
-use streamscore::config::Pipeline;
 use streamscore::output::headers;
-use streamscore::simulate::{SimulationConfig, simulate};
 
 use crate::support::*;
-use crate::windows::{batch_features, keyed_labels, streamed_features, wait_for_labels};
+use crate::windows::{
+    batch_features, example_model_inputs, json_lines, keyed_labels, simulated_stream,
+    streamed_features, wait_for_labels, with_features_and_commit_lag,
+};
 
 /// What a hostile record must come to.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -231,29 +232,11 @@ async fn a_hostile_stream_stops_blinds_and_corrupts_nothing_across_three_restart
          idle = \"30d\"\nalerts_topic = \"{alerts}\"\n"
     );
     let written = topics.write_pipeline_with(dir.path(), 500, &drift);
-    let text = std::fs::read_to_string(&written)
-        .unwrap()
-        .replace("[model]\n", "[model]\ninclude_features = true\n")
-        .replace(
-            "\"auto.commit.interval.ms\" = \"200\"",
-            "\"auto.commit.interval.ms\" = \"5000\"",
-        );
-    std::fs::write(&written, text).unwrap();
-    let pipeline = Pipeline::load(&written, None).unwrap();
-
-    let events = simulate(&SimulationConfig {
-        customers: 400,
-        terminals: 800,
-        days: 20,
-        ..SimulationConfig::default()
-    });
+    let pipeline = with_features_and_commit_lag(&written);
+    let events = simulated_stream();
     assert!(events.len() >= 10_000, "{} valid events", events.len());
-    let lines: Vec<Vec<u8>> = events
-        .iter()
-        .map(|t| serde_json::to_vec(t).unwrap())
-        .collect();
-    let model = streamscore::model::Bundle::load(&repo_path("pipelines/models/fraud-lr")).unwrap();
-    let names: Vec<String> = model.manifest.feature_names().map(str::to_owned).collect();
+    let lines = json_lines(&events);
+    let names = example_model_inputs();
     let clean = batch_features(&pipeline, &lines.join(&b'\n'), &names).await;
 
     // The hostile records spread evenly through the valid ones.

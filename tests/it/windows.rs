@@ -92,6 +92,47 @@ pub(crate) fn wait_for_labels(dir: &std::path::Path, name: &str, count: usize) {
     }
 }
 
+/// The pipeline file at `written`, its scores carrying their features, and
+/// Kafka's commit lagging the checkpoint by up to 5 s, so that a kill lands
+/// between them: the restart re-reads events already folded into the
+/// state, which must not be counted again.
+pub(crate) fn with_features_and_commit_lag(written: &std::path::Path) -> Pipeline {
+    let text = std::fs::read_to_string(written)
+        .unwrap()
+        .replace("[model]\n", "[model]\ninclude_features = true\n")
+        .replace(
+            "\"auto.commit.interval.ms\" = \"200\"",
+            "\"auto.commit.interval.ms\" = \"5000\"",
+        );
+    std::fs::write(written, text).unwrap();
+    Pipeline::load(written, None).unwrap()
+}
+
+/// Twenty days of 400 cards on 800 terminals (about 15,000 events).
+pub(crate) fn simulated_stream() -> Vec<streamscore::simulate::Transaction> {
+    simulate(&SimulationConfig {
+        customers: 400,
+        terminals: 800,
+        days: 20,
+        ..SimulationConfig::default()
+    })
+}
+
+/// Each event as the JSON the stream carries.
+pub(crate) fn json_lines(events: &[streamscore::simulate::Transaction]) -> Vec<Vec<u8>> {
+    events
+        .iter()
+        .map(|t| serde_json::to_vec(t).unwrap())
+        .collect()
+}
+
+/// Every input of the example model: the window features and what the SQL
+/// makes of them (the terminal risk ratios among them).
+pub(crate) fn example_model_inputs() -> Vec<String> {
+    let model = streamscore::model::Bundle::load(&repo_path("pipelines/models/fraud-lr")).unwrap();
+    model.manifest.feature_names().map(str::to_owned).collect()
+}
+
 /// Per event id, the model inputs on its first score: the one computed as
 /// the event was folded in. A record read again after a crash is scored
 /// again from the state as it is, which already holds it.
@@ -121,33 +162,10 @@ async fn streamed_window_features_equal_train_even_across_a_kill_nine() {
     let topics = Topics::create(1).await;
     let dir = tempfile::tempdir().unwrap();
     let written = topics.write_pipeline(dir.path(), 40);
-    let text = std::fs::read_to_string(&written)
-        .unwrap()
-        .replace("[model]\n", "[model]\ninclude_features = true\n")
-        // Kafka's commit lags the checkpoint by up to 5 s, so the kill
-        // lands between them: the restart re-reads events already folded
-        // into the state, which must be skipped, not counted again.
-        .replace(
-            "\"auto.commit.interval.ms\" = \"200\"",
-            "\"auto.commit.interval.ms\" = \"5000\"",
-        );
-    std::fs::write(&written, text).unwrap();
-    let pipeline = Pipeline::load(&written, None).unwrap();
-
-    let events = simulate(&SimulationConfig {
-        customers: 400,
-        terminals: 800,
-        days: 20,
-        ..SimulationConfig::default()
-    });
-    let lines: Vec<Vec<u8>> = events
-        .iter()
-        .map(|t| serde_json::to_vec(t).unwrap())
-        .collect();
-    // Every input of the model: the window features and what the SQL makes
-    // of them (the terminal risk ratios among them).
-    let model = streamscore::model::Bundle::load(&repo_path("pipelines/models/fraud-lr")).unwrap();
-    let names: Vec<String> = model.manifest.feature_names().map(str::to_owned).collect();
+    let pipeline = with_features_and_commit_lag(&written);
+    let events = simulated_stream();
+    let lines = json_lines(&events);
+    let names = example_model_inputs();
     assert!(names.iter().any(|n| n == "terminal_risk_7d"), "{names:?}");
     let expected = batch_features(&pipeline, &lines.join(&b'\n'), &names).await;
     // The labels first, all folded in before the events start: the risk
