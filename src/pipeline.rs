@@ -141,7 +141,7 @@ impl Delivered {
         }
     }
 
-    /// Writes the state, then stores the offsets (DESIGN.md §6, steps 3-4).
+    /// Writes the state, then stores the offsets (ARCHITECTURE.md §2, steps 3-4).
     fn write(&mut self, engine: &Engine, source: &KafkaSource) -> Result<(), PipelineError> {
         engine.checkpoint_all(self.state.take())?;
         if let Some((topic, offsets)) = self.offsets.take() {

@@ -1,6 +1,6 @@
 //! The engine's state: the pipeline's RocksDB (or its in-memory twin) and
 //! window features, what a batch folds into them, the labels topic's
-//! batches, and the checkpoint after delivery (DESIGN.md §6).
+//! batches, and the checkpoint after delivery (ARCHITECTURE.md §2).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -97,7 +97,7 @@ pub struct FoldedLabels {
 
 impl Engine {
     /// Writes a delivered batch's state changes and offsets together (step
-    /// 3 of DESIGN.md §6): call once its outputs are acknowledged, before
+    /// 3 of ARCHITECTURE.md §2): call once its outputs are acknowledged, before
     /// its Kafka offsets are stored.
     pub fn checkpoint(&self, staged: Option<Staged>) -> Result<(), EngineError> {
         self.checkpoint_all(staged.into_iter().collect())

@@ -1,4 +1,4 @@
-//! State and position move together (DESIGN.md §6):
+//! State and position move together (ARCHITECTURE.md §2):
 //!
 //! 1. a batch is processed against the state as of the batch before it,
 //!    whose changes may still be [`Staged`] here rather than written;

@@ -2,7 +2,7 @@
 //! in one store per instance, a family per kind, behind the [`Store`]
 //! trait: RocksDB in the stream, an in-memory twin in `train` and in
 //! tests. The [`Checkpoint`] on top of it writes a batch's state changes
-//! and its input offsets together (DESIGN.md §6).
+//! and its input offsets together (ARCHITECTURE.md §2).
 
 use std::fmt;
 
