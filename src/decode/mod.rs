@@ -360,6 +360,45 @@ mod tests {
     const GOOD: &[u8] =
         br#"{"event_id":"e1","amount":12,"event_time":"2026-01-02T03:04:05Z","extra":[1,{"a":2}]}"#;
 
+    /// At a342126 an event dated 9999 was scored and moved its
+    /// partition's clocks (late events, expiry, drift) for every later one.
+    #[test]
+    fn event_times_out_of_bounds_are_refused_as_their_own_kind() {
+        let decoder = Decoder::new(schema(), 400).with_event_time_bounds(&EventTimeBounds {
+            fields: vec!["event_time".into(), "not_a_field".into()],
+            max_future_ms: 3_600_000,
+        });
+        let now = chrono::Utc::now().timestamp_millis();
+        let at = |ms: i64| format!(r#"{{"event_id":"e","amount":1,"event_time":{ms}}}"#);
+        let records = [
+            at(now),
+            at(now + 3_000_000),
+            at(now + 4_000_000),
+            at(EARLIEST_EVENT_MS),
+            r#"{"event_id":"e","amount":1,"event_time":"1989-12-31T23:59:59Z"}"#.to_owned(),
+            r#"{"event_id":"e","amount":1,"event_time":"9999-01-01T00:00:00Z"}"#.to_owned(),
+            r#"{"event_id":"e","amount":1,"event_time":"1970-01-01T00:00:00Z"}"#.to_owned(),
+        ];
+        let decoded = decoder
+            .decode(records.iter().map(|r| r.as_bytes()))
+            .unwrap();
+        assert_eq!(decoded.source_index, vec![0, 1, 3]);
+        assert!(
+            decoded
+                .rejected
+                .iter()
+                .all(|r| r.kind == RejectKind::EventTimeOutOfRange
+                    && r.message.contains("schema.max_future")),
+            "{:?}",
+            decoded.rejected
+        );
+        // Without bounds (history, tests) nothing is refused for its time.
+        let unbounded = Decoder::new(schema(), 400)
+            .decode(records.iter().map(|r| r.as_bytes()))
+            .unwrap();
+        assert!(unbounded.rejected.is_empty());
+    }
+
     #[test]
     fn decodes_valid_records_with_types_and_nulls() {
         let second = br#"{"event_id":"e\"2","amount":7.5,"event_time":1700000000000,"is_online":true,"items":3}"#;
