@@ -21,6 +21,10 @@ pub struct Reference {
 /// Bins written into a bundle's reference by default.
 pub const REFERENCE_BINS: usize = 10;
 
+/// A feature with at most this many distinct values in training gets one
+/// reference bin per value instead of quantile bins.
+pub const DISCRETE_VALUES: usize = 20;
+
 impl Reference {
     /// The reference of training values: `bins` quantile bins (fewer when
     /// values repeat: equal edges are merged), each bin's share, the mean
@@ -31,9 +35,21 @@ impl Reference {
             return None;
         }
         sorted.sort_by(f64::total_cmp);
-        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
-        let mut edges: Vec<f64> = (0..=bins).map(|i| at(i as f64 / bins as f64)).collect();
-        edges.dedup();
+        let mut distinct = sorted.clone();
+        distinct.dedup();
+        let mut edges = if distinct.len() <= DISCRETE_VALUES {
+            // A flag, a band, a code: one bin per value (the last bin is
+            // closed, so the last value's bin is [v, v]). Merged quantile
+            // edges would put a 0/1 feature in one bin, blind to any shift.
+            let last = distinct[distinct.len() - 1];
+            distinct.push(last);
+            distinct
+        } else {
+            let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+            let mut edges: Vec<f64> = (0..=bins).map(|i| at(i as f64 / bins as f64)).collect();
+            edges.dedup();
+            edges
+        };
         if edges.len() == 1 {
             edges.push(edges[0]);
         }
@@ -330,8 +346,8 @@ mod tests {
         assert!((r.shares.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         let binary: Vec<f64> = (0..100).map(|i| f64::from(i % 4 == 0)).collect();
         let r = Reference::of(&binary, 10).unwrap();
-        assert_eq!(r.edges, vec![0.0, 1.0]);
-        assert_eq!(r.shares, vec![1.0]);
+        assert_eq!(r.edges, vec![0.0, 1.0, 1.0], "one bin per value");
+        assert_eq!(r.shares, vec![0.75, 0.25]);
         assert!((r.mean - 0.25).abs() < 1e-12);
     }
 
@@ -363,6 +379,34 @@ mod tests {
         let read: WindowCounts = serde_json::from_slice(&stored).expect("reads back");
         assert_eq!(read, w);
         assert_eq!(read.sum.to_bits(), w.sum.to_bits());
+    }
+
+    /// Merged quantile edges put a 0/1 feature in one bin, so its PSI was 0
+    /// whatever its share of ones did; a 4-valued band showed a fraction of
+    /// its shift. One bin per value sees both.
+    #[test]
+    fn flags_and_bands_get_a_bin_per_value_and_their_shifts_show() {
+        let share = |ones: usize| -> Vec<f64> { (0..1000).map(|i| f64::from(i < ones)).collect() };
+        let reference = Reference::of(&share(500), REFERENCE_BINS).unwrap();
+        let mut live = WindowCounts::new(reference.shares.len());
+        for v in share(350) {
+            live.add(Some(v), &reference.edges);
+        }
+        let psi = drift(&reference, &live).unwrap().psi;
+        // (0.35 - 0.5) ln(0.35 / 0.5) + (0.65 - 0.5) ln(0.65 / 0.5)
+        let expected = -0.15 * (0.7f64).ln() + 0.15 * (1.3f64).ln();
+        assert!((psi - expected).abs() < 1e-9, "{psi} against {expected}");
+
+        let band: Vec<f64> = (0..1000).map(|i| [10.0, 30.0, 50.0, 70.0][i % 4]).collect();
+        let reference = Reference::of(&band, REFERENCE_BINS).unwrap();
+        assert_eq!(reference.edges, vec![10.0, 30.0, 50.0, 70.0, 70.0]);
+        let mut live = WindowCounts::new(reference.shares.len());
+        for (i, v) in band.iter().enumerate() {
+            // Half of the 10s become 70s.
+            let v = if *v == 10.0 && i % 8 == 0 { 70.0 } else { *v };
+            live.add(Some(v), &reference.edges);
+        }
+        assert_eq!(live.bins, vec![125, 250, 250, 375]);
     }
 
     #[test]
