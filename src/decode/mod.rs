@@ -7,6 +7,7 @@
 //! (borrowing strings from the input where it can; `row`), checked against
 //! the schema, and only then appended to the Arrow builders (`columns`).
 
+mod bounds;
 mod columns;
 #[cfg(test)]
 mod properties;
@@ -19,6 +20,7 @@ use serde::de::{DeserializeSeed, IgnoredAny};
 use crate::config::Pipeline;
 use crate::reject::{RejectKind, Rejected};
 use crate::schema::RecordSchema;
+pub use bounds::{EARLIEST_EVENT_MS, EventTimeBounds};
 use columns::ColumnBuilders;
 use row::{Cell, Failure, RowSeed};
 
@@ -62,33 +64,6 @@ pub struct Decoder {
     event_times: Vec<usize>,
     max_future_ms: i64,
 }
-
-/// The event-time fields of a schema (those that place an event in windows
-/// and drift windows), and how far past the wall clock they may lie.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EventTimeBounds {
-    pub fields: Vec<String>,
-    pub max_future_ms: i64,
-}
-
-impl EventTimeBounds {
-    /// The input's: the event times its windows and drift read.
-    pub fn of_input(pipeline: &Pipeline) -> Self {
-        let windows = pipeline.windows.as_ref().map(|w| w.event_time.clone());
-        let drift = pipeline.drift.as_ref().map(|d| d.event_time.clone());
-        Self {
-            fields: windows.into_iter().chain(drift).collect(),
-            max_future_ms: pipeline.max_future_ms,
-        }
-    }
-}
-
-/// 1990-01-01T00:00:00Z: no card event is older. An event time must be at
-/// or after it, and at most `schema.max_future` past the wall clock, or the
-/// record is refused (`event_time_out_of_range`): one event dated 9999
-/// would otherwise move its partition's watermark, and with it window
-/// lateness, state expiry and drift judging, for every later event.
-pub const EARLIEST_EVENT_MS: i64 = 631_152_000_000;
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 

@@ -1,0 +1,32 @@
+//! The range an event time must fall in: windows, state expiry and drift
+//! judging move with event time, so one event far in the future (or the
+//! past) would move them for every event after it.
+
+use crate::config::Pipeline;
+
+/// The event-time fields of a schema (those that place an event in windows
+/// and drift windows), and how far past the wall clock they may lie.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventTimeBounds {
+    pub fields: Vec<String>,
+    pub max_future_ms: i64,
+}
+
+impl EventTimeBounds {
+    /// The input's: the event times its windows and drift read.
+    pub fn of_input(pipeline: &Pipeline) -> Self {
+        let windows = pipeline.windows.as_ref().map(|w| w.event_time.clone());
+        let drift = pipeline.drift.as_ref().map(|d| d.event_time.clone());
+        Self {
+            fields: windows.into_iter().chain(drift).collect(),
+            max_future_ms: pipeline.max_future_ms,
+        }
+    }
+}
+
+/// 1990-01-01T00:00:00Z: no card event is older. An event time must be at
+/// or after it, and at most `schema.max_future` past the wall clock, or the
+/// record is refused (`event_time_out_of_range`): one event dated 9999
+/// would otherwise move its partition's watermark, and with it window
+/// lateness, state expiry and drift judging, for every later event.
+pub const EARLIEST_EVENT_MS: i64 = 631_152_000_000;
