@@ -4,14 +4,17 @@
 //! the stream. One that Kafka refuses because of a missing topic or
 //! permission, or a moment's failure, is kept and offered again with the
 //! next batch's side messages, or after [`RETRY`] when no batch comes, so
-//! an alerts topic created late still gets its alerts. At most [`MAX_KEPT`] wait; past that the oldest is dropped
-//! and counted. One refused for good (too large) is dropped and counted.
+//! an alerts topic created late still gets its alerts. At most
+//! [`MAX_KEPT`] wait; past that the oldest is dropped and counted. One
+//! refused for good (too large) is dropped and counted. Each offer's
+//! messages go in a round of their own, so a round waiting on a missing
+//! alerts topic does not delay the shadow scores behind it.
 //!
 //! At a342126 a missing alerts topic held every batch, scores included,
 //! from the first drift alert on: scoring stopped weeks after deployment.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::future::join_all;
@@ -67,14 +70,17 @@ pub struct SideOutputs {
     sender: Mutex<Option<tokio_util::sync::DropGuard>>,
 }
 
-/// What the sender and the offers share.
+/// What the sender, its rounds and the offers share.
 #[derive(Default)]
 struct Shared {
     queues: Mutex<Queues>,
     /// Rung by each offer.
     offered: tokio::sync::Notify,
-    /// A round is being sent.
-    sending: AtomicBool,
+    /// Rung by a round that ends with refusals, so that the sender sets the
+    /// time to offer them again.
+    refusals: tokio::sync::Notify,
+    /// Rounds being sent.
+    in_flight: AtomicUsize,
 }
 
 /// How long refused side messages wait before they are offered again when
@@ -129,7 +135,7 @@ impl SideOutputs {
     /// to the producer (for a stop, before its flush).
     pub async fn settle(&self, timeout: std::time::Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
-        while (self.shared.sending.load(Ordering::Acquire)
+        while (self.shared.in_flight.load(Ordering::Acquire) > 0
             || !lock(&self.shared.queues).fresh.is_empty())
             && tokio::time::Instant::now() < deadline
         {
@@ -138,9 +144,10 @@ impl SideOutputs {
     }
 }
 
-/// The sender: sends what is offered as it comes; refused messages wait
-/// for the next offer, or [`RETRY`] when none comes, so that a missing
-/// topic is tried again without a loop and without new batches.
+/// The sender: hands what is offered to a round of its own as it comes,
+/// so that a round waiting on a missing topic holds up no other; refused
+/// messages wait for the next offer, or [`RETRY`] when none comes, so that
+/// a missing topic is tried again without a loop and without new batches.
 async fn send_while(
     producer: FutureProducer<SinkContext>,
     shared: Arc<Shared>,
@@ -150,6 +157,7 @@ async fn send_while(
     let mut offered = false;
     loop {
         let due = offered || retry_at.is_some_and(|at| tokio::time::Instant::now() >= at);
+        offered = false;
         let round: Vec<Side> = {
             let mut queues = lock(&shared.queues);
             let queues = &mut *queues;
@@ -158,23 +166,29 @@ async fn send_while(
                 queues.fresh.extend(refused);
                 retry_at = None;
             }
-            shared
-                .sending
-                .store(!queues.fresh.is_empty(), Ordering::Release);
             queues.fresh.drain(..).collect()
         };
-        offered = false;
         if !round.is_empty() {
-            let refused = send(&producer, round).await;
-            let mut queues = lock(&shared.queues);
-            if !refused.is_empty() {
-                retry_at.get_or_insert_with(|| tokio::time::Instant::now() + RETRY);
-            }
-            queues.refused.extend(refused);
-            queues.bound();
-            metrics::gauge!(names::SIDE_OUTPUTS_KEPT).set(queues.len() as f64);
-            shared.sending.store(false, Ordering::Release);
+            shared.in_flight.fetch_add(1, Ordering::AcqRel);
+            let (producer, shared) = (producer.clone(), Arc::clone(&shared));
+            tokio::spawn(async move {
+                let refused = send(&producer, round).await;
+                let any = !refused.is_empty();
+                {
+                    let mut queues = lock(&shared.queues);
+                    queues.refused.extend(refused);
+                    queues.bound();
+                    metrics::gauge!(names::SIDE_OUTPUTS_KEPT).set(queues.len() as f64);
+                }
+                shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                if any {
+                    shared.refusals.notify_one();
+                }
+            });
             continue;
+        }
+        if retry_at.is_none() && !lock(&shared.queues).refused.is_empty() {
+            retry_at = Some(tokio::time::Instant::now() + RETRY);
         }
         let retry = async {
             match retry_at {
@@ -185,6 +199,7 @@ async fn send_while(
         tokio::select! {
             () = stop.cancelled() => return,
             () = shared.offered.notified() => offered = true,
+            () = shared.refusals.notified() => {}
             () = retry => {}
         }
     }
