@@ -316,28 +316,15 @@ impl Checkpoint {
             .written
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut latest: FxHashMap<(Family, &[u8]), (u64, &Change)> = FxHashMap::default();
         let mut superseded: FxHashSet<(Family, Vec<u8>)> = FxHashSet::default();
-        for batch in &staged {
-            for change in batch.changes.iter() {
-                if !written.by_newer.is_empty() {
-                    let address = (change.family, change.key.clone());
-                    if written
-                        .by_newer
-                        .get(&address)
-                        .is_some_and(|&by| by > batch.seq)
-                    {
-                        superseded.insert(address);
-                        continue;
-                    }
-                }
-                latest.insert((change.family, change.key.as_slice()), (batch.seq, change));
+        let merged: Vec<(u64, &Change)> = match staged.as_slice() {
+            // The common case (one batch, nothing written out of order): its
+            // changes as they are, without a map.
+            [one] if written.by_newer.is_empty() => {
+                one.changes.iter().map(|change| (one.seq, change)).collect()
             }
-        }
-        // References, not copies: the values are written straight from the
-        // staged batches, in key order, as a batch's own changes are.
-        let mut merged: Vec<(u64, &Change)> = latest.into_values().collect();
-        merged.sort_unstable_by(|a, b| (a.1.family, &a.1.key).cmp(&(b.1.family, &b.1.key)));
+            many => latest_changes(many, &written, &mut superseded),
+        };
         self.store
             .write(&merged.iter().map(|(_, c)| *c).collect::<Vec<_>>())?;
         let committing: Vec<u64> = staged.iter().map(|s| s.seq).collect();
@@ -395,6 +382,38 @@ impl Checkpoint {
     pub fn pending_keys(&self) -> usize {
         self.pending().values.iter().map(FxHashMap::len).sum()
     }
+}
+
+/// The changes of `staged` (in batch order), each key once at its latest
+/// value and in key order, leaving out (into `superseded`) the keys a newer
+/// batch has already written.
+fn latest_changes<'s>(
+    staged: &'s [Staged],
+    written: &Written,
+    superseded: &mut FxHashSet<(Family, Vec<u8>)>,
+) -> Vec<(u64, &'s Change)> {
+    let mut latest: FxHashMap<(Family, &[u8]), (u64, &Change)> = FxHashMap::default();
+    for batch in staged {
+        for change in batch.changes.iter() {
+            if !written.by_newer.is_empty() {
+                let address = (change.family, change.key.clone());
+                if written
+                    .by_newer
+                    .get(&address)
+                    .is_some_and(|&by| by > batch.seq)
+                {
+                    superseded.insert(address);
+                    continue;
+                }
+            }
+            latest.insert((change.family, change.key.as_slice()), (batch.seq, change));
+        }
+    }
+    // References, not copies: the values are written straight from the
+    // staged batches, in key order, as a batch's own changes are.
+    let mut merged: Vec<(u64, &Change)> = latest.into_values().collect();
+    merged.sort_unstable_by(|a, b| (a.1.family, &a.1.key).cmp(&(b.1.family, &b.1.key)));
+    merged
 }
 
 #[cfg(test)]
