@@ -3,12 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::error::KafkaError;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::models::AdminToken;
 use crate::admin::{AdminError, AdminServer};
 use crate::config::{ModelSource, Pipeline};
 use crate::engine::{Engine, EngineError};
+use crate::kafka::admin::ClusterView;
 use crate::kafka::context::SourceContext;
 use crate::kafka::sink::KafkaSink;
 use crate::kafka::source::KafkaSource;
@@ -51,6 +53,15 @@ pub enum AppError {
          read again on restart"
     )]
     Aborted,
+}
+
+impl AppError {
+    fn connect(pipeline: &Pipeline, source: KafkaError) -> Self {
+        AppError::Connect {
+            brokers: pipeline.kafka.brokers.clone(),
+            source,
+        }
+    }
 }
 
 /// How a run is asked to end: `stop` finishes the batch in flight and
@@ -107,12 +118,11 @@ pub async fn run(
     ));
     tokio::spawn(upkeep(Arc::clone(engine.models()), side_tasks.clone()));
 
-    let connect = |source| AppError::Connect {
-        brokers: pipeline.kafka.brokers.clone(),
-        source,
-    };
-    check_topics(pipeline)?;
-    forget_recreated_partitions(pipeline, &engine)?;
+    let connect = |source| AppError::connect(pipeline, source);
+    let cluster =
+        ClusterView::connect(&pipeline.kafka.brokers, Duration::from_secs(30)).map_err(connect)?;
+    check_topics(pipeline, &cluster)?;
+    forget_recreated_partitions(pipeline, &engine, &cluster)?;
     let sink = KafkaSink::new(&pipeline.kafka, pipeline.batch.dead_letter_payload_bytes)
         .map_err(connect)?;
     let context = SourceContext {
@@ -200,7 +210,7 @@ async fn upkeep(models: Arc<ModelSlot>, stop: CancellationToken) {
 /// topic, is missing: a missing side topic found only at the first drift
 /// alert, weeks in, would be found too late. (A topic deleted later is
 /// met by the sink: scores and dead letters are held, side outputs kept.)
-fn check_topics(pipeline: &Pipeline) -> Result<(), AppError> {
+fn check_topics(pipeline: &Pipeline, cluster: &ClusterView) -> Result<(), AppError> {
     let kafka = &pipeline.kafka;
     let wanted: Vec<&str> = [&kafka.output_topic, &kafka.dead_letter_topic]
         .into_iter()
@@ -209,12 +219,9 @@ fn check_topics(pipeline: &Pipeline) -> Result<(), AppError> {
         .chain(pipeline.labels.as_ref().map(|l| &l.topic))
         .map(String::as_str)
         .collect();
-    let missing =
-        crate::kafka::admin::missing_topics(&kafka.brokers, &wanted, Duration::from_secs(30))
-            .map_err(|source| AppError::Connect {
-                brokers: kafka.brokers.clone(),
-                source,
-            })?;
+    let missing = cluster
+        .missing_topics(&wanted)
+        .map_err(|source| AppError::connect(pipeline, source))?;
     if missing.is_empty() {
         Ok(())
     } else {
@@ -227,7 +234,11 @@ fn check_topics(pipeline: &Pipeline) -> Result<(), AppError> {
 /// partition's folded offset is forgotten with a WARN. (A recreated topic
 /// that has already grown past the stored offset cannot be told apart
 /// without topic ids, which librdkafka's consumer API does not give.)
-fn forget_recreated_partitions(pipeline: &Pipeline, engine: &Engine) -> Result<(), AppError> {
+fn forget_recreated_partitions(
+    pipeline: &Pipeline,
+    engine: &Engine,
+    cluster: &ClusterView,
+) -> Result<(), AppError> {
     let Some(checkpoint) = engine.state_checkpoint() else {
         return Ok(());
     };
@@ -238,16 +249,9 @@ fn forget_recreated_partitions(pipeline: &Pipeline, engine: &Engine) -> Result<(
         if folded.is_empty() {
             continue;
         }
-        let ends = crate::kafka::admin::end_offsets(
-            &pipeline.kafka.brokers,
-            topic,
-            folded.keys().copied(),
-            Duration::from_secs(30),
-        )
-        .map_err(|source| AppError::Connect {
-            brokers: pipeline.kafka.brokers.clone(),
-            source,
-        })?;
+        let ends = cluster
+            .end_offsets(topic, folded.keys().copied())
+            .map_err(|source| AppError::connect(pipeline, source))?;
         for (partition, end) in ends {
             let stored = folded[&partition];
             if end < stored {

@@ -30,60 +30,68 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> K
     Ok(())
 }
 
-/// Of `wanted`, the topics the cluster does not have. All topics' metadata
-/// is asked for at once: asking for one by name can create it on a broker
-/// that auto-creates topics, and then it would never be missing.
-pub fn missing_topics(
-    brokers: &str,
-    wanted: &[&str],
+/// One client for what the instance asks of the cluster at start: which
+/// topics exist, and where partitions end.
+pub struct ClusterView {
+    client: rdkafka::consumer::BaseConsumer,
     timeout: Duration,
-) -> KafkaResult<Vec<String>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let metadata = client.fetch_metadata(None, timeout)?;
-    let present: Vec<&str> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .map(|t| t.name())
-        .collect();
-    let mut missing: Vec<String> = wanted
-        .iter()
-        .filter(|t| !present.contains(t))
-        .map(|t| (*t).to_owned())
-        .collect();
-    missing.dedup();
-    Ok(missing)
 }
 
-/// Per partition of `topic` in `partitions`, its end offset (the next
-/// offset it will give a record); partitions it lacks are left out.
-pub fn end_offsets(
-    brokers: &str,
-    topic: &str,
-    partitions: impl IntoIterator<Item = i32>,
-    timeout: Duration,
-) -> KafkaResult<Vec<(i32, i64)>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let mut ends = Vec::new();
-    for partition in partitions {
-        match client.fetch_watermarks(topic, partition, timeout) {
-            Ok((_, high)) => ends.push((partition, high)),
-            Err(e)
-                if matches!(
-                    e.rdkafka_error_code(),
-                    Some(
-                        RDKafkaErrorCode::UnknownPartition
-                            | RDKafkaErrorCode::UnknownTopicOrPartition
-                    )
-                ) => {}
-            Err(e) => return Err(e),
-        }
+impl ClusterView {
+    pub fn connect(brokers: &str, timeout: Duration) -> KafkaResult<Self> {
+        Ok(Self {
+            client: ClientConfig::new()
+                .set("bootstrap.servers", brokers)
+                .create()?,
+            timeout,
+        })
     }
-    Ok(ends)
+
+    /// Of `wanted`, the topics the cluster does not have. All topics'
+    /// metadata is asked for at once: asking for one by name can create it
+    /// on a broker that auto-creates topics, and then it would never be
+    /// missing.
+    pub fn missing_topics(&self, wanted: &[&str]) -> KafkaResult<Vec<String>> {
+        use rdkafka::consumer::Consumer;
+        let metadata = self.client.fetch_metadata(None, self.timeout)?;
+        let present: Vec<&str> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.name())
+            .collect();
+        let mut missing: Vec<String> = wanted
+            .iter()
+            .filter(|t| !present.contains(t))
+            .map(|t| (*t).to_owned())
+            .collect();
+        missing.dedup();
+        Ok(missing)
+    }
+
+    /// Per partition of `topic` in `partitions`, its end offset (the next
+    /// offset it will give a record); partitions it lacks are left out.
+    pub fn end_offsets(
+        &self,
+        topic: &str,
+        partitions: impl IntoIterator<Item = i32>,
+    ) -> KafkaResult<Vec<(i32, i64)>> {
+        use rdkafka::consumer::Consumer;
+        let mut ends = Vec::new();
+        for partition in partitions {
+            match self.client.fetch_watermarks(topic, partition, self.timeout) {
+                Ok((_, high)) => ends.push((partition, high)),
+                Err(e)
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::UnknownPartition
+                                | RDKafkaErrorCode::UnknownTopicOrPartition
+                        )
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ends)
+    }
 }
