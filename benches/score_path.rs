@@ -12,6 +12,7 @@ mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use streamscore::kafka::sink::Delivered;
+use streamscore::pipeline::delivered_event;
 use streamscore::telemetry::{self, Stats};
 
 fn score_path(c: &mut Criterion) {
@@ -33,12 +34,12 @@ fn score_path(c: &mut Criterion) {
                     assert_eq!(output.scores.len(), batch.len());
                     // The window state's checkpoint, as after the acks.
                     engine.checkpoint(output.staged.take()).expect("checkpoint");
-                    stats.record(
+                    stats.record(&delivered_event(
                         &batch,
                         &output,
                         &Delivered::default(),
                         std::time::Duration::from_millis(1),
-                    );
+                    ));
                     output
                 },
                 criterion::BatchSize::LargeInput,

@@ -15,8 +15,8 @@ use crate::kafka::context::SourceContext;
 use crate::kafka::sink::KafkaSink;
 use crate::kafka::source::KafkaSource;
 use crate::model::ModelSlot;
-use crate::model::follow::Follower;
-use crate::model::registry::Registry;
+use crate::model::serving::follow::Follower;
+use crate::model::serving::registry::Registry;
 use crate::pipeline::{self, PipelineError};
 use crate::telemetry::{self, Health, Stats};
 
@@ -91,64 +91,12 @@ pub async fn run(
     // Side tasks end with the run, whichever way it ends.
     let side_tasks = CancellationToken::new();
     let _end_side_tasks = side_tasks.clone().drop_guard();
-    let follower = match &pipeline.model {
-        ModelSource::Registry { dir, name, poll } => {
-            let follower = Arc::new(Follower::new(
-                Registry::open(dir),
-                name,
-                Arc::clone(engine.models()),
-            ));
-            tokio::spawn(Arc::clone(&follower).run(*poll, side_tasks.clone()));
-            Some(follower)
-        }
-        ModelSource::Bundle(_) => None,
-    };
-    if let Some(listen) = &pipeline.admin_listen {
-        let mut server = AdminServer::new(Arc::clone(&health));
-        if let Some(follower) = &follower {
-            let token = admin_token(pipeline)?;
-            server = server.merge(crate::admin::models::routes(Arc::clone(follower), token));
-        }
-        server.start(listen, side_tasks.clone()).await?;
-    }
-    tokio::spawn(telemetry::status::run(
-        Arc::clone(&stats),
-        pipeline.status_interval,
-        side_tasks.clone(),
-    ));
-    tokio::spawn(upkeep(Arc::clone(engine.models()), side_tasks.clone()));
-
-    let connect = |source| AppError::connect(pipeline, source);
-    let cluster =
-        ClusterView::connect(&pipeline.kafka.brokers, Duration::from_secs(30)).map_err(connect)?;
-    check_topics(pipeline, &cluster)?;
-    forget_recreated_partitions(pipeline, &engine, &cluster)?;
-    let sink = KafkaSink::new(&pipeline.kafka, pipeline.batch.dead_letter_payload_bytes)
-        .map_err(connect)?;
-    let context = SourceContext {
-        health,
-        stats: Arc::clone(&stats),
-        assignment: Arc::default(),
-    };
-    engine.follow_assignment(Arc::clone(&context.assignment));
-    let labels_context = SourceContext {
-        // The labels consumer's partitions do not make the engine ready.
-        health: Arc::new(Health::default()),
-        stats: Arc::clone(&stats),
-        assignment: Arc::default(),
-    };
-    let source = KafkaSource::new(&pipeline.kafka, pipeline.batch, context).map_err(connect)?;
-    let labels = match &pipeline.labels {
-        Some(labels) => Some(
-            KafkaSource::new(
-                &pipeline.kafka.for_labels(&labels.topic),
-                pipeline.batch,
-                labels_context,
-            )
-            .map_err(connect)?,
-        ),
-        None => None,
-    };
+    let follower = start_side_tasks(pipeline, &engine, &health, &stats, &side_tasks).await?;
+    let Clients {
+        source,
+        labels,
+        sink,
+    } = connect(pipeline, &engine, health, &stats)?;
     tracing::info!(
         input = %pipeline.kafka.input_topic,
         output = %pipeline.kafka.output_topic,
@@ -188,6 +136,98 @@ pub async fn run(
     std::mem::forget(labels);
     std::mem::forget(sink);
     Err(outcome)
+}
+
+/// The registry follower (when the model comes from a registry), the admin
+/// server, the status line and the upkeep task, each ended by `side_tasks`.
+async fn start_side_tasks(
+    pipeline: &Pipeline,
+    engine: &Engine,
+    health: &Arc<Health>,
+    stats: &Arc<Stats>,
+    side_tasks: &CancellationToken,
+) -> Result<Option<Arc<Follower>>, AppError> {
+    let follower = match &pipeline.model {
+        ModelSource::Registry { dir, name, poll } => {
+            let follower = Arc::new(Follower::new(
+                Registry::open(dir),
+                name,
+                Arc::clone(engine.models()),
+            ));
+            tokio::spawn(Arc::clone(&follower).run(*poll, side_tasks.clone()));
+            Some(follower)
+        }
+        ModelSource::Bundle(_) => None,
+    };
+    if let Some(listen) = &pipeline.admin_listen {
+        let mut server = AdminServer::new(Arc::clone(health));
+        if let Some(follower) = &follower {
+            let token = admin_token(pipeline)?;
+            server = server.merge(crate::admin::models::routes(Arc::clone(follower), token));
+        }
+        server.start(listen, side_tasks.clone()).await?;
+    }
+    tokio::spawn(telemetry::status::run(
+        Arc::clone(stats),
+        pipeline.status_interval,
+        side_tasks.clone(),
+    ));
+    tokio::spawn(upkeep(Arc::clone(engine.models()), side_tasks.clone()));
+    Ok(follower)
+}
+
+/// The instance's Kafka clients.
+struct Clients {
+    source: KafkaSource,
+    labels: Option<KafkaSource>,
+    sink: KafkaSink,
+}
+
+/// Checks the topics against the cluster, forgets the offsets of
+/// recreated partitions, and builds the clients; the engine follows the
+/// input's assignment.
+fn connect(
+    pipeline: &Pipeline,
+    engine: &Engine,
+    health: Arc<Health>,
+    stats: &Arc<Stats>,
+) -> Result<Clients, AppError> {
+    let connect = |source| AppError::connect(pipeline, source);
+    let cluster =
+        ClusterView::connect(&pipeline.kafka.brokers, Duration::from_secs(30)).map_err(connect)?;
+    check_topics(pipeline, &cluster)?;
+    forget_recreated_partitions(pipeline, engine, &cluster)?;
+    let sink = KafkaSink::new(&pipeline.kafka, pipeline.batch.dead_letter_payload_bytes)
+        .map_err(connect)?;
+    let context = SourceContext {
+        health,
+        stats: Arc::clone(stats),
+        assignment: Arc::default(),
+    };
+    engine.follow_assignment(Arc::clone(&context.assignment));
+    let labels_context = SourceContext {
+        // The labels consumer's partitions do not make the engine ready.
+        health: Arc::new(Health::default()),
+        stats: Arc::clone(stats),
+        assignment: Arc::default(),
+    };
+    let source = KafkaSource::new(&pipeline.kafka, pipeline.batch, context).map_err(connect)?;
+    let labels = match &pipeline.labels {
+        Some(labels) => Some(
+            KafkaSource::new(
+                &pipeline.kafka.for_labels(&labels.topic),
+                pipeline.batch,
+                labels_context,
+            )
+            .map_err(connect)?,
+        ),
+        None => None,
+    };
+    Ok(Clients {
+        source,
+        labels,
+        sink,
+    })
 }
 
 /// Every few seconds: drains the histograms' pending samples, so that

@@ -1,7 +1,8 @@
 //! A micro-batch of source records with its provenance: the commit step
 //! needs to know exactly which offsets a batch covers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::RwLock;
 
 /// One consumed message, detached from the consumer.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,5 +82,35 @@ impl Batch {
                 .or_insert((r.offset, r.offset));
         }
         ranges
+    }
+}
+
+/// The input partitions this instance holds now, as rebalances say; drift
+/// monitoring waits for each of them before it judges a window.
+#[derive(Debug, Default)]
+pub struct Assignment {
+    partitions: RwLock<Option<BTreeSet<i32>>>,
+}
+
+impl Assignment {
+    /// `None` until the first assignment.
+    pub fn current(&self) -> Option<BTreeSet<i32>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Applies a rebalance: `add` assigned, `remove` revoked.
+    pub fn change(&self, add: &[i32], remove: &[i32]) {
+        let mut partitions = self
+            .partitions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let set = partitions.get_or_insert_with(BTreeSet::new);
+        set.extend(add);
+        for p in remove {
+            set.remove(p);
+        }
     }
 }

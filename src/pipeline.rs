@@ -17,8 +17,9 @@ use crate::engine::{Engine, EngineError};
 use crate::kafka::sink::{DeliveryError, KafkaSink};
 use crate::kafka::source::KafkaSource;
 use crate::output::BatchOutput;
+use crate::reject::RejectKind;
 use crate::state::Unwritten;
-use crate::telemetry::Stats;
+use crate::telemetry::{BatchDelivered, Stats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -73,7 +74,7 @@ pub async fn run(
                     if delivered_batches.state.is_due() {
                         delivered_batches.write(engine, source)?;
                     }
-                    stats.record(&batch, &output, &delivered, started.elapsed());
+                    stats.record(&delivered_event(&batch, &output, &delivered, started.elapsed()));
                     tracing::debug!(
                         rows = batch.len(),
                         scored = output.scores.len(),
@@ -195,5 +196,36 @@ async fn off_the_async_workers<F: Future>(work: F) -> F::Output {
             tokio::task::block_in_place(|| Handle::current().block_on(work))
         }
         _ => work.await,
+    }
+}
+
+/// What a delivered batch did, as telemetry counts it: Kafka's refused
+/// scores went out as dead letters, so they count as `undeliverable`.
+pub fn delivered_event<'a>(
+    batch: &'a Batch,
+    output: &BatchOutput,
+    delivered: &crate::kafka::sink::Delivered,
+    elapsed: Duration,
+) -> BatchDelivered<'a> {
+    let rerouted = &delivered.rerouted;
+    let mut dead_letters = [0u64; RejectKind::ALL.len()];
+    for letter in &output.dead_letters {
+        dead_letters[letter.kind.index()] += 1;
+    }
+    dead_letters[RejectKind::Undeliverable.index()] += rerouted.len() as u64;
+    BatchDelivered {
+        topic: &batch.topic,
+        consumed: batch.len(),
+        scored: output.scores.len() - rerouted.len(),
+        flagged: output.flagged,
+        dead_letters,
+        scores_sent_ms: output
+            .scores
+            .iter()
+            .enumerate()
+            .filter(|(position, _)| !rerouted.contains(position))
+            .map(|(_, score)| batch.records[score.source_index].timestamp_ms)
+            .collect(),
+        elapsed,
     }
 }

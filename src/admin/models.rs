@@ -21,8 +21,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::model::follow::Follower;
-use crate::model::registry::{Change, RegistryError};
+use crate::model::serving::follow::Follower;
+use crate::model::serving::registry::{Change, RegistryError};
 
 /// The header naming who asks for a change.
 pub const ACTOR_HEADER: &str = "x-streamscore-actor";

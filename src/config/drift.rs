@@ -6,24 +6,9 @@ use std::collections::BTreeMap;
 use super::file::{DriftSection, ThresholdSection};
 use super::parse_duration;
 use super::windows::{Invalid, timestamp_field};
+use crate::drift::DriftSettings;
 use crate::drift::alerts::{Hysteresis, Limit, Limits, METRICS, ThresholdRules};
 use crate::schema::RecordSchema;
-
-#[derive(Debug, Clone)]
-pub struct DriftSettings {
-    pub event_time: String,
-    pub window_ms: i64,
-    pub lateness_ms: i64,
-    /// A partition this far (event time) behind the newest stops holding
-    /// windows back.
-    pub idle_ms: i64,
-    pub retention_ms: i64,
-    /// Windows with fewer scored events are counted but not judged.
-    pub min_events: u64,
-    pub alerts_topic: Option<String>,
-    pub hysteresis: Hysteresis,
-    pub thresholds: ThresholdRules,
-}
 
 /// PSI's credit-risk convention: 0.1 is worth a look, 0.25 is a shift.
 fn default_thresholds() -> BTreeMap<String, Limits> {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::file::{LabelsSection, StateSection, WindowsSection};
+use super::file::{LabelsSection, StateSection, WindowFeatureSection, WindowsSection};
 use crate::schema::{FieldType, RecordSchema};
 use crate::windows::{Aggregate, LabelTiming, Source, WindowFeature, WindowSpec};
 
@@ -157,87 +157,13 @@ pub fn window_spec(
         .features
         .into_iter()
         .map(|f| {
-            let at = |message: String| ("windows.feature", format!("`{}`: {message}", f.name));
-            if schema.field(&f.name).is_some() || !names.insert(f.name.clone()) {
-                return Err(at(
-                    "the name is already a schema field or another feature".into()
-                ));
-            }
-            if schema.field(&f.key).is_none() {
-                return Err(at(format!("key `{}` is not a field of the schema", f.key)));
-            }
-            let source_schema = match (f.source, label_schema) {
-                (Source::Events, _) => schema,
-                (Source::Labels, Some(labels)) => labels,
-                (Source::Labels, None) => {
-                    return Err(at("reads labels, but the pipeline has no `[labels]` section".into()));
-                }
-            };
-            if source_schema.field(&f.key).is_none() {
-                return Err(at(format!("key `{}` is not a field of the labels' schema", f.key)));
-            }
-            match (&f.column, f.aggregate) {
-                (Some(_), Aggregate::Count) => {
-                    return Err(at("`count` counts events and takes no `column`".into()));
-                }
-                (None, aggregate) if aggregate != Aggregate::Count => {
-                    return Err(at(
-                        format!("`{aggregate:?}` needs a `column` to aggregate").to_lowercase()
-                    ));
-                }
-                (Some(column), _) => match source_schema.field(column) {
-                    Some(c)
-                        if matches!(
-                            c.field_type,
-                            FieldType::Float64 | FieldType::Int64 | FieldType::Bool
-                        ) => {}
-                    _ => {
-                        return Err(at(format!(
-                            "column `{column}` is not a numeric or bool field of its source's schema"
-                        )));
-                    }
-                },
-                (None, _) => {}
-            }
-            let window = parse_duration(&f.window).map_err(at)?;
-            let window_ms = window.as_millis() as i64;
-            let (tile_ms, tile) = match &f.tile {
-                Some(tile) => {
-                    let ms = parse_duration(tile).map_err(at)?.as_millis() as i64;
-                    if ms == 0 {
-                        return Err(at("tile must be at least 1s".into()));
-                    }
-                    (ms, tile.as_str())
-                }
-                None => (tile_ms, section.tile.as_str()),
-            };
-            if window_ms < tile_ms || window_ms % tile_ms != 0 {
-                return Err(at(format!(
-                    "window {} must be a whole number of tiles (tile = {tile})",
-                    f.window
-                )));
-            }
-            let shift_ms = match &f.shift {
-                Some(shift) => parse_duration(shift).map_err(at)?.as_millis() as i64,
-                None => 0,
-            };
-            if shift_ms % tile_ms != 0 {
-                return Err(at(format!(
-                    "shift {} must be a whole number of tiles",
-                    f.shift.as_deref().unwrap_or_default()
-                )));
-            }
-            Ok(WindowFeature {
-                name: f.name,
-                key: f.key,
-                column: f.column,
-                aggregate: f.aggregate,
-                source: f.source,
-                window_ms,
-                tile_ms,
-                shift_ms,
-                include_current: f.include_current,
-            })
+            window_feature(
+                f,
+                schema,
+                label_schema,
+                &mut names,
+                (tile_ms, &section.tile),
+            )
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(WindowSpec {
@@ -246,4 +172,102 @@ pub fn window_spec(
         features,
         labels: label_timing,
     }))
+}
+
+/// One `[[windows.feature]]`, checked against the schema of the records it
+/// reads; `names` holds the names taken so far, `default_tile` the
+/// section's tile (ms, as written).
+fn window_feature(
+    f: WindowFeatureSection,
+    schema: &RecordSchema,
+    label_schema: Option<&RecordSchema>,
+    names: &mut HashSet<String>,
+    default_tile: (i64, &str),
+) -> Result<WindowFeature, Invalid> {
+    let at = |message: String| ("windows.feature", format!("`{}`: {message}", f.name));
+    if schema.field(&f.name).is_some() || !names.insert(f.name.clone()) {
+        return Err(at(
+            "the name is already a schema field or another feature".into()
+        ));
+    }
+    if schema.field(&f.key).is_none() {
+        return Err(at(format!("key `{}` is not a field of the schema", f.key)));
+    }
+    let source_schema = match (f.source, label_schema) {
+        (Source::Events, _) => schema,
+        (Source::Labels, Some(labels)) => labels,
+        (Source::Labels, None) => {
+            return Err(at(
+                "reads labels, but the pipeline has no `[labels]` section".into(),
+            ));
+        }
+    };
+    if source_schema.field(&f.key).is_none() {
+        return Err(at(format!(
+            "key `{}` is not a field of the labels' schema",
+            f.key
+        )));
+    }
+    match (&f.column, f.aggregate) {
+        (Some(_), Aggregate::Count) => {
+            return Err(at("`count` counts events and takes no `column`".into()));
+        }
+        (None, aggregate) if aggregate != Aggregate::Count => {
+            return Err(at(
+                format!("`{aggregate:?}` needs a `column` to aggregate").to_lowercase()
+            ));
+        }
+        (Some(column), _) => match source_schema.field(column) {
+            Some(c)
+                if matches!(
+                    c.field_type,
+                    FieldType::Float64 | FieldType::Int64 | FieldType::Bool
+                ) => {}
+            _ => {
+                return Err(at(format!(
+                    "column `{column}` is not a numeric or bool field of its source's schema"
+                )));
+            }
+        },
+        (None, _) => {}
+    }
+    let window = parse_duration(&f.window).map_err(at)?;
+    let window_ms = window.as_millis() as i64;
+    let (tile_ms, tile): (i64, &str) = match &f.tile {
+        Some(tile) => {
+            let ms = parse_duration(tile).map_err(at)?.as_millis() as i64;
+            if ms == 0 {
+                return Err(at("tile must be at least 1s".into()));
+            }
+            (ms, &tile[..])
+        }
+        None => default_tile,
+    };
+    if window_ms < tile_ms || window_ms % tile_ms != 0 {
+        return Err(at(format!(
+            "window {} must be a whole number of tiles (tile = {tile})",
+            f.window
+        )));
+    }
+    let shift_ms = match &f.shift {
+        Some(shift) => parse_duration(shift).map_err(at)?.as_millis() as i64,
+        None => 0,
+    };
+    if shift_ms % tile_ms != 0 {
+        return Err(at(format!(
+            "shift {} must be a whole number of tiles",
+            f.shift.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(WindowFeature {
+        name: f.name,
+        key: f.key,
+        column: f.column,
+        aggregate: f.aggregate,
+        source: f.source,
+        window_ms,
+        tile_ms,
+        shift_ms,
+        include_current: f.include_current,
+    })
 }

@@ -2,26 +2,12 @@
 //! judging move with event time, so one event far in the future (or the
 //! past) would move them for every event after it.
 
-use crate::config::Pipeline;
-
 /// The event-time fields of a schema (those that place an event in windows
 /// and drift windows), and how far past the wall clock they may lie.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventTimeBounds {
     pub fields: Vec<String>,
     pub max_future_ms: i64,
-}
-
-impl EventTimeBounds {
-    /// The input's: the event times its windows and drift read.
-    pub fn of_input(pipeline: &Pipeline) -> Self {
-        let windows = pipeline.windows.as_ref().map(|w| w.event_time.clone());
-        let drift = pipeline.drift.as_ref().map(|d| d.event_time.clone());
-        Self {
-            fields: windows.into_iter().chain(drift).collect(),
-            max_future_ms: pipeline.max_future_ms,
-        }
-    }
 }
 
 /// 1990-01-01T00:00:00Z: no card event is older. An event time must be at

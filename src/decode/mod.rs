@@ -17,7 +17,6 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use serde::de::{DeserializeSeed, IgnoredAny};
 
-use crate::config::Pipeline;
 use crate::reject::{RejectKind, Rejected};
 use crate::schema::RecordSchema;
 pub use bounds::{EARLIEST_EVENT_MS, EventTimeBounds};
@@ -75,33 +74,6 @@ impl Decoder {
             event_times: Vec::new(),
             max_future_ms: 0,
         }
-    }
-
-    /// The input topic's decoder: the pipeline's schema and size limit,
-    /// and bounds on the event times that its windows and drift read.
-    pub fn for_input(pipeline: &Pipeline) -> Self {
-        Self::new(pipeline.schema.clone(), pipeline.max_record_bytes)
-            .with_event_time_bounds(&EventTimeBounds::of_input(pipeline))
-    }
-
-    /// The labels topic's decoder, when a window feature reads labels.
-    pub fn for_labels(pipeline: &Pipeline) -> Option<Self> {
-        let labels = pipeline.labels.as_ref()?;
-        let event_time = pipeline
-            .windows
-            .as_ref()?
-            .labels
-            .as_ref()?
-            .event_time
-            .clone();
-        Some(
-            Self::new(labels.schema.clone(), pipeline.max_record_bytes).with_event_time_bounds(
-                &EventTimeBounds {
-                    fields: vec![event_time],
-                    max_future_ms: pipeline.max_future_ms,
-                },
-            ),
-        )
     }
 
     /// Refuses records whose event times lie out of `bounds`.

@@ -6,17 +6,20 @@
 //! - `alerts.rs`: thresholds and hysteresis;
 //! - `store.rs`: how it all lies in the state store's `drift` family;
 //! - `monitor.rs`: the per-batch counting and the judging of windows;
-//! - `report.rs`: `streamscore drift report`.
+//! - `report.rs`: the drift report, as a table, JSON or a page of charts;
+//! - `settings.rs`: what `[drift]` becomes once checked.
 
 pub mod alerts;
 pub mod monitor;
 pub mod reference;
 pub mod report;
+mod settings;
 pub mod stats;
 pub mod store;
 pub mod window;
 
 pub use monitor::{DriftMonitor, Observation, Observed, ScoredRow};
+pub use settings::DriftSettings;
 
 /// The monitored column of the champion's score.
 pub const SCORE: &str = "score";

@@ -15,6 +15,7 @@ use arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use rustc_hash::FxHashMap;
 
+use super::DriftSettings;
 use super::alerts::{Alert, AlertState, Level};
 use super::reference::References;
 use super::stats::WindowCounts;
@@ -24,10 +25,9 @@ use super::store::{
 };
 use super::window::{ColumnCounts, NULL, bound_unseen, category, numeric_reference};
 use super::{DECISION, SCORE};
-use crate::config::DriftSettings;
-use crate::kafka::context::Assignment;
+use crate::batch::Assignment;
 use crate::state::{Change, Checkpoint, Family, StateError};
-use crate::telemetry::names;
+use crate::telemetry::events::{DriftAlert, DriftMeasured, DriftWindowJudged, Event};
 
 /// One scored row, as the monitor sees it.
 #[derive(Debug, Clone, Copy)]
@@ -229,9 +229,27 @@ impl DriftMonitor {
     ) -> Result<HashMap<Vec<u8>, ColumnCounts>, StateError> {
         let references = Arc::clone(&state.references);
         let columns = Columns::of(batch, &references, &self.settings.event_time);
-        // Each row's (window, partition) group, found once per row; then each
-        // column is counted over the rows into its groups' counts (a batch
-        // spans a window or two, so there are few groups).
+        let grouped = self.group_rows(batch, &columns, state);
+        let deltas = count_columns(&columns, &grouped);
+        // The first batch of a version starts judging at its first window.
+        if state.progress.next_window.is_none() {
+            state.progress.next_window = grouped.first_window;
+        }
+        if let Some(newest) = state.progress.newest() {
+            self.expiry.advance(newest);
+        }
+        self.merge_stored(checkpoint, batch.version, deltas, observed)
+    }
+
+    /// Each scored row's (window, partition) group, found once per row (a
+    /// batch spans a window or two, so there are few groups); the rows'
+    /// event times move the partitions' progress.
+    fn group_rows<'a>(
+        &self,
+        batch: &'a Observation,
+        columns: &Columns,
+        state: &mut VersionState,
+    ) -> Grouped<'a> {
         let mut groups: Vec<(i64, i32)> = Vec::new();
         let mut group_of: FxHashMap<(i64, i32), usize> = FxHashMap::default();
         let mut rows: Vec<(usize, &ScoredRow)> = Vec::with_capacity(batch.rows.len());
@@ -250,76 +268,26 @@ impl DriftMonitor {
             });
             rows.push((group, row));
         }
-        let mut deltas: Vec<((i64, i32, &str), ColumnCounts)> = Vec::new();
-        let mut emit = |name, per_group: Vec<ColumnCounts>| {
-            for (g, counts) in per_group.into_iter().enumerate() {
-                if counts.events() > 0 {
-                    deltas.push(((groups[g].0, groups[g].1, name), counts));
-                }
-            }
-        };
-        for (name, edges, values) in &columns.numeric {
-            let mut per_group = vec![WindowCounts::new(edges.len() - 1); groups.len()];
-            for &(group, row) in &rows {
-                let value = match values {
-                    None => Some(row.score),
-                    Some(v) => v
-                        .is_valid(row.feature_row)
-                        .then(|| v.value(row.feature_row)),
-                };
-                per_group[group].add(value, edges);
-            }
-            emit(
-                name,
-                per_group.into_iter().map(ColumnCounts::Numeric).collect(),
-            );
+        Grouped {
+            groups,
+            rows,
+            first_window,
         }
-        for (name, categories, values) in &columns.categorical {
-            let mut per_group: Vec<BTreeMap<Cow<str>, u64>> = vec![BTreeMap::new(); groups.len()];
-            for &(group, row) in &rows {
-                let value = if values.is_valid(row.decoded_row) {
-                    category(values.value(row.decoded_row), categories)
-                } else {
-                    Cow::Borrowed(NULL)
-                };
-                *per_group[group].entry(value).or_default() += 1;
-            }
-            let counts = per_group
-                .into_iter()
-                .map(|counts| {
-                    let mut counts = counts
-                        .into_iter()
-                        .map(|(v, n)| (v.into_owned(), n))
-                        .collect();
-                    bound_unseen(&mut counts);
-                    ColumnCounts::Categorical { counts }
-                })
-                .collect();
-            emit(name, counts);
-        }
-        let mut decisions = vec![(0u64, 0u64); groups.len()];
-        for &(group, row) in &rows {
-            decisions[group].0 += u64::from(row.flagged);
-            decisions[group].1 += 1;
-        }
-        emit(
-            DECISION,
-            decisions
-                .into_iter()
-                .map(|(flagged, scored)| ColumnCounts::Flags { flagged, scored })
-                .collect(),
-        );
-        // The first batch of a version starts judging at its first window.
-        if state.progress.next_window.is_none() {
-            state.progress.next_window = first_window;
-        }
-        if let Some(newest) = state.progress.newest() {
-            self.expiry.advance(newest);
-        }
+    }
+
+    /// Merges each group's new counts into the stored ones, as changes to
+    /// stage; returns the merged counts by key.
+    fn merge_stored(
+        &self,
+        checkpoint: &Checkpoint,
+        version: &str,
+        deltas: Vec<((i64, i32, &str), ColumnCounts)>,
+        observed: &mut Observed,
+    ) -> Result<HashMap<Vec<u8>, ColumnCounts>, StateError> {
         let keys: Vec<Vec<u8>> = deltas
             .iter()
             .map(|((window, partition, column), _)| {
-                counts_key(*window, batch.version, *partition, column)
+                counts_key(*window, version, *partition, column)
             })
             .collect();
         let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
@@ -413,8 +381,6 @@ impl DriftMonitor {
                 continue;
             };
             for (metric, value) in merged.measures(column, &references) {
-                metrics::gauge!(names::DRIFT_VALUE, "feature" => column.to_owned(), "metric" => metric)
-                    .set(value);
                 let thresholds = match self.settings.thresholds.resolve(
                     column,
                     metric,
@@ -433,8 +399,13 @@ impl DriftMonitor {
                     &self.settings.hysteresis,
                     window + self.settings.window_ms,
                 );
-                metrics::gauge!(names::DRIFT_LEVEL, "feature" => column.to_owned(), "metric" => metric)
-                    .set(alert_state.level as u8 as f64);
+                DriftMeasured {
+                    feature: column,
+                    metric,
+                    value,
+                    level: alert_state.level as u8,
+                }
+                .emit();
                 observed.changes.push(Change {
                     family: Family::Drift,
                     key: hysteresis_key(batch.version, column, metric),
@@ -461,8 +432,11 @@ impl DriftMonitor {
                 observed.alerts.push(alert);
             }
         }
-        metrics::gauge!(names::DRIFT_WINDOW).set(window as f64 / 1000.0);
-        metrics::gauge!(names::DRIFT_WINDOW_EVENTS).set(events as f64);
+        DriftWindowJudged {
+            window_start_ms: window,
+            events,
+        }
+        .emit();
         Ok(())
     }
 
@@ -496,25 +470,98 @@ impl DriftMonitor {
             instance: self.instance.clone(),
             partitions: partitions.to_vec(),
         };
-        tracing::warn!(
-            feature = column,
+        DriftAlert {
+            feature: column,
             metric,
             value,
-            threshold = ?threshold,
-            level = level.name(),
-            window_start = %alert.window_start,
-            model = batch.model,
-            version = batch.version,
-            "drift {}",
-            match level {
-                Level::Normal => "cleared",
-                _ => "alert",
-            }
-        );
-        metrics::counter!(names::DRIFT_ALERTS, "feature" => column.to_owned(), "metric" => metric.to_owned(), "level" => level.name())
-            .increment(1);
+            threshold,
+            level: level.name(),
+            cleared: level == Level::Normal,
+            window_start: &alert.window_start,
+            model: batch.model,
+            version: batch.version,
+        }
+        .emit();
         alert
     }
+}
+
+/// A batch's scored rows by (window, partition) group.
+struct Grouped<'a> {
+    groups: Vec<(i64, i32)>,
+    /// Each row with its group's index.
+    rows: Vec<(usize, &'a ScoredRow)>,
+    first_window: Option<i64>,
+}
+
+/// Each column counted over the rows into its groups' counts: the numeric
+/// features and the score into their bins, categories by value, and the
+/// decisions.
+fn count_columns<'r>(
+    columns: &Columns<'r>,
+    grouped: &Grouped,
+) -> Vec<((i64, i32, &'r str), ColumnCounts)> {
+    let (groups, rows) = (&grouped.groups, &grouped.rows);
+    let mut deltas: Vec<((i64, i32, &str), ColumnCounts)> = Vec::new();
+    let mut emit = |name, per_group: Vec<ColumnCounts>| {
+        for (g, counts) in per_group.into_iter().enumerate() {
+            if counts.events() > 0 {
+                deltas.push(((groups[g].0, groups[g].1, name), counts));
+            }
+        }
+    };
+    for (name, edges, values) in &columns.numeric {
+        let mut per_group = vec![WindowCounts::new(edges.len() - 1); groups.len()];
+        for &(group, row) in rows.iter() {
+            let value = match values {
+                None => Some(row.score),
+                Some(v) => v
+                    .is_valid(row.feature_row)
+                    .then(|| v.value(row.feature_row)),
+            };
+            per_group[group].add(value, edges);
+        }
+        emit(
+            name,
+            per_group.into_iter().map(ColumnCounts::Numeric).collect(),
+        );
+    }
+    for (name, categories, values) in &columns.categorical {
+        let mut per_group: Vec<BTreeMap<Cow<str>, u64>> = vec![BTreeMap::new(); groups.len()];
+        for &(group, row) in rows.iter() {
+            let value = if values.is_valid(row.decoded_row) {
+                category(values.value(row.decoded_row), categories)
+            } else {
+                Cow::Borrowed(NULL)
+            };
+            *per_group[group].entry(value).or_default() += 1;
+        }
+        let counts = per_group
+            .into_iter()
+            .map(|counts| {
+                let mut counts = counts
+                    .into_iter()
+                    .map(|(v, n)| (v.into_owned(), n))
+                    .collect();
+                bound_unseen(&mut counts);
+                ColumnCounts::Categorical { counts }
+            })
+            .collect();
+        emit(name, counts);
+    }
+    let mut decisions = vec![(0u64, 0u64); groups.len()];
+    for &(group, row) in rows.iter() {
+        decisions[group].0 += u64::from(row.flagged);
+        decisions[group].1 += 1;
+    }
+    emit(
+        DECISION,
+        decisions
+            .into_iter()
+            .map(|(flagged, scored)| ColumnCounts::Flags { flagged, scored })
+            .collect(),
+    );
+    deltas
 }
 
 /// One column's counts in `window`, merged over `partitions`: this batch's

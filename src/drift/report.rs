@@ -5,52 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::PathBuf;
 
-use anyhow::{Context, bail};
-use clap::{Args, Subcommand};
 use plotters::prelude::*;
 use serde::Serialize;
 
-use super::alerts::Alert;
+use super::alerts::{Alert, ThresholdRules};
 use super::reference::References;
-use super::store::{Stored, read_all};
+use super::store::Stored;
 use super::window::{ColumnCounts, numeric_reference};
 use crate::charts::{SIZE, bar_key, escape, legend, svg_chart};
-use crate::config::Pipeline;
-use crate::state::RocksStore;
-
-#[derive(Debug, Subcommand)]
-pub enum DriftCommand {
-    /// Each window's drift per feature, the score and the decisions, and the
-    /// alerts raised.
-    Report(ReportArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    #[arg(long, default_value = "pipelines/fraud.toml")]
-    pub pipeline: PathBuf,
-    /// The state store to read (repeat it for each instance's; their windows
-    /// are merged). Defaults to the pipeline's `state.path`.
-    #[arg(long, env = "STREAMSCORE_STATE")]
-    pub state: Vec<PathBuf>,
-    /// Windows starting at or after this time (RFC 3339, or a date).
-    #[arg(long)]
-    pub from: Option<String>,
-    /// Windows starting before this time.
-    #[arg(long)]
-    pub to: Option<String>,
-    /// Only these columns (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub feature: Vec<String>,
-    /// Prints JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Also writes a page of charts here.
-    #[arg(long)]
-    pub html: Option<PathBuf>,
-}
 
 /// One column in one window.
 #[derive(Debug, Clone, Serialize)]
@@ -78,50 +41,6 @@ pub struct DriftReport {
     references: BTreeMap<String, References>,
 }
 
-pub fn run(command: &DriftCommand) -> anyhow::Result<String> {
-    let DriftCommand::Report(args) = command;
-    let pipeline = Pipeline::load(&args.pipeline, None)?;
-    if pipeline.drift.is_none() {
-        bail!(
-            "{} monitors no drift (no [drift] section)",
-            args.pipeline.display()
-        );
-    }
-    let (from, to) = (time_arg(&args.from)?, time_arg(&args.to)?);
-    let mut stored = Stored::default();
-    for path in pipeline.state_paths(&args.state)? {
-        let store = RocksStore::open_read_only(&path)?;
-        stored.merge(read_all(&store, from, to)?);
-    }
-    let min_events = pipeline.drift.as_ref().map_or(0, |d| d.min_events);
-    let report = build(stored, &args.feature, min_events);
-    if let Some(path) = &args.html {
-        std::fs::write(path, html(&report, &pipeline))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(match args.json {
-        true => serde_json::to_string_pretty(&report)? + "\n",
-        false => table(&report),
-    })
-}
-
-fn time_arg(text: &Option<String>) -> anyhow::Result<Option<i64>> {
-    let Some(text) = text else {
-        return Ok(None);
-    };
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(Some(t.timestamp_millis()));
-    }
-    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .with_context(|| format!("`{text}` is neither an RFC 3339 time nor a date (2026-11-30)"))?;
-    Ok(Some(
-        date.and_hms_opt(0, 0, 0)
-            .expect("midnight exists")
-            .and_utc()
-            .timestamp_millis(),
-    ))
-}
-
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -131,7 +50,7 @@ fn rfc3339(ms: i64) -> String {
 /// Windows with fewer than `min_events` scored events show their counts
 /// but no measures, as the monitor does not judge them (their PSI is mostly
 /// chance).
-fn build(stored: Stored, only: &[String], min_events: u64) -> DriftReport {
+pub fn build(stored: Stored, only: &[String], min_events: u64) -> DriftReport {
     let empty = References::default();
     let windows = stored
         .windows
@@ -178,7 +97,7 @@ fn build(stored: Stored, only: &[String], min_events: u64) -> DriftReport {
     }
 }
 
-fn table(report: &DriftReport) -> String {
+pub fn table(report: &DriftReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -240,7 +159,8 @@ fn table(report: &DriftReport) -> String {
 /// The page: per column, the reference against the live distribution over
 /// the reported windows, and its measures over time beside their
 /// thresholds; then the alerts.
-fn html(report: &DriftReport, pipeline: &Pipeline) -> String {
+/// `source` names the pipeline file; `thresholds` are its `[drift]`'s.
+pub fn html(report: &DriftReport, source: &str, thresholds: Option<&ThresholdRules>) -> String {
     let mut page = String::new();
     let _ = write!(
         page,
@@ -251,7 +171,7 @@ fn html(report: &DriftReport, pipeline: &Pipeline) -> String {
          <h1>Drift report</h1>\n<p>{windows} window(s), {alerts} alert(s), pipeline {pipeline}.</p>\n",
         windows = report.windows.len(),
         alerts = report.alerts.len(),
-        pipeline = escape(&pipeline.source_path.display().to_string()),
+        pipeline = escape(source),
     );
     page.push_str("<h2>Alerts</h2>\n<table><tr><th>window</th><th>level</th><th>feature</th><th>metric</th><th>value</th><th>threshold</th><th>model</th><th>instance</th></tr>\n");
     for a in &report.alerts {
@@ -270,7 +190,6 @@ fn html(report: &DriftReport, pipeline: &Pipeline) -> String {
         );
     }
     page.push_str("</table>\n");
-    let thresholds = pipeline.drift.as_ref().map(|d| &d.thresholds);
     let columns: std::collections::BTreeSet<&String> = report
         .windows
         .iter()

@@ -2,48 +2,19 @@
 //! operator can see state follow partitions between instances) and keeps
 //! readiness; both turn librdkafka's statistics into metrics.
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
 
+use crate::batch::Assignment;
 use crate::telemetry::{Health, Stats, kafka_stats};
 
 pub struct SourceContext {
     pub health: Arc<Health>,
     pub stats: Arc<Stats>,
     pub assignment: Arc<Assignment>,
-}
-
-/// The input partitions this instance holds now, as rebalances say; drift
-/// monitoring waits for each of them before it judges a window.
-#[derive(Debug, Default)]
-pub struct Assignment {
-    partitions: RwLock<Option<BTreeSet<i32>>>,
-}
-
-impl Assignment {
-    /// `None` until the first assignment.
-    pub fn current(&self) -> Option<BTreeSet<i32>> {
-        self.partitions
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    fn change(&self, add: &[i32], remove: &[i32]) {
-        let mut partitions = self
-            .partitions
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let set = partitions.get_or_insert_with(BTreeSet::new);
-        set.extend(add);
-        for p in remove {
-            set.remove(p);
-        }
-    }
 }
 
 impl ClientContext for SourceContext {

@@ -2,7 +2,9 @@
 //! sink and topic administration.
 
 pub mod admin;
+pub mod clients;
 pub mod context;
+mod fault;
 mod side;
 pub mod sink;
 pub mod source;

@@ -22,9 +22,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 use super::context::SinkContext;
-use super::sink::Fault;
+use super::fault::{Fault, HOLD_RETRY};
 use crate::output::Outgoing;
-use crate::telemetry::names;
+use crate::telemetry::events::{Event, SideOutputDropped, SideOutputsKept};
 
 /// Side messages kept for another offer, at most: a few MB of alerts and
 /// shadow scores.
@@ -85,7 +85,7 @@ struct Shared {
 
 /// How long refused side messages wait before they are offered again when
 /// no batch comes to offer them (as a held batch waits).
-const RETRY: std::time::Duration = super::sink::HOLD_RETRY;
+const RETRY: std::time::Duration = HOLD_RETRY;
 
 impl SideOutputs {
     pub fn new(producer: FutureProducer<SinkContext>) -> Self {
@@ -178,7 +178,7 @@ async fn send_while(
                     let mut queues = lock(&shared.queues);
                     queues.refused.extend(refused);
                     queues.bound();
-                    metrics::gauge!(names::SIDE_OUTPUTS_KEPT).set(queues.len() as f64);
+                    SideOutputsKept { kept: queues.len() }.emit();
                 }
                 shared.in_flight.fetch_sub(1, Ordering::AcqRel);
                 if any {
@@ -245,5 +245,5 @@ fn lock(queues: &Mutex<Queues>) -> std::sync::MutexGuard<'_, Queues> {
 }
 
 fn dropped(topic: &str) {
-    metrics::counter!(names::SIDE_OUTPUTS_DROPPED, "topic" => topic.to_owned()).increment(1);
+    SideOutputDropped { topic }.emit();
 }

@@ -3,14 +3,14 @@
 //! challenger's scores and drift alerts go beside them (`side.rs`).
 //!
 //! What happens when Kafka refuses a message depends on whose fault it is
-//! ([`Fault`]); no refusal ends in a crash loop:
+//! ([`Fault`](super::fault::Fault)); no refusal ends in a crash loop:
 //! - **the message's** (too large, invalid record): re-sending the same bytes
 //!   cannot succeed, so they are not re-sent. A refused score becomes a dead
 //!   letter of its input (`undeliverable`); a refused dead letter is sent
 //!   again without its key and payload (the headers still say what, where
 //!   and why). Only if even that is refused does the batch fail.
 //! - **the operator's** (unknown topic, not authorised): the batch is held,
-//!   uncommitted, and offered again every [`HOLD_RETRY`] with an ERROR log
+//!   uncommitted, and offered again every [`HOLD_RETRY`](super::fault::HOLD_RETRY) with an ERROR log
 //!   saying what to fix, until the topic or ACL exists; a stop (SIGTERM)
 //!   leaves it uncommitted, to be read again.
 //! - **the moment's** (timeouts, a broker away): sent again with backoff;
@@ -24,20 +24,19 @@ use futures::future::join_all;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 use super::context::SinkContext;
+use super::fault::{Fault, HOLD_RETRY};
 use super::side::SideOutputs;
 use crate::batch::Batch;
 use crate::config::KafkaSettings;
 use crate::output::{BatchOutput, DeadLetter, Outgoing};
 use crate::reject::RejectKind;
+use crate::telemetry::events::{DeliveryRetried, Event};
 
 /// Rounds of transient failures before the batch fails.
 pub const TRANSIENT_ATTEMPTS: u32 = 5;
-/// How long a batch held by an operator's fault waits between offers.
-pub const HOLD_RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -54,44 +53,6 @@ pub enum DeliveryError {
          ({error}); check the topic's max.message.bytes and message format"
     )]
     DeadLetterRefused { topic: String, error: KafkaError },
-}
-
-/// Whose fault a refused message is, which decides what is done with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The message itself cannot be accepted; re-sending it is pointless.
-    Message,
-    /// A topic or permission is missing; only an operator can fix it.
-    Operator,
-    /// Anything else: worth another try.
-    Transient,
-}
-
-impl Fault {
-    pub fn of(error: &KafkaError) -> Self {
-        use RDKafkaErrorCode as C;
-        match error.rdkafka_error_code() {
-            Some(
-                C::MessageSizeTooLarge
-                | C::InvalidMessageSize
-                | C::InvalidMessage
-                | C::InvalidRecord
-                | C::MessageBatchTooLarge
-                | C::InvalidTimestamp
-                | C::PolicyViolation
-                | C::UnsupportedForMessageFormat,
-            ) => Fault::Message,
-            Some(
-                C::UnknownTopicOrPartition
-                | C::UnknownTopic
-                | C::UnknownPartition
-                | C::InvalidTopic
-                | C::TopicAuthorizationFailed
-                | C::ClusterAuthorizationFailed,
-            ) => Fault::Operator,
-            _ => Fault::Transient,
-        }
-    }
 }
 
 /// What delivering a batch did besides the obvious.
@@ -222,9 +183,13 @@ impl KafkaSink {
                         last_error,
                     });
                 }
-                tracing::warn!(topic, failed, error = %last_error, attempt = transient_rounds, "delivery failed; retrying");
-                metrics::counter!(crate::telemetry::names::DELIVERY_RETRIES, "topic" => topic)
-                    .increment(1);
+                DeliveryRetried {
+                    topic: &topic,
+                    failed,
+                    error: &last_error,
+                    attempt: transient_rounds,
+                }
+                .emit();
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
@@ -298,22 +263,5 @@ impl KafkaSink {
             );
         }
         flushed
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_are_filed_by_whose_fault_they_are() {
-        use RDKafkaErrorCode as C;
-        let fault = |code| Fault::of(&KafkaError::MessageProduction(code));
-        assert_eq!(fault(C::MessageSizeTooLarge), Fault::Message);
-        assert_eq!(fault(C::InvalidRecord), Fault::Message);
-        assert_eq!(fault(C::UnknownTopicOrPartition), Fault::Operator);
-        assert_eq!(fault(C::TopicAuthorizationFailed), Fault::Operator);
-        assert_eq!(fault(C::MessageTimedOut), Fault::Transient);
-        assert_eq!(fault(C::NotEnoughReplicas), Fault::Transient);
     }
 }

@@ -3,29 +3,20 @@
 //! evaluation. The file format (bundle, manifest) and the maths (logistic,
 //! later trees and imported models) live apart.
 
-mod bundle;
-pub mod commands;
-pub mod comparison;
-
-mod features;
-pub mod follow;
-pub mod import;
-mod logistic;
-pub mod manifest;
-pub mod quantised;
-pub mod registry;
-pub mod slot;
-pub mod trees;
-mod treeshap;
+pub mod bundle;
+pub mod maths;
+pub mod serving;
 
 use std::collections::BTreeMap;
 
 use ndarray::{ArrayView1, ArrayView2};
 
+pub use bundle::manifest::{FeatureSpec, Manifest, ModelKind, Preprocessing};
 pub use bundle::{Bundle, BundleError, BundleParts, SharedBundle, is_feature_type};
-pub use logistic::Logistic;
-pub use manifest::{FeatureSpec, Manifest, ModelKind, Preprocessing};
-pub use slot::{Lineup, ModelSlot, Role};
+pub use maths::logistic::Logistic;
+pub use serving::slot::{Lineup, ModelSlot, Role};
+
+use maths::{import, logistic, trees};
 
 use crate::reject::RejectKind;
 

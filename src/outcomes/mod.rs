@@ -13,10 +13,8 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::TimestampMillisecondType;
 use arrow::record_batch::RecordBatch;
 
+use crate::fraud_metrics::{auc_roc, average_precision, card_precision_at_k};
 use crate::state::{Change, Checkpoint, Expiry, Family, StateError, Store};
-use crate::train::metrics::{auc_roc, average_precision, card_precision_at_k};
-
-pub mod command;
 
 const DAY_MS: i64 = 86_400_000;
 /// Outcomes are kept this many days (by the transaction's day).

@@ -17,8 +17,6 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal, Poisson};
 use serde::Serialize;
 
-pub mod command;
-
 #[derive(Debug, Clone)]
 pub struct SimulationConfig {
     pub customers: usize,
@@ -175,6 +173,29 @@ pub fn simulate_days(config: &SimulationConfig, mut each_day: impl FnMut(Vec<Tra
             t.event_id = format!("tx-{numbered:08}");
         }
         each_day(out);
+    }
+}
+
+/// A label as the labels topic carries it.
+#[derive(Debug, Serialize)]
+pub struct Label<'a> {
+    pub event_id: &'a str,
+    pub card_id: &'a str,
+    pub terminal_id: &'a str,
+    pub event_time: &'a str,
+    pub is_fraud: bool,
+}
+
+impl<'a> Label<'a> {
+    /// The label of a simulated transaction.
+    pub fn of(t: &'a Transaction) -> Self {
+        Self {
+            event_id: &t.event_id,
+            card_id: &t.card_id,
+            terminal_id: &t.terminal_id,
+            event_time: &t.event_time,
+            is_fraud: t.is_fraud,
+        }
     }
 }
 

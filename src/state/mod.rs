@@ -82,26 +82,23 @@ pub enum StateError {
 /// store's own errors ([`StateError::Store`]) stop an engine: a damaged
 /// value that stopped it would stop every restart the same way.
 pub fn quarantined(family: Family, partition: Option<i32>, reason: &str) {
+    use crate::telemetry::events::{Event, StateDamaged};
     use std::collections::HashSet;
     use std::sync::{Mutex, OnceLock};
     type Said = Mutex<HashSet<(Family, Option<i32>)>>;
     static SAID: OnceLock<Said> = OnceLock::new();
-    metrics::counter!(crate::telemetry::names::STATE_DAMAGED, "family" => family.name())
-        .increment(1);
     let first = SAID
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .insert((family, partition));
-    if first {
-        tracing::warn!(
-            family = family.name(),
-            partition,
-            reason,
-            "a stored state value does not read: it is dropped and its key starts afresh \
-             (counted in streamscore_state_damaged_total; said once per family and partition)"
-        );
+    StateDamaged {
+        family: family.name(),
+        partition,
+        reason,
+        first,
     }
+    .emit();
 }
 
 /// Durable key-value state. Writes are atomic: all of a batch's changes

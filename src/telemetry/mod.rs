@@ -1,10 +1,11 @@
-//! What an operator sees of a running engine: metric names (all of them, in
-//! [`names`]), the Prometheus recorder, the counters behind the status line,
+//! What an operator sees of a running engine: the events that log and
+//! count together (`events.rs`), metric names (all of them, in [`names`]), the Prometheus recorder, the counters behind the status line,
 //! librdkafka's statistics turned into gauges, and readiness.
 //!
 //! Counting happens once per batch, not per row, and labels are bounded:
 //! topic, partition, kind, model name and version; never a card or event id.
 
+pub mod events;
 mod handles;
 pub mod health;
 pub mod kafka_stats;
@@ -17,7 +18,7 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use health::Health;
-pub use stats::{Snapshot, Stats};
+pub use stats::{BatchDelivered, Snapshot, Stats};
 
 pub mod names {
     pub const CONSUMED: &str = "streamscore_events_consumed_total";

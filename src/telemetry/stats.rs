@@ -8,13 +8,30 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::handles::TopicHandles;
 use super::latency::LatencyCounts;
-use crate::batch::Batch;
-use crate::kafka::sink::Delivered;
-use crate::output::BatchOutput;
 use crate::reject::RejectKind;
 
 /// At most this many batch times are kept between two status lines.
 const MAX_BATCH_SAMPLES: usize = 100_000;
+
+/// The event of a batch delivered, as [`Stats::record`] counts it (built by
+/// the loop, `pipeline.rs`, which knows the batch, its output and its
+/// delivery; telemetry imports none of them).
+#[derive(Debug)]
+pub struct BatchDelivered<'a> {
+    pub topic: &'a str,
+    /// Records consumed.
+    pub consumed: usize,
+    /// Scores delivered.
+    pub scored: usize,
+    pub flagged: usize,
+    /// Dead letters by [`RejectKind::index`], those Kafka refused as scores
+    /// counted as `undeliverable`.
+    pub dead_letters: [u64; RejectKind::ALL.len()],
+    /// Per delivered score, its record's Kafka timestamp (ms), if any.
+    pub scores_sent_ms: Vec<Option<i64>>,
+    /// From the batch's arrival to its delivery.
+    pub elapsed: Duration,
+}
 
 pub struct Stats {
     consumed: AtomicU64,
@@ -60,64 +77,46 @@ impl Stats {
     /// Counts a delivered batch, once per batch rather than per row, and
     /// observes each score's latency from its record's Kafka timestamp to
     /// now, when its acknowledgement has arrived.
-    pub fn record(
-        &self,
-        batch: &Batch,
-        output: &BatchOutput,
-        delivered: &Delivered,
-        elapsed: Duration,
-    ) {
-        let rerouted = delivered.rerouted.len();
-        let scored = output.scores.len() - rerouted;
-        let dead_lettered = output.dead_letters.len() + rerouted;
+    pub fn record(&self, batch: &BatchDelivered) {
+        let dead_lettered: u64 = batch.dead_letters.iter().sum();
         for (atomic, n) in [
-            (&self.consumed, batch.len()),
-            (&self.scored, scored),
-            (&self.flagged, output.flagged),
+            (&self.consumed, batch.consumed as u64),
+            (&self.scored, batch.scored as u64),
+            (&self.flagged, batch.flagged as u64),
             (&self.dead_lettered, dead_lettered),
             (&self.batches, 1),
         ] {
-            atomic.fetch_add(n as u64, Ordering::Relaxed);
+            atomic.fetch_add(n, Ordering::Relaxed);
         }
-        let seconds = elapsed.as_secs_f64();
+        let seconds = batch.elapsed.as_secs_f64();
         if let Ok(mut samples) = self.batch_seconds.lock()
             && samples.len() < MAX_BATCH_SAMPLES
         {
             samples.push(seconds);
         }
 
-        let Some(metrics) = self.handles(&batch.topic) else {
+        let Some(metrics) = self.handles(batch.topic) else {
             return;
         };
-        metrics.consumed.increment(batch.len() as u64);
-        metrics.scored.increment(scored as u64);
-        metrics.flagged.increment(output.flagged as u64);
+        metrics.consumed.increment(batch.consumed as u64);
+        metrics.scored.increment(batch.scored as u64);
+        metrics.flagged.increment(batch.flagged as u64);
         metrics.batches.increment(1);
-        let mut by_kind = [0u64; RejectKind::ALL.len()];
-        for letter in &output.dead_letters {
-            by_kind[letter.kind.index()] += 1;
-        }
-        by_kind[RejectKind::Undeliverable.index()] += rerouted as u64;
-        for (counter, n) in metrics.dead_lettered.iter().zip(by_kind) {
+        for (counter, &n) in metrics.dead_lettered.iter().zip(&batch.dead_letters) {
             if n > 0 {
                 counter.increment(n);
             }
         }
-        metrics.batch_rows.record(batch.len() as f64);
+        metrics.batch_rows.record(batch.consumed as f64);
         metrics.batch_seconds.record(seconds);
 
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let mut latency = LatencyCounts::default();
-        for (position, score) in output.scores.iter().enumerate() {
-            if delivered.rerouted.contains(&position) {
-                continue;
-            }
+        for sent_ms in &batch.scores_sent_ms {
             // A record without a timestamp still counts, with no latency.
-            let sent_ms = batch.records[score.source_index]
-                .timestamp_ms
-                .unwrap_or(now_ms);
+            let sent_ms = sent_ms.unwrap_or(now_ms);
             latency.observe((now_ms - sent_ms).max(0) as f64 / 1000.0);
         }
         metrics.add_latencies(&latency);

@@ -12,9 +12,9 @@ use arrow::record_batch::RecordBatch;
 use ndarray::Axis;
 
 use super::data::TrainingSet;
-use super::fit::{Candidate, TrainError, TrainOptions, feature_matrix, fit};
-use super::metrics::{Context, Evaluation, ThresholdRule, choose_threshold, evaluate};
+use super::fit::{Candidate, Fitted, TrainError, TrainOptions, feature_matrix, fit};
 use super::select::{CvTable, Folds, Labelled, Metric, cross_validate, take_rows};
+use crate::fraud_metrics::{Context, Evaluation, ThresholdRule, choose_threshold, evaluate};
 use crate::model::{Bundle, BundleParts, FeatureSpec, is_feature_type};
 
 /// What to train beyond the fitting options.
@@ -95,78 +95,18 @@ pub fn build(
         k: request.card_precision_k,
     };
 
-    let (candidate, fitted, scores, evaluated, cv, training_rows) = match request.folds {
-        Some(folds) => {
-            let splits = super::select::fold_indices(folds, &y, times.as_deref(), options.seed)?;
-            let total = request.candidates.len() * splits.len() + 1;
-            let mut done = 0;
-            let table = cross_validate(
-                &request.candidates,
-                &data,
-                folds,
-                request.metric,
-                options,
-                || {
-                    done += 1;
-                    progress(done, total);
-                },
-            )?;
-            let candidate: Candidate = table.winner.parse()?;
-            // The winner's out-of-fold scores give the threshold and the
-            // reported metrics; then it is refitted on every row.
-            let oof = &table
-                .rows
-                .iter()
-                .find(|r| r.kind == table.winner)
-                .expect("the winner is a row")
-                .out_of_fold;
-            let scored: Vec<usize> = (0..y.len()).filter(|&i| !oof[i].is_nan()).collect();
-            let fitted = fit(candidate, x.view(), &y, options)?;
-            progress(total, total);
-            let scores: Vec<f64> = scored.iter().map(|&i| oof[i]).collect();
-            (candidate, fitted, scores, scored, Some(table), y.len())
-        }
-        None => {
-            let candidate = *request.candidates.first().unwrap_or(&Candidate::Logistic);
-            let holdout = ((y.len() as f64) * options.holdout_fraction) as usize;
-            let cut = y.len() - holdout;
-            if cut < 2 {
-                return Err(TrainError::NoData(format!("{} rows", y.len())));
-            }
-            let (x_train, x_holdout) = x.view().split_at(Axis(0), cut);
-            let fitted = fit(candidate, x_train, &y[..cut], options)?;
-            progress(1, 1);
-            let scores = fitted.predict(x_holdout);
-            (
-                candidate,
-                fitted,
-                scores,
-                (cut..y.len()).collect(),
-                None,
-                cut,
-            )
-        }
-    };
+    let Chosen {
+        candidate,
+        fitted,
+        scores,
+        evaluated,
+        cv,
+        training_rows,
+    } = choose_and_fit(request, &data, &mut progress)?;
     let labels: Vec<bool> = evaluated.iter().map(|&i| y[i]).collect();
     let cards_e = cards.as_deref().map(|c| take_rows(c, &evaluated));
     let times_e = times.as_deref().map(|t| take_rows(t, &evaluated));
-    let threshold = choose_threshold(
-        request.threshold,
-        &scores,
-        &labels,
-        times_e.as_deref().unwrap_or(&vec![0; labels.len()]),
-    )
-    .ok_or_else(|| {
-        TrainError::Options(format!(
-            "no threshold meets {:?} on the evaluated rows",
-            request.threshold
-        ))
-    })?;
-    if !(threshold > 0.0 && threshold < 1.0) {
-        return Err(TrainError::Options(format!(
-            "the chosen threshold {threshold} is not strictly between 0 and 1"
-        )));
-    }
+    let threshold = threshold_for(request, &scores, &labels, times_e.as_deref())?;
     let evaluation = evaluate(
         &scores,
         &labels,
@@ -178,38 +118,15 @@ pub fn build(
         },
     );
 
-    let mut provenance = BTreeMap::new();
-    provenance.insert(
-        "trainer".into(),
-        format!("streamscore train ({})", candidate.kind().as_str()),
+    let provenance = provenance(
+        candidate,
+        training_rows,
+        &y,
+        cv.as_ref().map(|t| t.scheme.as_str()),
+        scores.len(),
+        request,
     );
-    provenance.insert("training_rows".into(), training_rows.to_string());
-    provenance.insert(
-        "fraud_rows".into(),
-        y.iter().filter(|f| **f).count().to_string(),
-    );
-    provenance.insert(
-        "evaluated_on".into(),
-        match &cv {
-            Some(t) => format!("out-of-fold scores, {}", t.scheme),
-            None => format!("the last {} rows (hold-out)", scores.len()),
-        },
-    );
-    provenance.insert("threshold_rule".into(), format!("{:?}", request.threshold));
-    provenance.insert("at".into(), chrono::Utc::now().to_rfc3339());
-    let mut metrics = BTreeMap::new();
-    for (key, value) in [
-        ("auc", evaluation.auc),
-        ("average_precision", evaluation.average_precision),
-        ("brier", evaluation.brier),
-        ("precision_at_threshold", evaluation.precision),
-        ("recall_at_threshold", evaluation.recall),
-        ("card_precision_at_k", evaluation.card_precision),
-    ] {
-        if let Some(v) = value {
-            metrics.insert(key.to_owned(), v);
-        }
-    }
+    let metrics = metric_values(&evaluation);
     let schema = set.features.schema();
     let mut bundle = Bundle::assemble(BundleParts {
         name: options.name.clone(),
@@ -244,6 +161,163 @@ pub fn build(
         evaluated_labels: labels,
         cv,
     })
+}
+
+/// The threshold `request.threshold` picks on the evaluated rows, which
+/// must lie strictly between 0 and 1.
+fn threshold_for(
+    request: &TrainRequest,
+    scores: &[f64],
+    labels: &[bool],
+    times: Option<&[i64]>,
+) -> Result<f64, TrainError> {
+    let threshold = choose_threshold(
+        request.threshold,
+        scores,
+        labels,
+        times.unwrap_or(&vec![0; labels.len()]),
+    )
+    .ok_or_else(|| {
+        TrainError::Options(format!(
+            "no threshold meets {:?} on the evaluated rows",
+            request.threshold
+        ))
+    })?;
+    if !(threshold > 0.0 && threshold < 1.0) {
+        return Err(TrainError::Options(format!(
+            "the chosen threshold {threshold} is not strictly between 0 and 1"
+        )));
+    }
+    Ok(threshold)
+}
+
+/// The candidate chosen and fitted, with the scores it is judged by.
+struct Chosen {
+    candidate: Candidate,
+    fitted: Fitted,
+    /// Out-of-fold scores (cross-validation) or hold-out scores, for the
+    /// rows in `evaluated`.
+    scores: Vec<f64>,
+    evaluated: Vec<usize>,
+    cv: Option<CvTable>,
+    training_rows: usize,
+}
+
+/// With folds, every candidate cross-validated and the winner refitted on
+/// every row, judged by its out-of-fold scores; without, the first
+/// candidate fitted on all but the hold-out, judged on the hold-out.
+fn choose_and_fit(
+    request: &TrainRequest,
+    data: &Labelled,
+    progress: &mut impl FnMut(usize, usize),
+) -> Result<Chosen, TrainError> {
+    let (x, y, times) = (data.x, data.y, data.times_ms);
+    let options = &request.options;
+    Ok(match request.folds {
+        Some(folds) => {
+            let splits = super::select::fold_indices(folds, y, times, options.seed)?;
+            let total = request.candidates.len() * splits.len() + 1;
+            let mut done = 0;
+            let table = cross_validate(
+                &request.candidates,
+                data,
+                folds,
+                request.metric,
+                options,
+                || {
+                    done += 1;
+                    progress(done, total);
+                },
+            )?;
+            let candidate: Candidate = table.winner.parse()?;
+            // The winner's out-of-fold scores give the threshold and the
+            // reported metrics; then it is refitted on every row.
+            let oof = &table
+                .rows
+                .iter()
+                .find(|r| r.kind == table.winner)
+                .expect("the winner is a row")
+                .out_of_fold;
+            let scored: Vec<usize> = (0..y.len()).filter(|&i| !oof[i].is_nan()).collect();
+            let fitted = fit(candidate, x, y, options)?;
+            progress(total, total);
+            let scores: Vec<f64> = scored.iter().map(|&i| oof[i]).collect();
+            Chosen {
+                candidate,
+                fitted,
+                scores,
+                evaluated: scored,
+                cv: Some(table),
+                training_rows: y.len(),
+            }
+        }
+        None => {
+            let candidate = *request.candidates.first().unwrap_or(&Candidate::Logistic);
+            let holdout = ((y.len() as f64) * options.holdout_fraction) as usize;
+            let cut = y.len() - holdout;
+            if cut < 2 {
+                return Err(TrainError::NoData(format!("{} rows", y.len())));
+            }
+            let (x_train, x_holdout) = x.split_at(Axis(0), cut);
+            let fitted = fit(candidate, x_train, &y[..cut], options)?;
+            progress(1, 1);
+            let scores = fitted.predict(x_holdout);
+            Chosen {
+                candidate,
+                fitted,
+                scores,
+                evaluated: (cut..y.len()).collect(),
+                cv: None,
+                training_rows: cut,
+            }
+        }
+    })
+}
+
+/// Where a bundle came from and how it was judged.
+fn provenance(
+    candidate: Candidate,
+    training_rows: usize,
+    y: &[bool],
+    cv_scheme: Option<&str>,
+    evaluated_rows: usize,
+    request: &TrainRequest,
+) -> BTreeMap<String, String> {
+    let mut provenance = BTreeMap::new();
+    provenance.insert(
+        "trainer".into(),
+        format!("streamscore train ({})", candidate.kind().as_str()),
+    );
+    provenance.insert("training_rows".into(), training_rows.to_string());
+    provenance.insert(
+        "fraud_rows".into(),
+        y.iter().filter(|f| **f).count().to_string(),
+    );
+    provenance.insert(
+        "evaluated_on".into(),
+        match cv_scheme {
+            Some(scheme) => format!("out-of-fold scores, {scheme}"),
+            None => format!("the last {evaluated_rows} rows (hold-out)"),
+        },
+    );
+    provenance.insert("threshold_rule".into(), format!("{:?}", request.threshold));
+    provenance.insert("at".into(), chrono::Utc::now().to_rfc3339());
+    provenance
+}
+
+/// The evaluation's measures as the manifest keeps them.
+fn metric_values(evaluation: &Evaluation) -> BTreeMap<String, f64> {
+    [
+        ("auc", evaluation.auc),
+        ("average_precision", evaluation.average_precision),
+        ("brier", evaluation.brier),
+        ("precision_at_threshold", evaluation.precision),
+        ("recall_at_threshold", evaluation.recall),
+        ("card_precision_at_k", evaluation.card_precision),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+    .collect()
 }
 
 /// Scores `set` with `bundle` through the serving path and evaluates it at

@@ -12,14 +12,13 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
-use super::build::{TrainReport, TrainRequest, build};
 use super::fit::TrainError;
 use crate::config::Pipeline;
 use crate::decode::Decoder;
+use crate::engine::features::{FeatureError, FeaturePath, WindowState};
 use crate::reject::Rejected;
 use crate::timestamp::TimestampFormat;
-use crate::transform::{SqlTransform, TransformError};
-use crate::windows::Windows;
+use crate::transform::TransformError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainingError {
@@ -37,6 +36,13 @@ pub enum TrainingError {
     NothingValid { rejected: usize, first: String },
     #[error(transparent)]
     Transform(#[from] TransformError),
+    #[error(transparent)]
+    Features(#[from] FeatureError),
+    #[error(
+        "the pipeline SQL fails on {rows} history rows (first: {first}); training needs every \
+         decoded row to have its features"
+    )]
+    SqlFailed { rows: usize, first: String },
     #[error(transparent)]
     Train(#[from] TrainError),
     #[error("internal error: {0}")]
@@ -65,7 +71,7 @@ pub fn read_history(
     pipeline: &Pipeline,
     data: &Path,
 ) -> Result<(RecordBatch, Vec<Rejected>), TrainingError> {
-    let decoder = Decoder::for_input(pipeline);
+    let decoder = pipeline.input_decoder();
     let shown = data.display().to_string();
     let is_csv = data
         .extension()
@@ -209,47 +215,25 @@ pub async fn features_for(
                 .map_or("none".into(), |r| r.message.clone()),
         });
     }
-    let schema = &pipeline.schema;
-    let table = match &pipeline.windows {
-        Some(spec) => with_window_history(Windows::new(spec.clone()), &decoded)?,
-        None => decoded.clone(),
+    // The stream's own feature path, with the windows replayed over
+    // history from an empty state.
+    let path = FeaturePath::for_pipeline(pipeline).await?;
+    let computed = path.compute(decoded.clone(), WindowState::History).await?;
+    let features = match (computed.features, computed.failed.first()) {
+        (Some(features), None) => features,
+        (_, first) => {
+            return Err(TrainingError::SqlFailed {
+                rows: computed.failed.len(),
+                first: first.map_or("no row left".into(), |(_, e)| e.clone()),
+            });
+        }
     };
-    let transform = SqlTransform::plan(&pipeline.sql, &schema.name, table.schema()).await?;
-    let features = transform.apply(table).await?;
     Ok(TrainingSet {
         decoded,
         features,
         rejected,
         event_id: pipeline.event_id_field.clone(),
     })
-}
-
-/// Runs the window code over history as the stream would (see
-/// [`Windows::history`]): each row gets the features of the state before it,
-/// labels visible only after their delay.
-fn with_window_history(
-    windows: Windows,
-    decoded: &RecordBatch,
-) -> Result<RecordBatch, TrainingError> {
-    let internal = |e: String| TrainingError::Internal(e);
-    let mut columns = decoded.columns().to_vec();
-    columns.extend(
-        windows
-            .history(decoded)
-            .map_err(|e| internal(e.to_string()))?,
-    );
-    RecordBatch::try_new(windows.extend_schema(&decoded.schema()), columns)
-        .map_err(|e| internal(e.to_string()))
-}
-
-/// Fits what `request` asks on a prepared set; `progress(done, total)`
-/// after each fit.
-pub fn train(
-    set: &TrainingSet,
-    request: &TrainRequest,
-    progress: impl FnMut(usize, usize),
-) -> Result<TrainReport, TrainingError> {
-    Ok(build(set, request, progress)?)
 }
 
 /// Decoded records back to JSON objects, one per row, as a producer would

@@ -1,14 +1,11 @@
 //! The model-building half: history through the serving decode and SQL
-//! (`data.rs`), candidates fitted with linfa (`fit.rs`, `forest.rs`),
+//! (`data.rs`), candidates fitted with linfa (`fit.rs`: logistic, a tree, a bagged forest),
 //! chosen by cross-validation (`select.rs`), judged by fraud metrics
-//! (`metrics.rs`), assembled into a bundle (`build.rs`).
+//! (`crate::fraud_metrics`), assembled into a bundle (`build.rs`).
 
 pub mod build;
-pub mod command;
 pub mod data;
 pub mod fit;
-mod forest;
-pub mod metrics;
 pub mod optimize;
 pub mod report;
 pub mod select;
@@ -16,5 +13,14 @@ pub mod select;
 pub use build::{TrainReport, TrainRequest};
 pub use data::{
     TrainingError, TrainingSet, decode_lines, features_for, prepare, read_history, to_json_records,
-    train,
 };
+
+/// Fits what `request` asks on a prepared set; `progress(done, total)`
+/// after each fit.
+pub fn train(
+    set: &TrainingSet,
+    request: &TrainRequest,
+    progress: impl FnMut(usize, usize),
+) -> Result<TrainReport, TrainingError> {
+    Ok(build::build(set, request, progress)?)
+}

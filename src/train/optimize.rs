@@ -13,8 +13,8 @@
 
 use std::time::Instant;
 
-use crate::model::quantised::{Precision, quantise};
-use crate::model::trees::{Ensemble, LEAF, Link, Tree};
+use crate::model::maths::quantised::{Precision, quantise};
+use crate::model::maths::trees::{Ensemble, LEAF, Link, Tree};
 use crate::model::{Bundle, BundleError, BundleParts, Explain, Model};
 
 /// One way to shrink a model.
@@ -192,7 +192,7 @@ pub fn ns_per_row(model: &Model, x: ndarray::ArrayView2<f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::trees::tests::stump;
+    use crate::model::maths::trees::tests::stump;
 
     #[test]
     fn pruning_by_depth_keeps_expected_values_at_the_new_leaves() {

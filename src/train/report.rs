@@ -77,7 +77,7 @@ pub fn html(report: &TrainReport) -> String {
             escape(&cv.metric)
         );
         for row in &cv.rows {
-            let stat = |f: fn(&super::metrics::Evaluation) -> Option<f64>| {
+            let stat = |f: fn(&crate::fraud_metrics::Evaluation) -> Option<f64>| {
                 let values: Vec<f64> = row.folds.iter().filter_map(f).collect();
                 if values.is_empty() {
                     return "n/a".to_owned();
@@ -142,7 +142,7 @@ impl Curves {
         let (mut precision_at, mut recall_at) = (Vec::new(), Vec::new());
         for s in 0..=steps {
             let t = f64::from(s) / f64::from(steps);
-            let (p, r) = super::metrics::precision_recall_at(scores, labels, t);
+            let (p, r) = crate::fraud_metrics::precision_recall_at(scores, labels, t);
             if let Some(p) = p {
                 precision_at.push((t, p));
             }

@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::fit::{Candidate, TrainError, TrainOptions, fit};
-use super::metrics::{Context, Evaluation, evaluate};
+use crate::fraud_metrics::{Context, Evaluation, evaluate};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Folds {

@@ -31,7 +31,6 @@ use sha2::{Digest, Sha256};
 
 use crate::state::{Change, Checkpoint, Expiry, StateError};
 
-pub mod command;
 mod expiry;
 mod session;
 mod tiles;

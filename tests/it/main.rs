@@ -5,6 +5,7 @@
 // Test helpers may unwrap too: a failure there is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod architecture;
 mod cli;
 mod commit_rule;
 mod delivery;

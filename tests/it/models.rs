@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
-use streamscore::model::registry::{HistoryEntry, Registry};
+use streamscore::model::serving::registry::{HistoryEntry, Registry};
 use streamscore::model::{Bundle, BundleParts, FeatureSpec, Logistic, Model};
 
 use crate::support::*;

@@ -15,10 +15,10 @@ use arrow::datatypes::TimestampMillisecondType;
 use chrono::{TimeZone, Utc};
 use streamscore::config::Pipeline;
 use streamscore::decode::Decoder;
+use streamscore::fraud_metrics::{auc_roc, average_precision, card_precision_at_k};
 use streamscore::simulate::{SimulationConfig, simulate_days};
 use streamscore::train;
 use streamscore::train::fit::{Candidate, TrainOptions, feature_matrix, fit};
-use streamscore::train::metrics::{auc_roc, average_precision, card_precision_at_k};
 
 use crate::support::repo_path;
 

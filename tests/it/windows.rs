@@ -54,7 +54,7 @@ pub(crate) fn keyed_labels(events: &[streamscore::simulate::Transaction]) -> Vec
     events
         .iter()
         .map(|t| {
-            let label = streamscore::simulate::command::Label::of(t);
+            let label = streamscore::simulate::Label::of(t);
             (
                 Some(t.card_id.clone().into_bytes()),
                 Some(serde_json::to_vec(&label).unwrap()),
@@ -239,7 +239,7 @@ async fn streamed_window_features_equal_train_even_across_a_kill_nine() {
 /// back from the output topic.
 #[tokio::test(flavor = "multi_thread")]
 async fn labels_meet_their_scores_and_give_each_days_metrics() {
-    use streamscore::train::metrics::{auc_roc, average_precision};
+    use streamscore::fraud_metrics::{auc_roc, average_precision};
 
     let topics = Topics::create(1).await;
     let dir = tempfile::tempdir().unwrap();

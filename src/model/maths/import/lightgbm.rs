@@ -4,7 +4,7 @@
 //! probability is sigmoid(sigmoid_k * sum of leaves).
 
 use super::{check_feature_count, validated};
-use crate::model::trees::{Ensemble, LEAF, Link, SplitRule, Tree};
+use crate::model::maths::trees::{Ensemble, LEAF, Link, SplitRule, Tree};
 
 /// The payload file name of a LightGBM bundle.
 pub const PAYLOAD_FILE: &str = "lightgbm.txt";

@@ -3,6 +3,10 @@
 //! manifest's own checksum, each payload file's checksum over its raw bytes,
 //! the payload against the manifest, and the check row's score.
 
+pub(crate) mod features;
+pub mod foreign;
+pub mod manifest;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,12 +16,12 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
-use super::features::feature_matrix;
-use super::manifest::{
+use crate::model::{Model, Scores};
+use crate::reject::RejectKind;
+use features::feature_matrix;
+use manifest::{
     BUNDLE_FORMAT, CheckRow, FeatureSpec, MANIFEST_FILE, Manifest, Preprocessing, sha256,
 };
-use super::{Model, Scores};
-use crate::reject::RejectKind;
 
 /// How far the check row's score may move between writing and loading.
 const CHECK_ROW_TOLERANCE: f64 = 1e-9;
@@ -233,7 +237,9 @@ impl Bundle {
             path: dir.display().to_string(),
             source,
         })?;
-        for stale in std::iter::once(MANIFEST_FILE).chain(super::PAYLOAD_FILES.iter().copied()) {
+        for stale in
+            std::iter::once(MANIFEST_FILE).chain(crate::model::PAYLOAD_FILES.iter().copied())
+        {
             match std::fs::remove_file(dir.join(stale)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(BundleError::Write {
@@ -254,7 +260,7 @@ impl Bundle {
     /// a null or non-finite feature, or that the model cannot give a finite
     /// score, is reported in `invalid`, not scored.
     pub fn score(&self, features: &RecordBatch) -> Result<Scores, ArrowError> {
-        self.score_explained(features, super::Explain::All)
+        self.score_explained(features, crate::model::Explain::All)
     }
 
     /// The model's input values of each row of the SQL output, before any
@@ -270,7 +276,7 @@ impl Bundle {
     pub fn score_explained(
         &self,
         features: &RecordBatch,
-        explain: super::Explain,
+        explain: crate::model::Explain,
     ) -> Result<Scores, ArrowError> {
         let matrix = feature_matrix(features, self.manifest.feature_names())?;
         let mut x = matrix.values;

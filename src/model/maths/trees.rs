@@ -3,6 +3,8 @@
 //! and scikit-learn store them, a split rule, and a link that turns the
 //! trees' leaf values into a probability.
 //!
+//! The payload, plain or compact, is read and written in `quantised.rs`.
+//!
 //! Reasons: each row's TreeSHAP values (`treeshap.rs`), on the link's scale
 //! before the final sigmoid: probability for a tree or a forest, log-odds
 //! for boosted trees. Summed with the expected value, they give the
@@ -11,10 +13,37 @@
 use ndarray::{Array1, ArrayView2, CowArray};
 use serde::{Deserialize, Serialize};
 
-use super::quantised::{self, Quantised};
+use crate::model::{Explain, ModelOutput, top_reasons};
 
-use super::treeshap::add_shap_values;
-use super::{Explain, ModelOutput, top_reasons};
+/// The precision a tree ensemble's numbers are kept at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Precision {
+    #[default]
+    Full,
+    F32,
+    /// Codes of this many bits (8 or 16).
+    Codes(u8),
+}
+
+impl Precision {
+    pub fn label(self) -> String {
+        match self {
+            Precision::Full => "f64".into(),
+            Precision::F32 => "f32".into(),
+            Precision::Codes(bits) => format!("u{bits}"),
+        }
+    }
+}
+
+/// How an ensemble's numbers were quantised: what its compact payload
+/// needs to write them back exactly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quantised {
+    pub precision: Precision,
+    /// The value grid of [`Precision::Codes`] (unused otherwise).
+    pub(super) value_min: f64,
+    pub(super) value_step: f64,
+}
 
 /// The payload file of a tree bundle.
 pub const PAYLOAD_FILE: &str = "trees.json";
@@ -287,16 +316,6 @@ impl Ensemble {
         self
     }
 
-    pub fn from_payload(bytes: &[u8], features: usize) -> Result<Self, String> {
-        let ensemble = if bytes.starts_with(quantised::COMPACT_MARK) {
-            quantised::from_compact(bytes)?
-        } else {
-            serde_json::from_slice(bytes).map_err(|e| e.to_string())?
-        };
-        ensemble.validate(features)?;
-        Ok(ensemble)
-    }
-
     /// Checks every tree, so that scoring cannot panic or loop on a bad
     /// payload.
     pub fn validate(&self, features: usize) -> Result<(), String> {
@@ -308,13 +327,6 @@ impl Ensemble {
                 .map_err(|e| format!("tree {i}: {e}"))?;
         }
         Ok(())
-    }
-
-    pub fn to_payload(&self) -> Vec<u8> {
-        match &self.quantised {
-            None => serde_json::to_vec(self).expect("an ensemble serialises"),
-            Some(how) => quantised::to_compact(self, how),
-        }
     }
 
     /// Scores rows (rows x features); rows `explain` wants get their
@@ -347,7 +359,7 @@ impl Ensemble {
             };
             probability.push(p);
             if !explain.wants(p) {
-                reasons.push([None; super::REASON_COUNT]);
+                reasons.push([None; crate::model::REASON_COUNT]);
                 continue;
             }
             phi.fill(0.0);
@@ -383,27 +395,6 @@ impl Ensemble {
             }
         }
         raw
-    }
-
-    /// Adds the row's TreeSHAP values (one per feature) to `phi`, on the
-    /// link's scale: with the expected value they sum to the raw prediction.
-    pub fn add_shap_values(&self, row: &[f64], phi: &mut [f64]) {
-        let scale = match self.link {
-            Link::MeanProbability => 1.0 / self.trees.len() as f64,
-            Link::SumLogit { .. } => 1.0,
-        };
-        let mut paths = super::treeshap::scratch();
-        for tree in &self.trees {
-            add_shap_values(
-                tree,
-                row,
-                self.split,
-                self.single_precision,
-                scale,
-                phi,
-                &mut paths,
-            );
-        }
     }
 
     /// How much each feature's splits reduce impurity (or move the value),
@@ -482,7 +473,7 @@ pub(crate) mod tests {
             "objective":{"name":"binary:logistic"},"gradient_booster":{"name":"gbtree","model":{"trees":[
             {"left_children":[5,-1,-1],"right_children":[2,-1,-1],"split_indices":[0,0,0],
              "split_conditions":[0.5,0.1,0.9],"sum_hessian":[2,1,1]}]}}}}"#;
-        let refused = crate::model::import::xgboost::parse(xgboost, 1).unwrap_err();
+        let refused = crate::model::maths::import::xgboost::parse(xgboost, 1).unwrap_err();
         assert!(refused.contains("child 5 of 3 nodes"), "{refused}");
     }
 

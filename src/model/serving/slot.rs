@@ -12,8 +12,10 @@ use arc_swap::ArcSwap;
 use arrow::datatypes::SchemaRef;
 
 use super::comparison::{Comparison, ComparisonSummary, DEFAULT_WINDOW, Pair};
-use super::{Bundle, BundleError, SharedBundle};
-use crate::telemetry::names;
+use crate::model::{Bundle, BundleError, SharedBundle};
+use crate::telemetry::events::{
+    ChallengerCompared, Event, ModelRefused, ModelServing, ModelShown, ModelSwapped,
+};
 
 /// Which model a score came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -86,7 +88,10 @@ impl ModelSlot {
             challenger: challenger.map(Arc::new),
             generation: 0,
         };
-        show_in_metrics(&lineup, 1.0);
+        ModelServing {
+            current: shown(&lineup),
+        }
+        .emit();
         Ok(Self {
             lineup: ArcSwap::from_pointee(lineup),
             generations: AtomicU64::new(0),
@@ -131,16 +136,11 @@ impl ModelSlot {
             // The window compared the old pair; it says nothing of the new.
             self.lock_comparison().clear();
         }
-        show_in_metrics(&previous, 0.0);
-        show_in_metrics(&current, 1.0);
-        metrics::counter!(names::MODEL_SWAPS).increment(1);
-        tracing::info!(
-            model = %current.champion.name(),
-            champion = %current.champion.version(),
-            challenger = current.challenger.as_ref().map_or("none", |c| c.version()),
-            previous_champion = %previous.champion.version(),
-            "model lineup swapped"
-        );
+        ModelSwapped {
+            previous: shown(&previous),
+            current: shown(&current),
+        }
+        .emit();
     }
 
     /// The threshold a bundle flags at in this pipeline.
@@ -155,22 +155,17 @@ impl ModelSlot {
     /// The champion-challenger window now, also set as gauges (NaN, a gap
     /// in the graphs, while there is nothing to compare).
     pub fn comparison(&self) -> Option<ComparisonSummary> {
-        let Some(summary) = self.lock_comparison().summary() else {
-            for role in [Role::Champion, Role::Challenger] {
-                metrics::gauge!(names::CHALLENGER_FLAG_RATE, "role" => role.as_str()).set(f64::NAN);
-            }
-            metrics::gauge!(names::CHALLENGER_DISAGREEMENT).set(f64::NAN);
-            metrics::gauge!(names::CHALLENGER_RANK_CORRELATION).set(f64::NAN);
-            return None;
-        };
-        metrics::gauge!(names::CHALLENGER_FLAG_RATE, "role" => "champion")
-            .set(summary.champion_flag_rate);
-        metrics::gauge!(names::CHALLENGER_FLAG_RATE, "role" => "challenger")
-            .set(summary.challenger_flag_rate);
-        metrics::gauge!(names::CHALLENGER_DISAGREEMENT).set(summary.disagreement_rate);
-        metrics::gauge!(names::CHALLENGER_RANK_CORRELATION)
-            .set(summary.rank_correlation.unwrap_or(f64::NAN));
-        Some(summary)
+        let summary = self.lock_comparison().summary();
+        summary
+            .as_ref()
+            .map(|s| ChallengerCompared {
+                champion_flag_rate: s.champion_flag_rate,
+                challenger_flag_rate: s.challenger_flag_rate,
+                disagreement: s.disagreement_rate,
+                rank_correlation: s.rank_correlation,
+            })
+            .emit();
+        summary
     }
 
     /// Notes the partitions `lineup` scores for the first time in `batch`,
@@ -223,20 +218,22 @@ impl ModelSlot {
 
 /// Logs and counts a refused bundle; returns the error for the caller.
 pub fn refused(error: BundleError) -> BundleError {
-    tracing::error!(reason = error.reason(), error = %error,
-        "model version refused; the current version keeps serving");
-    metrics::counter!(names::MODEL_REFUSALS, "reason" => error.reason()).increment(1);
+    ModelRefused {
+        reason: error.reason(),
+        error: &error,
+    }
+    .emit();
     error
 }
 
-fn show_in_metrics(lineup: &Lineup, value: f64) {
-    let bundles = std::iter::once((Role::Champion, &lineup.champion))
-        .chain(lineup.challenger.iter().map(|c| (Role::Challenger, c)));
-    for (role, bundle) in bundles {
-        metrics::gauge!(names::MODEL_INFO,
-            "name" => bundle.name().to_owned(),
-            "version" => bundle.version().to_owned(),
-            "role" => role.as_str())
-        .set(value);
-    }
+/// The lineup's bundles as the model-info gauge labels them.
+fn shown(lineup: &Lineup) -> Vec<ModelShown<'_>> {
+    std::iter::once((Role::Champion, &lineup.champion))
+        .chain(lineup.challenger.iter().map(|c| (Role::Challenger, c)))
+        .map(|(role, bundle)| ModelShown {
+            name: bundle.name(),
+            version: bundle.version(),
+            role: role.as_str(),
+        })
+        .collect()
 }

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::manifest::{MANIFEST_FILE, is_path_safe};
-use super::{Bundle, BundleError};
+use crate::model::bundle::manifest::{MANIFEST_FILE, is_path_safe};
+use crate::model::{Bundle, BundleError};
 
 const STATE_FILE: &str = "state.json";
 const HISTORY_FILE: &str = "history.jsonl";

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
+use super::DEFAULT_PIPELINE;
 use crate::config::Pipeline;
 use crate::engine::EngineState;
 
@@ -22,7 +23,7 @@ pub enum StateCommand {
 
 #[derive(Debug, Args)]
 pub struct WarmArgs {
-    #[arg(long, default_value = "pipelines/fraud.toml")]
+    #[arg(long, default_value = DEFAULT_PIPELINE)]
     pub pipeline: PathBuf,
     #[arg(long)]
     pub data: PathBuf,

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::mocking::MockCluster;
@@ -22,18 +21,18 @@ use rdkafka::util::Timeout;
 
 use crate::app::{self, Shutdown};
 use crate::config::{ModelSource, Pipeline};
-use crate::decode::Decoder;
 use crate::drift::alerts::Alert;
 use crate::engine::EngineState;
+use crate::fraud_metrics::auc_roc;
 use crate::kafka::admin;
+use crate::kafka::clients::ClientBuilder;
 use crate::model::Bundle;
-use crate::model::registry::{Change, Registry};
+use crate::model::serving::registry::{Change, Registry};
 use crate::output::{Decision, ScoreRecord};
 use crate::simulate::{SimulationConfig, Transaction, simulate};
 use crate::telemetry::{Snapshot, Stats};
 use crate::train;
 use crate::train::fit::TrainOptions;
-use crate::train::metrics::auc_roc;
 
 /// How long the demo waits without progress before it gives up (the group
 /// join alone takes about 3 s on the embedded broker).
@@ -108,41 +107,7 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
             .use_state_dir(state_dir.path().to_owned())
             .map_err(step("place the demo state"))?;
     }
-    let run_id = format!(
-        "{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_millis()
-    );
-    let k = &mut pipeline.kafka;
-    k.input_topic = format!("demo-transactions-{run_id}");
-    k.output_topic = format!("demo-scores-{run_id}");
-    k.dead_letter_topic = format!("demo-dead-letters-{run_id}");
-    k.group_id = format!("demo-{run_id}");
-    if let Some(labels) = &mut pipeline.labels {
-        labels.topic = format!("demo-labels-{run_id}");
-    }
-    let k = &pipeline.kafka;
-    let topics: Vec<&str> = [
-        k.input_topic.as_str(),
-        k.output_topic.as_str(),
-        k.dead_letter_topic.as_str(),
-    ]
-    .into_iter()
-    .chain(pipeline.labels.as_ref().map(|l| l.topic.as_str()))
-    .chain(k.alerts_topic.as_deref())
-    .collect();
-    match &mock {
-        Some(m) => {
-            let partitions = options.partitions.max(mock_partitions_for(options.events));
-            for t in topics {
-                m.create_topic(t, partitions, 1)
-                    .map_err(step("create a topic"))?;
-            }
-        }
-        None => admin::ensure_topics(&brokers, &topics, options.partitions)
-            .await
-            .map_err(step("create the demo topics"))?,
-    }
+    own_topics(&mut pipeline, &brokers, mock.as_ref(), &options).await?;
     eprintln!(
         "streamscore demo: broker {brokers}, topic {}",
         pipeline.kafka.input_topic
@@ -209,8 +174,83 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
 
     let scores = read_scores(&pipeline, stats.scored as usize).await?;
     let drift_alerts = read_alerts(&pipeline).await?;
+    Ok(summarise(
+        &live,
+        &scores,
+        Counts {
+            produced,
+            stats,
+            holdout_auc,
+            elapsed,
+            drift_alerts,
+        },
+    ))
+}
+
+/// Topics of the demo's own (named by run, so runs never mix), created on
+/// the embedded broker or the given cluster.
+async fn own_topics(
+    pipeline: &mut Pipeline,
+    brokers: &str,
+    mock: Option<&MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    options: &DemoOptions,
+) -> Result<(), DemoError> {
+    let run_id = format!(
+        "{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let k = &mut pipeline.kafka;
+    k.input_topic = format!("demo-transactions-{run_id}");
+    k.output_topic = format!("demo-scores-{run_id}");
+    k.dead_letter_topic = format!("demo-dead-letters-{run_id}");
+    k.group_id = format!("demo-{run_id}");
+    if let Some(labels) = &mut pipeline.labels {
+        labels.topic = format!("demo-labels-{run_id}");
+    }
+    let k = &pipeline.kafka;
+    let topics: Vec<&str> = [
+        k.input_topic.as_str(),
+        k.output_topic.as_str(),
+        k.dead_letter_topic.as_str(),
+    ]
+    .into_iter()
+    .chain(pipeline.labels.as_ref().map(|l| l.topic.as_str()))
+    .chain(k.alerts_topic.as_deref())
+    .collect();
+    match mock {
+        Some(m) => {
+            let partitions = options.partitions.max(mock_partitions_for(options.events));
+            for t in topics {
+                m.create_topic(t, partitions, 1)
+                    .map_err(step("create a topic"))?;
+            }
+        }
+        None => admin::ensure_topics(brokers, &topics, options.partitions)
+            .await
+            .map_err(step("create the demo topics"))?,
+    }
+    Ok(())
+}
+
+/// What the run gave besides the scores read back.
+struct Counts {
+    produced: usize,
+    stats: Snapshot,
+    holdout_auc: Option<f64>,
+    elapsed: Duration,
+    drift_alerts: Vec<Alert>,
+}
+
+/// The scores read back, tallied by version and measured against the
+/// live transactions' labels.
+fn summarise(
+    live: &[Transaction],
+    scores: &[(String, f64, Decision, String)],
+    counts: Counts,
+) -> DemoSummary {
     let mut scores_by_version: Vec<(String, usize)> = Vec::new();
-    for (_, _, _, version) in &scores {
+    for (_, _, _, version) in scores {
         match scores_by_version.iter_mut().find(|(v, _)| v == version) {
             Some((_, n)) => *n += 1,
             None => scores_by_version.push((version.clone(), 1)),
@@ -222,7 +262,7 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
         .collect();
     let mut pairs = Vec::with_capacity(scores.len());
     let mut flagged_fraud = 0;
-    for (event_id, score, decision, _) in &scores {
+    for (event_id, score, decision, _) in scores {
         if let Some(&fraud) = labels.get(event_id.as_str()) {
             pairs.push((*score, fraud));
             flagged_fraud += usize::from(fraud && *decision == Decision::Flag);
@@ -230,20 +270,20 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
     }
     let distinct: std::collections::HashSet<&str> = scores.iter().map(|s| s.0.as_str()).collect();
     let (s, l): (Vec<f64>, Vec<bool>) = pairs.into_iter().unzip();
-    Ok(DemoSummary {
-        produced,
+    DemoSummary {
+        produced: counts.produced,
         malformed: MALFORMED.len(),
-        stats,
+        stats: counts.stats,
         scores_read_back: scores.len(),
         distinct_events_scored: distinct.len(),
         live_auc: auc_roc(&s, &l),
         flagged_fraud,
         fraud: live.iter().filter(|t| t.is_fraud).count(),
-        holdout_auc,
-        elapsed,
+        holdout_auc: counts.holdout_auc,
+        elapsed: counts.elapsed,
         scores_by_version,
-        drift_alerts,
-    })
+        drift_alerts: counts.drift_alerts,
+    }
 }
 
 /// librdkafka's mock broker keeps at most 5 MiB per partition and silently
@@ -277,7 +317,7 @@ async fn train_on(
     history: &[Transaction],
     version: &str,
 ) -> Result<(Bundle, Option<f64>), DemoError> {
-    let decoder = Decoder::for_input(pipeline);
+    let decoder = pipeline.input_decoder();
     let (decoded, rejected) =
         train::decode_lines(&decoder, &to_ndjson(history)).map_err(step("decode history"))?;
     let set = train::features_for(pipeline, decoded, rejected)
@@ -313,7 +353,7 @@ async fn warm_state(pipeline: &Pipeline, history: &[Transaction]) -> Result<(), 
     let Some(windows) = &state.windows else {
         return Ok(());
     };
-    let decoder = Decoder::for_input(pipeline);
+    let decoder = pipeline.input_decoder();
     let (decoded, _) =
         train::decode_lines(&decoder, &to_ndjson(history)).map_err(step("decode history"))?;
     let folded = windows
@@ -391,15 +431,13 @@ async fn produce_labels(pipeline: &Pipeline, labels: &[&Transaction]) -> Result<
     let Some(topic) = pipeline.labels.as_ref().map(|l| &l.topic) else {
         return Ok(());
     };
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &pipeline.kafka.brokers)
-        .set("linger.ms", "5")
+    let producer: FutureProducer = ClientBuilder::producer(&pipeline.kafka.brokers)
         .create()
         .map_err(step("create the labels producer"))?;
     let payloads: Vec<(&str, Vec<u8>)> = labels
         .iter()
         .map(|t| {
-            let label = crate::simulate::command::Label::of(t);
+            let label = crate::simulate::Label::of(t);
             let payload = serde_json::to_vec(&label).expect("a label serialises");
             (t.card_id.as_str(), payload)
         })
@@ -424,9 +462,7 @@ async fn produce_live(
     live: &[Transaction],
     malformed: &[&[u8]],
 ) -> Result<usize, DemoError> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &pipeline.kafka.brokers)
-        .set("linger.ms", "5")
+    let producer: FutureProducer = ClientBuilder::producer(&pipeline.kafka.brokers)
         .create()
         .map_err(step("create the demo producer"))?;
     let topic = &pipeline.kafka.input_topic;
@@ -611,10 +647,12 @@ async fn read_alerts(pipeline: &Pipeline) -> Result<Vec<Alert>, DemoError> {
     let Some(topic) = &pipeline.kafka.alerts_topic else {
         return Ok(Vec::new());
     };
-    let counter: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &pipeline.kafka.brokers)
-        .create()
-        .map_err(step("create the alert counter"))?;
+    let counter: StreamConsumer = ClientBuilder::reader(
+        &pipeline.kafka.brokers,
+        &format!("{}-alert-counter", pipeline.kafka.group_id),
+    )
+    .create()
+    .map_err(step("create the alert counter"))?;
     let timeout = Duration::from_secs(10);
     let metadata = counter
         .fetch_metadata(Some(topic), timeout)
@@ -645,16 +683,12 @@ async fn read_back<T>(
     expected: usize,
     parse: impl Fn(&[u8]) -> Result<T, serde_json::Error>,
 ) -> Result<Vec<T>, DemoError> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &pipeline.kafka.brokers)
-        .set(
-            "group.id",
-            format!("{}-{what}-reader", pipeline.kafka.group_id),
-        )
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| DemoError::Step(format!("create the {what} reader: {e}")))?;
+    let consumer: StreamConsumer = ClientBuilder::reader(
+        &pipeline.kafka.brokers,
+        &format!("{}-{what}-reader", pipeline.kafka.group_id),
+    )
+    .create()
+    .map_err(|e| DemoError::Step(format!("create the {what} reader: {e}")))?;
     consumer
         .subscribe(&[topic])
         .map_err(|e| DemoError::Step(format!("subscribe to the {what}: {e}")))?;

@@ -15,36 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::trees::{Ensemble, LEAF, Link, SplitRule, Tree};
-
-/// The precision a tree ensemble's numbers are kept at.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Precision {
-    #[default]
-    Full,
-    F32,
-    /// Codes of this many bits (8 or 16).
-    Codes(u8),
-}
-
-impl Precision {
-    pub fn label(self) -> String {
-        match self {
-            Precision::Full => "f64".into(),
-            Precision::F32 => "f32".into(),
-            Precision::Codes(bits) => format!("u{bits}"),
-        }
-    }
-}
-
-/// How an ensemble's numbers were quantised: what its compact payload
-/// needs to write them back exactly.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Quantised {
-    pub precision: Precision,
-    /// The value grid of [`Precision::Codes`] (unused otherwise).
-    value_min: f64,
-    value_step: f64,
-}
+pub use super::trees::{Precision, Quantised};
 
 /// The payload's first bytes when it is compact.
 pub const COMPACT_MARK: &[u8] = b"{\"format\"";
@@ -379,10 +350,30 @@ impl ValueGrid {
     }
 }
 
+/// An ensemble's payload: plain JSON, or compact when quantised.
+impl Ensemble {
+    pub fn from_payload(bytes: &[u8], features: usize) -> Result<Self, String> {
+        let ensemble = if bytes.starts_with(COMPACT_MARK) {
+            from_compact(bytes)?
+        } else {
+            serde_json::from_slice(bytes).map_err(|e| e.to_string())?
+        };
+        ensemble.validate(features)?;
+        Ok(ensemble)
+    }
+
+    pub fn to_payload(&self) -> Vec<u8> {
+        match &self.quantised {
+            None => serde_json::to_vec(self).expect("an ensemble serialises"),
+            Some(how) => to_compact(self, how),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::trees::tests::stump;
+    use crate::model::maths::trees::tests::stump;
 
     fn forest() -> Ensemble {
         Ensemble::new(

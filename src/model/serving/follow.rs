@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::registry::{Change, HistoryEntry, LiveReport, Registry, RegistryError, State};
 use super::slot::refused;
-use super::{Bundle, Lineup, ModelSlot, SharedBundle};
+use crate::model::{Bundle, Lineup, ModelSlot, SharedBundle};
 
 /// File events within this time are taken as one change.
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -282,7 +282,7 @@ mod tests {
 
     use super::*;
     use crate::model::bundle::tests::bundle;
-    use crate::model::registry::Change;
+    use crate::model::serving::registry::Change;
 
     fn version(v: &str) -> Bundle {
         let mut b = bundle();

@@ -5,7 +5,7 @@
 //! cover. Per row and tree it costs O(leaves x depth^2), which is why
 //! reasons can be limited to flagged events.
 
-use super::trees::{SplitRule, Tree};
+use super::trees::{Ensemble, Link, SplitRule, Tree};
 
 /// One element of the path of unique features from the root.
 #[derive(Debug, Clone, Copy, Default)]
@@ -214,10 +214,34 @@ fn unwound_sum(path: &[PathElement], index: usize) -> f64 {
     total * (depth + 1) as f64
 }
 
+/// TreeSHAP over a whole ensemble.
+impl Ensemble {
+    /// Adds the row's TreeSHAP values (one per feature) to `phi`, on the
+    /// link's scale: with the expected value they sum to the raw prediction.
+    pub fn add_shap_values(&self, row: &[f64], phi: &mut [f64]) {
+        let scale = match self.link {
+            Link::MeanProbability => 1.0 / self.trees.len() as f64,
+            Link::SumLogit { .. } => 1.0,
+        };
+        let mut paths = scratch();
+        for tree in &self.trees {
+            add_shap_values(
+                tree,
+                row,
+                self.split,
+                self.single_precision,
+                scale,
+                phi,
+                &mut paths,
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::trees::tests::stump;
+    use crate::model::maths::trees::tests::stump;
 
     /// For every row, the values add up to the leaf value less the root's
     /// expected value (local accuracy).

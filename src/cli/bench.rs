@@ -17,14 +17,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
-use rdkafka::{ClientConfig, Message};
 
+use super::DEFAULT_PIPELINE;
 use crate::kafka::admin::ensure_topics;
+use crate::kafka::clients::ClientBuilder;
 use crate::simulate::{SimulationConfig, simulate};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +63,7 @@ impl std::str::FromStr for Load {
 pub struct BenchOptions {
     #[arg(long, env = "STREAMSCORE_BROKERS")]
     pub brokers: String,
-    #[arg(long, default_value = "pipelines/fraud.toml")]
+    #[arg(long, default_value = DEFAULT_PIPELINE)]
     pub pipeline: PathBuf,
     /// The passthrough binary; default: examples/passthrough next to this
     /// binary (cargo build --examples).
@@ -245,9 +247,9 @@ fn events(count: usize, run: usize) -> Vec<Event> {
 }
 
 fn producer(brokers: &str) -> Result<FutureProducer, BenchError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
+    // Not idempotent, as in the runs bench/RESULTS.md records.
+    ClientBuilder::producer(brokers)
+        .set("enable.idempotence", "false")
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .map_err(failed)
@@ -315,9 +317,7 @@ async fn throughput(
 
 /// A consumer outside any working group, for watermarks and reading back.
 fn reader(brokers: &str) -> Result<BaseConsumer, BenchError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", topic("bench-reader"))
+    ClientBuilder::reader(brokers, &topic("bench-reader"))
         .create()
         .map_err(failed)
 }

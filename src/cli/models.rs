@@ -3,10 +3,18 @@
 
 use std::fmt::Write;
 
-use std::path::Path;
+use std::path::PathBuf;
 
-use super::registry::{Change, Registry, RegistryError, State};
-use super::{Bundle, BundleError, BundleParts, FeatureSpec, Model, ModelKind, Preprocessing};
+use anyhow::bail;
+use clap::Subcommand;
+
+use super::DEFAULT_PIPELINE;
+use crate::config::Pipeline;
+use crate::instance::operator;
+use crate::model::bundle::foreign::{Import, import};
+use crate::model::serving::registry::{Change, Registry, RegistryError, State};
+use crate::model::{Bundle, ModelKind};
+use crate::train;
 
 /// Every model, its champion and challenger, and how many versions it has.
 pub fn list(registry: &Registry) -> Result<String, RegistryError> {
@@ -200,51 +208,165 @@ pub fn history(registry: &Registry, name: &str) -> Result<String, RegistryError>
     Ok(out)
 }
 
-/// What `models import` wraps into a bundle.
-pub struct Import<'a> {
-    pub kind: ModelKind,
-    pub file: &'a Path,
-    /// The SQL output columns, in the order of the model's features.
-    pub features: &'a [String],
-    pub name: &'a str,
-    pub version: &'a str,
-    pub threshold: f64,
+#[derive(Subcommand)]
+pub enum ModelsCommand {
+    /// Every model with its champion and challenger.
+    List {
+        #[arg(long, env = "STREAMSCORE_REGISTRY")]
+        registry: PathBuf,
+    },
+    /// A model's versions, state and the engines' live comparison.
+    Show {
+        #[arg(long, env = "STREAMSCORE_REGISTRY")]
+        registry: PathBuf,
+        name: String,
+    },
+    /// Make VERSION (or, without one, the challenger) the champion; with
+    /// --challenger, make VERSION the challenger.
+    Promote {
+        #[arg(long, env = "STREAMSCORE_REGISTRY")]
+        registry: PathBuf,
+        name: String,
+        version: Option<String>,
+        #[arg(long, requires = "version")]
+        challenger: bool,
+    },
+    /// Return to the previous champion; with --challenger, drop the challenger.
+    Rollback {
+        #[arg(long, env = "STREAMSCORE_REGISTRY")]
+        registry: PathBuf,
+        name: String,
+        #[arg(long)]
+        challenger: bool,
+    },
+    /// Every change, and where each version began to score.
+    History {
+        #[arg(long, env = "STREAMSCORE_REGISTRY")]
+        registry: PathBuf,
+        name: String,
+    },
+    /// Pruned and quantised variants of a tree or forest bundle, each
+    /// measured on a validation file.
+    Optimize(super::train::OptimizeArgs),
+    /// Wrap a model trained elsewhere into a bundle.
+    Import {
+        /// xgboost (JSON from save_model), lightgbm (text from save_model) or
+        /// onnx (one float input of rows x features, probabilities out).
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        file: PathBuf,
+        /// The SQL output columns, in the order of the model's features.
+        #[arg(long, value_delimiter = ',', required = true)]
+        features: Vec<String>,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "1")]
+        model_version: String,
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f64,
+        /// Where to write the bundle directory...
+        #[arg(long, required_unless_present = "register")]
+        out: Option<PathBuf>,
+        /// ...and/or the registry to add it to.
+        #[arg(long, env = "STREAMSCORE_REGISTRY")]
+        register: Option<PathBuf>,
+        /// History (.csv or NDJSON) to take the reference distributions of
+        /// the features and the score from, through --pipeline's decode and
+        /// SQL; drift monitoring compares against them.
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        #[arg(long, default_value = DEFAULT_PIPELINE)]
+        pipeline: PathBuf,
+    },
 }
 
-/// Reads another library's model and makes a bundle of it: the file itself
-/// is the payload. The check row is all zeros (no training row is at hand).
-pub fn import(request: &Import) -> Result<Bundle, BundleError> {
-    let shown = request.file.display().to_string();
-    let bytes = std::fs::read(request.file).map_err(|source| BundleError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    let model = Model::import(request.kind, bytes, request.features.len()).map_err(|message| {
-        BundleError::Payload {
-            path: shown.clone(),
-            file: shown.clone(),
-            message,
+/// Runs one `models` subcommand and returns what to print.
+pub async fn run(command: ModelsCommand) -> anyhow::Result<String> {
+    let by = format!("cli:{}", operator());
+    Ok(match command {
+        ModelsCommand::List { registry } => list(&Registry::open(&registry))?,
+        ModelsCommand::Show { registry, name } => show(&Registry::open(&registry), &name)?,
+        ModelsCommand::Promote {
+            registry,
+            name,
+            version,
+            challenger,
+        } => {
+            let requested = match (version, challenger) {
+                (Some(version), true) => Change::SetChallenger(version),
+                (version, _) => Change::Promote(version),
+            };
+            change(&Registry::open(&registry), &name, &requested, &by)?
         }
-    })?;
-    let mut provenance = std::collections::BTreeMap::new();
-    provenance.insert("imported_from".into(), shown);
-    provenance.insert("at".into(), chrono::Utc::now().to_rfc3339());
-    Bundle::assemble(BundleParts {
-        name: request.name.to_owned(),
-        version: request.version.to_owned(),
-        features: request
-            .features
-            .iter()
-            .map(|name| FeatureSpec {
-                name: name.clone(),
-                data_type: "Float64".into(),
-            })
-            .collect(),
-        preprocessing: Preprocessing::None,
-        threshold: request.threshold,
-        provenance,
-        metrics: std::collections::BTreeMap::new(),
-        model,
-        check_features: vec![0.0; request.features.len()],
+        ModelsCommand::Rollback {
+            registry,
+            name,
+            challenger,
+        } => {
+            let requested = if challenger {
+                Change::ClearChallenger
+            } else {
+                Change::Rollback
+            };
+            change(&Registry::open(&registry), &name, &requested, &by)?
+        }
+        ModelsCommand::History { registry, name } => history(&Registry::open(&registry), &name)?,
+        ModelsCommand::Optimize(args) => super::train::optimize(&args).await?,
+        ModelsCommand::Import {
+            kind,
+            file,
+            features,
+            name,
+            model_version,
+            threshold,
+            out,
+            register,
+            reference,
+            pipeline,
+        } => {
+            let kind = match kind.as_str() {
+                "xgboost" => ModelKind::Xgboost,
+                "lightgbm" => ModelKind::Lightgbm,
+                "onnx" => ModelKind::Onnx,
+                other => bail!("--kind is xgboost, lightgbm or onnx, not `{other}`"),
+            };
+            let mut bundle = import(&Import {
+                kind,
+                file: &file,
+                features: &features,
+                name: &name,
+                version: &model_version,
+                threshold,
+            })?;
+            if let Some(history) = reference {
+                let pipeline = Pipeline::load(&pipeline, None)?;
+                let set = train::prepare(&pipeline, &history).await?;
+                train::build::attach_reference(&mut bundle, &set)?;
+            }
+            let mut written = Vec::new();
+            if let Some(out) = out {
+                bundle.save(&out)?;
+                written.push(out);
+            }
+            if let Some(registry) = register {
+                written.push(
+                    Registry::open(&registry)
+                        .register(&bundle, &format!("import:{}", operator()))?,
+                );
+            }
+            format!(
+                "wrote {} ({} {}, {}, {} features)\n",
+                written
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                bundle.name(),
+                bundle.version(),
+                bundle.manifest.kind.as_str(),
+                bundle.manifest.features.len()
+            )
+        }
     })
 }

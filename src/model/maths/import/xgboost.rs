@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use super::{check_feature_count, validated};
-use crate::model::trees::{Ensemble, LEAF, Link, SplitRule, Tree};
+use crate::model::maths::trees::{Ensemble, LEAF, Link, SplitRule, Tree};
 
 /// The payload file name of an XGBoost bundle.
 pub const PAYLOAD_FILE: &str = "xgboost.json";

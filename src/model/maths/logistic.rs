@@ -4,7 +4,7 @@
 use ndarray::{Array1, ArrayView1, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
-use super::{Explain, ModelOutput, REASON_COUNT, top_reasons};
+use crate::model::{Explain, ModelOutput, REASON_COUNT, top_reasons};
 
 /// The payload file of a logistic bundle.
 pub const PAYLOAD_FILE: &str = "model.json";

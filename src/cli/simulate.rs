@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde::Serialize;
 
-use super::{Scenario, SimulationConfig, Transaction, simulate_days};
 use crate::config::parse_duration;
+use crate::kafka::clients::ClientBuilder;
+use crate::simulate::{Label, Scenario, SimulationConfig, Transaction, simulate_days};
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
@@ -55,29 +54,6 @@ pub struct SimulateArgs {
     pub terminals: Option<usize>,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-}
-
-/// A label as the labels topic carries it.
-#[derive(Debug, Serialize)]
-pub struct Label<'a> {
-    pub event_id: &'a str,
-    pub card_id: &'a str,
-    pub terminal_id: &'a str,
-    pub event_time: &'a str,
-    pub is_fraud: bool,
-}
-
-impl<'a> Label<'a> {
-    /// The label of a simulated transaction.
-    pub fn of(t: &'a Transaction) -> Self {
-        Self {
-            event_id: &t.event_id,
-            card_id: &t.card_id,
-            terminal_id: &t.terminal_id,
-            event_time: &t.event_time,
-            is_fraud: t.is_fraud,
-        }
-    }
 }
 
 /// Transactions and frauds per scenario, as the summary line prints them.
@@ -195,10 +171,7 @@ async fn produce<'a>(
     crate::kafka::admin::ensure_topics(&args.brokers, &topics, args.partitions)
         .await
         .with_context(|| format!("cannot create {}", topics.join(" and ")))?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
-        .set("linger.ms", "5")
-        .set("enable.idempotence", "true")
+    let producer: FutureProducer = ClientBuilder::producer(&args.brokers)
         .create()
         .context("cannot create the producer")?;
     let delay = match &args.labels_topic {

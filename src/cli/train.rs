@@ -6,19 +6,20 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::build::{TrainReport, TrainRequest};
-use super::fit::{Candidate, TrainOptions};
-use super::metrics::ThresholdRule;
-use super::select::{Folds, Metric};
+use super::DEFAULT_PIPELINE;
 use crate::config::{Pipeline, parse_duration};
+use crate::fraud_metrics::ThresholdRule;
 use crate::model::Bundle;
-use crate::model::registry::Registry;
+use crate::model::serving::registry::Registry;
+use crate::train::build::{TrainReport, TrainRequest};
+use crate::train::fit::{Candidate, TrainOptions};
+use crate::train::select::{Folds, Metric};
 
 /// The labelled history a command reads, and the pipeline that decodes it
 /// and makes its features.
 #[derive(Debug, Args)]
 pub struct LabelledData {
-    #[arg(long, default_value = "pipelines/fraud.toml")]
+    #[arg(long, default_value = DEFAULT_PIPELINE)]
     pub pipeline: PathBuf,
     /// History file: .csv with a header row, otherwise NDJSON.
     #[arg(long)]
@@ -31,9 +32,9 @@ pub struct LabelledData {
 
 impl LabelledData {
     /// The pipeline, and the history through its decode and SQL.
-    async fn prepare(&self) -> Result<(Pipeline, super::TrainingSet), TrainCommandError> {
+    async fn prepare(&self) -> Result<(Pipeline, crate::train::TrainingSet), TrainCommandError> {
         let pipeline = Pipeline::load(&self.pipeline, None)?;
-        let set = super::prepare(&pipeline, &self.data).await?;
+        let set = crate::train::prepare(&pipeline, &self.data).await?;
         Ok((pipeline, set))
     }
 }
@@ -129,13 +130,13 @@ pub enum TrainCommandError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    Training(#[from] super::TrainingError),
+    Training(#[from] crate::train::TrainingError),
     #[error(transparent)]
-    Fit(#[from] super::fit::TrainError),
+    Fit(#[from] crate::train::fit::TrainError),
     #[error(transparent)]
     Bundle(#[from] crate::model::BundleError),
     #[error(transparent)]
-    Registry(#[from] crate::model::registry::RegistryError),
+    Registry(#[from] crate::model::serving::registry::RegistryError),
     #[error("{0}")]
     Usage(String),
     #[error("cannot write the report {path}: {source}")]
@@ -211,7 +212,7 @@ pub async fn run(args: &TrainArgs) -> Result<String, TrainCommandError> {
         );
     }
     let bar = progress_bar();
-    let report = super::train(&set, &request, |done, total| {
+    let report = crate::train::train(&set, &request, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
@@ -230,7 +231,7 @@ pub async fn run(args: &TrainArgs) -> Result<String, TrainCommandError> {
         Bundle::load(path)?;
     }
     if let Some(page) = &args.report {
-        std::fs::write(page, super::report::html(&report)).map_err(|source| {
+        std::fs::write(page, crate::train::report::html(&report)).map_err(|source| {
             TrainCommandError::Report {
                 path: page.display().to_string(),
                 source,
@@ -260,7 +261,7 @@ pub async fn evaluate(args: &EvaluateArgs) -> Result<String, TrainCommandError> 
     let request = args
         .cards
         .request(&args.input.label, TrainOptions::default());
-    let (evaluation, unscored) = super::build::evaluate_bundle(&bundle, &set, &request)?;
+    let (evaluation, unscored) = crate::train::build::evaluate_bundle(&bundle, &set, &request)?;
     Ok(format!(
         "{} {} ({}) on {}: {} rows, {} positives{}\n  {}\n",
         bundle.name(),
@@ -348,12 +349,12 @@ pub struct OptimizeArgs {
 
 /// `streamscore models optimize`: every variant's size, speed and metrics.
 pub async fn optimize(args: &OptimizeArgs) -> Result<String, TrainCommandError> {
-    use super::optimize::{Variant, bundle_size, ns_per_row, variant_of};
-    use crate::model::quantised::Precision;
+    use crate::model::maths::quantised::Precision;
+    use crate::train::optimize::{Variant, bundle_size, ns_per_row, variant_of};
     let bundle = Bundle::load(&args.bundle)?;
     let (_, set) = args.input.prepare().await?;
     let names: Vec<String> = bundle.manifest.feature_names().map(str::to_owned).collect();
-    let x = super::fit::feature_matrix(&set.features, &names)?;
+    let x = crate::train::fit::feature_matrix(&set.features, &names)?;
     let request = TrainRequest::new(&args.input.label, TrainOptions::default());
     let variants = [
         Variant::Original,
@@ -400,7 +401,7 @@ pub async fn optimize(args: &OptimizeArgs) -> Result<String, TrainCommandError> 
             )));
         };
         let candidate = made?;
-        let (e, _) = super::build::evaluate_bundle(&candidate, &set, &request)?;
+        let (e, _) = crate::train::build::evaluate_bundle(&candidate, &set, &request)?;
         let base_e = base.get_or_insert_with(|| e.clone()).clone();
         out.push_str(&format!(
             "{:<14} {:>10} {:>10.1} {:>16} {:>16} {:>16}\n",

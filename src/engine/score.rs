@@ -1,0 +1,198 @@
+//! The scoring stage: the champion (and the challenger, shadowed) scores the
+//! SQL's output; one score record per row, or a dead letter for a row the
+//! model cannot use.
+
+use std::borrow::Cow;
+
+use super::{Engine, EngineError, TransformedRows};
+use crate::batch::Batch;
+use crate::config::ReasonsFor;
+use crate::model::serving::comparison::Pair;
+use crate::model::{Bundle, Explain, Lineup, Role, Scores};
+use crate::outcomes;
+use crate::output::{BatchOutput, Decision, Outgoing, ReasonRecord, ScoreRecord};
+use crate::reject::Rejected;
+
+impl Engine {
+    /// One bundle's scores of the rows, with the reasons the pipeline
+    /// asks for (and the input values, when scores carry them).
+    fn scores(&self, bundle: &Bundle, rows: &TransformedRows) -> Result<Scores, EngineError> {
+        let explain = match self.reasons {
+            ReasonsFor::All => Explain::All,
+            ReasonsFor::Flagged => Explain::AtOrAbove(self.models.threshold(bundle)),
+        };
+        let mut scores = bundle
+            .score_explained(&rows.features, explain)
+            .map_err(|e| EngineError::Internal(format!("scoring failed: {e}")))?;
+        if self.include_features {
+            scores.inputs =
+                Some(bundle.feature_values(&rows.features).map_err(|e| {
+                    EngineError::Internal(format!("feature values do not read: {e}"))
+                })?);
+        }
+        Ok(scores)
+    }
+
+    /// Scores the SQL output and appends one score record per row (or a
+    /// dead letter for a row the model cannot use); with a challenger, also
+    /// its shadow score of every row both models can score.
+    pub(super) fn score_rows(
+        &self,
+        batch: &Batch,
+        rows: &TransformedRows,
+        lineup: &Lineup,
+        output: &mut BatchOutput,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<ScoredRows, EngineError> {
+        let keeps_scores = self
+            .state
+            .as_ref()
+            .filter(|s| s.labels.is_some())
+            .and_then(|s| s.windows.as_ref());
+        let mut kept = Vec::new();
+        let mut scored = Vec::new();
+        let champion = self.scores(&lineup.champion, rows)?;
+        let challenger = match &lineup.challenger {
+            Some(bundle) => Some((bundle, self.scores(bundle, rows)?)),
+            None => None,
+        };
+        let champion_threshold = self.models.threshold(&lineup.champion);
+        let writer = RecordWriter {
+            batch,
+            rows,
+            scored_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        };
+        let mut pairs = Vec::new();
+        let mut champion_invalid = champion.invalid.iter().peekable();
+        let mut challenger_invalid = challenger
+            .as_ref()
+            .map(|(_, scores)| scores.invalid.iter().peekable());
+        for (row, &index) in rows.source_index.iter().enumerate() {
+            let challenger_cannot = challenger_invalid
+                .as_mut()
+                .is_some_and(|invalid| invalid.next_if(|(r, _, _)| *r == row).is_some());
+            if let Some((_, kind, reason)) = champion_invalid.next_if(|(r, _, _)| *r == row) {
+                rejected.push(Rejected {
+                    index,
+                    kind: *kind,
+                    message: reason.clone(),
+                });
+                continue;
+            }
+            let flags = champion.probability[row] >= champion_threshold;
+            output.flagged += usize::from(flags);
+            scored.push((row, index, champion.probability[row], flags));
+            if let Some(windows) = keeps_scores {
+                kept.push((
+                    windows.scoped(batch.records[index].partition),
+                    rows.event_ids.value(row),
+                    champion.probability[row],
+                ));
+            }
+            output.scores.push(writer.record(
+                row,
+                &lineup.champion,
+                &champion,
+                flags,
+                Role::Champion,
+            )?);
+            let Some((bundle, scores)) = challenger.as_ref().filter(|_| !challenger_cannot) else {
+                continue;
+            };
+            let challenger_flags = scores.probability[row] >= self.models.threshold(bundle);
+            output.shadow.push(writer.record(
+                row,
+                bundle,
+                scores,
+                challenger_flags,
+                Role::Challenger,
+            )?);
+            pairs.push(Pair {
+                champion: champion.probability[row],
+                challenger: scores.probability[row],
+                champion_flags: flags,
+                challenger_flags,
+            });
+        }
+        if !pairs.is_empty() {
+            self.models.compare(pairs);
+        }
+        Ok(ScoredRows {
+            kept: outcomes::keep_scores(kept.into_iter()),
+            rows: scored,
+        })
+    }
+}
+
+/// What scoring a batch gives besides its outputs.
+pub(super) struct ScoredRows {
+    /// The changes that keep the champion's scores for their labels (none
+    /// unless the pipeline reads labels).
+    pub kept: Vec<crate::state::Change>,
+    /// The champion's scored rows: feature row, record index, score, flag.
+    pub rows: Vec<(usize, usize, f64, bool)>,
+}
+
+/// Builds score records for the rows of one batch.
+struct RecordWriter<'a> {
+    batch: &'a Batch,
+    rows: &'a TransformedRows,
+    scored_at: String,
+}
+
+impl RecordWriter<'_> {
+    fn record(
+        &self,
+        row: usize,
+        bundle: &Bundle,
+        scores: &Scores,
+        flags: bool,
+        role: Role,
+    ) -> Result<Outgoing, EngineError> {
+        let index = self.rows.source_index[row];
+        let record = &self.batch.records[index];
+        let value = ScoreRecord {
+            event_id: Cow::Borrowed(self.rows.event_ids.value(row)),
+            topic: Cow::Borrowed(&self.batch.topic),
+            partition: record.partition,
+            offset: record.offset,
+            score: scores.probability[row],
+            decision: if flags {
+                Decision::Flag
+            } else {
+                Decision::Pass
+            },
+            model_name: Cow::Borrowed(bundle.name()),
+            model_version: Cow::Borrowed(bundle.version()),
+            role,
+            reasons: scores.reasons[row]
+                .iter()
+                .flatten()
+                .map(|reason| ReasonRecord {
+                    feature: Cow::Borrowed(
+                        bundle.manifest.features[usize::from(reason.feature)]
+                            .name
+                            .as_str(),
+                    ),
+                    contribution: reason.contribution,
+                })
+                .collect(),
+            scored_at: Cow::Borrowed(&self.scored_at),
+            features: scores.inputs.as_ref().map(|inputs| {
+                bundle
+                    .manifest
+                    .feature_names()
+                    .zip(inputs.row(row))
+                    .map(|(name, value)| (Cow::Borrowed(name), *value))
+                    .collect()
+            }),
+        };
+        let payload = serde_json::to_vec(&value)
+            .map_err(|e| EngineError::Internal(format!("score record does not serialise: {e}")))?;
+        Ok(Outgoing {
+            key: record.key.clone(),
+            payload,
+            source_index: index,
+        })
+    }
+}
