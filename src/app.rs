@@ -8,16 +8,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::models::AdminToken;
 use crate::admin::{AdminError, AdminServer};
-use crate::config::{ModelSource, Pipeline};
+use crate::config::{ModelSource, Pipeline, ServeSettings};
 use crate::engine::{Engine, EngineError};
 use crate::kafka::admin::ClusterView;
 use crate::kafka::context::SourceContext;
+use crate::kafka::publish::Publisher;
 use crate::kafka::sink::KafkaSink;
 use crate::kafka::source::KafkaSource;
 use crate::model::ModelSlot;
 use crate::model::serving::follow::Follower;
 use crate::model::serving::registry::Registry;
 use crate::pipeline::{self, PipelineError};
+use crate::serve::{self, Api, ServeError};
 use crate::telemetry::{self, Health, Stats};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,8 @@ pub enum AppError {
     MissingTopics(String),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
     #[error("cannot read the admin token file {path} (admin.token_file): {source}")]
     TokenFile {
         path: String,
@@ -83,9 +87,12 @@ pub async fn run(
     // The recorder goes in before the first metric (the engine's model
     // gauges) is emitted.
     telemetry::prometheus();
-    let engine = Engine::for_pipeline(pipeline)
-        .await
-        .map_err(AppError::Start)?;
+    // Shared with the scoring API, which reads through it.
+    let engine = Arc::new(
+        Engine::for_pipeline(pipeline)
+            .await
+            .map_err(AppError::Start)?,
+    );
     let health = Arc::new(Health::default());
     health.set_model_loaded();
     // Side tasks end with the run, whichever way it ends.
@@ -96,7 +103,10 @@ pub async fn run(
         source,
         labels,
         sink,
-    } = connect(pipeline, &engine, health, &stats)?;
+    } = connect(pipeline, &engine, Arc::clone(&health), &stats)?;
+    if let Some(settings) = &pipeline.serve {
+        start_api(pipeline, settings, &engine, health, side_tasks.clone()).await?;
+    }
     tracing::info!(
         input = %pipeline.kafka.input_topic,
         output = %pipeline.kafka.output_topic,
@@ -174,6 +184,40 @@ async fn start_side_tasks(
     ));
     tokio::spawn(upkeep(Arc::clone(engine.models()), side_tasks.clone()));
     Ok(follower)
+}
+
+/// The scoring API on `serve.listen`, reading through the stream's engine;
+/// with `serve.publish`, its requests go to the input topic.
+async fn start_api(
+    pipeline: &Pipeline,
+    settings: &ServeSettings,
+    engine: &Arc<Engine>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> Result<(), AppError> {
+    let publisher = match settings.publish {
+        true => Some(
+            Publisher::new(&pipeline.kafka)
+                .map_err(|source| AppError::connect(pipeline, source))?,
+        ),
+        false => None,
+    };
+    serve::start(
+        Api {
+            engine: Arc::clone(engine),
+            health,
+            settings: settings.clone(),
+            publisher,
+            publish_key: pipeline
+                .windows
+                .as_ref()
+                .and_then(|w| w.features.first())
+                .map(|f| f.key.clone()),
+        },
+        stop,
+    )
+    .await?;
+    Ok(())
 }
 
 /// The instance's Kafka clients.

@@ -32,6 +32,7 @@ pub mod output;
 pub mod pipeline;
 pub mod reject;
 pub mod schema;
+pub mod serve;
 pub mod simulate;
 pub mod state;
 pub mod telemetry;

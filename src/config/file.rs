@@ -29,6 +29,42 @@ pub struct PipelineFile {
     pub windows: Option<WindowsSection>,
     pub labels: Option<LabelsSection>,
     pub drift: Option<DriftSection>,
+    pub serve: Option<ServeSection>,
+}
+
+/// The request API: `POST /v1/score` on a listener of its own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSection {
+    pub listen: String,
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// `"none"` (504 past the deadline), `"pass"` or `"flag"`.
+    #[serde(default = "default_fallback")]
+    pub fallback: String,
+    /// Produce each scored request to the input topic before answering.
+    #[serde(default)]
+    pub publish: bool,
+    #[serde(default = "default_max_items")]
+    pub max_items: usize,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+fn default_deadline_ms() -> u64 {
+    50
+}
+
+fn default_fallback() -> String {
+    "none".into()
+}
+
+fn default_max_items() -> usize {
+    1000
+}
+
+fn default_max_body_bytes() -> usize {
+    4 * 1024 * 1024
 }
 
 /// Drift monitoring of the model's features and score against the

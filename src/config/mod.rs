@@ -86,6 +86,25 @@ pub struct KafkaSettings {
     pub producer: BTreeMap<String, String>,
 }
 
+/// The request API's settings (`[serve]`), checked.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub listen: String,
+    /// Past this, a request is answered 504, or with the fallback.
+    pub deadline: Duration,
+    pub fallback: Option<Fallback>,
+    pub publish: bool,
+    pub max_items: usize,
+    pub max_body_bytes: usize,
+}
+
+/// The decision given past the deadline, marked as a fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    Pass,
+    Flag,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct BatchSettings {
     pub max_rows: usize,
@@ -159,6 +178,8 @@ pub struct Pipeline {
     pub labels: Option<LabelSettings>,
     /// Drift monitoring, when the pipeline asks for it.
     pub drift: Option<DriftSettings>,
+    /// The request API, when `[serve]` is set.
+    pub serve: Option<ServeSettings>,
 }
 
 impl Pipeline {

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use super::file::{
     AdminSection, BatchSection, DeadLetterSection, DriftSection, KafkaSection, LabelsSection,
-    SchemaSection, ShutdownSection, StateSection, TelemetrySection, TransformSection,
+    SchemaSection, ServeSection, ShutdownSection, StateSection, TelemetrySection, TransformSection,
     WindowsSection,
 };
 use super::windows::Invalid;
 use super::{
-    BatchSettings, ConfigError, DEAD_LETTER_OVERHEAD, KafkaSettings, ModelSource, Pipeline,
-    PipelineFile, SqlFailureLimit, client_properties, drift, parse_duration, windows,
+    BatchSettings, ConfigError, DEAD_LETTER_OVERHEAD, Fallback, KafkaSettings, ModelSource,
+    Pipeline, PipelineFile, ServeSettings, SqlFailureLimit, client_properties, drift,
+    parse_duration, windows,
 };
 use crate::schema::{FieldType, RecordSchema};
 
@@ -64,6 +65,11 @@ impl PipelineFile {
             &schema,
         )
         .map_err(invalid)?;
+        let serve = match &self.serve {
+            Some(section) => Some(check_serve(section, window_spec.as_ref()).map_err(invalid)?),
+            None => None,
+        };
+
         Ok(Pipeline {
             source_path: path.to_owned(),
             kafka: KafkaSettings {
@@ -104,6 +110,7 @@ impl PipelineFile {
             windows: window_spec,
             labels,
             drift,
+            serve,
         })
     }
 
@@ -226,6 +233,60 @@ fn state_sections(
         drift,
         labels: labels.map(|(settings, _)| settings),
         windows: window_spec,
+    })
+}
+
+/// `[serve]`: an address, a deadline and limits; window state read per
+/// instance, as one instance then holds every key (per-partition state
+/// would need the request's partition).
+fn check_serve(
+    section: &ServeSection,
+    windows: Option<&crate::windows::WindowSpec>,
+) -> Result<ServeSettings, Invalid> {
+    if section.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err((
+            "serve.listen",
+            format!(
+                "is `{}`; it must be an address and port such as 127.0.0.1:8080",
+                section.listen
+            ),
+        ));
+    }
+    if section.deadline_ms == 0 {
+        return Err(("serve.deadline_ms", "must be at least 1".into()));
+    }
+    let fallback = match section.fallback.as_str() {
+        "none" => None,
+        "pass" => Some(Fallback::Pass),
+        "flag" => Some(Fallback::Flag),
+        other => {
+            return Err((
+                "serve.fallback",
+                format!("is `{other}`; it must be \"none\", \"pass\" or \"flag\""),
+            ));
+        }
+    };
+    if !(1..=10_000).contains(&section.max_items) {
+        return Err(("serve.max_items", "must be between 1 and 10000".into()));
+    }
+    if section.max_body_bytes < 1024 {
+        return Err(("serve.max_body_bytes", "must be at least 1024".into()));
+    }
+    if windows.is_some_and(|w| w.scope != crate::windows::Scope::Instance) {
+        return Err((
+            "serve",
+            "needs `windows.scope = \"instance\"`: with per-partition state a request \
+             would need the partition its record will land on"
+                .into(),
+        ));
+    }
+    Ok(ServeSettings {
+        listen: section.listen.clone(),
+        deadline: Duration::from_millis(section.deadline_ms),
+        fallback,
+        publish: section.publish,
+        max_items: section.max_items,
+        max_body_bytes: section.max_body_bytes,
     })
 }
 

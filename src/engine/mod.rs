@@ -11,7 +11,7 @@ use arrow::compute::{cast, take};
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, SourceRecord};
 use crate::config::{ModelSource, Pipeline, ReasonsFor, SqlFailureLimit};
 use crate::decode::{Decoder, EventTimeBounds};
 use crate::model::serving::follow::load_state;
@@ -112,6 +112,29 @@ impl From<FeatureError> for EngineError {
     }
 }
 
+/// The topic and partition a request's records carry: they come from no
+/// topic, and partition -1 holds no checkpoint, so nothing counts as
+/// already folded.
+pub const REQUEST_TOPIC: &str = "request";
+const REQUEST_PARTITION: i32 = -1;
+
+/// What a batch is scored for.
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    /// The stream: fold, stage, count drift, compare the challenger.
+    Stream,
+    /// A request: read only.
+    Request { include_features: bool },
+}
+
+/// A request record's answer: the score record the stream would write,
+/// or why the stream would dead-letter it.
+#[derive(Debug)]
+pub enum Answer {
+    Scored(Vec<u8>),
+    Refused { kind: RejectKind, message: String },
+}
+
 /// The rows that made it through the SQL: their features and event ids.
 pub(crate) struct TransformedRows {
     features: RecordBatch,
@@ -208,9 +231,64 @@ impl Engine {
     /// only an internal failure (a bug, not bad data) or an SQL that fails
     /// on most rows is an error.
     pub async fn process(&self, batch: &Batch) -> Result<BatchOutput, EngineError> {
+        let (output, _) = self.run_stages(batch, Purpose::Stream).await?;
+        Ok(output)
+    }
+
+    /// Scores records as the stream would score them now, and changes
+    /// nothing: the request API's read path (ARCHITECTURE.md §1). The same
+    /// decode, feature path and models; each record is counted in its
+    /// window features as the stream counts its current event, but nothing
+    /// is folded or staged, counted for drift, or compared with the
+    /// challenger: the record reaches the state when it arrives on the
+    /// input topic. One answer per record, in order.
+    pub async fn score_request(
+        &self,
+        records: Vec<Vec<u8>>,
+        include_features: bool,
+    ) -> Result<Vec<Answer>, EngineError> {
+        let mut batch = Batch::new(REQUEST_TOPIC);
+        batch.records = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| SourceRecord::new(REQUEST_PARTITION, i as i64, None, Some(payload)))
+            .collect();
+        let (output, rejected) = self
+            .run_stages(&batch, Purpose::Request { include_features })
+            .await?;
+        let mut answers: Vec<Option<Answer>> = (0..batch.len()).map(|_| None).collect();
+        for score in output.scores {
+            answers[score.source_index] = Some(Answer::Scored(score.payload));
+        }
+        for r in rejected {
+            answers[r.index] = Some(Answer::Refused {
+                kind: r.kind,
+                message: r.message,
+            });
+        }
+        answers
+            .into_iter()
+            .map(|a| {
+                a.ok_or_else(|| EngineError::Internal("a request record got no answer".into()))
+            })
+            .collect()
+    }
+
+    /// The stages in order. For the stream, the batch's dead letters and
+    /// staged state go into the output; for a request, nothing is staged
+    /// and the refused records come back beside it.
+    async fn run_stages(
+        &self,
+        batch: &Batch,
+        purpose: Purpose,
+    ) -> Result<(BatchOutput, Vec<Rejected>), EngineError> {
+        let stream = matches!(purpose, Purpose::Stream);
         // Decode (decode.rs): records below the checkpoint are scored but
         // not folded into the state again.
-        let already_folded = self.already_folded(batch);
+        let already_folded = match stream {
+            true => self.already_folded(batch),
+            false => vec![false; batch.len()],
+        };
         let all: Vec<usize> = (0..batch.records.len()).collect();
         let decoded = self.decode_records(&self.decoder, batch, &all)?;
         let mut rejected = decoded.rejected;
@@ -224,30 +302,36 @@ impl Engine {
         let lineup = self.models.current();
         let mut output = BatchOutput::default();
         if let Some(rows) = &features.rows {
-            let scored = self.score_rows(batch, rows, &lineup, &mut output, &mut rejected)?;
-            state_changes.extend(scored.kept);
-            // Drift (drift.rs): a record read again below the checkpoint
-            // was counted already.
-            let counted = scored
-                .rows
-                .into_iter()
-                .filter(|&(_, index, _, _)| !already_folded[index])
-                .collect();
-            state_changes.extend(self.observe_drift(
-                batch,
-                &lineup,
-                rows,
-                (&features.table, &decoded.source_index),
-                counted,
-                &mut output,
-            )?);
-            self.models.note_scored(&lineup, batch);
+            let scored =
+                self.score_rows(batch, rows, &lineup, purpose, &mut output, &mut rejected)?;
+            if stream {
+                state_changes.extend(scored.kept);
+                // Drift (drift.rs): a record read again below the
+                // checkpoint was counted already.
+                let counted = scored
+                    .rows
+                    .into_iter()
+                    .filter(|&(_, index, _, _)| !already_folded[index])
+                    .collect();
+                state_changes.extend(self.observe_drift(
+                    batch,
+                    &lineup,
+                    rows,
+                    (&features.table, &decoded.source_index),
+                    counted,
+                    &mut output,
+                )?);
+                self.models.note_scored(&lineup, batch);
+            }
         }
         output.lineup = Some(lineup);
+        if !stream {
+            return Ok((output, rejected));
+        }
         output.dead_letters = self.dead_letters(batch, rejected);
         // Stage (checkpoint.rs): written once the outputs are delivered.
         output.staged = self.stage(batch, state_changes);
-        Ok(output)
+        Ok((output, Vec::new()))
     }
 
     /// The batch through the one feature path, against the live state; the

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use super::{Engine, EngineError, TransformedRows};
+use super::{Engine, EngineError, Purpose, TransformedRows};
 use crate::batch::Batch;
 use crate::config::ReasonsFor;
 use crate::model::serving::comparison::Pair;
@@ -16,7 +16,12 @@ use crate::reject::Rejected;
 impl Engine {
     /// One bundle's scores of the rows, with the reasons the pipeline
     /// asks for (and the input values, when scores carry them).
-    fn scores(&self, bundle: &Bundle, rows: &TransformedRows) -> Result<Scores, EngineError> {
+    fn scores(
+        &self,
+        bundle: &Bundle,
+        rows: &TransformedRows,
+        include_features: bool,
+    ) -> Result<Scores, EngineError> {
         let explain = match self.reasons {
             ReasonsFor::All => Explain::All,
             ReasonsFor::Flagged => Explain::AtOrAbove(self.models.threshold(bundle)),
@@ -24,7 +29,7 @@ impl Engine {
         let mut scores = bundle
             .score_explained(&rows.features, explain)
             .map_err(|e| EngineError::Internal(format!("scoring failed: {e}")))?;
-        if self.include_features {
+        if include_features {
             scores.inputs =
                 Some(bundle.feature_values(&rows.features).map_err(|e| {
                     EngineError::Internal(format!("feature values do not read: {e}"))
@@ -41,9 +46,14 @@ impl Engine {
         batch: &Batch,
         rows: &TransformedRows,
         lineup: &Lineup,
+        purpose: Purpose,
         output: &mut BatchOutput,
         rejected: &mut Vec<Rejected>,
     ) -> Result<ScoredRows, EngineError> {
+        let include_features = match purpose {
+            Purpose::Stream => self.include_features,
+            Purpose::Request { include_features } => include_features,
+        };
         let keeps_scores = self
             .state
             .as_ref()
@@ -51,10 +61,14 @@ impl Engine {
             .and_then(|s| s.windows.as_ref());
         let mut kept = Vec::new();
         let mut scored = Vec::new();
-        let champion = self.scores(&lineup.champion, rows)?;
-        let challenger = match &lineup.challenger {
-            Some(bundle) => Some((bundle, self.scores(bundle, rows)?)),
-            None => None,
+        let champion = self.scores(&lineup.champion, rows, include_features)?;
+        // The challenger shadows the stream; a request is scored by it when
+        // the record arrives on the topic.
+        let challenger = match (&lineup.challenger, purpose) {
+            (Some(bundle), Purpose::Stream) => {
+                Some((bundle, self.scores(bundle, rows, include_features)?))
+            }
+            _ => None,
         };
         let champion_threshold = self.models.threshold(&lineup.champion);
         let writer = RecordWriter {
@@ -114,7 +128,9 @@ impl Engine {
                 challenger_flags,
             });
         }
-        if !pairs.is_empty() {
+        // A request is scored again when it arrives on the topic: compared
+        // then, once.
+        if !pairs.is_empty() && matches!(purpose, Purpose::Stream) {
             self.models.compare(pairs);
         }
         Ok(ScoredRows {

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod clients;
 pub mod context;
 mod fault;
+pub mod publish;
 mod side;
 pub mod sink;
 pub mod source;

@@ -381,3 +381,23 @@ impl Event for SideOutputDropped<'_> {
             .increment(1);
     }
 }
+
+// The request API.
+
+/// A request answered.
+pub struct RequestServed {
+    pub status: u16,
+    pub seconds: f64,
+    /// Answered with the fallback decision past the deadline.
+    pub fallback: bool,
+}
+
+impl Event for RequestServed {
+    fn emit(self) {
+        metrics::counter!(names::REQUESTS, "status" => self.status.to_string()).increment(1);
+        metrics::histogram!(names::REQUEST_SECONDS).record(self.seconds);
+        if self.fallback {
+            metrics::counter!(names::REQUEST_FALLBACKS).increment(1);
+        }
+    }
+}

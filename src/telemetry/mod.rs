@@ -76,6 +76,12 @@ pub mod names {
     pub const SIDE_OUTPUTS_DROPPED: &str = "streamscore_side_outputs_dropped_total";
     /// Rounds in which streamscore sent a batch's refused outputs again.
     pub const DELIVERY_RETRIES: &str = "streamscore_delivery_retries_total";
+    /// Requests to the scoring API, labelled by `status` (the HTTP code),
+    /// and their time from arrival to answer.
+    pub const REQUESTS: &str = "streamscore_requests_total";
+    pub const REQUEST_SECONDS: &str = "streamscore_request_seconds";
+    /// Requests answered with `serve.fallback` past the deadline.
+    pub const REQUEST_FALLBACKS: &str = "streamscore_request_fallbacks_total";
     /// 1 for each model that is scoring, labelled by name, version and role
     /// (champion or challenger); 0 for one swapped out.
     pub const MODEL_INFO: &str = "streamscore_model_info";
@@ -117,6 +123,9 @@ pub mod names {
         PRODUCER_QUEUE,
         PRODUCER_RETRIES,
         DELIVERY_RETRIES,
+        REQUESTS,
+        REQUEST_SECONDS,
+        REQUEST_FALLBACKS,
         SIDE_OUTPUTS_KEPT,
         SIDE_OUTPUTS_DROPPED,
         MODEL_INFO,

@@ -39,7 +39,7 @@ const LAYERS: &[&[&str]] = &[
     // The I/O-free engine, then what runs it.
     &["engine"],
     &["train"],
-    &["kafka"],
+    &["kafka", "serve"],
     &["pipeline", "admin"],
     &["app"],
     &["cli"],
@@ -330,4 +330,53 @@ fn only_the_command_line_uses_anyhow_or_clap_or_prints() {
         }
     }
     assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// Longer than this, a function outside tests is split (ARCHITECTURE.md §4).
+const MAX_FUNCTION_LINES: usize = 100;
+
+#[test]
+fn no_function_outside_tests_is_longer_than_a_hundred_lines() {
+    let mut long = Vec::new();
+    for file in source_files() {
+        let lines: Vec<&str> = file.code.lines().collect();
+        for (start, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            let words: Vec<&str> = trimmed.split_whitespace().take(4).collect();
+            let Some(at) = words.iter().position(|w| *w == "fn") else {
+                continue;
+            };
+            // `fn` opens the line, after at most `pub(crate) async` and the like.
+            if !words[..at]
+                .iter()
+                .all(|w| w.starts_with("pub") || *w == "async" || *w == "const")
+            {
+                continue;
+            }
+            // A declaration without a body (in a trait) ends at its `;`.
+            let opens = lines[start..]
+                .iter()
+                .find(|l| l.contains('{') || l.trim_end().ends_with(';'));
+            if opens.is_none_or(|l| !l.contains('{')) {
+                continue;
+            }
+            let indent = &line[..line.len() - trimmed.len()];
+            let end = lines[start..]
+                .iter()
+                .position(|l| l.starts_with(&format!("{indent}}}")))
+                .map_or(lines.len(), |n| start + n);
+            let length = end - start + 1;
+            if length > MAX_FUNCTION_LINES {
+                let name = words
+                    .get(at + 1)
+                    .map_or("?", |w| w.split(['(', '<']).next().unwrap_or(w));
+                long.push(format!(
+                    "{}:{} `{name}` {length} lines",
+                    file.path.display(),
+                    start + 1
+                ));
+            }
+        }
+    }
+    assert!(long.is_empty(), "{}", long.join("\n"));
 }

@@ -21,6 +21,7 @@ mod models;
 mod observability;
 mod quality;
 mod selection;
+mod serve;
 mod support;
 mod training;
 mod windows;

@@ -524,16 +524,18 @@ pub fn sample_sum(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
 }
 
 pub fn admin_address(dir: &Path, name: &str) -> String {
+    listening_address(dir, name, "admin server listening")
+}
+
+/// The address an instance logged beside `needle` (`... address=HOST:PORT`).
+pub fn listening_address(dir: &Path, name: &str, needle: &str) -> String {
     assert!(
-        wait_for_log(dir, name, "admin server listening", Duration::from_secs(60)),
+        wait_for_log(dir, name, needle, Duration::from_secs(60)),
         "{}",
         log_of(dir, name)
     );
     let log = log_of(dir, name);
-    let line = log
-        .lines()
-        .find(|l| l.contains("admin server listening"))
-        .unwrap();
+    let line = log.lines().find(|l| l.contains(needle)).unwrap();
     line.split("address=")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
