@@ -24,6 +24,7 @@ pub mod drift;
 pub mod engine;
 pub mod error;
 pub mod fraud_metrics;
+pub mod http;
 pub mod instance;
 pub mod kafka;
 pub mod model;

@@ -60,14 +60,7 @@ impl AdminServer {
         };
         let listener = TcpListener::bind(listen).await.map_err(error)?;
         let address = listener.local_addr().map_err(error)?;
-        tokio::spawn(async move {
-            let served = axum::serve(listener, self.router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the admin server stopped");
-            }
-        });
+        crate::http::serve_until(listener, self.router, stop, "admin server");
         tracing::info!(%address, "admin server listening (/metrics /healthz /readyz)");
         Ok(address)
     }

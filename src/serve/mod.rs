@@ -65,14 +65,7 @@ pub async fn start(api: Api, stop: CancellationToken) -> Result<SocketAddr, Serv
         .route("/v1/score", post(score))
         .layer(DefaultBodyLimit::max(api.settings.max_body_bytes))
         .with_state(Arc::new(api));
-    tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the scoring API stopped");
-        }
-    });
+    crate::http::serve_until(listener, router, stop, "scoring API");
     tracing::info!(%address, "scoring API listening (POST /v1/score)");
     Ok(address)
 }

@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
         "schema",
         "instance",
         "charts",
+        "http",
         "telemetry",
     ],
     &["state"],

@@ -12,10 +12,10 @@ use streamscore::output::ScoreRecord;
 use streamscore::simulate::{SimulationConfig, Transaction, simulate};
 
 use crate::support::{
-    KeyedPayload, TopicReader, Topics, http_request, listening_address, log_of, produce, spawn_run,
-    stop_cleanly, valid_events,
+    TopicReader, Topics, http_request, listening_address, log_of, produce, spawn_run, stop_cleanly,
+    valid_events,
 };
-use crate::windows::{example_model_inputs, keyed_labels, wait_for_labels};
+use crate::windows::{example_model_inputs, keyed_by_card, keyed_labels, wait_for_labels};
 
 /// `[serve]` on a free port, with `extra` lines.
 fn serve_section(extra: &str) -> String {
@@ -140,15 +140,7 @@ async fn the_api_scores_each_transaction_as_the_stream_then_does() {
             assert_eq!(record.event_id, t.event_id);
             from_api.insert(t.event_id.clone(), score_and_inputs(&record, &names));
         }
-        let keyed: Vec<KeyedPayload> = round
-            .iter()
-            .map(|t| {
-                (
-                    Some(t.card_id.clone().into_bytes()),
-                    Some(serde_json::to_vec(t).unwrap()),
-                )
-            })
-            .collect();
+        let keyed = keyed_by_card(round);
         produce(&topics.input, &keyed).await;
         let expected = from_api.len();
         let scored = scores.read_until(Duration::from_secs(60), |m| m.len() >= expected);

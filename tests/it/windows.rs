@@ -118,6 +118,19 @@ pub(crate) fn simulated_stream() -> Vec<streamscore::simulate::Transaction> {
     })
 }
 
+/// Each event as a producer sends it: keyed by its card, as JSON.
+pub(crate) fn keyed_by_card(events: &[streamscore::simulate::Transaction]) -> Vec<KeyedPayload> {
+    events
+        .iter()
+        .map(|t| {
+            (
+                Some(t.card_id.clone().into_bytes()),
+                Some(serde_json::to_vec(t).unwrap()),
+            )
+        })
+        .collect()
+}
+
 /// Each event as the JSON the stream carries.
 pub(crate) fn json_lines(events: &[streamscore::simulate::Transaction]) -> Vec<Vec<u8>> {
     events
@@ -250,15 +263,7 @@ async fn labels_meet_their_scores_and_give_each_days_metrics() {
         days: 4,
         ..SimulationConfig::default()
     });
-    let keyed: Vec<KeyedPayload> = events
-        .iter()
-        .map(|t| {
-            (
-                Some(t.card_id.clone().into_bytes()),
-                Some(serde_json::to_vec(t).unwrap()),
-            )
-        })
-        .collect();
+    let keyed = keyed_by_card(&events);
     let mut run = spawn_run(&written, dir.path(), "run");
     produce(&topics.input, &keyed).await;
     let mut scores = TopicReader::new(&topics.output, 1);
