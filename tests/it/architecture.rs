@@ -381,3 +381,50 @@ fn no_function_outside_tests_is_longer_than_a_hundred_lines() {
     }
     assert!(long.is_empty(), "{}", long.join("\n"));
 }
+
+/// The layout ARCHITECTURE.md lists names every room and top-level file of
+/// `src/`, and only ones that exist.
+#[test]
+fn the_layout_in_architecture_md_matches_src() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(root.join("src")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let named = match path.is_dir() {
+            true => text.contains(&format!("src/{name}/")),
+            false => {
+                let stem = name.trim_end_matches(".rs");
+                text.contains(&format!("src/{name}"))
+                    || text.contains(&format!(",{stem},"))
+                    || text.contains(&format!("{{{stem},"))
+                    || text.contains(&format!(",{stem}}}"))
+            }
+        };
+        if !named {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md's layout does not name {missing:?}"
+    );
+    let mut rest = text.as_str();
+    let mut unknown = Vec::new();
+    while let Some(at) = rest.find("src/") {
+        let path: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || matches!(c, '/' | '_' | '.'))
+            .collect();
+        let path = path.trim_end_matches('.');
+        if !path.contains('{') && !root.join(path).exists() {
+            unknown.push(path.to_owned());
+        }
+        rest = &rest[at + 4..];
+    }
+    assert!(
+        unknown.is_empty(),
+        "ARCHITECTURE.md names paths that do not exist: {unknown:?}"
+    );
+}
