@@ -100,7 +100,7 @@ fn score_and_inputs(record: &ScoreRecord, names: &[String]) -> (f64, BTreeMap<St
 /// labels are folded first, so the terminal-risk features (labels a delay
 /// old) are compared too. STREAMSCORE_PARITY_DAYS sets the length of the
 /// simulation: 9 days of 200 cards by default (past the 7-day label delay,
-/// so the terminal-risk features are read); 55 days give about 10,000 events.
+/// so the terminal-risk features are read); 28 days give 10,299 events.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_scores_each_transaction_as_the_stream_then_does() {
     let days = std::env::var("STREAMSCORE_PARITY_DAYS")
