@@ -536,3 +536,81 @@ async fn a_challenger_scores_to_the_shadow_topic_and_is_promoted_without_a_gap()
         "no shadow scores once b is champion"
     );
 }
+
+/// The request API during swaps: each request is scored by one lineup, so
+/// every record of an array names the same version; after each swap the
+/// next request names the new champion. On the mock cluster: the swaps
+/// come from the registry, not the broker.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_requests_during_swaps_are_each_scored_by_one_version() {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let topics = Topics::on_mock(&mock, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry_with_a_and_b(dir.path());
+    let pipeline = registry_pipeline(&topics, dir.path(), &registry, None);
+    let mut text = std::fs::read_to_string(&pipeline).unwrap();
+    text.push_str("\n[serve]\nlisten = \"127.0.0.1:0\"\ndeadline_ms = 60000\n");
+    std::fs::write(&pipeline, text).unwrap();
+    let mut run = spawn_run(&pipeline, dir.path(), "run");
+    let admin = admin_address(dir.path(), "run");
+    let api = listening_address(dir.path(), "run", "scoring API listening");
+    let records: Vec<String> = valid_events(100)
+        .into_iter()
+        .map(|(_, payload)| String::from_utf8(payload.unwrap()).unwrap())
+        .collect();
+    let body = format!("[{}]", records.join(","));
+    // The versions of one request's records: all of them must agree.
+    let versions_of = |body: &str| -> HashSet<String> {
+        let (status, reply) = http_request(&api, "POST", "/v1/score", &[], body);
+        assert_eq!(status, 200, "{reply}");
+        let answers: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        answers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["model_version"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for _ in 0..300 {
+        if http_request(&api, "POST", "/v1/score", &[], "[]").0 == 400 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut seen_while_swapping = Vec::new();
+    std::thread::scope(|scope| {
+        let hammer = scope.spawn(|| {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(versions_of(&body));
+            }
+            seen
+        });
+        for i in 0..6 {
+            let (args, expected) = match i % 2 {
+                0 => (vec!["promote", NAME, "b"], "b"),
+                _ => (vec!["rollback", NAME], "a"),
+            };
+            let out = models_cli(&args, &registry);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            wait_until_serving(&admin, expected);
+            assert_eq!(
+                versions_of(&body),
+                HashSet::from([expected.to_owned()]),
+                "a request after the swap to {expected}"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        seen_while_swapping = hammer.join().unwrap();
+    });
+    stop_cleanly(&mut run, dir.path(), "run");
+    assert!(!seen_while_swapping.is_empty());
+    for versions in &seen_while_swapping {
+        assert_eq!(versions.len(), 1, "one request named {versions:?}");
+    }
+}
