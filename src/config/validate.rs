@@ -442,7 +442,10 @@ fn check_event_id(schema: &RecordSchema, path: &Path, field: &str) -> Result<(),
 /// A topic beside the stream (alerts, labels) that must not be one of the
 /// stream's own.
 fn check_side_topic(k: &KafkaSection, key: &'static str, topic: &str) -> Result<(), Invalid> {
-    if [&k.input_topic, &k.output_topic, &k.dead_letter_topic].contains(&&topic.to_owned()) {
+    if [&k.input_topic, &k.output_topic, &k.dead_letter_topic]
+        .iter()
+        .any(|t| t.as_str() == topic)
+    {
         return Err((
             key,
             "must differ from the input, output and dead-letter topics".into(),

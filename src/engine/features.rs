@@ -132,7 +132,7 @@ impl FeaturePath {
     pub async fn compute(
         &self,
         decoded: RecordBatch,
-        state: WindowState<'_>,
+        state: Option<WindowState<'_>>,
     ) -> Result<Features, FeatureError> {
         let (table, changes, late) = self.with_windows(decoded, state)?;
         let mut features = Features {
@@ -192,14 +192,20 @@ impl FeaturePath {
     }
 
     /// The decoded rows followed by their window features; the state
-    /// changes that fold them in and the count of late events.
+    /// changes that fold them in and the count of late events. A pipeline
+    /// without `[windows]` needs no state (`None`).
     fn with_windows(
         &self,
         decoded: RecordBatch,
-        state: WindowState<'_>,
+        state: Option<WindowState<'_>>,
     ) -> Result<(RecordBatch, Vec<Change>, u64), FeatureError> {
         let Some(windows) = &self.windows else {
             return Ok((decoded, Vec::new(), 0));
+        };
+        let Some(state) = state else {
+            return Err(FeatureError::Internal(
+                "window features without a window state to read".into(),
+            ));
         };
         let computed = match state {
             WindowState::Live {

@@ -348,15 +348,12 @@ impl Engine {
             .map(|&i| batch.records[i].partition)
             .collect();
         let rows_folded: Vec<bool> = source_index.iter().map(|&i| already_folded[i]).collect();
-        let window_state = match &self.state {
-            Some(state) => WindowState::Live {
-                checkpoint: &state.checkpoint,
-                partitions: &partitions,
-                already_folded: &rows_folded,
-            },
-            // Without state there are no window features to read.
-            None => WindowState::History,
-        };
+        // Without state the pipeline has no window features.
+        let window_state = self.state.as_ref().map(|state| WindowState::Live {
+            checkpoint: &state.checkpoint,
+            partitions: &partitions,
+            already_folded: &rows_folded,
+        });
         let computed = self.features.compute(decoded, window_state).await?;
         LateEvents {
             topic: &batch.topic,

@@ -119,11 +119,13 @@ async fn answer(api: &Api, body: &[u8], features: bool) -> (StatusCode, Value, b
         .collect();
     let scored = tokio::time::timeout(
         api.settings.deadline,
-        api.engine.score_request(records.clone(), features),
+        api.engine.score_request(records, features),
     )
     .await;
+    // Published after scoring: the stream must not fold a request before
+    // the API has read the state without it.
     if let Some(publisher) = &api.publisher
-        && let Err(e) = publish(api, publisher, &items, &records).await
+        && let Err(e) = publish(api, publisher, &items).await
     {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -142,9 +144,8 @@ async fn publish(
     api: &Api,
     publisher: &Publisher,
     items: &[Value],
-    records: &[Vec<u8>],
 ) -> Result<(), rdkafka::error::KafkaError> {
-    for (item, record) in items.iter().zip(records) {
+    for item in items {
         let key = api
             .publish_key
             .as_deref()
@@ -154,7 +155,7 @@ async fn publish(
                 other => other.to_string().into_bytes(),
             });
         publisher
-            .publish(key.as_deref(), record, PUBLISH_WAIT)
+            .publish(key.as_deref(), item.to_string().as_bytes(), PUBLISH_WAIT)
             .await?;
     }
     Ok(())

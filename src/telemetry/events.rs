@@ -185,17 +185,8 @@ pub struct ModelSwapped<'a> {
 
 impl Event for ModelSwapped<'_> {
     fn emit(self) {
-        let show = |models: &[ModelShown], value: f64| {
-            for m in models {
-                metrics::gauge!(names::MODEL_INFO,
-                    "name" => m.name.to_owned(),
-                    "version" => m.version.to_owned(),
-                    "role" => m.role)
-                .set(value);
-            }
-        };
-        show(&self.previous, 0.0);
-        show(&self.current, 1.0);
+        show_models(&self.previous, 0.0);
+        show_models(&self.current, 1.0);
         metrics::counter!(names::MODEL_SWAPS).increment(1);
         let version = |models: &[ModelShown], role: &str| {
             models
@@ -221,13 +212,18 @@ pub struct ModelServing<'a> {
 
 impl Event for ModelServing<'_> {
     fn emit(self) {
-        for m in &self.current {
-            metrics::gauge!(names::MODEL_INFO,
-                "name" => m.name.to_owned(),
-                "version" => m.version.to_owned(),
-                "role" => m.role)
-            .set(1.0);
-        }
+        show_models(&self.current, 1.0);
+    }
+}
+
+/// The model-info gauge of each bundle set to `value` (1 serving, 0 not).
+fn show_models(models: &[ModelShown], value: f64) {
+    for m in models {
+        metrics::gauge!(names::MODEL_INFO,
+            "name" => m.name.to_owned(),
+            "version" => m.version.to_owned(),
+            "role" => m.role)
+        .set(value);
     }
 }
 

@@ -218,7 +218,9 @@ pub async fn features_for(
     // The stream's own feature path, with the windows replayed over
     // history from an empty state.
     let path = FeaturePath::for_pipeline(pipeline).await?;
-    let computed = path.compute(decoded.clone(), WindowState::History).await?;
+    let computed = path
+        .compute(decoded.clone(), Some(WindowState::History))
+        .await?;
     let features = match (computed.features, computed.failed.first()) {
         (Some(features), None) => features,
         (_, first) => {
