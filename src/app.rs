@@ -11,7 +11,8 @@ use crate::admin::{AdminError, AdminServer};
 use crate::config::{ModelSource, Pipeline, ServeSettings};
 use crate::engine::{Engine, EngineError};
 use crate::kafka::admin::ClusterView;
-use crate::kafka::context::SourceContext;
+use crate::kafka::changelog::{KafkaChangelog, StateFollower};
+use crate::kafka::context::{FollowsAssignment, SourceContext};
 use crate::kafka::publish::Publisher;
 use crate::kafka::sink::KafkaSink;
 use crate::kafka::source::KafkaSource;
@@ -36,6 +37,19 @@ pub enum AppError {
          is one, with as many partitions as the input)"
     )]
     MissingTopics(String),
+    #[error(
+        "cannot start: the labels topic {labels} has {labels_partitions} partitions and the \
+         input {input} has {input_partitions}; labels partition n is folded by the holder of \
+         input partition n, so they must have as many (and be keyed alike)"
+    )]
+    NotCoPartitioned {
+        labels: String,
+        labels_partitions: usize,
+        input: String,
+        input_partitions: usize,
+    },
+    #[error("cannot start: {0}")]
+    ChangelogTopic(#[from] crate::kafka::admin::ChangelogTopicError),
     #[error(transparent)]
     Admin(#[from] AdminError),
     #[error(transparent)]
@@ -87,9 +101,10 @@ pub async fn run(
     // The recorder goes in before the first metric (the engine's model
     // gauges) is emitted.
     telemetry::prometheus();
+    let changelog = changelog(pipeline).await?;
     // Shared with the scoring API, which reads through it.
     let engine = Arc::new(
-        Engine::for_pipeline(pipeline)
+        Engine::for_pipeline_with_changelog(pipeline, changelog)
             .await
             .map_err(AppError::Start)?,
     );
@@ -103,7 +118,7 @@ pub async fn run(
         source,
         labels,
         sink,
-    } = connect(pipeline, &engine, Arc::clone(&health), &stats)?;
+    } = connect(pipeline, &engine, Arc::clone(&health), &stats, &side_tasks)?;
     if let Some(settings) = &pipeline.serve {
         start_api(pipeline, settings, &engine, health, side_tasks.clone()).await?;
     }
@@ -220,10 +235,56 @@ async fn start_api(
     Ok(())
 }
 
+/// The state changelog (`[state] changelog`), its topic created or
+/// checked first: compacted, with as many partitions as the input.
+async fn changelog(
+    pipeline: &Pipeline,
+) -> Result<Option<Arc<dyn crate::state::Changelog>>, AppError> {
+    let Some(topic) = pipeline
+        .state
+        .as_ref()
+        .and_then(|s| s.changelog_topic.as_ref())
+    else {
+        return Ok(None);
+    };
+    let connect = |source| AppError::connect(pipeline, source);
+    let cluster =
+        ClusterView::connect(&pipeline.kafka.brokers, Duration::from_secs(30)).map_err(connect)?;
+    let input = &pipeline.kafka.input_topic;
+    let Some(partitions) = cluster.partition_count(input).map_err(connect)? else {
+        return Err(AppError::MissingTopics(input.clone()));
+    };
+    crate::kafka::admin::prepare_changelog(&pipeline.kafka.brokers, topic, partitions as i32)
+        .await?;
+    check_co_partitioned(&cluster, input, topic, partitions)
+        .map_err(|e| e.unwrap_or_else(connect))?;
+    let log = KafkaChangelog::new(&pipeline.kafka, topic).map_err(connect)?;
+    Ok(Some(Arc::new(log)))
+}
+
+/// Refuses `other` unless it has `partitions` partitions, as the input.
+fn check_co_partitioned(
+    cluster: &ClusterView,
+    input: &str,
+    other: &str,
+    partitions: usize,
+) -> Result<(), Result<AppError, KafkaError>> {
+    match cluster.partition_count(other).map_err(Err)? {
+        Some(count) if count != partitions => Err(Ok(AppError::NotCoPartitioned {
+            labels: other.to_owned(),
+            labels_partitions: count,
+            input: input.to_owned(),
+            input_partitions: partitions,
+        })),
+        _ => Ok(()),
+    }
+}
+
 /// The instance's Kafka clients.
 struct Clients {
     source: KafkaSource,
-    labels: Option<KafkaSource>,
+    /// Reads the labels partitions of the input partitions held.
+    labels: Option<Arc<KafkaSource>>,
     sink: KafkaSink,
 }
 
@@ -235,38 +296,77 @@ fn connect(
     engine: &Engine,
     health: Arc<Health>,
     stats: &Arc<Stats>,
+    side_tasks: &CancellationToken,
 ) -> Result<Clients, AppError> {
     let connect = |source| AppError::connect(pipeline, source);
     let cluster =
         ClusterView::connect(&pipeline.kafka.brokers, Duration::from_secs(30)).map_err(connect)?;
     check_topics(pipeline, &cluster)?;
     forget_recreated_partitions(pipeline, engine, &cluster)?;
+    let input_partitions = cluster
+        .partition_count(&pipeline.kafka.input_topic)
+        .map_err(connect)?
+        .unwrap_or(1) as i32;
+    engine.spread_windows(input_partitions);
     let sink = KafkaSink::new(&pipeline.kafka, pipeline.batch.dead_letter_payload_bytes)
         .map_err(connect)?;
+    let labels = match &pipeline.labels {
+        Some(labels) => {
+            check_co_partitioned(
+                &cluster,
+                &pipeline.kafka.input_topic,
+                &labels.topic,
+                input_partitions as usize,
+            )
+            .map_err(|e| e.unwrap_or_else(connect))?;
+            let labels_context = SourceContext {
+                // The labels consumer's partitions do not make the engine ready.
+                health: Arc::new(Health::default()),
+                stats: Arc::clone(stats),
+                assignment: Arc::default(),
+                followers: Vec::new(),
+            };
+            let settings = pipeline.kafka.for_labels(&labels.topic);
+            Some(Arc::new(
+                KafkaSource::following(&settings, pipeline.batch, labels_context)
+                    .map_err(connect)?,
+            ))
+        }
+        None => None,
+    };
+    // The state is restored before the labels are read: both in the
+    // consumer's rebalance callback, in this order.
+    let mut followers: Vec<Arc<dyn FollowsAssignment>> = Vec::new();
+    if let (Some(checkpoint), Some(topic)) = (
+        engine.shared_checkpoint(),
+        pipeline
+            .state
+            .as_ref()
+            .and_then(|s| s.changelog_topic.as_ref()),
+    ) {
+        let follower = Arc::new(StateFollower::new(
+            checkpoint,
+            &pipeline.kafka,
+            topic,
+            Arc::clone(&health),
+        ));
+        let mirror = Arc::clone(&follower);
+        let wanted = engine.read_across_partitions();
+        let stop = side_tasks.clone();
+        tokio::task::spawn_blocking(move || mirror.mirror(input_partitions, &wanted, &stop));
+        followers.push(follower);
+    }
+    if let Some(labels) = &labels {
+        followers.push(Arc::clone(labels) as Arc<dyn FollowsAssignment>);
+    }
     let context = SourceContext {
         health,
         stats: Arc::clone(stats),
         assignment: Arc::default(),
+        followers,
     };
     engine.follow_assignment(Arc::clone(&context.assignment));
-    let labels_context = SourceContext {
-        // The labels consumer's partitions do not make the engine ready.
-        health: Arc::new(Health::default()),
-        stats: Arc::clone(stats),
-        assignment: Arc::default(),
-    };
     let source = KafkaSource::new(&pipeline.kafka, pipeline.batch, context).map_err(connect)?;
-    let labels = match &pipeline.labels {
-        Some(labels) => Some(
-            KafkaSource::new(
-                &pipeline.kafka.for_labels(&labels.topic),
-                pipeline.batch,
-                labels_context,
-            )
-            .map_err(connect)?,
-        ),
-        None => None,
-    };
     Ok(Clients {
         source,
         labels,

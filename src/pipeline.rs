@@ -143,9 +143,12 @@ impl Delivered {
     }
 
     /// Writes the state, then stores the offsets (ARCHITECTURE.md §2, steps 3-4).
+    /// Offsets of partitions revoked since their batches were processed
+    /// are not stored: whoever holds them now reads and folds them again.
     fn write(&mut self, engine: &Engine, source: &KafkaSource) -> Result<(), PipelineError> {
-        engine.checkpoint_all(self.state.take())?;
-        if let Some((topic, offsets)) = self.offsets.take() {
+        let committed = engine.checkpoint_all(self.state.take())?;
+        if let Some((topic, mut offsets)) = self.offsets.take() {
+            offsets.retain(|partition, _| !committed.revoked.contains(partition));
             source.store_offsets(&topic, &offsets)?;
         }
         Ok(())
@@ -166,11 +169,13 @@ pub async fn run_labels(
             break;
         }
         let folded = off_the_async_workers(async { engine.fold_labels(&batch) }).await?;
+        let mut offsets = batch.next_offsets();
         if let Some(folded) = folded {
-            engine.checkpoint(Some(folded.staged))?;
+            let committed = engine.checkpoint(Some(folded.staged))?;
+            offsets.retain(|partition, _| !committed.revoked.contains(partition));
             engine.publish_label_metrics(&folded.days)?;
         }
-        source.store(&batch)?;
+        source.store_offsets(&batch.topic, &offsets)?;
         tracing::debug!(labels = batch.len(), "labels folded");
     }
     source.commit()?;

@@ -88,7 +88,7 @@ impl Harness {
             self.outcome(output.map(|o| o.staged))
         };
         if let Some(staged) = staged {
-            self.outcome(self.engine.checkpoint(Some(staged)).map(|()| None::<()>));
+            self.outcome(self.engine.checkpoint(Some(staged)).map(|_| None::<()>));
         }
     }
 

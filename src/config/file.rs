@@ -186,6 +186,12 @@ pub struct StateSection {
     /// this often; 0 writes every batch.
     #[serde(default = "default_checkpoint_ms")]
     pub checkpoint_ms: u64,
+    /// Copy every checkpoint to a compacted changelog topic, so that a
+    /// partition's state follows it between instances.
+    #[serde(default)]
+    pub changelog: bool,
+    /// The changelog's topic; `<kafka.group_id>-changelog` by default.
+    pub changelog_topic: Option<String>,
 }
 
 fn default_checkpoint_ms() -> u64 {
@@ -198,6 +204,9 @@ pub struct WindowsSection {
     pub event_time: String,
     #[serde(default)]
     pub scope: crate::windows::Scope,
+    /// The column the input topic is keyed by: its windows live in one
+    /// partition, so they are not summed over partitions.
+    pub partition_key: Option<String>,
     #[serde(default = "default_tile")]
     pub tile: String,
     #[serde(rename = "feature", default)]

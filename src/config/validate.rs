@@ -199,7 +199,22 @@ fn state_sections(
     base: &Path,
     schema: &RecordSchema,
 ) -> Result<StateSections, Invalid> {
-    let state = windows::state_settings(state_section, base);
+    let state = windows::state_settings(state_section, base, &kafka.group_id);
+    if let Some(topic) = state.as_ref().and_then(|s| s.changelog_topic.as_ref()) {
+        check_side_topic(kafka, "state.changelog_topic", topic)?;
+        if windows_section
+            .as_ref()
+            .is_some_and(|w| w.scope == crate::windows::Scope::Instance)
+        {
+            return Err((
+                "windows.scope",
+                "is \"instance\", but [state] has a changelog: state that follows its \
+                 partitions between instances must be kept per partition; use \"partition\" \
+                 (a key whose events span partitions is then summed over them)"
+                    .into(),
+            ));
+        }
+    }
     let drift = drift::drift_settings(drift_section, state.is_some(), schema)?;
     if let Some(topic) = drift.as_ref().and_then(|d| d.alerts_topic.as_ref()) {
         check_side_topic(kafka, "drift.alerts_topic", topic)?;

@@ -16,6 +16,9 @@ pub struct StateSettings {
     pub sync: bool,
     /// How long delivered batches' state may wait to be written together.
     pub checkpoint_interval: Duration,
+    /// The compacted topic every checkpoint is copied to, when state
+    /// follows its partitions between instances.
+    pub changelog_topic: Option<String>,
 }
 
 /// The labels topic and the schema its records are decoded with.
@@ -73,11 +76,20 @@ pub(super) fn timestamp_field(
     }
 }
 
-pub fn state_settings(section: Option<StateSection>, base: &Path) -> Option<StateSettings> {
+/// `[state]`; the changelog topic defaults to `<group_id>-changelog`.
+pub fn state_settings(
+    section: Option<StateSection>,
+    base: &Path,
+    group_id: &str,
+) -> Option<StateSettings> {
     section.map(|s| StateSettings {
         path: base.join(s.path),
         sync: s.sync,
         checkpoint_interval: Duration::from_millis(s.checkpoint_ms),
+        changelog_topic: (s.changelog || s.changelog_topic.is_some()).then(|| {
+            s.changelog_topic
+                .unwrap_or_else(|| format!("{group_id}-changelog"))
+        }),
     })
 }
 
@@ -169,6 +181,7 @@ pub fn window_spec(
     Ok(Some(WindowSpec {
         event_time: section.event_time,
         scope: section.scope,
+        partition_key: section.partition_key,
         features,
         labels: label_timing,
     }))

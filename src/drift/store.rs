@@ -156,8 +156,9 @@ pub fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Option<
         .ok()
 }
 
-/// The input partition of a counts key.
-fn partition_of(key: &[u8]) -> Option<i32> {
+/// The input partition of a counts key; `None` for the topic-wide keys
+/// (judgements, hysteresis, progress, references).
+pub fn partition_of(key: &[u8]) -> Option<i32> {
     parse_counts_key(key).map(|(_, _, partition, _)| partition)
 }
 

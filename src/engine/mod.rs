@@ -168,13 +168,26 @@ impl Engine {
     /// Loads the pipeline's model bundle (or its registry's champion and
     /// challenger) and plans its SQL.
     pub async fn for_pipeline(pipeline: &Pipeline) -> Result<Self, EngineError> {
+        Self::for_pipeline_with_changelog(pipeline, None).await
+    }
+
+    /// [`Engine::for_pipeline`], its checkpoints copied to `changelog`
+    /// first (`[state] changelog`; ARCHITECTURE.md §2).
+    pub async fn for_pipeline_with_changelog(
+        pipeline: &Pipeline,
+        changelog: Option<Arc<dyn crate::state::Changelog>>,
+    ) -> Result<Self, EngineError> {
         let (model, challenger) = match &pipeline.model {
             ModelSource::Bundle(path) => (Bundle::load(path)?, None),
             ModelSource::Registry { dir, name, .. } => load_state(&Registry::open(dir), name)?,
         };
+        let state = EngineState::open(pipeline)?.map(|state| match changelog {
+            Some(log) => state.with_changelog(log),
+            None => state,
+        });
         Self::new(EngineSpec {
             challenger,
-            state: EngineState::open(pipeline)?,
+            state,
             ..EngineSpec::for_pipeline(pipeline, model)
         })
         .await
@@ -220,6 +233,29 @@ impl Engine {
         if let Some((_, drift)) = self.drift() {
             drift.follow(assignment);
         }
+    }
+
+    /// Tells the window features how many partitions the input has, so
+    /// that a key spread over them is summed over them
+    /// ([`crate::windows::Windows::spread_over`]).
+    pub fn spread_windows(&self, partitions: i32) {
+        if let Some(windows) = self.state.as_ref().and_then(|s| s.windows.as_ref()) {
+            windows.spread_over(partitions);
+        }
+    }
+
+    /// Whether a stored change is one an instance keeps a copy of from the
+    /// partitions it does not hold: the window keys spread over partitions.
+    pub fn read_across_partitions(
+        &self,
+    ) -> Arc<dyn Fn(&crate::state::Change) -> bool + Send + Sync> {
+        let windows = self.state.as_ref().and_then(|s| s.windows.clone());
+        Arc::new(move |change| {
+            change.family == crate::state::Family::Windows
+                && windows
+                    .as_ref()
+                    .is_some_and(|w| w.is_spread_key(&change.key))
+        })
     }
 
     /// The models this engine scores with; swap them here.

@@ -9,7 +9,7 @@ use crate::config::Pipeline;
 use crate::decode::Decoder;
 use crate::drift::DriftMonitor;
 use crate::outcomes;
-use crate::state::{Checkpoint, MemoryStore, RocksStore};
+use crate::state::{Checkpoint, Family, MemoryStore, RocksStore};
 use crate::windows::Windows;
 
 /// A pipeline's state: the checkpoint, and the window features it keeps.
@@ -69,6 +69,18 @@ impl EngineState {
         }))
     }
 
+    /// Copies every commit to `log`, so that each partition's state can
+    /// follow the partition to another instance (ARCHITECTURE.md §2).
+    pub fn with_changelog(self, log: Arc<dyn crate::state::Changelog>) -> Self {
+        let checkpoint = Arc::into_inner(self.checkpoint)
+            .expect("the changelog is added before the checkpoint is shared")
+            .with_changelog(log, partition_of);
+        Self {
+            checkpoint: Arc::new(checkpoint),
+            ..self
+        }
+    }
+
     /// The pipeline's window features over an in-memory store: for tests
     /// and benches that need no durable state.
     pub fn in_memory(pipeline: &Pipeline) -> Result<Self, EngineError> {
@@ -82,5 +94,17 @@ impl EngineState {
             labels: pipeline.labels_decoder(),
             drift: pipeline.drift.clone().map(DriftMonitor::new),
         })
+    }
+}
+
+/// The input partition a stored key belongs to, from each room's key
+/// layout; `None` for the topic-wide keys (drift judgements).
+fn partition_of(family: Family, key: &[u8]) -> Option<i32> {
+    match family {
+        Family::Windows => crate::windows::partition_of_key(key),
+        Family::Scores | Family::Outcomes => outcomes::partition_of_key(family, key),
+        Family::Drift => crate::drift::store::partition_of(key),
+        // The checkpoint reads its own offset keys.
+        Family::Offsets => None,
     }
 }

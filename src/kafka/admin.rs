@@ -1,4 +1,5 @@
-//! Topic creation, for the demo and for tests against a fresh broker.
+//! Topic creation (for the demo and tests against a fresh broker, and the
+//! state changelog) and what the instance asks of the cluster at start.
 
 use std::time::Duration;
 
@@ -28,6 +29,77 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> K
         }
     }
     Ok(())
+}
+
+/// Why the changelog topic cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangelogTopicError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot create the changelog topic {topic}: {code}")]
+    Create {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error(
+        "the changelog topic {topic} has cleanup.policy={policy}; it must be compacted \
+         (cleanup.policy=compact), or old values of every key are kept for ever"
+    )]
+    NotCompacted { topic: String, policy: String },
+}
+
+/// Creates the state changelog compacted (`cleanup.policy=compact`), with
+/// `partitions` partitions, when it is missing; an existing one is checked
+/// and refused when not compacted. (Its partition count is checked by
+/// the caller, with the other topics'.)
+pub async fn prepare_changelog(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), ChangelogTopicError> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact");
+    match admin.create_topics(&[new_topic], &options).await?.pop() {
+        Some(Ok(_)) => {
+            tracing::info!(topic, partitions, "changelog topic created, compacted");
+            return Ok(());
+        }
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => {}
+        Some(Err((_, code))) => {
+            return Err(ChangelogTopicError::Create {
+                topic: topic.to_owned(),
+                code,
+            });
+        }
+    }
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+        .await?;
+    let policy = described
+        .into_iter()
+        .flatten()
+        .flat_map(|resource| resource.entries)
+        .find(|entry| entry.name == "cleanup.policy")
+        .and_then(|entry| entry.value);
+    match policy {
+        Some(policy) if !policy.contains("compact") => Err(ChangelogTopicError::NotCompacted {
+            topic: topic.to_owned(),
+            policy,
+        }),
+        Some(_) => Ok(()),
+        None => {
+            tracing::warn!(
+                topic,
+                "the broker does not say the changelog's cleanup.policy; not checked"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// One client for what the instance asks of the cluster at start: which
@@ -67,6 +139,17 @@ impl ClusterView {
             .collect();
         missing.dedup();
         Ok(missing)
+    }
+
+    /// How many partitions `topic` has (`None`: it does not exist).
+    pub fn partition_count(&self, topic: &str) -> KafkaResult<Option<usize>> {
+        use rdkafka::consumer::Consumer;
+        let metadata = self.client.fetch_metadata(None, self.timeout)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len()))
     }
 
     /// Per partition of `topic` in `partitions`, its end offset (the next

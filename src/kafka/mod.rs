@@ -2,6 +2,7 @@
 //! sink and topic administration.
 
 pub mod admin;
+pub mod changelog;
 pub mod clients;
 pub mod context;
 mod fault;

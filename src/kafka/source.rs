@@ -1,7 +1,7 @@
 //! The consumer-group member: messages in, micro-batches out, offsets stored
 //! only when the pipeline says a batch is delivered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rdkafka::Message;
@@ -12,7 +12,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::context::SourceContext;
+use super::context::{FollowsAssignment, SourceContext};
 use crate::batch::{Batch, SourceRecord};
 use crate::config::{BatchSettings, KafkaSettings};
 
@@ -33,6 +33,23 @@ impl KafkaSource {
         consumer.subscribe(&[&settings.input_topic])?;
         Ok(Self {
             consumer,
+            topic: settings.input_topic.clone(),
+            batch,
+        })
+    }
+
+    /// A consumer that joins no group: it reads the partitions it is told
+    /// ([`FollowsAssignment`]), from the group's committed offsets. The
+    /// labels consumer follows the input's assignment so, so that labels
+    /// partition n is folded by whoever holds input partition n
+    /// (ARCHITECTURE.md §2).
+    pub fn following(
+        settings: &KafkaSettings,
+        batch: BatchSettings,
+        context: SourceContext,
+    ) -> KafkaResult<Self> {
+        Ok(Self {
+            consumer: super::consumer_config(settings).create_with_context(context)?,
             topic: settings.input_topic.clone(),
             batch,
         })
@@ -128,6 +145,39 @@ impl KafkaSource {
             // Nothing stored since the last commit.
             Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
             other => other,
+        }
+    }
+}
+
+impl FollowsAssignment for KafkaSource {
+    fn assigned(&self, held: &BTreeSet<i32>, _added: &[i32]) {
+        self.read_partitions(held);
+    }
+
+    fn revoked(&self, held: &BTreeSet<i32>, _removed: &[i32]) {
+        self.read_partitions(held);
+    }
+}
+
+impl KafkaSource {
+    /// Reads exactly `partitions`, each from its committed offset.
+    fn read_partitions(&self, partitions: &BTreeSet<i32>) {
+        let mut list = TopicPartitionList::new();
+        for &partition in partitions {
+            list.add_partition(&self.topic, partition);
+        }
+        // Offsets stored for partitions let go are committed first, so
+        // their next reader starts where this one ended.
+        if let Err(e) = self.commit() {
+            tracing::warn!(topic = %self.topic, error = %e, "cannot commit before reassigning");
+        }
+        match self.consumer.assign(&list) {
+            Ok(()) => tracing::info!(
+                topic = %self.topic,
+                partitions = ?partitions,
+                "following the input's partitions"
+            ),
+            Err(e) => tracing::error!(topic = %self.topic, error = %e, "cannot assign partitions"),
         }
     }
 }

@@ -27,6 +27,16 @@ pub fn score_key(partition: i32, event_id: &str) -> Vec<u8> {
     key
 }
 
+/// The input partition of a kept score's or an outcome's key (an outcome
+/// is keyed by its day, then its score's key).
+pub fn partition_of_key(family: Family, key: &[u8]) -> Option<i32> {
+    let at = match family {
+        Family::Outcomes => 8,
+        _ => 0,
+    };
+    Some(i32::from_be_bytes(key.get(at..at + 4)?.try_into().ok()?))
+}
+
 /// A kept score: the probability and when it was kept (wall clock, ms).
 pub fn score_value(score: f64, kept_at_ms: i64) -> Vec<u8> {
     let mut value = score.to_le_bytes().to_vec();

@@ -18,11 +18,15 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::changelog::{Changelog, PartitionOf, log_partition};
 use super::recent::Recent;
 use super::{Change, Family, StateError, Store, offset_key, parse_offset_key};
 
 pub struct Checkpoint {
     store: Arc<dyn Store>,
+    /// The changelog every commit is copied to first, when state follows
+    /// its partitions between instances.
+    replica: Option<Replica>,
     pending: Mutex<Pending>,
     /// Held for a whole commit, so commits never overlap; see [`Written`].
     written: Mutex<Written>,
@@ -39,8 +43,48 @@ struct Written {
     by_newer: FxHashMap<(Family, Vec<u8>), u64>,
 }
 
+/// The changelog and how keys map to its partitions.
+#[derive(Debug)]
+struct Replica {
+    log: Arc<dyn Changelog>,
+    partition_of: PartitionOf,
+}
+
+impl Replica {
+    fn partition(&self, change: &Change) -> i32 {
+        log_partition(self.partition_of, change.family, &change.key)
+    }
+
+    /// Whether `change` is the store's own record of how far the changelog
+    /// was applied, which stays local.
+    fn is_position(&self, change: &Change) -> bool {
+        change.family == Family::Offsets
+            && parse_offset_key(&change.key).is_some_and(|(topic, _)| {
+                topic
+                    .strip_prefix(self.log.topic())
+                    .is_some_and(|rest| rest.is_empty() || rest == ".mirror")
+            })
+    }
+}
+
+/// What a commit did not write: the partitions revoked since the batches
+/// were staged, whose state now belongs to another instance (or to a
+/// restore). Their Kafka offsets must not be stored either, so that the
+/// records are read and folded again by whoever holds them now.
+#[derive(Debug, Default, PartialEq)]
+pub struct Committed {
+    pub revoked: std::collections::BTreeSet<i32>,
+}
+
 struct Pending {
     next_seq: u64,
+    /// Per partition, how many times it was revoked: a batch staged before
+    /// a revocation is not written for that partition ([`Committed`]).
+    epochs: FxHashMap<i32, u64>,
+    /// With a changelog, the partitions this instance holds (and has
+    /// restored): a batch's changes to any other are not written, since
+    /// their state is another instance's.
+    held: Arc<FxHashSet<i32>>,
     /// Keys set by staged batches not yet written, per family: per key the
     /// batch that set it last, and where in that batch's changes.
     values: [FxHashMap<Vec<u8>, (u64, usize)>; Family::ALL.len()],
@@ -58,6 +102,8 @@ impl Default for Pending {
     fn default() -> Self {
         Self {
             next_seq: 0,
+            epochs: FxHashMap::default(),
+            held: Arc::default(),
             values: Default::default(),
             batches: FxHashMap::default(),
             folded: HashMap::new(),
@@ -77,6 +123,10 @@ const RECENT_BYTES: usize = 32 << 20;
 pub struct Staged {
     seq: u64,
     changes: Arc<Vec<Change>>,
+    /// The partitions' revocation counts when staged (with a changelog).
+    epochs: FxHashMap<i32, u64>,
+    /// The partitions held when staged (with a changelog).
+    held: Arc<FxHashSet<i32>>,
 }
 
 impl Pending {
@@ -186,12 +236,189 @@ impl Checkpoint {
         }
         Ok(Self {
             store,
+            replica: None,
             pending: Mutex::new(Pending {
                 folded,
                 ..Pending::default()
             }),
             written: Mutex::default(),
         })
+    }
+
+    /// Copies every commit to `log` before the store writes it, each key to
+    /// the partition `partition_of` gives it.
+    pub fn with_changelog(mut self, log: Arc<dyn Changelog>, partition_of: PartitionOf) -> Self {
+        self.replica = Some(Replica { log, partition_of });
+        self
+    }
+
+    /// The changelog's topic, when there is one.
+    pub fn changelog_topic(&self) -> Option<&str> {
+        self.replica.as_ref().map(|r| r.log.topic())
+    }
+
+    /// How far the changelog's `partition` has been applied to the store.
+    pub fn changelog_position(&self, partition: i32) -> Result<Option<i64>, StateError> {
+        let Some(topic) = self.changelog_topic() else {
+            return Ok(None);
+        };
+        let stored = self
+            .store
+            .get(Family::Offsets, &offset_key(topic, partition))?;
+        Ok(stored.and_then(|v| v.as_slice().try_into().ok().map(i64::from_be_bytes)))
+    }
+
+    /// Forgets what this instance staged for `partitions`, which another
+    /// instance (or a restore) now owns: staged batches are not written
+    /// for them, and their folded offsets are read again after the restore
+    /// ([`Checkpoint::restored`]). Without a changelog the local store is
+    /// the only copy, so nothing is forgotten.
+    pub fn revoke(&self, partitions: &[i32]) {
+        let Some(replica) = &self.replica else {
+            return;
+        };
+        let mut pending = self.pending();
+        for &partition in partitions {
+            *pending.epochs.entry(partition).or_default() += 1;
+        }
+        let mut held = (*pending.held).clone();
+        for partition in partitions {
+            held.remove(partition);
+        }
+        pending.held = Arc::new(held);
+        for family in Family::ALL {
+            pending.values[family.index()].retain(|key, _| {
+                !partitions.contains(&log_partition(replica.partition_of, family, key))
+            });
+        }
+        pending.folded.retain(|(_, p), _| !partitions.contains(p));
+        pending.recent.clear();
+    }
+
+    /// Writes changes read from the changelog's `partition`, up to (not
+    /// including) offset `next`, with that position.
+    pub fn apply_restored(
+        &self,
+        partition: i32,
+        next: i64,
+        changes: Vec<Change>,
+    ) -> Result<(), StateError> {
+        let Some(topic) = self.changelog_topic() else {
+            return Ok(());
+        };
+        let position = Change {
+            family: Family::Offsets,
+            key: offset_key(topic, partition),
+            value: Some(next.to_be_bytes().to_vec()),
+        };
+        let _no_commit_meanwhile = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all: Vec<&Change> = changes.iter().collect();
+        all.push(&position);
+        self.store.write(&all)?;
+        let mut pending = self.pending();
+        for change in changes {
+            if change.family == Family::Windows {
+                pending.recent.insert(change.key, change.value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `partitions` as this instance's, before they are restored: the
+    /// mirror ([`Checkpoint::apply_mirrored`]) then leaves them alone.
+    pub fn hold(&self, partitions: &[i32]) {
+        let _no_mirror_write_meanwhile = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pending = self.pending();
+        let mut held = (*pending.held).clone();
+        held.extend(partitions);
+        pending.held = Arc::new(held);
+    }
+
+    /// Whether this instance holds `partition` (with a changelog).
+    pub fn holds(&self, partition: i32) -> bool {
+        self.pending().held.contains(&partition)
+    }
+
+    /// The key of the mirror's position in the changelog's `partition`.
+    fn mirror_key(&self, partition: i32) -> Option<Vec<u8>> {
+        let topic = self.changelog_topic()?;
+        Some(offset_key(&format!("{topic}.mirror"), partition))
+    }
+
+    /// How far the mirror has read the changelog's `partition`.
+    pub fn mirror_position(&self, partition: i32) -> Result<Option<i64>, StateError> {
+        let Some(key) = self.mirror_key(partition) else {
+            return Ok(None);
+        };
+        let stored = self.store.get(Family::Offsets, &key)?;
+        Ok(stored.and_then(|v| v.as_slice().try_into().ok().map(i64::from_be_bytes)))
+    }
+
+    /// Writes changes another instance made to a partition this one does
+    /// not hold (the keys read across partitions), up to offset `next` of
+    /// its log; nothing, and `false`, when the partition is held by now.
+    pub fn apply_mirrored(
+        &self,
+        partition: i32,
+        next: i64,
+        changes: Vec<Change>,
+    ) -> Result<bool, StateError> {
+        let Some(key) = self.mirror_key(partition) else {
+            return Ok(false);
+        };
+        let _no_hold_meanwhile = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.holds(partition) {
+            return Ok(false);
+        }
+        let position = Change {
+            family: Family::Offsets,
+            key,
+            value: Some(next.to_be_bytes().to_vec()),
+        };
+        let mut all: Vec<&Change> = changes.iter().collect();
+        all.push(&position);
+        self.store.write(&all)?;
+        let mut pending = self.pending();
+        for change in changes {
+            if change.family == Family::Windows {
+                pending.recent.insert(change.key, change.value);
+            }
+        }
+        Ok(true)
+    }
+
+    /// After a restore: the restored partitions' folded offsets (of the
+    /// input and labels topics) are read from the store.
+    pub fn restored(&self, partitions: &[i32]) -> Result<(), StateError> {
+        let changelog = self.changelog_topic().map(str::to_owned);
+        let stored = self.store.scan(Family::Offsets)?;
+        let mut pending = self.pending();
+        for (key, value) in stored {
+            let Some((topic, partition)) = parse_offset_key(&key) else {
+                continue;
+            };
+            let own = changelog.as_deref().is_some_and(|log| {
+                topic
+                    .strip_prefix(log)
+                    .is_some_and(|rest| rest.is_empty() || rest == ".mirror")
+            });
+            if !partitions.contains(&partition) || own {
+                continue;
+            }
+            if let Ok(next) = value.as_slice().try_into().map(i64::from_be_bytes) {
+                pending.folded.insert((topic, partition), next);
+            }
+        }
+        Ok(())
     }
 
     fn pending(&self) -> MutexGuard<'_, Pending> {
@@ -296,21 +523,30 @@ impl Checkpoint {
         }
         let changes = Arc::new(changes);
         pending.batches.insert(seq, Arc::clone(&changes));
-        Staged { seq, changes }
+        let (epochs, held) = match self.replica {
+            Some(_) => (pending.epochs.clone(), Arc::clone(&pending.held)),
+            None => Default::default(),
+        };
+        Staged {
+            seq,
+            changes,
+            epochs,
+            held,
+        }
     }
 
     /// Writes a staged batch's changes and offsets in one atomic write. Call
     /// in batch order, once the batch's outputs are acknowledged.
-    pub fn commit(&self, staged: Staged) -> Result<(), StateError> {
+    pub fn commit(&self, staged: Staged) -> Result<Committed, StateError> {
         self.commit_all(vec![staged])
     }
 
     /// Writes several staged batches (in batch order) in one atomic write:
     /// each key once, at its latest value, unless a newer batch already
     /// wrote it (see [`Written`]).
-    pub fn commit_all(&self, staged: Vec<Staged>) -> Result<(), StateError> {
+    pub fn commit_all(&self, staged: Vec<Staged>) -> Result<Committed, StateError> {
         let Some(newest) = staged.iter().map(|s| s.seq).max() else {
-            return Ok(());
+            return Ok(Committed::default());
         };
         let mut written = self
             .written
@@ -325,8 +561,18 @@ impl Checkpoint {
             }
             many => latest_changes(many, &written, &mut superseded),
         };
-        self.store
-            .write(&merged.iter().map(|(_, c)| *c).collect::<Vec<_>>())?;
+        let revoked = self.revoked_since_staged(&staged);
+        let merged: Vec<(u64, &Change)> = match &self.replica {
+            Some(replica) if !revoked.is_empty() => merged
+                .into_iter()
+                .filter(|(seq, change)| !revoked.contains(&(*seq, replica.partition(change))))
+                .collect(),
+            _ => merged,
+        };
+        let positions = self.append_to_changelog(&merged)?;
+        let mut writes: Vec<&Change> = merged.iter().map(|(_, c)| *c).collect();
+        writes.extend(&positions);
+        self.store.write(&writes)?;
         let committing: Vec<u64> = staged.iter().map(|s| s.seq).collect();
         let oldest_unwritten = self
             .pending()
@@ -355,6 +601,11 @@ impl Checkpoint {
             // The last holder now, so the values move rather than copy.
             let changes = Arc::try_unwrap(batch.changes).unwrap_or_else(|shared| (*shared).clone());
             for change in changes {
+                if let Some(replica) = &self.replica
+                    && revoked.contains(&(batch.seq, replica.partition(&change)))
+                {
+                    continue;
+                }
                 let values = &mut pending.values[change.family.index()];
                 // A later batch's value stays until that batch is written.
                 let latest = values
@@ -375,7 +626,60 @@ impl Checkpoint {
                 }
             }
         }
-        Ok(())
+        Ok(Committed {
+            revoked: revoked.into_iter().map(|(_, p)| p).collect(),
+        })
+    }
+
+    /// Per staged batch, the partitions it may not write: revoked since it
+    /// was staged, or not held when it was (records fetched before a
+    /// rebalance and processed after it).
+    fn revoked_since_staged(&self, staged: &[Staged]) -> FxHashSet<(u64, i32)> {
+        let Some(replica) = &self.replica else {
+            return FxHashSet::default();
+        };
+        let pending = self.pending();
+        let mut revoked = FxHashSet::default();
+        for batch in staged {
+            for (&partition, &now) in &pending.epochs {
+                if batch.epochs.get(&partition).copied().unwrap_or(0) != now {
+                    revoked.insert((batch.seq, partition));
+                }
+            }
+            for change in batch.changes.iter() {
+                let partition = replica.partition(change);
+                if !batch.held.contains(&partition) && !replica.is_position(change) {
+                    revoked.insert((batch.seq, partition));
+                }
+            }
+        }
+        revoked
+    }
+
+    /// Appends the changes to the changelog (ARCHITECTURE.md §2: the log
+    /// first, so that what the store claims the changelog holds), and
+    /// returns the store's new positions in it.
+    fn append_to_changelog(&self, merged: &[(u64, &Change)]) -> Result<Vec<Change>, StateError> {
+        let Some(replica) = &self.replica else {
+            return Ok(Vec::new());
+        };
+        let routed: Vec<(i32, &Change)> = merged
+            .iter()
+            .filter(|(_, change)| !replica.is_position(change))
+            .map(|(_, change)| (replica.partition(change), *change))
+            .collect();
+        if routed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let next = replica.log.append(&routed)?;
+        Ok(next
+            .into_iter()
+            .map(|(partition, next)| Change {
+                family: Family::Offsets,
+                key: offset_key(replica.log.topic(), partition),
+                value: Some(next.to_be_bytes().to_vec()),
+            })
+            .collect())
     }
 
     /// Changes staged and not yet written (for tests and the status line).

@@ -6,12 +6,14 @@
 
 use std::fmt;
 
+mod changelog;
 mod checkpoint;
 mod memory;
 mod recent;
 mod rocks;
 
-pub use checkpoint::{Checkpoint, Staged, Unwritten};
+pub use changelog::{Changelog, PartitionOf, change_of_record, record_key};
+pub use checkpoint::{Checkpoint, Committed, Staged, Unwritten};
 pub use memory::MemoryStore;
 pub use rocks::{Expiry, RocksStore};
 
@@ -73,6 +75,8 @@ pub struct Change {
 pub enum StateError {
     #[error("state store {path}: {message}")]
     Store { path: String, message: String },
+    #[error("state changelog {topic}: {message}")]
+    Changelog { topic: String, message: String },
 }
 
 /// A stored value that does not read (README "Hostile data"): it is

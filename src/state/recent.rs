@@ -46,6 +46,13 @@ impl Recent {
             .or_else(|| self.older.values.get(key))
     }
 
+    /// Forgets everything: after a rebalance, another instance may have
+    /// written any of the keys since.
+    pub(super) fn clear(&mut self) {
+        self.newer = Generation::default();
+        self.older = Generation::default();
+    }
+
     pub(super) fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
         let cost = |key: &[u8], value: &Option<Vec<u8>>| {
             key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD

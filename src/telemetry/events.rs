@@ -77,6 +77,47 @@ impl Event for CheckpointWritten {
     }
 }
 
+/// A checkpoint's changes appended to the changelog.
+pub struct ChangelogAppended {
+    pub records: usize,
+}
+
+impl Event for ChangelogAppended {
+    fn emit(self) {
+        metrics::counter!(names::CHANGELOG_RECORDS).increment(self.records as u64);
+    }
+}
+
+/// An assigned partition's state read back from the changelog before its
+/// first record is scored (ARCHITECTURE.md §2).
+pub struct PartitionRestored<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    /// The changelog offsets read: from the store's position to the end.
+    pub from: i64,
+    pub to: i64,
+    pub records: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+impl Event for PartitionRestored<'_> {
+    fn emit(self) {
+        metrics::counter!(names::RESTORED_RECORDS).increment(self.records);
+        metrics::histogram!(names::RESTORE_SECONDS).record(self.seconds);
+        tracing::info!(
+            changelog = self.topic,
+            partition = self.partition,
+            from = self.from,
+            to = self.to,
+            records = self.records,
+            bytes = self.bytes,
+            seconds = format!("{:.3}", self.seconds),
+            "partition state restored"
+        );
+    }
+}
+
 /// A stored value that does not read, dropped (ARCHITECTURE.md §3); `first`
 /// when it is the first for its family and partition, which alone is said.
 pub struct StateDamaged<'a> {

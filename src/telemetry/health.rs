@@ -8,6 +8,8 @@ use super::names;
 pub struct Health {
     partitions: AtomicUsize,
     model_loaded: AtomicBool,
+    /// Partitions being restored from the changelog.
+    restoring: AtomicUsize,
 }
 
 impl Health {
@@ -31,12 +33,20 @@ impl Health {
         self.partitions.load(Ordering::Relaxed)
     }
 
+    /// Sets how many partitions are being restored (0 when done).
+    pub fn set_restoring(&self, partitions: usize) {
+        self.restoring.store(partitions, Ordering::Relaxed);
+    }
+
     /// Why the instance is not ready, or `None` when it is.
-    pub fn not_ready_because(&self) -> Option<&'static str> {
+    pub fn not_ready_because(&self) -> Option<String> {
+        let restoring = self.restoring.load(Ordering::Relaxed);
         if !self.model_loaded.load(Ordering::Relaxed) {
-            Some("no model loaded")
+            Some("no model loaded".into())
+        } else if restoring > 0 {
+            Some(format!("restoring {restoring} partitions"))
         } else if self.partitions() == 0 {
-            Some("no partitions assigned")
+            Some("no partitions assigned".into())
         } else {
             None
         }

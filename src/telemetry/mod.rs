@@ -50,6 +50,12 @@ pub mod names {
     pub const STATE_DAMAGED: &str = "streamscore_state_damaged_total";
     /// One checkpoint: a batch's state changes and offsets, written at once.
     pub const CHECKPOINT_SECONDS: &str = "streamscore_state_checkpoint_seconds";
+    /// Changelog records applied while restoring assigned partitions.
+    pub const RESTORED_RECORDS: &str = "streamscore_state_restored_records_total";
+    /// How long each partition's restore from the changelog took.
+    pub const RESTORE_SECONDS: &str = "streamscore_state_restore_seconds";
+    /// State changes appended to the changelog by checkpoints.
+    pub const CHANGELOG_RECORDS: &str = "streamscore_state_changelog_records_total";
     /// Rows per batch.
     pub const BATCH_ROWS: &str = "streamscore_batch_rows";
     /// From a batch closing to its offsets being stored: decode, SQL, score,
@@ -137,6 +143,9 @@ pub mod names {
         ALREADY_FOLDED,
         LATE_EVENTS,
         CHECKPOINT_SECONDS,
+        RESTORED_RECORDS,
+        RESTORE_SECONDS,
+        CHANGELOG_RECORDS,
         STATE_DAMAGED,
         LABELS_REFUSED,
         LABELS_MATCHED,

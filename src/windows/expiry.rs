@@ -18,6 +18,11 @@ pub(super) fn state_key(partition: i32, series: &[u8; 8], value: &str) -> Vec<u8
     key
 }
 
+/// The input partition a state key carries (-1 for `scope = "instance"`).
+pub fn partition_of_key(key: &[u8]) -> Option<i32> {
+    Some(i32::from_be_bytes(key.get(..4)?.try_into().ok()?))
+}
+
 #[derive(Debug)]
 pub(super) struct WindowExpiry {
     /// Per series id, how many tiles back its features reach, and its tile

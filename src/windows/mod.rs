@@ -36,6 +36,7 @@ mod session;
 mod tiles;
 
 use expiry::WindowExpiry;
+pub use expiry::partition_of_key;
 use session::{Columns, Session};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -125,6 +126,10 @@ pub struct WindowSpec {
     /// The timestamp column giving each event's time.
     pub event_time: String,
     pub scope: Scope,
+    /// The column the input topic is keyed by (`windows.partition_key`):
+    /// a key of it lives in one partition. The windows of every other key
+    /// are summed over the topic's partitions ([`Windows::spread_over`]).
+    pub partition_key: Option<String>,
     pub features: Vec<WindowFeature>,
     /// Present when a feature reads labels.
     pub labels: Option<LabelTiming>,
@@ -151,6 +156,9 @@ struct Series {
     tile_ms: i64,
     /// The furthest back any of its features reaches, in tiles.
     retention_tiles: i64,
+    /// Whether its keys' events can come from any partition (its key is
+    /// not the topic's partitioning key).
+    spread: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +192,10 @@ pub struct Windows {
     series: Vec<Series>,
     planned: Vec<Planned>,
     expiry: Arc<WindowExpiry>,
+    /// The input topic's partition count, once the stream knows it: with
+    /// `scope = "partition"`, a spread series' features then sum its
+    /// key's tiles of every partition.
+    partitions: std::sync::OnceLock<i32>,
 }
 
 /// What one batch did to the window state.
@@ -223,6 +235,7 @@ impl Windows {
                         column: feature.column.clone(),
                         tile_ms: feature.tile_ms,
                         retention_tiles: 0,
+                        spread: spec.partition_key.as_ref() != Some(&feature.key),
                     });
                     series.len() - 1
                 });
@@ -253,11 +266,42 @@ impl Windows {
             series,
             planned,
             expiry,
+            partitions: std::sync::OnceLock::new(),
         }
     }
 
     pub fn spec(&self) -> &WindowSpec {
         &self.spec
+    }
+
+    /// Tells per-partition windows (`scope = "partition"`) how many
+    /// partitions the input has: the features of a key whose events span
+    /// partitions (a terminal, on a topic keyed by card) then sum its
+    /// tiles of every partition, so they equal `train`'s with any number of
+    /// instances (ARCHITECTURE.md §2). Set once, before the first batch.
+    pub fn spread_over(&self, partitions: i32) {
+        if self.spec.scope == Scope::Partition && partitions > 1 {
+            let _ = self.partitions.set(partitions);
+        }
+    }
+
+    /// Whether a stored key is of a series spread over partitions: the keys
+    /// an instance copies from the partitions it does not hold.
+    pub fn is_spread_key(&self, key: &[u8]) -> bool {
+        let Some(id) = key.get(4..12) else {
+            return false;
+        };
+        self.series.iter().any(|s| s.spread && s.id == id)
+    }
+
+    /// The partitions whose tiles a series' features sum, besides the
+    /// event's own (`partition`).
+    fn other_partitions(&self, series: usize, partition: i32) -> impl Iterator<Item = i32> {
+        let count = match self.series[series].spread {
+            true => self.partitions.get().copied().unwrap_or(1),
+            false => 1,
+        };
+        (0..count).filter(move |p| count > 1 && *p != partition)
     }
 
     /// The partition a state key carries: the input's, or one for the
@@ -462,6 +506,7 @@ mod tests {
         Windows::new(WindowSpec {
             event_time: "time".into(),
             scope: Scope::Partition,
+            partition_key: None,
             features: vec![
                 feature("count_24h", None, Aggregate::Count, 24),
                 feature("mean_24h", Some("amount"), Aggregate::Mean, 24),
@@ -662,6 +707,7 @@ mod tests {
         Windows::new(WindowSpec {
             event_time: "time".into(),
             scope: Scope::Partition,
+            partition_key: None,
             features: vec![
                 terminal(
                     "frauds_shifted",
@@ -742,6 +788,40 @@ mod tests {
             }
             let staged = checkpoint.stage("events", &BTreeMap::new(), out.changes);
             checkpoint.commit(staged)?;
+        }
+        Ok(())
+    }
+
+    /// The terminal's events and labels spread over three partitions (day
+    /// d in partition d % 3), each folded under its own partition: with the
+    /// partition count known, every feature sums the three and equals the
+    /// history's, computed as one partition.
+    #[test]
+    fn a_key_spread_over_partitions_sums_them_as_history_does() -> Result<(), WindowError> {
+        let windows = terminal_windows();
+        windows.spread_over(3);
+        let batch = terminal_history();
+        let expected = terminal_windows().history(&batch)?;
+        let checkpoint = Checkpoint::new(Arc::new(MemoryStore::default()))?;
+        let mut labelled = 0;
+        for day in 0..12usize {
+            while labelled < 12 && labelled as i64 * DAY + 7 * DAY <= day as i64 * DAY {
+                let partition = [labelled as i32 % 3];
+                let out =
+                    windows.fold_labels(&batch.slice(labelled, 1), &partition, &checkpoint)?;
+                checkpoint.commit(checkpoint.stage("labels", &BTreeMap::new(), out.changes))?;
+                labelled += 1;
+            }
+            let partition = [day as i32 % 3];
+            let out = windows.compute(&batch.slice(day, 1), &partition, &[0], &[], &checkpoint)?;
+            for (f, column) in out.columns.iter().enumerate() {
+                assert_eq!(
+                    column.as_primitive::<Float64Type>().value(0),
+                    expected[f].as_primitive::<Float64Type>().value(day),
+                    "feature {f} on day {day}"
+                );
+            }
+            checkpoint.commit(checkpoint.stage("events", &BTreeMap::new(), out.changes))?;
         }
         Ok(())
     }

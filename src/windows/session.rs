@@ -148,9 +148,12 @@ impl<'w> Session<'w> {
                 let Some(key) = columns.key(s, row) else {
                     continue;
                 };
-                let key = state_key(partition, &series.id, key);
-                if !self.loaded.contains_key(&key) && seen.insert(key.clone()) {
-                    wanted.push(key);
+                let others = self.windows.other_partitions(s, partition);
+                for partition in std::iter::once(partition).chain(others) {
+                    let key = state_key(partition, &series.id, key);
+                    if !self.loaded.contains_key(&key) && seen.insert(key.clone()) {
+                        wanted.push(key);
+                    }
                 }
             }
         }
@@ -201,6 +204,7 @@ impl<'w> Session<'w> {
             };
             let bucket = time.div_euclid(series.tile_ms);
             let value = columns.value(s, row);
+            let elsewhere = self.elsewhere(s, partition, key, bucket)?;
             let (tiles, dirty) = self.tiles(state_key(partition, &series.id, key))?;
             if series.source == Source::Labels && fold {
                 // Label tiles age with the events that read them, not with
@@ -215,6 +219,9 @@ impl<'w> Session<'w> {
                 }
                 let end = planned.last_tile(bucket);
                 let mut summary: Summary = tiles.summary(end - planned.tiles + 1, end);
+                if let Some(elsewhere) = &elsewhere {
+                    summary.merge(&elsewhere[f]);
+                }
                 if planned.include_current {
                     summary.add(value);
                 }
@@ -230,6 +237,35 @@ impl<'w> Session<'w> {
             }
         }
         Ok(())
+    }
+
+    /// For a series spread over partitions, per feature (of any series;
+    /// only this one's are filled in) the summary of `key`'s tiles in the
+    /// other partitions, for the event in tile `bucket`; `None` otherwise.
+    fn elsewhere(
+        &mut self,
+        series: usize,
+        partition: i32,
+        key: &str,
+        bucket: i64,
+    ) -> Result<Option<Vec<Summary>>, StateError> {
+        let windows = self.windows;
+        let mut others = windows.other_partitions(series, partition).peekable();
+        if others.peek().is_none() {
+            return Ok(None);
+        }
+        let mut summaries = vec![Summary::default(); windows.planned.len()];
+        for other in others {
+            let id = &windows.series[series].id;
+            let (tiles, _) = self.tiles(state_key(other, id, key))?;
+            for (f, planned) in windows.planned.iter().enumerate() {
+                if planned.series == series {
+                    let end = planned.last_tile(bucket);
+                    summaries[f].merge(&tiles.summary(end - planned.tiles + 1, end));
+                }
+            }
+        }
+        Ok(Some(summaries))
     }
 
     /// Folds label `row` into its label series.

@@ -57,7 +57,7 @@ impl Summary {
     }
 
     /// Adds the events of another span.
-    fn merge(&mut self, other: &Summary) {
+    pub(super) fn merge(&mut self, other: &Summary) {
         self.events += other.events;
         self.values += other.values;
         self.sum += other.sum;

@@ -50,6 +50,7 @@ async fn unacknowledged_scores_leave_the_offsets_uncommitted() {
         health: Default::default(),
         stats: Default::default(),
         assignment: Default::default(),
+        followers: Vec::new(),
     };
     let source = KafkaSource::new(&pipeline.kafka, pipeline.batch, context).unwrap();
     let sink = KafkaSink::new(&pipeline.kafka, pipeline.batch.dead_letter_payload_bytes).unwrap();

@@ -20,6 +20,7 @@ mod imported;
 mod models;
 mod observability;
 mod quality;
+mod scale;
 mod selection;
 mod serve;
 mod support;

@@ -1,0 +1,161 @@
+//! Many instances, one truth (ARCHITECTURE.md §2, "State that follows its
+//! partitions"): the example pipeline with its state copied to a changelog
+//! topic, read by instances that come and go on the real broker (Tansu,
+//! SQLite). Every event's model inputs equal `train`'s on the same history,
+//! the card windows (kept in the card's partition) and the terminal
+//! windows (summed over partitions) alike.
+
+use std::time::Duration;
+
+use crate::support::*;
+use crate::windows::{
+    batch_features, example_model_inputs, json_lines, keyed_by_card, keyed_labels,
+    simulated_stream, streamed_features, wait_for_labels, with_features_and_commit_lag,
+};
+
+/// The example's `[state]` with a changelog, and its windows kept per
+/// partition on a topic keyed by card.
+fn with_changelog(written: &std::path::Path) {
+    let text = std::fs::read_to_string(written)
+        .unwrap()
+        .replace(
+            "checkpoint_ms = 200\n",
+            "checkpoint_ms = 200\nchangelog = true\n",
+        )
+        .replace(
+            "scope = \"instance\"",
+            "scope = \"partition\"\npartition_key = \"card_id\"",
+        );
+    assert!(text.contains("changelog = true") && text.contains("partition_key"));
+    std::fs::write(written, text).unwrap();
+}
+
+/// Produces `events` (already keyed) and waits until `scores` holds a
+/// first score of every event produced so far.
+async fn produce_and_wait(
+    topics: &Topics,
+    events: &[KeyedPayload],
+    scores: &mut TopicReader,
+    names: &[String],
+    expected_so_far: usize,
+    logs: &[(&std::path::Path, &str)],
+) {
+    produce(&topics.input, events).await;
+    let complete = scores.read_until(Duration::from_secs(120), |m| {
+        streamed_features(m, names).len() >= expected_so_far
+    });
+    assert!(
+        complete,
+        "{} of {expected_so_far} events scored; logs:\n{}",
+        streamed_features(&scores.messages, names).len(),
+        logs.iter()
+            .map(|(dir, name)| format!("--- {name}\n{}", log_of(dir, name)))
+            .collect::<String>()
+    );
+}
+
+/// Scale 1 -> 2 -> 1 -> 2 with three partitions: `a` alone; `b` joins and
+/// restores its partitions from the changelog `a` wrote; `b` stops
+/// (SIGTERM), so its partitions return to `a`, whose local copies of them
+/// are old and must catch up on what `b` wrote; `b`'s state directory is
+/// deleted (a lost disk) and `b` starts again, restoring from the start of
+/// the changelog. Stops are SIGTERM: Tansu keeps a SIGKILLed member in the
+/// group for minutes (README, "Running several instances").
+///
+/// The events are produced a few days at a time, each slice scored before
+/// the next, as a live stream arrives: the terminal windows are shifted a
+/// week back, and another instance's tiles reach this one through the
+/// changelog within a second, so every instance sees them in time.
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_that_come_and_go_score_every_event_as_train_does() {
+    let topics = Topics::create(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let written = topics.write_pipeline(dir.path(), 100);
+    with_changelog(&written);
+    let pipeline = with_features_and_commit_lag(&written);
+    let events = simulated_stream();
+    let lines = json_lines(&events);
+    let names = example_model_inputs();
+    let expected = batch_features(&pipeline, &lines.join(&b'\n'), &names).await;
+    let keyed = keyed_by_card(&events);
+    let labels = keyed_labels(&events);
+    let day_of = |t: &streamscore::simulate::Transaction| t.time.timestamp_millis() / 86_400_000;
+    let first_day = day_of(&events[0]);
+    let until_day = |d: i64| {
+        events
+            .iter()
+            .position(|t| day_of(t) >= first_day + d)
+            .unwrap_or(events.len())
+    };
+    let d = dir.path();
+
+    let mut a = spawn_instance(&written, d, "a");
+    produce(&topics.labels, &labels).await;
+    wait_for_labels(d, "a", labels.len());
+    let mut scores = TopicReader::new(&topics.output, topics.partitions);
+    let slices: Vec<usize> = (1..=20).map(until_day).collect();
+    let mut produced = 0;
+    let mut b: Option<std::process::Child> = None;
+    for (day, &end) in slices.iter().enumerate() {
+        match day {
+            6 => b = Some(spawn_instance(&written, d, "b")),
+            11 => stop_cleanly(b.as_mut().unwrap(), d, "b"),
+            14 => {
+                std::fs::remove_dir_all(d.join("state-b")).unwrap();
+                b = Some(spawn_instance(&written, d, "b2"));
+            }
+            _ => {}
+        }
+        produce_and_wait(
+            &topics,
+            &keyed[produced..end],
+            &mut scores,
+            &names,
+            end,
+            &[(d, "a"), (d, "b"), (d, "b2")],
+        )
+        .await;
+        produced = end;
+    }
+    stop_cleanly(b.as_mut().unwrap(), d, "b2");
+    stop_cleanly(&mut a, d, "a");
+
+    // Each instance held partitions in turn and restored what it was given
+    // (the lines are printed: they are the restore times the README cites).
+    for name in ["a", "b", "b2"] {
+        for line in log_of(d, name).lines() {
+            if line.contains("partition state restored") || line.contains("partitions assigned") {
+                eprintln!("{name}: {line}");
+            }
+        }
+    }
+    for name in ["b", "b2"] {
+        let log = log_of(d, name);
+        assert!(
+            log.contains("partition state restored"),
+            "{name} restored nothing:\n{log}"
+        );
+        assert!(
+            log.contains("partitions assigned"),
+            "{name} held nothing:\n{log}"
+        );
+    }
+    assert!(
+        log_of(d, "b2").contains("from=0"),
+        "the restarted instance without a disk restored from the start"
+    );
+    let streamed = streamed_features(&scores.messages, &names);
+    let mut differing: Vec<_> = expected
+        .iter()
+        .filter(|(id, values)| streamed.get(*id) != Some(values))
+        .map(|(id, values)| (id.clone(), values.clone(), streamed.get(id).cloned()))
+        .collect();
+    differing.sort_by(|x, y| x.0.cmp(&y.0));
+    assert!(
+        differing.is_empty(),
+        "{} of {} events differ from train, first: {:?}",
+        differing.len(),
+        expected.len(),
+        differing.first()
+    );
+}
