@@ -337,18 +337,15 @@ fn connect(
     // The state is restored before the labels are read: both in the
     // consumer's rebalance callback, in this order.
     let mut followers: Vec<Arc<dyn FollowsAssignment>> = Vec::new();
-    if let (Some(checkpoint), Some(topic)) = (
-        engine.shared_checkpoint(),
-        pipeline
-            .state
-            .as_ref()
-            .and_then(|s| s.changelog_topic.as_ref()),
-    ) {
+    if let (Some(checkpoint), Some(state)) = (engine.shared_checkpoint(), pipeline.state.as_ref())
+        && let Some(topic) = &state.changelog_topic
+    {
         let follower = Arc::new(StateFollower::new(
             checkpoint,
             &pipeline.kafka,
             topic,
             Arc::clone(&health),
+            state.standby,
         ));
         let mirror = Arc::clone(&follower);
         let wanted = engine.read_across_partitions();

@@ -90,6 +90,10 @@ pub async fn run(
                         fetching = false;
                         continue;
                     };
+                    let batch = source.held_only(batch);
+                    if batch.is_empty() {
+                        continue;
+                    }
                     let started = Instant::now();
                     let output = off_the_async_workers(engine.process(&batch)).await?;
                     in_flight.push_back(async move {
@@ -168,6 +172,7 @@ pub async fn run_labels(
         if batch.is_empty() {
             break;
         }
+        let batch = source.held_only(batch);
         let folded = off_the_async_workers(async { engine.fold_labels(&batch) }).await?;
         let mut offsets = batch.next_offsets();
         if let Some(folded) = folded {

@@ -192,6 +192,10 @@ pub struct StateSection {
     pub changelog: bool,
     /// The changelog's topic; `<kafka.group_id>-changelog` by default.
     pub changelog_topic: Option<String>,
+    /// Keep a warm copy of every partition this instance does not hold,
+    /// tailed from the changelog, so that a failover restores in seconds.
+    #[serde(default)]
+    pub standby: bool,
 }
 
 fn default_checkpoint_ms() -> u64 {

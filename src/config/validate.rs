@@ -200,6 +200,15 @@ fn state_sections(
     schema: &RecordSchema,
 ) -> Result<StateSections, Invalid> {
     let state = windows::state_settings(state_section, base, &kafka.group_id);
+    if state
+        .as_ref()
+        .is_some_and(|s| s.standby && s.changelog_topic.is_none())
+    {
+        return Err((
+            "state.standby",
+            "keeps copies tailed from the changelog; set `changelog = true` too".into(),
+        ));
+    }
     if let Some(topic) = state.as_ref().and_then(|s| s.changelog_topic.as_ref()) {
         check_side_topic(kafka, "state.changelog_topic", topic)?;
         if windows_section

@@ -19,6 +19,8 @@ pub struct StateSettings {
     /// The compacted topic every checkpoint is copied to, when state
     /// follows its partitions between instances.
     pub changelog_topic: Option<String>,
+    /// Keep a warm copy of the partitions not held (with a changelog).
+    pub standby: bool,
 }
 
 /// The labels topic and the schema its records are decoded with.
@@ -90,6 +92,7 @@ pub fn state_settings(
             s.changelog_topic
                 .unwrap_or_else(|| format!("{group_id}-changelog"))
         }),
+        standby: s.standby,
     })
 }
 

@@ -122,6 +122,9 @@ pub struct StateFollower {
     brokers: String,
     group: String,
     health: Arc<Health>,
+    /// `state.standby`: the mirror keeps a whole warm copy of every
+    /// partition not held, so that taking one over restores only the tail.
+    standby: bool,
 }
 
 impl StateFollower {
@@ -130,6 +133,7 @@ impl StateFollower {
         settings: &KafkaSettings,
         topic: &str,
         health: Arc<Health>,
+        standby: bool,
     ) -> Self {
         Self {
             checkpoint,
@@ -137,6 +141,7 @@ impl StateFollower {
             brokers: settings.brokers.clone(),
             group: format!("{}-restore", settings.group_id),
             health,
+            standby,
         }
     }
 
@@ -273,7 +278,8 @@ impl FollowsAssignment for StateFollower {
 }
 
 /// Which changes of partitions this instance does not hold it keeps a copy
-/// of: the window keys read across partitions (`Windows::is_spread_key`).
+/// of: the window keys read across partitions (`Windows::is_spread_key`);
+/// a standby keeps them all.
 pub type Mirrored = Arc<dyn Fn(&Change) -> bool + Send + Sync>;
 
 impl StateFollower {
@@ -320,7 +326,11 @@ impl StateFollower {
                 self.write_mirrored(&mut unwritten)?;
                 let mut list = TopicPartitionList::new();
                 for &partition in &wanted_partitions {
-                    let offset = match self.checkpoint.mirror_position(partition)? {
+                    let position = match self.standby {
+                        true => self.checkpoint.changelog_position(partition)?,
+                        false => self.checkpoint.mirror_position(partition)?,
+                    };
+                    let offset = match position {
                         Some(next) => Offset::Offset(next),
                         None => Offset::Beginning,
                     };
@@ -335,7 +345,7 @@ impl StateFollower {
                     entry.0 = message.offset() + 1;
                     if let Some(change) =
                         change_of_record(message.key().unwrap_or_default(), message.payload())
-                        && wanted(&change)
+                        && (self.standby || wanted(&change))
                     {
                         entry.1.push(change);
                     }
@@ -358,7 +368,8 @@ impl StateFollower {
         unwritten: &mut BTreeMap<i32, (i64, Vec<Change>)>,
     ) -> Result<(), StateError> {
         for (partition, (next, changes)) in std::mem::take(unwritten) {
-            self.checkpoint.apply_mirrored(partition, next, changes)?;
+            self.checkpoint
+                .apply_mirrored(partition, next, changes, self.standby)?;
         }
         Ok(())
     }

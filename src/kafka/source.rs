@@ -87,6 +87,26 @@ impl KafkaSource {
         batch
     }
 
+    /// Leaves out the records of partitions revoked since they were
+    /// fetched: their new holder reads them again from the committed offset
+    /// and scores them on its state. Scored here, they would be scored on a
+    /// state that no longer holds what this instance staged but did not
+    /// write (ARCHITECTURE.md §2, "State that follows its partitions").
+    pub fn held_only(&self, mut batch: Batch) -> Batch {
+        if let Some(held) = self.consumer.context().assignment.current() {
+            let before = batch.len();
+            batch.records.retain(|r| held.contains(&r.partition));
+            if batch.len() < before {
+                tracing::info!(
+                    topic = %self.topic,
+                    left = before - batch.len(),
+                    "records of revoked partitions left to their new holder"
+                );
+            }
+        }
+        batch
+    }
+
     pub fn batch_settings(&self) -> &BatchSettings {
         &self.batch
     }
@@ -162,6 +182,15 @@ impl FollowsAssignment for KafkaSource {
 impl KafkaSource {
     /// Reads exactly `partitions`, each from its committed offset.
     fn read_partitions(&self, partitions: &BTreeSet<i32>) {
+        let assignment = &self.consumer.context().assignment;
+        let let_go: Vec<i32> = assignment
+            .current()
+            .unwrap_or_default()
+            .difference(partitions)
+            .copied()
+            .collect();
+        let taken: Vec<i32> = partitions.iter().copied().collect();
+        assignment.change(&taken, &let_go);
         let mut list = TopicPartitionList::new();
         for &partition in partitions {
             list.add_partition(&self.topic, partition);

@@ -363,13 +363,23 @@ impl Checkpoint {
     /// Writes changes another instance made to a partition this one does
     /// not hold (the keys read across partitions), up to offset `next` of
     /// its log; nothing, and `false`, when the partition is held by now.
+    ///
+    /// A standby (`whole`) copies every change, so its position is the
+    /// restore's own: a later restore of the partition starts from it.
     pub fn apply_mirrored(
         &self,
         partition: i32,
         next: i64,
         changes: Vec<Change>,
+        whole: bool,
     ) -> Result<bool, StateError> {
-        let Some(key) = self.mirror_key(partition) else {
+        let key = match whole {
+            true => self
+                .changelog_topic()
+                .map(|topic| offset_key(topic, partition)),
+            false => self.mirror_key(partition),
+        };
+        let Some(key) = key else {
             return Ok(false);
         };
         let _no_hold_meanwhile = self
@@ -870,6 +880,95 @@ mod tests {
         let reopened = Checkpoint::new(store)?;
         assert!(reopened.folded_until("tx").is_empty());
         assert_eq!(reopened.get(Family::Windows, b"a")?, None);
+        Ok(())
+    }
+
+    /// A changelog in memory: what was appended, per partition.
+    #[derive(Debug, Default)]
+    struct MemoryLog {
+        records: Mutex<BTreeMap<i32, Vec<Change>>>,
+    }
+
+    impl Changelog for MemoryLog {
+        fn topic(&self) -> &str {
+            "log"
+        }
+
+        fn append(&self, changes: &[(i32, &Change)]) -> Result<BTreeMap<i32, i64>, StateError> {
+            let mut records = self.records.lock().unwrap();
+            let mut next = BTreeMap::new();
+            for (partition, change) in changes {
+                let log = records.entry(*partition).or_default();
+                log.push((*change).clone());
+                next.insert(*partition, log.len() as i64);
+            }
+            Ok(next)
+        }
+    }
+
+    /// Keys are "<partition digit>...".
+    fn first_digit(_: Family, key: &[u8]) -> Option<i32> {
+        key.first().map(|b| i32::from(b - b'0'))
+    }
+
+    #[test]
+    fn commits_go_to_the_changelog_first_and_a_revoked_partition_is_not_written()
+    -> Result<(), StateError> {
+        let store = Arc::new(MemoryStore::default());
+        let log = Arc::new(MemoryLog::default());
+        let checkpoint = Checkpoint::new(store.clone())?.with_changelog(log.clone(), first_digit);
+        checkpoint.hold(&[0, 1]);
+        let batch = checkpoint.stage(
+            "tx",
+            &BTreeMap::from([(0, 5), (1, 7)]),
+            vec![change("0a", Some("1")), change("1b", Some("1"))],
+        );
+        assert_eq!(checkpoint.commit(batch)?, Committed::default());
+        let records = log.records.lock().unwrap().clone();
+        assert_eq!(records[&0].len(), 2, "the key and partition 0's offset");
+        assert_eq!(records[&1].len(), 2);
+        assert_eq!(checkpoint.changelog_position(0)?, Some(2));
+        assert_eq!(store.get(Family::Windows, b"0a")?, Some(b"1".to_vec()));
+
+        // Partition 1 is revoked while a batch touching it is staged: its
+        // changes and offset are not written, partition 0's are.
+        let batch = checkpoint.stage(
+            "tx",
+            &BTreeMap::from([(0, 6), (1, 8)]),
+            vec![change("0a", Some("2")), change("1b", Some("2"))],
+        );
+        checkpoint.revoke(&[1]);
+        let committed = checkpoint.commit(batch)?;
+        assert_eq!(committed.revoked, std::collections::BTreeSet::from([1]));
+        assert_eq!(store.get(Family::Windows, b"0a")?, Some(b"2".to_vec()));
+        assert_eq!(store.get(Family::Windows, b"1b")?, Some(b"1".to_vec()));
+        assert_eq!(checkpoint.folded_until("tx"), BTreeMap::from([(0, 6)]));
+
+        // Another instance wrote partition 1 meanwhile; restored, it is
+        // held again with that instance's value and offset.
+        checkpoint.hold(&[1]);
+        checkpoint.apply_restored(
+            1,
+            9,
+            vec![
+                change("1b", Some("3")),
+                Change {
+                    family: Family::Offsets,
+                    key: offset_key("tx", 1),
+                    value: Some(20i64.to_be_bytes().to_vec()),
+                },
+            ],
+        )?;
+        checkpoint.restored(&[1])?;
+        assert_eq!(checkpoint.get(Family::Windows, b"1b")?, Some(b"3".to_vec()));
+        assert_eq!(
+            checkpoint.folded_until("tx"),
+            BTreeMap::from([(0, 6), (1, 20)])
+        );
+        assert_eq!(checkpoint.changelog_position(1)?, Some(9));
+        // The mirror leaves a held partition alone.
+        assert!(!checkpoint.apply_mirrored(1, 10, vec![change("1b", Some("old"))], false)?);
+        assert_eq!(checkpoint.get(Family::Windows, b"1b")?, Some(b"3".to_vec()));
         Ok(())
     }
 }

@@ -30,6 +30,30 @@ fn with_changelog(written: &std::path::Path) {
     std::fs::write(written, text).unwrap();
 }
 
+/// The `partition state restored` lines of an instance's log, in order:
+/// (partition, from, to, records).
+fn restores(log: &str) -> Vec<(i32, i64, i64, u64)> {
+    let field = |line: &str, name: &str| -> Option<i64> {
+        line.split(&format!(" {name}="))
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    log.lines()
+        .filter(|l| l.contains("partition state restored"))
+        .filter_map(|l| {
+            Some((
+                field(l, "partition")? as i32,
+                field(l, "from")?,
+                field(l, "to")?,
+                field(l, "records")? as u64,
+            ))
+        })
+        .collect()
+}
+
 /// Produces `events` (already keyed) and waits until `scores` holds a
 /// first score of every event produced so far.
 async fn produce_and_wait(
@@ -59,7 +83,9 @@ async fn produce_and_wait(
 /// (SIGTERM), so its partitions return to `a`, whose local copies of them
 /// are old and must catch up on what `b` wrote; `b`'s state directory is
 /// deleted (a lost disk) and `b` starts again, restoring from the start of
-/// the changelog. Stops are SIGTERM: Tansu keeps a SIGKILLed member in the
+/// the changelog. `a` keeps a standby copy of the partitions it does not
+/// hold, so when `b`'s come back it restores only what its copy lacks.
+/// Stops are SIGTERM: Tansu keeps a SIGKILLed member in the
 /// group for minutes (README, "Running several instances").
 ///
 /// The events are produced a few days at a time, each slice scored before
@@ -89,7 +115,14 @@ async fn instances_that_come_and_go_score_every_event_as_train_does() {
     };
     let d = dir.path();
 
-    let mut a = spawn_instance(&written, d, "a");
+    let standby = d.join("standby.toml");
+    let text = std::fs::read_to_string(&written).unwrap();
+    std::fs::write(
+        &standby,
+        text.replace("changelog = true\n", "changelog = true\nstandby = true\n"),
+    )
+    .unwrap();
+    let mut a = spawn_instance(&standby, d, "a");
     produce(&topics.labels, &labels).await;
     wait_for_labels(d, "a", labels.len());
     let mut scores = TopicReader::new(&topics.output, topics.partitions);
@@ -144,6 +177,23 @@ async fn instances_that_come_and_go_score_every_event_as_train_does() {
         log_of(d, "b2").contains("from=0"),
         "the restarted instance without a disk restored from the start"
     );
+    // When `b`'s partitions came back to `a`, its standby copy had followed
+    // what `b` wrote: the restore started past where `b`'s writing began.
+    let b_started: Vec<(i32, i64)> = restores(&log_of(d, "b"))
+        .iter()
+        .map(|r| (r.0, r.2))
+        .collect();
+    let a_restores = restores(&log_of(d, "a"));
+    for (partition, b_start) in &b_started {
+        let returned = a_restores
+            .iter()
+            .find(|r| r.0 == *partition && r.1 >= *b_start);
+        assert!(
+            returned.is_some_and(|r| r.1 > *b_start),
+            "a's standby copy of partition {partition} did not follow b's writes from offset \
+             {b_start}: {a_restores:?}"
+        );
+    }
     let streamed = streamed_features(&scores.messages, &names);
     let mut differing: Vec<_> = expected
         .iter()
