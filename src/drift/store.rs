@@ -8,6 +8,9 @@
 //! - `m` model version: the monitor's progress ([`Progress`]).
 //! - `r` model version: the version's references, so that the report reads
 //!   the store alone, even after the bundle is gone.
+//! - `z` model version, input partition: the newest event time counted
+//!   from that partition, with state that follows its partitions (the
+//!   judge of the whole topic reads every partition's).
 //!
 //! Window starts are big-endian, so a scan reads windows in time order.
 
@@ -26,6 +29,9 @@ const ALERT: u8 = b'a';
 const HYSTERESIS: u8 = b'h';
 const PROGRESS: u8 = b'm';
 const REFERENCES: u8 = b'r';
+/// After the counts (`w`), so that a changelog carries a commit's counts
+/// of a partition before its progress.
+const WATERMARK: u8 = b'z';
 
 /// Where the monitor of one model version has got to.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -140,6 +146,13 @@ pub fn progress_key(version: &str) -> Vec<u8> {
     key
 }
 
+pub fn watermark_key(version: &str, partition: i32) -> Vec<u8> {
+    let mut key = vec![WATERMARK];
+    push_text(&mut key, version);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
 pub fn references_key(version: &str) -> Vec<u8> {
     let mut key = vec![REFERENCES];
     push_text(&mut key, version);
@@ -159,6 +172,11 @@ pub fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Option<
 /// The input partition of a counts key; `None` for the topic-wide keys
 /// (judgements, hysteresis, progress, references).
 pub fn partition_of(key: &[u8]) -> Option<i32> {
+    if key.first() == Some(&WATERMARK) {
+        let mut at = 1;
+        read_text(key, &mut at)?;
+        return Some(i32::from_be_bytes(key.get(at..at + 4)?.try_into().ok()?));
+    }
     parse_counts_key(key).map(|(_, _, partition, _)| partition)
 }
 

@@ -239,22 +239,35 @@ impl Engine {
     /// that a key spread over them is summed over them
     /// ([`crate::windows::Windows::spread_over`]).
     pub fn spread_windows(&self, partitions: i32) {
-        if let Some(windows) = self.state.as_ref().and_then(|s| s.windows.as_ref()) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        if let Some(windows) = &state.windows {
             windows.spread_over(partitions);
+        }
+        // With a changelog, partitions move between instances: drift is
+        // judged once for the topic, by the holder of partition 0.
+        if let Some(drift) = &state.drift
+            && state.checkpoint.changelog_topic().is_some()
+        {
+            drift.judge_for_topic(partitions);
         }
     }
 
     /// Whether a stored change is one an instance keeps a copy of from the
-    /// partitions it does not hold: the window keys spread over partitions.
+    /// partitions it does not hold: the window keys spread over partitions
+    /// and the drift counts.
     pub fn read_across_partitions(
         &self,
     ) -> Arc<dyn Fn(&crate::state::Change) -> bool + Send + Sync> {
         let windows = self.state.as_ref().and_then(|s| s.windows.clone());
-        Arc::new(move |change| {
-            change.family == crate::state::Family::Windows
-                && windows
-                    .as_ref()
-                    .is_some_and(|w| w.is_spread_key(&change.key))
+        Arc::new(move |change| match change.family {
+            crate::state::Family::Windows => windows
+                .as_ref()
+                .is_some_and(|w| w.is_spread_key(&change.key)),
+            // Every partition's drift counts and progress, for the judge.
+            crate::state::Family::Drift => crate::drift::store::partition_of(&change.key).is_some(),
+            _ => false,
         })
     }
 

@@ -149,7 +149,7 @@ impl StateFollower {
     /// to its end, into the store.
     fn restore(&self, partition: i32) -> Result<(), RestoreError> {
         let started = Instant::now();
-        let consumer = self.consumer("20")?;
+        let consumer = self.consumer("20", true)?;
         let timeout = Duration::from_secs(30);
         let (low, high) = consumer.fetch_watermarks(&self.topic, partition, timeout)?;
         let from = self
@@ -177,12 +177,17 @@ impl StateFollower {
         Ok(())
     }
 
-    fn consumer(&self, fetch_wait_ms: &str) -> Result<BaseConsumer, KafkaError> {
+    /// A consumer of the changelog; a restore (`to_end`) is told when it
+    /// reaches a partition's end, the mirror tails on.
+    fn consumer(&self, fetch_wait_ms: &str, to_end: bool) -> Result<BaseConsumer, KafkaError> {
         rdkafka::ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", &self.group)
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
+            .set(
+                "enable.partition.eof",
+                if to_end { "true" } else { "false" },
+            )
             .set("auto.offset.reset", "earliest")
             // A broker that answers a fetch only when this has passed
             // (Tansu) would otherwise pace a restore at 2 fetches a second.
@@ -314,7 +319,7 @@ impl StateFollower {
         wanted: &Mirrored,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<(), RestoreError> {
-        let consumer = self.consumer("100")?;
+        let consumer = self.consumer("100", false)?;
         let mut reading: BTreeSet<i32> = BTreeSet::new();
         let mut unwritten: BTreeMap<i32, (i64, Vec<Change>)> = BTreeMap::new();
         let mut written_at = Instant::now();

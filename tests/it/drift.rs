@@ -122,6 +122,133 @@ fn streamscore(dir: &std::path::Path, args: &[&str]) -> String {
     text(&out.stdout)
 }
 
+/// A pipeline file in `dir` scoring with a bundle trained there on 20,000
+/// events drawn like the stream's normal windows, with `[drift]` in
+/// windows of an hour to a new alerts topic, and `state_extra` added to
+/// its `[state]`. Kafka's commit lags the checkpoint, so a restart
+/// re-reads events already counted, which must not be counted again. The
+/// events are produced all at once, so the engine may read one partition
+/// hours of event time ahead of another: no partition is taken as idle
+/// (`idle`), and windows wait for all.
+async fn drift_pipeline(
+    topics: &Topics,
+    dir: &std::path::Path,
+    state_extra: &str,
+    rng: &mut SmallRng,
+) -> (std::path::PathBuf, String) {
+    let alerts_topic = unique("alerts");
+    streamscore::kafka::admin::ensure_topics(&brokers(), &[&alerts_topic], 1)
+        .await
+        .unwrap();
+    let sql = dir.join("drift.sql");
+    std::fs::write(&sql, DRIFT_SQL).unwrap();
+    let bundle = dir.join("bundle");
+    let text = topics.kafka_sections(200, &sql, &bundle).replace(
+        "\"auto.commit.interval.ms\" = \"200\"",
+        "\"auto.commit.interval.ms\" = \"5000\"",
+    ) + &format!(
+        "[state]\npath = \"{state}\"\ncheckpoint_ms = 200\n{state_extra}\
+             [drift]\nevent_time = \"event_time\"\nwindow = \"1h\"\nlateness = \"0s\"\n\
+             idle = \"30d\"\n\
+             alerts_topic = \"{alerts_topic}\"\nraise_after = 3\nclear_after = 3\ncooldown = \"0s\"\n",
+        state = dir.join("state").display(),
+    );
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(&pipeline, text).unwrap();
+    let history: Vec<String> = (0..20_000)
+        .map(|i| transaction(i, START_MS - 86_400_000, 1.0, rng).to_string())
+        .collect();
+    let data = dir.join("history.ndjson");
+    std::fs::write(&data, history.join("\n")).unwrap();
+    streamscore(
+        dir,
+        &[
+            "train",
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            bundle.to_str().unwrap(),
+            "--model-version",
+            "drift-1",
+        ],
+    );
+    (pipeline, alerts_topic)
+}
+
+/// `normal` windows drawn like the history, `shifted` with amounts
+/// tripled, `recovered` normal again, and one event to close the last
+/// (windows close on event time): (time, event) and as produced, keyed by
+/// card.
+fn drift_events(
+    normal: usize,
+    shifted: usize,
+    recovered: usize,
+    rng: &mut SmallRng,
+) -> (Vec<(i64, serde_json::Value)>, Vec<KeyedPayload>) {
+    let windows = normal + shifted + recovered;
+    let events: Vec<(i64, serde_json::Value)> = (0..windows * PER_WINDOW + 1)
+        .map(|i| {
+            let time = START_MS + i as i64 * STEP_MS;
+            let window = i / PER_WINDOW;
+            let scale = if (normal..normal + shifted).contains(&window) {
+                3.0
+            } else {
+                1.0
+            };
+            (time, transaction(100_000 + i, time, scale, rng))
+        })
+        .collect();
+    let keyed = events
+        .iter()
+        .map(|(_, e)| {
+            (
+                Some(e["card_id"].as_str().unwrap().as_bytes().to_vec()),
+                Some(e.to_string().into_bytes()),
+            )
+        })
+        .collect();
+    (events, keyed)
+}
+
+/// The alerts read so far.
+fn parsed_alerts(messages: &[rdkafka::message::OwnedMessage]) -> Vec<Alert> {
+    messages
+        .iter()
+        .filter_map(|m| serde_json::from_slice(rdkafka::Message::payload(m)?).ok())
+        .collect()
+}
+
+/// Per window start, the number of events drawn in it.
+fn events_per_window(events: &[(i64, serde_json::Value)]) -> BTreeMap<i64, u64> {
+    let mut expected: BTreeMap<i64, u64> = BTreeMap::new();
+    for (time, _) in events {
+        *expected
+            .entry(time - time.rem_euclid(WINDOW_MS))
+            .or_default() += 1;
+    }
+    expected
+}
+
+/// Per window start, the decisions counted, from `drift report --json`.
+fn counted_per_window(dir: &std::path::Path, args: &[&str]) -> BTreeMap<i64, u64> {
+    let mut all = vec!["drift", "report", "--json"];
+    all.extend_from_slice(args);
+    let report: serde_json::Value = serde_json::from_str(&streamscore(dir, &all)).unwrap();
+    report["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["start_ms"].as_i64().unwrap(),
+                w["columns"]["decision"]["events"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// The issue's proof, through Tansu and `streamscore run`:
 /// - 50 windows drawn like the training data raise no alert;
 /// - then amounts triple for 6 windows: exactly one `detected` alert for
@@ -135,81 +262,14 @@ fn streamscore(dir: &std::path::Path, args: &[&str]) -> String {
 #[tokio::test]
 async fn drift_alerts_once_after_the_hysteresis_and_counts_each_event_once_across_a_kill_nine() {
     let topics = Topics::create(2).await;
-    let alerts_topic = unique("alerts");
-    streamscore::kafka::admin::ensure_topics(&brokers(), &[&alerts_topic], 1)
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sql = dir.path().join("drift.sql");
-    std::fs::write(&sql, DRIFT_SQL).unwrap();
-    let bundle = dir.path().join("bundle");
-    let text = topics
-        .kafka_sections(200, &sql, &bundle)
-        // Kafka's commit lags the checkpoint, so the restart re-reads
-        // events already counted, which must not be counted again.
-        .replace(
-            "\"auto.commit.interval.ms\" = \"200\"",
-            "\"auto.commit.interval.ms\" = \"5000\"",
-        )
-        // The events are produced all at once, so the engine may read one
-        // partition hours of event time ahead of the other: no partition is
-        // taken as idle (`idle`), and windows wait for both.
-        + &format!(
-            "[state]\npath = \"{state}\"\ncheckpoint_ms = 200\n\
-             [drift]\nevent_time = \"event_time\"\nwindow = \"1h\"\nlateness = \"0s\"\n\
-             idle = \"30d\"\n\
-             alerts_topic = \"{alerts_topic}\"\nraise_after = 3\nclear_after = 3\ncooldown = \"0s\"\n",
-            state = dir.path().join("state").display(),
-        );
-    let pipeline = dir.path().join("pipeline.toml");
-    std::fs::write(&pipeline, text).unwrap();
-
     let mut rng = SmallRng::seed_from_u64(5);
-    let history: Vec<String> = (0..20_000)
-        .map(|i| transaction(i, START_MS - 86_400_000, 1.0, &mut rng).to_string())
-        .collect();
-    let data = dir.path().join("history.ndjson");
-    std::fs::write(&data, history.join("\n")).unwrap();
-    streamscore(
-        dir.path(),
-        &[
-            "train",
-            "--pipeline",
-            pipeline.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            bundle.to_str().unwrap(),
-            "--model-version",
-            "drift-1",
-        ],
-    );
+    let (pipeline, alerts_topic) = drift_pipeline(&topics, dir.path(), "", &mut rng).await;
 
     // 50 normal windows, 6 shifted, 6 normal, and one event to close the
     // last: windows close on event time.
     let (normal, shifted, recovered) = (50, 6, 6);
-    let windows = normal + shifted + recovered;
-    let events: Vec<(i64, serde_json::Value)> = (0..windows * PER_WINDOW + 1)
-        .map(|i| {
-            let time = START_MS + i as i64 * STEP_MS;
-            let window = i / PER_WINDOW;
-            let scale = if (normal..normal + shifted).contains(&window) {
-                3.0
-            } else {
-                1.0
-            };
-            (time, transaction(100_000 + i, time, scale, &mut rng))
-        })
-        .collect();
-    let keyed: Vec<KeyedPayload> = events
-        .iter()
-        .map(|(_, e)| {
-            (
-                Some(e["card_id"].as_str().unwrap().as_bytes().to_vec()),
-                Some(e.to_string().into_bytes()),
-            )
-        })
-        .collect();
+    let (events, keyed) = drift_events(normal, shifted, recovered, &mut rng);
     let crash_at = (normal + shifted + 2) * PER_WINDOW;
 
     let mut first = spawn_run(&pipeline, dir.path(), "first");
@@ -226,11 +286,7 @@ async fn drift_alerts_once_after_the_hysteresis_and_counts_each_event_once_acros
     let mut second = spawn_run(&pipeline, dir.path(), "second");
     produce(&topics.input, &keyed[crash_at..]).await;
     let mut alerts = TopicReader::new(&alerts_topic, 1);
-    let parsed = |m: &[rdkafka::message::OwnedMessage]| -> Vec<Alert> {
-        m.iter()
-            .filter_map(|m| serde_json::from_slice(rdkafka::Message::payload(m)?).ok())
-            .collect()
-    };
+    let parsed = parsed_alerts;
     let cleared = alerts.read_until(Duration::from_secs(120), |m| {
         parsed(m)
             .iter()
@@ -303,34 +359,8 @@ async fn drift_alerts_once_after_the_hysteresis_and_counts_each_event_once_acros
 
     // Every window's count equals its distinct events, though the restart
     // read some of them twice.
-    let report: serde_json::Value = serde_json::from_str(&streamscore(
-        dir.path(),
-        &[
-            "drift",
-            "report",
-            "--pipeline",
-            pipeline.to_str().unwrap(),
-            "--json",
-        ],
-    ))
-    .unwrap();
-    let mut expected: BTreeMap<i64, u64> = BTreeMap::new();
-    for (time, _) in &events {
-        *expected
-            .entry(time - time.rem_euclid(WINDOW_MS))
-            .or_default() += 1;
-    }
-    let counted: BTreeMap<i64, u64> = report["windows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            (
-                w["start_ms"].as_i64().unwrap(),
-                w["columns"]["decision"]["events"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let counted = counted_per_window(dir.path(), &["--pipeline", pipeline.to_str().unwrap()]);
+    let expected = events_per_window(&events);
     assert_eq!(counted, expected);
     // The table and the page say the same.
     let html = dir.path().join("drift.html");
@@ -366,4 +396,126 @@ async fn drift_alerts_once_after_the_hysteresis_and_counts_each_event_once_acros
         restarted.contains("state opened") && restarted.contains("partitions=0@"),
         "the restart found no checkpointed offset; log:\n{restarted}"
     );
+}
+
+/// Drift judged once for the topic, by three instances with state that
+/// follows its partitions (README, "Running several instances"): the
+/// holder of partition 0 judges every window over all three partitions'
+/// counts, which reach it through the changelog. Exactly one `detected`
+/// alert for the shifted amount, naming all three partitions, and the
+/// judge's store counts every window's events exactly. Stopped with
+/// SIGTERM (Tansu keeps a SIGKILLed member in the group).
+#[tokio::test]
+async fn drift_is_judged_once_for_the_topic_by_three_instances() {
+    let topics = Topics::create(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SmallRng::seed_from_u64(11);
+    let (pipeline, alerts_topic) =
+        drift_pipeline(&topics, dir.path(), "changelog = true\n", &mut rng).await;
+    let (normal, shifted, recovered) = (12, 6, 2);
+    let (mut events, keyed) = drift_events(normal, shifted, recovered, &mut rng);
+    // The judge judges as its own partition's batches come: a live stream
+    // brings them all the time; here a last event for each card, an hour
+    // after the rest, once the other partitions' counts have reached it.
+    let last = events.last().unwrap().0 + WINDOW_MS;
+    let ticks: Vec<(i64, serde_json::Value)> = (0..500)
+        .map(|card| {
+            let mut event = transaction(900_000 + card, last, 1.0, &mut rng);
+            event["card_id"] = format!("c{card}").into();
+            (last, event)
+        })
+        .collect();
+    let tick_keyed: Vec<KeyedPayload> = ticks
+        .iter()
+        .map(|(_, e)| {
+            (
+                Some(e["card_id"].as_str().unwrap().as_bytes().to_vec()),
+                Some(e.to_string().into_bytes()),
+            )
+        })
+        .collect();
+    let names = ["a", "b", "c"];
+    let mut instances: Vec<_> = names
+        .iter()
+        .map(|name| spawn_instance(&pipeline, dir.path(), name))
+        .collect();
+    for name in names {
+        assert!(
+            wait_for_log(
+                dir.path(),
+                name,
+                "partitions assigned",
+                Duration::from_secs(60)
+            ),
+            "{name} was given no partition:\n{}",
+            log_of(dir.path(), name)
+        );
+    }
+    produce(&topics.input, &keyed).await;
+    let mut scores = TopicReader::new(&topics.output, topics.partitions);
+    let complete = scores.read_until(Duration::from_secs(120), |m| {
+        scored_offsets(m).len() >= events.len()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    produce(&topics.input, &tick_keyed).await;
+    events.extend(ticks);
+    let mut alerts = TopicReader::new(&alerts_topic, 1);
+    let detected = alerts.read_until(Duration::from_secs(60), |m| {
+        parsed_alerts(m)
+            .iter()
+            .any(|a| a.feature == "amount" && a.level == "detected")
+    });
+    let logs = || {
+        names
+            .iter()
+            .map(|n| format!("--- {n}\n{}", log_of(dir.path(), n)))
+            .collect::<String>()
+    };
+    assert!(
+        complete && detected,
+        "complete {complete}, detected {detected}; logs:\n{}",
+        logs()
+    );
+    // The judge holds partition 0 at the end; the others stop first, so
+    // that their last counts reach its store.
+    let holds_zero = |name: &str| {
+        log_of(dir.path(), name)
+            .lines()
+            .rfind(|l| l.contains("partitions assigned"))
+            .is_some_and(|l| l.contains(&format!("{}/0", topics.input)))
+    };
+    let judge = names
+        .iter()
+        .position(|n| holds_zero(n))
+        .expect("someone holds partition 0");
+    for (i, instance) in instances.iter_mut().enumerate() {
+        if i != judge {
+            stop_cleanly(instance, dir.path(), names[i]);
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    stop_cleanly(&mut instances[judge], dir.path(), names[judge]);
+    alerts.read_until(Duration::from_secs(3), |_| false);
+
+    let raised: Vec<Alert> = parsed_alerts(&alerts.messages)
+        .into_iter()
+        .filter(|a| a.feature == "amount" && a.metric == "psi")
+        .collect();
+    assert_eq!(
+        raised.iter().filter(|a| a.level == "detected").count(),
+        1,
+        "one detected alert for the topic: {raised:#?}"
+    );
+    assert_eq!(raised[0].partitions, vec![0, 1, 2], "{raised:#?}");
+    let state = dir.path().join(format!("state-{}", names[judge]));
+    let counted = counted_per_window(
+        dir.path(),
+        &[
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(counted, events_per_window(&events));
 }
