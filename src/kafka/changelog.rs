@@ -192,9 +192,6 @@ impl StateFollower {
             // A broker that answers a fetch only when this has passed
             // (Tansu) would otherwise pace a restore at 2 fetches a second.
             .set("fetch.wait.max.ms", fetch_wait_ms)
-            // A restore reads one partition from start to end: larger
-            // fetches, fewer round trips.
-            .set("max.partition.fetch.bytes", "16777216")
             .create()
     }
 
