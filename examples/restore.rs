@@ -40,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cards: usize = argument("--cards", "1000000").parse()?;
     let value_bytes: usize = argument("--value-bytes", "250").parse()?;
     let topic = format!("restore-bench-{}", std::process::id());
-    streamscore::kafka::admin::prepare_changelog(&brokers, &topic, 1).await?;
+    streamscore::kafka::admin::prepare_changelog(&brokers, &topic, 1, false).await?;
     let settings = KafkaSettings {
         brokers: brokers.clone(),
         group_id: format!("restore-bench-{}", std::process::id()),

@@ -254,8 +254,14 @@ async fn changelog(
     let Some(partitions) = cluster.partition_count(input).map_err(connect)? else {
         return Err(AppError::MissingTopics(input.clone()));
     };
-    crate::kafka::admin::prepare_changelog(&pipeline.kafka.brokers, topic, partitions as i32)
-        .await?;
+    let exists = cluster.partition_count(topic).map_err(connect)?.is_some();
+    crate::kafka::admin::prepare_changelog(
+        &pipeline.kafka.brokers,
+        topic,
+        partitions as i32,
+        exists,
+    )
+    .await?;
     check_co_partitioned(&cluster, input, topic, partitions)
         .map_err(|e| e.unwrap_or_else(connect))?;
     let log = KafkaChangelog::new(&pipeline.kafka, topic).map_err(connect)?;

@@ -230,7 +230,17 @@ async fn streamed_window_features_equal_train_even_across_a_kill_nine() {
     // included, equal the batch computation's: an event folded twice (or
     // lost from the state) would change the counts of every later event of
     // its card and terminal.
-    let streamed = streamed_features(&scores.messages, &names);
+    assert_streamed_equal_train(&expected, &scores.messages, &names);
+}
+
+/// Every event's model inputs on its first score equal `train`'s
+/// (`expected`), or the first that differs is named.
+pub(crate) fn assert_streamed_equal_train(
+    expected: &HashMap<String, BTreeMap<String, f64>>,
+    scores: &[rdkafka::message::OwnedMessage],
+    names: &[String],
+) {
+    let streamed = streamed_features(scores, names);
     let mut differing: Vec<_> = expected
         .iter()
         .filter(|(id, values)| streamed.get(*id) != Some(values))
