@@ -38,15 +38,19 @@ pub enum AppError {
     )]
     MissingTopics(String),
     #[error(
-        "cannot start: the labels topic {labels} has {labels_partitions} partitions and the \
-         input {input} has {input_partitions}; labels partition n is folded by the holder of \
-         input partition n, so they must have as many (and be keyed alike)"
+        "cannot start: the {role} topic {topic} has {topic_partitions} partitions and the \
+         input {input} has {input_partitions}; its partition n belongs with input partition \
+         n, so they must have as many{keyed}"
     )]
     NotCoPartitioned {
-        labels: String,
-        labels_partitions: usize,
+        /// "labels" or "changelog".
+        role: &'static str,
+        topic: String,
+        topic_partitions: usize,
         input: String,
         input_partitions: usize,
+        /// What else the topic must share with the input.
+        keyed: &'static str,
     },
     #[error("cannot start: {0}")]
     ChangelogTopic(#[from] crate::kafka::admin::ChangelogTopicError),
@@ -262,7 +266,7 @@ async fn changelog(
         exists,
     )
     .await?;
-    check_co_partitioned(&cluster, input, topic, partitions)
+    check_co_partitioned("changelog", &cluster, input, topic, partitions)
         .map_err(|e| e.unwrap_or_else(connect))?;
     let log = KafkaChangelog::new(&pipeline.kafka, topic).map_err(connect)?;
     Ok(Some(Arc::new(log)))
@@ -270,6 +274,7 @@ async fn changelog(
 
 /// Refuses `other` unless it has `partitions` partitions, as the input.
 fn check_co_partitioned(
+    role: &'static str,
     cluster: &ClusterView,
     input: &str,
     other: &str,
@@ -277,10 +282,15 @@ fn check_co_partitioned(
 ) -> Result<(), Result<AppError, KafkaError>> {
     match cluster.partition_count(other).map_err(Err)? {
         Some(count) if count != partitions => Err(Ok(AppError::NotCoPartitioned {
-            labels: other.to_owned(),
-            labels_partitions: count,
+            role,
+            topic: other.to_owned(),
+            topic_partitions: count,
             input: input.to_owned(),
             input_partitions: partitions,
+            keyed: match role {
+                "labels" => " (and be keyed alike)",
+                _ => "",
+            },
         })),
         _ => Ok(()),
     }
@@ -319,6 +329,7 @@ fn connect(
     let labels = match &pipeline.labels {
         Some(labels) => {
             check_co_partitioned(
+                "labels",
                 &cluster,
                 &pipeline.kafka.input_topic,
                 &labels.topic,
