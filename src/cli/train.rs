@@ -28,15 +28,52 @@ pub struct LabelledData {
     /// of the decoded records.
     #[arg(long, default_value = "is_fraud")]
     pub label: String,
+    /// Use only the rows from this event time on (RFC 3339, or a date such
+    /// as 2026-04-01). The history before it still fills the windows, in
+    /// event-time order, as in the stream.
+    #[arg(long, alias = "train-from", value_parser = parse_time)]
+    pub from: Option<i64>,
+    /// ...up to (not including) this event time.
+    #[arg(long, alias = "train-to", value_parser = parse_time)]
+    pub to: Option<i64>,
+    /// Use only the rows this long after the first event (30d for the
+    /// example's 30-day windows): before, windows cannot be full yet, as
+    /// they always are in the stream.
+    #[arg(long, conflicts_with = "from", value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
 }
 
 impl LabelledData {
-    /// The pipeline, and the history through its decode and SQL.
-    async fn prepare(&self) -> Result<(Pipeline, crate::train::TrainingSet), TrainCommandError> {
+    /// The pipeline, and the history through its decode and SQL, cut to
+    /// the period asked for by the event times in `time_column`.
+    async fn prepare(
+        &self,
+        time_column: &str,
+    ) -> Result<(Pipeline, crate::train::TrainingSet), TrainCommandError> {
         let pipeline = Pipeline::load(&self.pipeline, None)?;
         let set = crate::train::prepare(&pipeline, &self.data).await?;
-        Ok((pipeline, set))
+        let period = crate::train::data::Period {
+            from_ms: self.from,
+            to_ms: self.to,
+            warmup_ms: self.warmup.map(|w| w.as_millis() as i64),
+        };
+        Ok((pipeline, set.within(time_column, period)?))
     }
+}
+
+/// An event time on the command line: RFC 3339, or a date (midnight UTC).
+fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.timestamp_millis());
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(|d| {
+            d.and_hms_opt(0, 0, 0)
+                .unwrap_or_default()
+                .and_utc()
+                .timestamp_millis()
+        })
+        .map_err(|_| format!("`{text}` is neither RFC 3339 nor a date such as 2026-04-01"))
 }
 
 /// The columns card precision@k (and time folds) read, and k.
@@ -201,7 +238,7 @@ impl TrainArgs {
 /// to print.
 pub async fn run(args: &TrainArgs) -> Result<String, TrainCommandError> {
     let request = args.request()?;
-    let (_, set) = args.input.prepare().await?;
+    let (_, set) = args.input.prepare(&args.cards.time_column).await?;
     if let Some(first) = set.rejected.first() {
         eprintln!(
             "warning: {} records of {} refused; first, line {}: {}",
@@ -257,7 +294,7 @@ pub struct EvaluateArgs {
 /// at the bundle's own threshold.
 pub async fn evaluate(args: &EvaluateArgs) -> Result<String, TrainCommandError> {
     let bundle = Bundle::load(&args.bundle)?;
-    let (_, set) = args.input.prepare().await?;
+    let (_, set) = args.input.prepare(&args.cards.time_column).await?;
     let request = args
         .cards
         .request(&args.input.label, TrainOptions::default());
@@ -352,7 +389,7 @@ pub async fn optimize(args: &OptimizeArgs) -> Result<String, TrainCommandError> 
     use crate::model::maths::quantised::Precision;
     use crate::train::optimize::{Variant, bundle_size, ns_per_row, variant_of};
     let bundle = Bundle::load(&args.bundle)?;
-    let (_, set) = args.input.prepare().await?;
+    let (_, set) = args.input.prepare("event_time").await?;
     let names: Vec<String> = bundle.manifest.feature_names().map(str::to_owned).collect();
     let x = crate::train::fit::feature_matrix(&set.features, &names)?;
     let request = TrainRequest::new(&args.input.label, TrainOptions::default());

@@ -45,6 +45,13 @@ pub enum TrainingError {
     SqlFailed { rows: usize, first: String },
     #[error(transparent)]
     Train(#[from] TrainError),
+    #[error(
+        "the period asked for needs event times, but `{column}` is not a timestamp column of \
+         the schema (set --time-column)"
+    )]
+    NoEventTime { column: String },
+    #[error("no history row lies in the period asked for ({from} to {to})")]
+    EmptyPeriod { from: String, to: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -57,6 +64,84 @@ pub struct TrainingSet {
     pub rejected: Vec<Rejected>,
     /// The event id column (`schema.event_id_field`): never a feature.
     pub event_id: String,
+}
+
+/// Which rows of history a model is fitted (or evaluated) on, by event
+/// time: from `from` (inclusive), or `warmup` after the first event, up to
+/// `to` (exclusive). The whole history is still folded into the window
+/// state first, in event-time order, as the stream folds it: rows in a
+/// warm-up have windows that cannot be full yet (a 30-day count on day 3),
+/// unlike anything the stream scores, so fitting them teaches the model a
+/// world it will not see.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Period {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub warmup_ms: Option<i64>,
+}
+
+impl Period {
+    pub fn is_all(&self) -> bool {
+        *self == Period::default()
+    }
+}
+
+impl TrainingSet {
+    /// The rows in `period`, by the event times in `time_column`.
+    pub fn within(self, time_column: &str, period: Period) -> Result<Self, TrainingError> {
+        if period.is_all() {
+            return Ok(self);
+        }
+        let no_time = || TrainingError::NoEventTime {
+            column: time_column.to_owned(),
+        };
+        let column = self
+            .decoded
+            .column_by_name(time_column)
+            .ok_or_else(no_time)?;
+        let times = arrow::compute::cast(
+            column,
+            &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+        )
+        .map_err(|_| no_time())?;
+        let times = times
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+            .ok_or_else(no_time)?;
+        let first = arrow::compute::min(times);
+        let from = match (period.from_ms, period.warmup_ms, first) {
+            (Some(from), _, _) => Some(from),
+            (None, Some(warmup), Some(first)) => Some(first.saturating_add(warmup)),
+            _ => None,
+        };
+        let keep: arrow::array::BooleanArray = times
+            .iter()
+            .map(|t| {
+                Some(t.is_some_and(|t| {
+                    from.is_none_or(|from| t >= from) && period.to_ms.is_none_or(|to| t < to)
+                }))
+            })
+            .collect();
+        if keep.true_count() == 0 {
+            let show = |ms: Option<i64>| {
+                ms.and_then(chrono::DateTime::from_timestamp_millis)
+                    .map_or("the end".to_owned(), |t| t.to_rfc3339())
+            };
+            return Err(TrainingError::EmptyPeriod {
+                from: show(from),
+                to: show(period.to_ms),
+            });
+        }
+        let filter = |batch: &RecordBatch| {
+            arrow::compute::filter_record_batch(batch, &keep)
+                .map_err(|e| TrainingError::Internal(e.to_string()))
+        };
+        Ok(Self {
+            decoded: filter(&self.decoded)?,
+            features: filter(&self.features)?,
+            ..self
+        })
+    }
 }
 
 /// Runs history through the pipeline's decode and SQL.

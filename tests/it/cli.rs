@@ -115,6 +115,49 @@ fn simulate_then_train_writes_a_bundle_that_serves() {
         psi["mean"].as_f64().unwrap() < 0.05 && psi["std"].as_f64().unwrap() >= 0.0,
         "{psi}"
     );
+
+    // The handbook's method: all history folds into the windows, only the
+    // rows past a warm-up (or in a period) are fitted and evaluated.
+    let rows = |stdout: &str| -> usize {
+        stdout
+            .split(" training rows")
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no training rows in {stdout}"))
+    };
+    let all = rows(&text(&out.stdout));
+    let warm = dir.path().join("warm");
+    let out = streamscore(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        warm.to_str().unwrap(),
+        "--warmup",
+        "5d",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let fitted = rows(&text(&out.stdout));
+    assert!(
+        fitted < all * 3 / 4 && fitted > all / 4,
+        "{fitted} of {all} rows fitted after a 5-day warm-up of 10 days"
+    );
+    let out = streamscore(&[
+        "evaluate",
+        "--bundle",
+        warm.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--from",
+        "2100-01-01",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no history row lies in the period"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// A pipeline file in `dir` that differs from the example in `edit`, with
