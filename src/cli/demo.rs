@@ -323,6 +323,7 @@ async fn train_on(
     let set = train::features_for(pipeline, decoded, rejected)
         .await
         .map_err(step("derive features"))?;
+    let set = past_the_warmup(pipeline, set)?;
     let options = TrainOptions {
         name: "fraud-lr-demo".into(),
         version: version.to_owned(),
@@ -342,6 +343,44 @@ async fn train_on(
             .map_or("n/a".into(), |a| format!("{a:.3}"))
     );
     Ok((report.bundle, report.evaluation.auc))
+}
+
+/// The rows past the pipeline's longest window (with its shift), as
+/// `train --warmup` gives them: earlier rows' windows cannot be full yet,
+/// unlike the live stream's (README, "A warm-up, and periods"). History
+/// shorter than twice that is used whole, with a note.
+fn past_the_warmup(
+    pipeline: &Pipeline,
+    set: train::TrainingSet,
+) -> Result<train::TrainingSet, DemoError> {
+    let reach = pipeline.windows.as_ref().and_then(|w| {
+        w.features
+            .iter()
+            .map(|f| f.window_ms.saturating_add(f.shift_ms))
+            .max()
+    });
+    let Some(reach) = reach else {
+        return Ok(set);
+    };
+    let times = set.decoded.column_by_name("event_time").and_then(|c| {
+        c.as_any()
+            .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+            .and_then(|t| Some((arrow::compute::min(t)?, arrow::compute::max(t)?)))
+    });
+    if times.is_none_or(|(first, last)| last - first < 2 * reach) {
+        eprintln!(
+            "history shorter than twice the longest window ({} days): trained on all of it, \
+             warm-up included",
+            reach / 86_400_000
+        );
+        return Ok(set);
+    }
+    let period = train::data::Period {
+        warmup_ms: Some(reach),
+        ..Default::default()
+    };
+    set.within("event_time", period)
+        .map_err(step("cut the warm-up"))
 }
 
 /// Folds history into the engine's window state, as `streamscore state

@@ -123,7 +123,9 @@ pub enum Command {
         brokers: Option<String>,
         #[arg(long, default_value_t = 50_000)]
         events: usize,
-        #[arg(long, default_value_t = 30)]
+        /// Days of history before the live events: the model is trained on
+        /// those past the longest window (37 days for the example).
+        #[arg(long, default_value_t = 75)]
         history_days: u32,
         #[arg(long, default_value_t = 3)]
         partitions: i32,
