@@ -323,7 +323,7 @@ fn connect(
         .partition_count(&pipeline.kafka.input_topic)
         .map_err(connect)?
         .unwrap_or(1) as i32;
-    engine.spread_windows(input_partitions);
+    engine.know_partitions(input_partitions);
     let sink = KafkaSink::new(&pipeline.kafka, pipeline.batch.dead_letter_payload_bytes)
         .map_err(connect)?;
     let labels = match &pipeline.labels {

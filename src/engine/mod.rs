@@ -235,10 +235,11 @@ impl Engine {
         }
     }
 
-    /// Tells the window features how many partitions the input has, so
-    /// that a key spread over them is summed over them
-    /// ([`crate::windows::Windows::spread_over`]).
-    pub fn spread_windows(&self, partitions: i32) {
+    /// Tells the engine how many partitions the input has: a window key
+    /// spread over them is summed over them
+    /// ([`crate::windows::Windows::spread_over`]), and with a changelog
+    /// drift is judged once for the topic.
+    pub fn know_partitions(&self, partitions: i32) {
         let Some(state) = &self.state else {
             return;
         };

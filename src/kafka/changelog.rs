@@ -20,7 +20,7 @@ use super::context::FollowsAssignment;
 use super::producer_config;
 use crate::config::KafkaSettings;
 use crate::state::{
-    Change, Changelog, Checkpoint, Family, StateError, change_of_record, record_key,
+    Change, Changelog, Checkpoint, Family, Position, StateError, change_of_record, record_key,
 };
 use crate::telemetry::Health;
 use crate::telemetry::events::{ChangelogAppended, Event, PartitionRestored};
@@ -331,10 +331,9 @@ impl StateFollower {
                 self.write_mirrored(&mut unwritten)?;
                 let mut list = TopicPartitionList::new();
                 for &partition in &wanted_partitions {
-                    let position = match self.standby {
-                        true => self.checkpoint.changelog_position(partition)?,
-                        false => self.checkpoint.mirror_position(partition)?,
-                    };
+                    let position = self
+                        .checkpoint
+                        .position(self.mirrored_position(), partition)?;
                     let offset = match position {
                         Some(next) => Offset::Offset(next),
                         None => Offset::Beginning,
@@ -368,13 +367,22 @@ impl StateFollower {
         Ok(())
     }
 
+    /// A standby copies every change, so it moves the restore's position;
+    /// otherwise the mirror keeps its own.
+    fn mirrored_position(&self) -> Position {
+        match self.standby {
+            true => Position::Restore,
+            false => Position::Mirror,
+        }
+    }
+
     fn write_mirrored(
         &self,
         unwritten: &mut BTreeMap<i32, (i64, Vec<Change>)>,
     ) -> Result<(), StateError> {
         for (partition, (next, changes)) in std::mem::take(unwritten) {
             self.checkpoint
-                .apply_mirrored(partition, next, changes, self.standby)?;
+                .apply_mirrored(self.mirrored_position(), partition, next, changes)?;
         }
         Ok(())
     }

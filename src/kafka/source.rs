@@ -135,12 +135,6 @@ impl KafkaSource {
         }
     }
 
-    /// Marks every record of `batch` as processed; the next commit (periodic,
-    /// on rebalance, or [`KafkaSource::commit`]) makes it durable.
-    pub fn store(&self, batch: &Batch) -> KafkaResult<()> {
-        self.store_offsets(&batch.topic, &batch.next_offsets())
-    }
-
     /// Marks each partition of `topic` processed up to (not including) its
     /// offset in `next`.
     pub fn store_offsets(&self, topic: &str, next: &BTreeMap<i32, i64>) -> KafkaResult<()> {

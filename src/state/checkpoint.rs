@@ -59,12 +59,34 @@ impl Replica {
     /// was applied, which stays local.
     fn is_position(&self, change: &Change) -> bool {
         change.family == Family::Offsets
-            && parse_offset_key(&change.key).is_some_and(|(topic, _)| {
-                topic
-                    .strip_prefix(self.log.topic())
-                    .is_some_and(|rest| rest.is_empty() || rest == ".mirror")
-            })
+            && parse_offset_key(&change.key)
+                .is_some_and(|(topic, _)| self.is_position_topic(&topic))
     }
+
+    /// Whether offsets under `topic` are the store's positions in the
+    /// changelog (the restore's or the mirror's).
+    fn is_position_topic(&self, topic: &str) -> bool {
+        [Position::Restore, Position::Mirror]
+            .iter()
+            .any(|p| topic == self.position_topic(*p))
+    }
+
+    /// The topic name the store's `position` is kept under.
+    fn position_topic(&self, position: Position) -> String {
+        match position {
+            Position::Restore => self.log.topic().to_owned(),
+            Position::Mirror => format!("{}.mirror", self.log.topic()),
+        }
+    }
+}
+
+/// The store's two positions in each changelog partition: how far every
+/// change was applied (a restore's, and a standby's), and how far the
+/// mirror has copied the keys read across partitions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Position {
+    Restore,
+    Mirror,
 }
 
 /// What a commit did not write: the partitions revoked since the batches
@@ -259,13 +281,51 @@ impl Checkpoint {
 
     /// How far the changelog's `partition` has been applied to the store.
     pub fn changelog_position(&self, partition: i32) -> Result<Option<i64>, StateError> {
-        let Some(topic) = self.changelog_topic() else {
+        self.position(Position::Restore, partition)
+    }
+
+    /// The store's `position` in the changelog's `partition`.
+    pub fn position(&self, position: Position, partition: i32) -> Result<Option<i64>, StateError> {
+        let Some(key) = self.position_key(position, partition) else {
             return Ok(None);
         };
-        let stored = self
-            .store
-            .get(Family::Offsets, &offset_key(topic, partition))?;
+        let stored = self.store.get(Family::Offsets, &key)?;
         Ok(stored.and_then(|v| v.as_slice().try_into().ok().map(i64::from_be_bytes)))
+    }
+
+    fn position_key(&self, position: Position, partition: i32) -> Option<Vec<u8>> {
+        let replica = self.replica.as_ref()?;
+        Some(offset_key(&replica.position_topic(position), partition))
+    }
+
+    /// Writes changes copied from the changelog's `partition`, with the
+    /// store's `position` in it moved to `next`; the caller holds
+    /// `written`, so no commit or hold comes between.
+    fn write_copied(
+        &self,
+        position: Position,
+        partition: i32,
+        next: i64,
+        changes: Vec<Change>,
+    ) -> Result<(), StateError> {
+        let Some(key) = self.position_key(position, partition) else {
+            return Ok(());
+        };
+        let position = Change {
+            family: Family::Offsets,
+            key,
+            value: Some(next.to_be_bytes().to_vec()),
+        };
+        let mut all: Vec<&Change> = changes.iter().collect();
+        all.push(&position);
+        self.store.write(&all)?;
+        let mut pending = self.pending();
+        for change in changes {
+            if change.family == Family::Windows {
+                pending.recent.insert(change.key, change.value);
+            }
+        }
+        Ok(())
     }
 
     /// Forgets what this instance staged for `partitions`, which another
@@ -303,28 +363,11 @@ impl Checkpoint {
         next: i64,
         changes: Vec<Change>,
     ) -> Result<(), StateError> {
-        let Some(topic) = self.changelog_topic() else {
-            return Ok(());
-        };
-        let position = Change {
-            family: Family::Offsets,
-            key: offset_key(topic, partition),
-            value: Some(next.to_be_bytes().to_vec()),
-        };
         let _no_commit_meanwhile = self
             .written
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut all: Vec<&Change> = changes.iter().collect();
-        all.push(&position);
-        self.store.write(&all)?;
-        let mut pending = self.pending();
-        for change in changes {
-            if change.family == Family::Windows {
-                pending.recent.insert(change.key, change.value);
-            }
-        }
-        Ok(())
+        self.write_copied(Position::Restore, partition, next, changes)
     }
 
     /// Takes `partitions` as this instance's, before they are restored: the
@@ -345,43 +388,19 @@ impl Checkpoint {
         self.pending().held.contains(&partition)
     }
 
-    /// The key of the mirror's position in the changelog's `partition`.
-    fn mirror_key(&self, partition: i32) -> Option<Vec<u8>> {
-        let topic = self.changelog_topic()?;
-        Some(offset_key(&format!("{topic}.mirror"), partition))
-    }
-
-    /// How far the mirror has read the changelog's `partition`.
-    pub fn mirror_position(&self, partition: i32) -> Result<Option<i64>, StateError> {
-        let Some(key) = self.mirror_key(partition) else {
-            return Ok(None);
-        };
-        let stored = self.store.get(Family::Offsets, &key)?;
-        Ok(stored.and_then(|v| v.as_slice().try_into().ok().map(i64::from_be_bytes)))
-    }
-
     /// Writes changes another instance made to a partition this one does
     /// not hold (the keys read across partitions), up to offset `next` of
     /// its log; nothing, and `false`, when the partition is held by now.
     ///
-    /// A standby (`whole`) copies every change, so its position is the
-    /// restore's own: a later restore of the partition starts from it.
+    /// A standby copies every change, so it moves the restore's own
+    /// position (`Position::Restore`): a later restore starts from it.
     pub fn apply_mirrored(
         &self,
+        position: Position,
         partition: i32,
         next: i64,
         changes: Vec<Change>,
-        whole: bool,
     ) -> Result<bool, StateError> {
-        let key = match whole {
-            true => self
-                .changelog_topic()
-                .map(|topic| offset_key(topic, partition)),
-            false => self.mirror_key(partition),
-        };
-        let Some(key) = key else {
-            return Ok(false);
-        };
         let _no_hold_meanwhile = self
             .written
             .lock()
@@ -389,39 +408,24 @@ impl Checkpoint {
         if self.holds(partition) {
             return Ok(false);
         }
-        let position = Change {
-            family: Family::Offsets,
-            key,
-            value: Some(next.to_be_bytes().to_vec()),
-        };
-        let mut all: Vec<&Change> = changes.iter().collect();
-        all.push(&position);
-        self.store.write(&all)?;
-        let mut pending = self.pending();
-        for change in changes {
-            if change.family == Family::Windows {
-                pending.recent.insert(change.key, change.value);
-            }
-        }
+        self.write_copied(position, partition, next, changes)?;
         Ok(true)
     }
 
     /// After a restore: the restored partitions' folded offsets (of the
     /// input and labels topics) are read from the store.
     pub fn restored(&self, partitions: &[i32]) -> Result<(), StateError> {
-        let changelog = self.changelog_topic().map(str::to_owned);
         let stored = self.store.scan(Family::Offsets)?;
         let mut pending = self.pending();
         for (key, value) in stored {
             let Some((topic, partition)) = parse_offset_key(&key) else {
                 continue;
             };
-            let own = changelog.as_deref().is_some_and(|log| {
-                topic
-                    .strip_prefix(log)
-                    .is_some_and(|rest| rest.is_empty() || rest == ".mirror")
-            });
-            if !partitions.contains(&partition) || own {
+            let position = self
+                .replica
+                .as_ref()
+                .is_some_and(|r| r.is_position_topic(&topic));
+            if !partitions.contains(&partition) || position {
                 continue;
             }
             if let Ok(next) = value.as_slice().try_into().map(i64::from_be_bytes) {
@@ -967,7 +971,12 @@ mod tests {
         );
         assert_eq!(checkpoint.changelog_position(1)?, Some(9));
         // The mirror leaves a held partition alone.
-        assert!(!checkpoint.apply_mirrored(1, 10, vec![change("1b", Some("old"))], false)?);
+        assert!(!checkpoint.apply_mirrored(
+            Position::Mirror,
+            1,
+            10,
+            vec![change("1b", Some("old"))]
+        )?);
         assert_eq!(checkpoint.get(Family::Windows, b"1b")?, Some(b"3".to_vec()));
         Ok(())
     }

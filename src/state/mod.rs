@@ -13,7 +13,7 @@ mod recent;
 mod rocks;
 
 pub use changelog::{Changelog, PartitionOf, change_of_record, record_key};
-pub use checkpoint::{Checkpoint, Committed, Staged, Unwritten};
+pub use checkpoint::{Checkpoint, Committed, Position, Staged, Unwritten};
 pub use memory::MemoryStore;
 pub use rocks::{Expiry, RocksStore};
 
