@@ -118,13 +118,35 @@ pub async fn run(
     let side_tasks = CancellationToken::new();
     let _end_side_tasks = side_tasks.clone().drop_guard();
     let follower = start_side_tasks(pipeline, &engine, &health, &stats, &side_tasks).await?;
+    // Bound first: the partitions the consumer is assigned are announced
+    // at the API's address.
+    let api = match &pipeline.serve {
+        Some(settings) => Some(serve::bind(settings).await?),
+        None => None,
+    };
     let Clients {
         source,
         labels,
         sink,
-    } = connect(pipeline, &engine, Arc::clone(&health), &stats, &side_tasks)?;
-    if let Some(settings) = &pipeline.serve {
-        start_api(pipeline, settings, &engine, health, side_tasks.clone()).await?;
+        input_partitions,
+    } = connect(
+        pipeline,
+        &engine,
+        Arc::clone(&health),
+        &stats,
+        &side_tasks,
+        api.as_ref().map(|bound| bound.url.as_str()),
+    )?;
+    if let (Some(settings), Some(bound)) = (&pipeline.serve, api) {
+        start_api(
+            pipeline,
+            settings,
+            bound,
+            &engine,
+            health,
+            input_partitions,
+            side_tasks.clone(),
+        )?;
     }
     tracing::info!(
         input = %pipeline.kafka.input_topic,
@@ -206,36 +228,54 @@ async fn start_side_tasks(
 }
 
 /// The scoring API on `serve.listen`, reading through the stream's engine;
-/// with `serve.publish`, its requests go to the input topic.
-async fn start_api(
+/// with `serve.publish`, its requests go to the input topic; with windows
+/// kept per partition, each record is scored where its partition is held.
+fn start_api(
     pipeline: &Pipeline,
     settings: &ServeSettings,
+    bound: serve::Bound,
     engine: &Arc<Engine>,
     health: Arc<Health>,
+    input_partitions: i32,
     stop: CancellationToken,
 ) -> Result<(), AppError> {
     let publisher = match settings.publish {
         true => Some(
-            Publisher::new(&pipeline.kafka)
+            Publisher::new(&pipeline.kafka, settings.partitioner)
                 .map_err(|source| AppError::connect(pipeline, source))?,
         ),
         false => None,
     };
+    let windows = pipeline.windows.as_ref();
+    let router = match (&settings.routing, engine.shared_checkpoint()) {
+        (Some(routing), Some(checkpoint)) => Some(serve::Router::new(
+            routing.clone(),
+            settings.partitioner,
+            input_partitions,
+            checkpoint,
+            bound.url.clone(),
+        )),
+        _ => None,
+    };
+    let url = bound.url.clone();
     serve::start(
+        bound,
         Api {
             engine: Arc::clone(engine),
             health,
             settings: settings.clone(),
             publisher,
-            publish_key: pipeline
-                .windows
-                .as_ref()
-                .and_then(|w| w.features.first())
-                .map(|f| f.key.clone()),
+            // The field the input is keyed by, or the windows' first key.
+            publish_key: windows.and_then(|w| w.partition_key.clone()).or_else(|| {
+                windows
+                    .and_then(|w| w.features.first())
+                    .map(|f| f.key.clone())
+            }),
+            router,
+            url,
         },
         stop,
-    )
-    .await?;
+    );
     Ok(())
 }
 
@@ -302,17 +342,21 @@ struct Clients {
     /// Reads the labels partitions of the input partitions held.
     labels: Option<Arc<KafkaSource>>,
     sink: KafkaSink,
+    /// The input topic's partitions.
+    input_partitions: i32,
 }
 
 /// Checks the topics against the cluster, forgets the offsets of
 /// recreated partitions, and builds the clients; the engine follows the
-/// input's assignment.
+/// input's assignment, and with a changelog the request API at `api_url`
+/// is announced as the holder of the partitions assigned.
 fn connect(
     pipeline: &Pipeline,
     engine: &Engine,
     health: Arc<Health>,
     stats: &Arc<Stats>,
     side_tasks: &CancellationToken,
+    api_url: Option<&str>,
 ) -> Result<Clients, AppError> {
     let connect = |source| AppError::connect(pipeline, source);
     let cluster =
@@ -369,6 +413,13 @@ fn connect(
         let stop = side_tasks.clone();
         tokio::task::spawn_blocking(move || mirror.mirror(input_partitions, &wanted, &stop));
         followers.push(follower);
+        // After the restore: an address is announced where the state is ready.
+        if let (Some(url), Some(checkpoint)) = (api_url, engine.shared_checkpoint()) {
+            followers.push(Arc::new(serve::Announcer {
+                checkpoint,
+                url: url.to_owned(),
+            }));
+        }
     }
     if let Some(labels) = &labels {
         followers.push(Arc::clone(labels) as Arc<dyn FollowsAssignment>);
@@ -385,6 +436,7 @@ fn connect(
         source,
         labels,
         sink,
+        input_partitions,
     })
 }
 

@@ -49,6 +49,18 @@ pub struct ServeSection {
     pub max_items: usize,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// The URL other instances and clients reach this listener at, for
+    /// forwarding and `GET /v1/owner` (default: the bound address).
+    pub advertise: Option<String>,
+    /// How the input's producers choose a record's partition from its key:
+    /// `"consistent_random"` (librdkafka's default) or `"murmur2_random"`
+    /// (the Java client's).
+    #[serde(default = "default_partitioner")]
+    pub partitioner: String,
+}
+
+fn default_partitioner() -> String {
+    "consistent_random".into()
 }
 
 fn default_deadline_ms() -> u64 {

@@ -96,6 +96,42 @@ pub struct ServeSettings {
     pub publish: bool,
     pub max_items: usize,
     pub max_body_bytes: usize,
+    /// The URL this instance is reached at (`serve.advertise`); `None`: the
+    /// bound address.
+    pub advertise: Option<String>,
+    /// With windows kept per partition: how a request finds the partition,
+    /// and so the instance, that holds its key's state.
+    pub routing: Option<Routing>,
+    /// How the input's producers partition by key; the API's own producer
+    /// (`publish`) is set the same way.
+    pub partitioner: Partitioner,
+}
+
+/// How a request is sent to the instance that holds its key's partition
+/// (README "Scoring at authorisation time", several instances).
+#[derive(Debug, Clone)]
+pub struct Routing {
+    /// The field the input topic is keyed by (`windows.partition_key`).
+    pub key: String,
+}
+
+/// A Kafka producer's choice of partition for a keyed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partitioner {
+    /// CRC-32 of the key: librdkafka's default (`consistent_random`).
+    Consistent,
+    /// Murmur2 of the key: the Java client's default (`murmur2_random`).
+    Murmur2,
+}
+
+impl Partitioner {
+    /// librdkafka's name for it (its `partitioner` property).
+    pub fn librdkafka_name(self) -> &'static str {
+        match self {
+            Partitioner::Consistent => "consistent_random",
+            Partitioner::Murmur2 => "murmur2_random",
+        }
+    }
 }
 
 /// The decision given past the deadline, marked as a fallback.
@@ -488,5 +524,61 @@ mod tests {
                 .to_string();
             assert!(err.contains(needle), "{to}: {err}");
         }
+    }
+
+    #[test]
+    fn serving_several_instances_needs_the_key_the_changelog_and_an_address() {
+        let per_partition = |extra: &'static str, serve: &'static str| {
+            move |t: String| {
+                format!(
+                    "{}\n[serve]\n{serve}\n",
+                    t.replace(
+                        "checkpoint_ms = 1000\n",
+                        &format!("checkpoint_ms = 1000\n{extra}"),
+                    )
+                    .replace("\nscope = \"instance\"", "\nscope = \"partition\"")
+                )
+            }
+        };
+        let refused = |edit: &dyn Fn(String) -> String, needle: &str| {
+            let err = load_variant(edit).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        };
+        refused(
+            &per_partition("changelog = true\n", "listen = \"127.0.0.1:0\""),
+            "windows.partition_key",
+        );
+        let keyed = |extra: &'static str, serve: &'static str| {
+            let edit = per_partition(extra, serve);
+            move |t: String| {
+                edit(t).replace(
+                    "\nscope = \"partition\"",
+                    "\nscope = \"partition\"\npartition_key = \"card_id\"",
+                )
+            }
+        };
+        refused(
+            &keyed("", "listen = \"127.0.0.1:0\""),
+            "state.changelog = true",
+        );
+        refused(
+            &keyed("changelog = true\n", "listen = \"0.0.0.0:8080\""),
+            "`serve.advertise`",
+        );
+        refused(
+            &keyed(
+                "changelog = true\n",
+                "listen = \"127.0.0.1:0\"\npartitioner = \"fnv\"",
+            ),
+            "`serve.partitioner`",
+        );
+        let p = load_variant(keyed(
+            "changelog = true\n",
+            "listen = \"0.0.0.0:8080\"\nadvertise = \"http://10.0.0.5:8080\"\npartitioner = \"murmur2_random\"",
+        ))
+        .unwrap();
+        let serve = p.serve.unwrap();
+        assert_eq!(serve.routing.unwrap().key, "card_id");
+        assert_eq!(serve.partitioner, Partitioner::Murmur2);
     }
 }

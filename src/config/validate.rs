@@ -14,8 +14,8 @@ use super::file::{
 use super::windows::Invalid;
 use super::{
     BatchSettings, ConfigError, DEAD_LETTER_OVERHEAD, Fallback, KafkaSettings, ModelSource,
-    Pipeline, PipelineFile, ServeSettings, SqlFailureLimit, client_properties, drift,
-    parse_duration, windows,
+    Partitioner, Pipeline, PipelineFile, Routing, ServeSettings, SqlFailureLimit, StateSettings,
+    client_properties, drift, parse_duration, windows,
 };
 use crate::schema::{FieldType, RecordSchema};
 
@@ -66,7 +66,9 @@ impl PipelineFile {
         )
         .map_err(invalid)?;
         let serve = match &self.serve {
-            Some(section) => Some(check_serve(section, window_spec.as_ref()).map_err(invalid)?),
+            Some(section) => {
+                Some(check_serve(section, window_spec.as_ref(), state.as_ref()).map_err(invalid)?)
+            }
             None => None,
         };
 
@@ -260,14 +262,16 @@ fn state_sections(
     })
 }
 
-/// `[serve]`: an address, a deadline and limits; window state read per
-/// instance, as one instance then holds every key (per-partition state
-/// would need the request's partition).
+/// `[serve]`: an address, a deadline and limits. With windows kept per
+/// partition, a request goes to the instance holding its key's partition:
+/// that needs the key (`windows.partition_key`), the changelog (which
+/// carries who holds each partition) and an address the others can reach.
 fn check_serve(
     section: &ServeSection,
     windows: Option<&crate::windows::WindowSpec>,
+    state: Option<&StateSettings>,
 ) -> Result<ServeSettings, Invalid> {
-    if section.listen.parse::<std::net::SocketAddr>().is_err() {
+    let Ok(listen) = section.listen.parse::<std::net::SocketAddr>() else {
         return Err((
             "serve.listen",
             format!(
@@ -275,7 +279,7 @@ fn check_serve(
                 section.listen
             ),
         ));
-    }
+    };
     if section.deadline_ms == 0 {
         return Err(("serve.deadline_ms", "must be at least 1".into()));
     }
@@ -296,14 +300,23 @@ fn check_serve(
     if section.max_body_bytes < 1024 {
         return Err(("serve.max_body_bytes", "must be at least 1024".into()));
     }
-    if windows.is_some_and(|w| w.scope != crate::windows::Scope::Instance) {
-        return Err((
-            "serve",
-            "needs `windows.scope = \"instance\"`: with per-partition state a request \
-             would need the partition its record will land on"
-                .into(),
-        ));
-    }
+    let partitioner = match section.partitioner.as_str() {
+        "consistent_random" | "consistent" => Partitioner::Consistent,
+        "murmur2_random" | "murmur2" => Partitioner::Murmur2,
+        other => {
+            return Err((
+                "serve.partitioner",
+                format!(
+                    "is `{other}`; it must be \"consistent_random\" (librdkafka's default) \
+                     or \"murmur2_random\" (the Java client's), as the input's producers use"
+                ),
+            ));
+        }
+    };
+    let routing = match windows.filter(|w| w.scope == crate::windows::Scope::Partition) {
+        None => None,
+        Some(windows) => Some(check_routing(section, windows, state, listen)?),
+    };
     Ok(ServeSettings {
         listen: section.listen.clone(),
         deadline: Duration::from_millis(section.deadline_ms),
@@ -311,7 +324,45 @@ fn check_serve(
         publish: section.publish,
         max_items: section.max_items,
         max_body_bytes: section.max_body_bytes,
+        advertise: section.advertise.clone(),
+        routing,
+        partitioner,
     })
+}
+
+/// What serving several instances, each holding part of the keys, needs.
+fn check_routing(
+    section: &ServeSection,
+    windows: &crate::windows::WindowSpec,
+    state: Option<&StateSettings>,
+    listen: std::net::SocketAddr,
+) -> Result<Routing, Invalid> {
+    let Some(key) = windows.partition_key.clone() else {
+        return Err((
+            "serve",
+            "with `windows.scope = \"partition\"` needs `windows.partition_key`, the field \
+             the input is keyed by: a request is scored where its key's partition is held"
+                .into(),
+        ));
+    };
+    if state.is_none_or(|s| s.changelog_topic.is_none()) {
+        return Err((
+            "serve",
+            "with `windows.scope = \"partition\"` needs `state.changelog = true`: the \
+             changelog tells each instance which one holds a partition"
+                .into(),
+        ));
+    }
+    if listen.ip().is_unspecified() && section.advertise.is_none() {
+        return Err((
+            "serve.advertise",
+            format!(
+                "must be set when listening on {listen}: the other instances forward \
+                 requests to it (for example \"http://10.0.0.5:8080\")"
+            ),
+        ));
+    }
+    Ok(Routing { key })
 }
 
 /// `[kafka]`: every name set, and no output topic that is also the input

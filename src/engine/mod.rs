@@ -116,7 +116,8 @@ impl From<FeatureError> for EngineError {
 /// topic, and partition -1 holds no checkpoint, so nothing counts as
 /// already folded.
 pub const REQUEST_TOPIC: &str = "request";
-const REQUEST_PARTITION: i32 = -1;
+/// The partition of a request record whose partition is not known.
+pub const NO_PARTITION: i32 = -1;
 
 /// What a batch is scored for.
 #[derive(Debug, Clone, Copy)]
@@ -256,8 +257,8 @@ impl Engine {
     }
 
     /// Whether a stored change is one an instance keeps a copy of from the
-    /// partitions it does not hold: the window keys spread over partitions
-    /// and the drift counts.
+    /// partitions it does not hold: the window keys spread over partitions,
+    /// the drift counts, and who holds each partition (for the request API).
     pub fn read_across_partitions(
         &self,
     ) -> Arc<dyn Fn(&crate::state::Change) -> bool + Send + Sync> {
@@ -268,6 +269,7 @@ impl Engine {
                 .is_some_and(|w| w.is_spread_key(&change.key)),
             // Every partition's drift counts and progress, for the judge.
             crate::state::Family::Drift => crate::drift::store::partition_of(&change.key).is_some(),
+            crate::state::Family::Owners => true,
             _ => false,
         })
     }
@@ -291,17 +293,22 @@ impl Engine {
     /// window features as the stream counts its current event, but nothing
     /// is folded or staged, counted for drift, or compared with the
     /// challenger: the record reaches the state when it arrives on the
-    /// input topic. One answer per record, in order.
+    /// input topic. Each record comes with the input partition it will land
+    /// on, whose state it is read against when windows are kept per
+    /// partition ([`NO_PARTITION`] when they are not, or it is not known).
+    /// One answer per record, in order.
     pub async fn score_request(
         &self,
-        records: Vec<Vec<u8>>,
+        records: Vec<(i32, Vec<u8>)>,
         include_features: bool,
     ) -> Result<Vec<Answer>, EngineError> {
         let mut batch = Batch::new(REQUEST_TOPIC);
         batch.records = records
             .into_iter()
             .enumerate()
-            .map(|(i, payload)| SourceRecord::new(REQUEST_PARTITION, i as i64, None, Some(payload)))
+            .map(|(i, (partition, payload))| {
+                SourceRecord::new(partition, i as i64, None, Some(payload))
+            })
             .collect();
         let (output, rejected) = self
             .run_stages(&batch, Purpose::Request { include_features })

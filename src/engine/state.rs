@@ -104,6 +104,7 @@ fn partition_of(family: Family, key: &[u8]) -> Option<i32> {
         Family::Windows => crate::windows::partition_of_key(key),
         Family::Scores | Family::Outcomes => outcomes::partition_of_key(family, key),
         Family::Drift => crate::drift::store::partition_of(key),
+        Family::Owners => crate::state::partition_of_owner_key(key),
         // The checkpoint reads its own offset keys.
         Family::Offsets => None,
     }

@@ -6,6 +6,7 @@ pub mod changelog;
 pub mod clients;
 pub mod context;
 mod fault;
+pub mod partitioner;
 pub mod publish;
 mod side;
 pub mod sink;

@@ -10,7 +10,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 use super::producer_config;
-use crate::config::KafkaSettings;
+use crate::config::{KafkaSettings, Partitioner};
 
 pub struct Publisher {
     producer: FutureProducer,
@@ -18,9 +18,14 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+    /// Records are partitioned by `partitioner`, the one the API routes by
+    /// (`serve.partitioner`): a request scored against a partition's state
+    /// must land on that partition.
+    pub fn new(settings: &KafkaSettings, partitioner: Partitioner) -> Result<Self, KafkaError> {
         Ok(Self {
-            producer: producer_config(settings).create()?,
+            producer: producer_config(settings)
+                .set("partitioner", partitioner.librdkafka_name())
+                .create()?,
             topic: settings.input_topic.clone(),
         })
     }

@@ -3,33 +3,42 @@
 //! schema, or a JSON array of them; each is scored by
 //! [`Engine::score_request`], the stream's own decode, feature path and
 //! champion against the live state, read and never folded
-//! (ARCHITECTURE.md §1). The answer is the record the stream writes.
+//! (ARCHITECTURE.md §1). The answer is the record the stream writes. With
+//! windows kept per partition, each record is scored by the instance that
+//! holds its key's partition (`route.rs`, ARCHITECTURE.md §2), and
+//! `GET /v1/owner?key=` names it.
 //!
 //! Status codes: 200 scored (an array answers item by item); 400 not JSON
 //! or an empty array; 413 a body or array past `serve.max_body_bytes` or
 //! `serve.max_items`; 422 a record the stream would dead-letter, with the
-//! same kind and message; 503 not ready; 504 past `serve.deadline_ms`
-//! (or 200 with the fallback decision marked `"fallback": true`).
+//! same kind and message; 503 not ready, or its partition's holder cannot
+//! be reached; 504 past `serve.deadline_ms` (or 200 with the fallback
+//! decision marked `"fallback": true`).
+
+mod route;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use route::{Announcer, Router};
+use route::{Destination, FORWARDED, by_holder, key_bytes};
+
 use crate::config::{Fallback, ServeSettings};
-use crate::engine::{Answer, Engine};
+use crate::engine::{Answer, Engine, NO_PARTITION};
 use crate::kafka::publish::Publisher;
+use crate::state::Holder;
 use crate::telemetry::Health;
-use crate::telemetry::events::{Event, RequestServed};
+use crate::telemetry::events::{Event, RequestForwarded, RequestServed};
 
 /// How long publishing a request to the input topic may take.
 const PUBLISH_WAIT: Duration = Duration::from_secs(5);
@@ -41,47 +50,83 @@ pub struct ServeError {
     source: std::io::Error,
 }
 
+/// The API's listener, bound before the Kafka clients start, so that the
+/// partitions they are assigned can be announced at its address.
+pub struct Bound {
+    listener: TcpListener,
+    address: SocketAddr,
+    /// The URL the other instances and clients reach it at.
+    pub url: String,
+}
+
+/// Binds `serve.listen`; the URL is `serve.advertise`, or the address bound.
+pub async fn bind(settings: &ServeSettings) -> Result<Bound, ServeError> {
+    let error = |source| ServeError {
+        listen: settings.listen.clone(),
+        source,
+    };
+    let listener = TcpListener::bind(&settings.listen).await.map_err(error)?;
+    let address = listener.local_addr().map_err(error)?;
+    let url = match &settings.advertise {
+        Some(url) if url.contains("://") => url.trim_end_matches('/').to_owned(),
+        Some(host) => format!("http://{}", host.trim_end_matches('/')),
+        None => format!("http://{address}"),
+    };
+    Ok(Bound {
+        listener,
+        address,
+        url,
+    })
+}
+
 /// What a request needs.
 pub struct Api {
     pub engine: Arc<Engine>,
     pub health: Arc<Health>,
     pub settings: ServeSettings,
     /// With `serve.publish`: where requests go, keyed by `publish_key`'s
-    /// value (the windows' first key, so a card's records stay in order).
+    /// value (the field the input is keyed by).
     pub publisher: Option<Publisher>,
     pub publish_key: Option<String>,
+    /// With windows kept per partition: where each record is scored.
+    pub router: Option<Router>,
+    /// This instance's URL, for `GET /v1/owner`.
+    pub url: String,
 }
 
-/// Binds `serve.listen` and serves until `stop`; returns the address.
-pub async fn start(api: Api, stop: CancellationToken) -> Result<SocketAddr, ServeError> {
-    let listen = api.settings.listen.clone();
-    let error = |source| ServeError {
-        listen: listen.clone(),
-        source,
-    };
-    let listener = TcpListener::bind(&listen).await.map_err(error)?;
-    let address = listener.local_addr().map_err(error)?;
-    let router = Router::new()
+/// Serves `bound` until `stop`.
+pub fn start(bound: Bound, api: Api, stop: CancellationToken) {
+    let router = axum::Router::new()
         .route("/v1/score", post(score))
+        .route("/v1/owner", get(owner))
         .layer(DefaultBodyLimit::max(api.settings.max_body_bytes))
         .with_state(Arc::new(api));
-    crate::http::serve_until(listener, router, stop, "scoring API");
-    tracing::info!(%address, "scoring API listening (POST /v1/score)");
-    Ok(address)
+    crate::http::serve_until(bound.listener, router, stop, "scoring API");
+    tracing::info!(address = %bound.address, url = %bound.url, "scoring API listening (POST /v1/score)");
 }
 
-async fn score(State(api): State<Arc<Api>>, uri: Uri, body: Bytes) -> Response {
+async fn score(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
     let features = uri
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "features=true"));
-    let (status, body, fallback) = answer(&api, &body, features).await;
+    let forwarded = headers.contains_key(FORWARDED);
+    let request = Request {
+        features,
+        query: uri.query(),
+        forwarded,
+    };
+    let (status, body, fallback) = answer(&api, &body, &request).await;
     RequestServed {
         status: status.as_u16(),
         seconds: started.elapsed().as_secs_f64(),
         fallback,
     }
     .emit();
+    json_response(status, &body)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -90,8 +135,31 @@ async fn score(State(api): State<Arc<Api>>, uri: Uri, body: Bytes) -> Response {
         .into_response()
 }
 
+/// What the request asked besides its records.
+struct Request<'a> {
+    features: bool,
+    query: Option<&'a str>,
+    /// Sent by another instance: score what is held here, forward nothing.
+    forwarded: bool,
+}
+
+/// One record's answer.
+enum ItemAnswer {
+    Scored(Value),
+    /// What the stream would dead-letter: 422 with its kind.
+    Refused {
+        kind: String,
+        message: String,
+    },
+    /// Not scored: this status and why.
+    Failed {
+        status: StatusCode,
+        message: String,
+    },
+}
+
 /// The status, the body, and whether the fallback answered.
-async fn answer(api: &Api, body: &[u8], features: bool) -> (StatusCode, Value, bool) {
+async fn answer(api: &Api, body: &[u8], request: &Request<'_>) -> (StatusCode, Value, bool) {
     if let Some(why) = api.health.not_ready_because() {
         return error(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}"));
     }
@@ -113,18 +181,12 @@ async fn answer(api: &Api, body: &[u8], features: bool) -> (StatusCode, Value, b
             ),
         );
     }
-    let records: Vec<Vec<u8>> = items
-        .iter()
-        .map(|item| item.to_string().into_bytes())
-        .collect();
-    let scored = tokio::time::timeout(
-        api.settings.deadline,
-        api.engine.score_request(records, features),
-    )
-    .await;
+    let scored =
+        tokio::time::timeout(api.settings.deadline, score_items(api, &items, request)).await;
     // Published after scoring: the stream must not fold a request before
-    // the API has read the state without it.
-    if let Some(publisher) = &api.publisher
+    // the API has read the state without it. A forwarded request was
+    // published, or not, by the instance it came to.
+    if let Some(publisher) = api.publisher.as_ref().filter(|_| !request.forwarded)
         && let Err(e) = publish(api, publisher, &items).await
     {
         return error(
@@ -134,9 +196,179 @@ async fn answer(api: &Api, body: &[u8], features: bool) -> (StatusCode, Value, b
     }
     match scored {
         Err(_) => past_deadline(api, &items, single),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Ok(Ok(answers)) => scored_answer(answers, single),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Ok(Ok(answers)) => rendered(answers, single),
     }
+}
+
+/// Every item's answer, in order: those held here scored here, the others
+/// by the instances holding them.
+async fn score_items(
+    api: &Api,
+    items: &[Value],
+    request: &Request<'_>,
+) -> Result<Vec<ItemAnswer>, String> {
+    let destinations: Vec<Destination> = match &api.router {
+        None => vec![Destination::Here(NO_PARTITION); items.len()],
+        Some(router) => items
+            .iter()
+            .map(|item| router.destination(item, request.forwarded))
+            .collect(),
+    };
+    let here: Vec<(usize, i32)> = destinations
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| match d {
+            Destination::Here(partition) => Some((i, *partition)),
+            _ => None,
+        })
+        .collect();
+    let local = async {
+        if here.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = here
+            .iter()
+            .map(|&(i, partition)| (partition, items[i].to_string().into_bytes()))
+            .collect();
+        api.engine
+            .score_request(records, request.features)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let groups = by_holder(&destinations, items);
+    let remote = futures::future::join_all(groups.iter().map(|(url, group)| async move {
+        let router = api.router.as_ref().expect("only a router forwards");
+        let values: Vec<&Value> = group.iter().map(|(_, v)| *v).collect();
+        let answered = forwarded_answers(
+            router.forward(url, request.query, &values).await,
+            url,
+            values.len(),
+        );
+        RequestForwarded {
+            outcome: match answered
+                .iter()
+                .all(|a| !matches!(a, ItemAnswer::Failed { .. }))
+            {
+                true => "answered",
+                false => "failed",
+            },
+        }
+        .emit();
+        answered
+    }));
+    let (local, remote) = tokio::join!(local, remote);
+    let mut answers: Vec<Option<ItemAnswer>> = (0..items.len()).map(|_| None).collect();
+    for ((i, _), answer) in here.iter().zip(local?) {
+        answers[*i] = Some(match answer {
+            Answer::Scored(record) => {
+                ItemAnswer::Scored(serde_json::from_slice(&record).unwrap_or(Value::Null))
+            }
+            Answer::Refused { kind, message } => ItemAnswer::Refused {
+                kind: kind.as_str().to_owned(),
+                message,
+            },
+        });
+    }
+    for ((_, group), group_answers) in groups.iter().zip(remote) {
+        for ((i, _), answer) in group.iter().zip(group_answers) {
+            answers[*i] = Some(answer);
+        }
+    }
+    for (i, destination) in destinations.into_iter().enumerate() {
+        if let Destination::Unavailable(message) = destination {
+            answers[i] = Some(ItemAnswer::Failed {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message,
+            });
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.ok_or_else(|| "a request record got no answer".to_owned()))
+        .collect()
+}
+
+/// A holder's answer to a forwarded array, item by item; a failed forward,
+/// or an answer that is not one per item, fails every item.
+fn forwarded_answers(
+    answer: Result<(StatusCode, Value), String>,
+    url: &str,
+    count: usize,
+) -> Vec<ItemAnswer> {
+    let failed = |status: StatusCode, message: String| {
+        (0..count)
+            .map(|_| ItemAnswer::Failed {
+                status,
+                message: message.clone(),
+            })
+            .collect()
+    };
+    let (status, body) = match answer {
+        Err(message) => return failed(StatusCode::SERVICE_UNAVAILABLE, message),
+        Ok(answer) => answer,
+    };
+    match body {
+        Value::Array(values) if status == StatusCode::OK && values.len() == count => values
+            .into_iter()
+            .map(|value| match value.get("error") {
+                None => ItemAnswer::Scored(value),
+                Some(error) => match (error.get("kind"), error.get("status")) {
+                    (Some(kind), None) => ItemAnswer::Refused {
+                        kind: kind.as_str().unwrap_or_default().to_owned(),
+                        message: error["message"].as_str().unwrap_or_default().to_owned(),
+                    },
+                    (_, status) => ItemAnswer::Failed {
+                        status: status
+                            .and_then(Value::as_u64)
+                            .and_then(|s| StatusCode::from_u16(s as u16).ok())
+                            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                        message: error["message"].as_str().unwrap_or_default().to_owned(),
+                    },
+                },
+            })
+            .collect(),
+        body => {
+            let message = body["error"].as_str().map_or_else(
+                || format!("{url} answered {status}"),
+                |why| format!("{url} answered {status}: {why}"),
+            );
+            failed(status, message)
+        }
+    }
+}
+
+/// One item alone gets its own status; an array is a 200 whose failed
+/// items say what went wrong.
+fn rendered(answers: Vec<ItemAnswer>, single: bool) -> (StatusCode, Value, bool) {
+    let rendered: Vec<(StatusCode, Value)> = answers
+        .into_iter()
+        .map(|answer| match answer {
+            ItemAnswer::Scored(value) => (StatusCode::OK, value),
+            ItemAnswer::Refused { kind, message } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": {"kind": kind, "message": message}}),
+            ),
+            ItemAnswer::Failed { status, message } => (
+                status,
+                json!({"error": {"status": status.as_u16(), "message": message}}),
+            ),
+        })
+        .collect();
+    if single {
+        let (status, value) = rendered
+            .into_iter()
+            .next()
+            .unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, Value::Null));
+        // A failure alone reads as every other error does.
+        let value = match (&value["error"]["status"], &value["error"]["message"]) {
+            (Value::Number(_), Value::String(message)) => json!({"error": message}),
+            _ => value,
+        };
+        return (status, value, false);
+    }
+    let values = rendered.into_iter().map(|(_, v)| v).collect();
+    (StatusCode::OK, Value::Array(values), false)
 }
 
 /// Each record to the input topic, keyed as the stream's records are.
@@ -149,41 +381,12 @@ async fn publish(
         let key = api
             .publish_key
             .as_deref()
-            .and_then(|field| item.get(field))
-            .map(|value| match value {
-                Value::String(text) => text.clone().into_bytes(),
-                other => other.to_string().into_bytes(),
-            });
+            .and_then(|field| key_bytes(item, field));
         publisher
             .publish(key.as_deref(), item.to_string().as_bytes(), PUBLISH_WAIT)
             .await?;
     }
     Ok(())
-}
-
-fn scored_answer(answers: Vec<Answer>, single: bool) -> (StatusCode, Value, bool) {
-    let rendered: Vec<(bool, Value)> = answers
-        .into_iter()
-        .map(|answer| match answer {
-            Answer::Scored(record) => {
-                (true, serde_json::from_slice(&record).unwrap_or(Value::Null))
-            }
-            Answer::Refused { kind, message } => (
-                false,
-                json!({"error": {"kind": kind.as_str(), "message": message}}),
-            ),
-        })
-        .collect();
-    if single {
-        let (ok, value) = rendered.into_iter().next().unwrap_or((false, Value::Null));
-        let status = match ok {
-            true => StatusCode::OK,
-            false => StatusCode::UNPROCESSABLE_ENTITY,
-        };
-        return (status, value, false);
-    }
-    let values = rendered.into_iter().map(|(_, v)| v).collect();
-    (StatusCode::OK, Value::Array(values), false)
 }
 
 /// 504, or with `serve.fallback` its decision for every record, marked.
@@ -212,4 +415,45 @@ fn past_deadline(api: &Api, items: &[Value], single: bool) -> (StatusCode, Value
 
 fn error(status: StatusCode, message: String) -> (StatusCode, Value, bool) {
     (status, json!({"error": message}), false)
+}
+
+#[derive(serde::Deserialize)]
+struct OwnerQuery {
+    key: String,
+}
+
+/// `GET /v1/owner?key=K`: the partition a record keyed K lands on and the
+/// URL of the instance that scores it, as Kafka Streams' interactive
+/// queries tell a client where a key lives. With windows kept per
+/// instance, every instance serves every key.
+async fn owner(State(api): State<Arc<Api>>, Query(query): Query<OwnerQuery>) -> Response {
+    let Some(router) = &api.router else {
+        return json_response(
+            StatusCode::OK,
+            &json!({"key": query.key, "partition": null, "url": api.url, "here": true}),
+        );
+    };
+    let partition = router.partition_of(query.key.as_bytes());
+    let holder = router.checkpoint.holder(partition, &router.own_url);
+    let url = match holder {
+        Ok(Holder::Here) => router.own_url.clone(),
+        Ok(Holder::At(url)) => url,
+        Ok(Holder::Unknown) => {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": format!("partition {partition} is moving between instances; try again"), "partition": partition}),
+            );
+        }
+        Err(e) => {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": e.to_string(), "partition": partition}),
+            );
+        }
+    };
+    let here = url == router.own_url;
+    json_response(
+        StatusCode::OK,
+        &json!({"key": query.key, "partition": partition, "url": url, "here": here}),
+    )
 }

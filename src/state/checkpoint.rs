@@ -274,6 +274,11 @@ impl Checkpoint {
         self
     }
 
+    /// The changelog, when there is one.
+    pub(super) fn changelog(&self) -> Option<&Arc<dyn Changelog>> {
+        self.replica.as_ref().map(|r| &r.log)
+    }
+
     /// The changelog's topic, when there is one.
     pub fn changelog_topic(&self) -> Option<&str> {
         self.replica.as_ref().map(|r| r.log.topic())

@@ -9,12 +9,14 @@ use std::fmt;
 mod changelog;
 mod checkpoint;
 mod memory;
+mod owners;
 mod recent;
 mod rocks;
 
 pub use changelog::{Changelog, PartitionOf, change_of_record, record_key};
 pub use checkpoint::{Checkpoint, Committed, Position, Staged, Unwritten};
 pub use memory::MemoryStore;
+pub use owners::Holder;
 pub use rocks::{Expiry, RocksStore};
 
 /// A kind of state: a RocksDB column family.
@@ -30,15 +32,21 @@ pub enum Family {
     Outcomes,
     /// Drift windows' counts, alerts and hysteresis (src/drift/store.rs).
     Drift,
+    /// Per input partition, the request API's address of the instance that
+    /// holds it ([`owner_key`]): written to the changelog when a partition
+    /// is taken over, read by the others' mirrors.
+    Owners,
 }
 
 impl Family {
-    pub const ALL: [Family; 5] = [
+    /// In the order of their changelog family byte: append only.
+    pub const ALL: [Family; 6] = [
         Family::Windows,
         Family::Offsets,
         Family::Scores,
         Family::Outcomes,
         Family::Drift,
+        Family::Owners,
     ];
 
     /// Its position in [`Family::ALL`].
@@ -53,6 +61,7 @@ impl Family {
             Family::Scores => "scores",
             Family::Outcomes => "outcomes",
             Family::Drift => "drift",
+            Family::Owners => "owners",
         }
     }
 }
@@ -132,6 +141,16 @@ pub fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(&partition.to_be_bytes());
     key
+}
+
+/// The key under [`Family::Owners`] of an input partition.
+pub fn owner_key(partition: i32) -> Vec<u8> {
+    partition.to_be_bytes().to_vec()
+}
+
+/// The input partition of an owner key.
+pub fn partition_of_owner_key(key: &[u8]) -> Option<i32> {
+    Some(i32::from_be_bytes(key.try_into().ok()?))
 }
 
 /// The topic and partition of an offset key.

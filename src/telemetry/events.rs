@@ -429,6 +429,18 @@ pub struct RequestServed {
     pub fallback: bool,
 }
 
+/// Records of a request sent on to the instance holding their partition.
+pub struct RequestForwarded {
+    /// `answered`, or `failed` (not reached, or not ready).
+    pub outcome: &'static str,
+}
+
+impl Event for RequestForwarded {
+    fn emit(self) {
+        metrics::counter!(names::REQUESTS_FORWARDED, "outcome" => self.outcome).increment(1);
+    }
+}
+
 impl Event for RequestServed {
     fn emit(self) {
         metrics::counter!(names::REQUESTS, "status" => self.status.to_string()).increment(1);

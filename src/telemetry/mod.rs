@@ -88,6 +88,9 @@ pub mod names {
     pub const REQUEST_SECONDS: &str = "streamscore_request_seconds";
     /// Requests answered with `serve.fallback` past the deadline.
     pub const REQUEST_FALLBACKS: &str = "streamscore_request_fallbacks_total";
+    /// Requests sent on to the instance holding their records' partition,
+    /// by `outcome` (answered, failed).
+    pub const REQUESTS_FORWARDED: &str = "streamscore_requests_forwarded_total";
     /// 1 for each model that is scoring, labelled by name, version and role
     /// (champion or challenger); 0 for one swapped out.
     pub const MODEL_INFO: &str = "streamscore_model_info";
@@ -132,6 +135,7 @@ pub mod names {
         REQUESTS,
         REQUEST_SECONDS,
         REQUEST_FALLBACKS,
+        REQUESTS_FORWARDED,
         SIDE_OUTPUTS_KEPT,
         SIDE_OUTPUTS_DROPPED,
         MODEL_INFO,

@@ -16,7 +16,7 @@ use crate::windows::{
 
 /// The example's `[state]` with a changelog, and its windows kept per
 /// partition on a topic keyed by card.
-fn with_changelog(written: &std::path::Path) {
+pub(crate) fn with_changelog(written: &std::path::Path) {
     let text = std::fs::read_to_string(written)
         .unwrap()
         .replace(

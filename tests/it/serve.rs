@@ -12,10 +12,12 @@ use streamscore::output::ScoreRecord;
 use streamscore::simulate::{SimulationConfig, Transaction, simulate};
 
 use crate::support::{
-    TopicReader, Topics, http_request, listening_address, log_of, produce, spawn_run, stop_cleanly,
-    valid_events,
+    TopicReader, Topics, http_request, listening_address, log_of, produce, spawn_instance,
+    spawn_run, stop_cleanly, valid_events,
 };
-use crate::windows::{example_model_inputs, keyed_by_card, keyed_labels, wait_for_labels};
+use crate::windows::{
+    example_model_inputs, keyed_by_card, keyed_labels, wait_for_labels, wait_for_labels_in,
+};
 
 /// `[serve]` on a free port, with `extra` lines.
 fn serve_section(extra: &str) -> String {
@@ -94,44 +96,25 @@ fn score_and_inputs(record: &ScoreRecord, names: &[String]) -> (f64, BTreeMap<St
     (record.score, inputs)
 }
 
-/// Parity against the real broker: every transaction scored by the API
-/// just before it is produced, with no other event of its card or terminal
-/// in between, gets the features and score the stream then gives it. The
-/// labels are folded first, so the terminal-risk features (labels a delay
-/// old) are compared too. STREAMSCORE_PARITY_DAYS sets the length of the
-/// simulation: 9 days of 200 cards by default (past the 7-day label delay,
-/// so the terminal-risk features are read); 28 days give 10,299 events.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_api_scores_each_transaction_as_the_stream_then_does() {
-    let days = std::env::var("STREAMSCORE_PARITY_DAYS")
-        .ok()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(9);
-    let topics = Topics::create(1).await;
-    let dir = tempfile::tempdir().unwrap();
-    let written =
-        topics.write_pipeline_with(dir.path(), 500, &serve_section("deadline_ms = 60000"));
-    with_features_and_quick_fetch(&written);
-    let events = simulate(&SimulationConfig {
-        customers: 200,
-        terminals: 400,
-        days,
-        ..SimulationConfig::default()
-    });
-    let names = example_model_inputs();
-    let mut instance = spawn_run(&written, dir.path(), "api");
-    let address = listening_address(dir.path(), "api", "scoring API listening");
-    let labels = keyed_labels(&events);
-    produce(&topics.labels, &labels).await;
-    wait_for_labels(dir.path(), "api", labels.len());
-    wait_ready(&address, dir.path(), "api");
+/// The model inputs and score the API gave each event, by event id.
+type FromApi = HashMap<String, (f64, BTreeMap<String, f64>)>;
 
-    let mut from_api: HashMap<String, (f64, BTreeMap<String, f64>)> = HashMap::new();
-    let mut scores = TopicReader::new(&topics.output, 1);
-    let rounds = rounds(&events);
-    for round in &rounds {
+/// Scores each round through the API at `address`, then produces it keyed
+/// by card and waits for its scores: the API sees each event's card and
+/// terminal exactly as the stream then does. Returns the API's answers and
+/// the stream's score records.
+async fn score_then_stream(
+    address: &str,
+    rounds: &[&[Transaction]],
+    topics: &Topics,
+    logs: &[(&std::path::Path, &str)],
+) -> (FromApi, Vec<rdkafka::message::OwnedMessage>) {
+    let names = example_model_inputs();
+    let mut from_api = FromApi::new();
+    let mut scores = TopicReader::new(&topics.output, topics.partitions);
+    for round in rounds {
         let body = serde_json::to_string(round).unwrap();
-        let (status, answer) = post(&address, "/v1/score?features=true", &body);
+        let (status, answer) = post(address, "/v1/score?features=true", &body);
         assert_eq!(status, 200, "{answer}");
         for (t, record) in round.iter().zip(answer.as_array().unwrap()) {
             let text = record.to_string();
@@ -140,25 +123,32 @@ async fn the_api_scores_each_transaction_as_the_stream_then_does() {
             assert_eq!(record.event_id, t.event_id);
             from_api.insert(t.event_id.clone(), score_and_inputs(&record, &names));
         }
-        let keyed = keyed_by_card(round);
-        produce(&topics.input, &keyed).await;
+        produce(&topics.input, &keyed_by_card(round)).await;
         let expected = from_api.len();
         let scored = scores.read_until(Duration::from_secs(60), |m| m.len() >= expected);
         assert!(
             scored,
-            "the stream fell behind; log:\n{}",
-            log_of(dir.path(), "api")
+            "the stream fell behind; logs:\n{}",
+            logs.iter()
+                .map(|(dir, name)| format!("--- {name}\n{}", log_of(dir, name)))
+                .collect::<String>()
         );
     }
-    stop_cleanly(&mut instance, dir.path(), "api");
-    eprintln!(
-        "parity: {} transactions in {} requests",
-        events.len(),
-        rounds.len()
-    );
+    (from_api, scores.messages)
+}
 
+/// Every streamed score's model inputs and score equal the API's, and some
+/// event read a terminal's labels (so the terminal-risk features were
+/// compared, not only zeros).
+fn assert_api_equals_stream(
+    from_api: &FromApi,
+    streamed: &[rdkafka::message::OwnedMessage],
+    events: usize,
+    rounds: usize,
+) {
+    let names = example_model_inputs();
     let mut differing = Vec::new();
-    for message in &scores.messages {
+    for message in streamed {
         let record: ScoreRecord = serde_json::from_slice(message.payload().unwrap()).unwrap();
         let streamed = score_and_inputs(&record, &names);
         let api = &from_api[record.event_id.as_ref()];
@@ -166,13 +156,11 @@ async fn the_api_scores_each_transaction_as_the_stream_then_does() {
             differing.push((record.event_id.to_string(), api.clone(), streamed));
         }
     }
-    assert_eq!(scores.messages.len(), events.len());
+    assert_eq!(streamed.len(), events);
     assert!(
         differing.is_empty(),
-        "{} of {} events differ between the API and the stream ({} rounds), first: {:?}",
+        "{} of {events} events differ between the API and the stream ({rounds} rounds), first: {:?}",
         differing.len(),
-        events.len(),
-        rounds.len(),
         differing.first()
     );
     let risky = from_api
@@ -180,6 +168,162 @@ async fn the_api_scores_each_transaction_as_the_stream_then_does() {
         .filter(|(_, inputs)| inputs["terminal_risk_7d"] > 0.0)
         .count();
     assert!(risky > 0, "no event read a terminal's labels");
+}
+
+/// The simulated world of the parity tests: 200 cards over
+/// STREAMSCORE_PARITY_DAYS days (9 by default: past the 7-day label
+/// delay, so the terminal-risk features are read; 28 give 10,299 events).
+fn parity_events() -> Vec<Transaction> {
+    let days = std::env::var("STREAMSCORE_PARITY_DAYS")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(9);
+    simulate(&SimulationConfig {
+        customers: 200,
+        terminals: 400,
+        days,
+        ..SimulationConfig::default()
+    })
+}
+
+/// Parity against the real broker: every transaction scored by the API
+/// just before it is produced, with no other event of its card or terminal
+/// in between, gets the features and score the stream then gives it. The
+/// labels are folded first, so the terminal-risk features (labels a delay
+/// old) are compared too.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_scores_each_transaction_as_the_stream_then_does() {
+    let topics = Topics::create(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let written =
+        topics.write_pipeline_with(dir.path(), 500, &serve_section("deadline_ms = 60000"));
+    with_features_and_quick_fetch(&written);
+    let events = parity_events();
+    let mut instance = spawn_run(&written, dir.path(), "api");
+    let address = listening_address(dir.path(), "api", "scoring API listening");
+    let labels = keyed_labels(&events);
+    produce(&topics.labels, &labels).await;
+    wait_for_labels(dir.path(), "api", labels.len());
+    wait_ready(&address, dir.path(), "api");
+
+    let rounds = rounds(&events);
+    let (from_api, streamed) =
+        score_then_stream(&address, &rounds, &topics, &[(dir.path(), "api")]).await;
+    stop_cleanly(&mut instance, dir.path(), "api");
+    eprintln!(
+        "parity: {} transactions in {} requests",
+        events.len(),
+        rounds.len()
+    );
+    assert_api_equals_stream(&from_api, &streamed, events.len(), rounds.len());
+}
+
+/// `GET /v1/owner?key=` on each instance, until both name a holder for
+/// every key, name the same one, and between them name both instances:
+/// the group has settled and each has read the other's announcements.
+/// Returns each key's partition and holder.
+fn wait_for_owners(
+    addresses: &[&str],
+    keys: &[&str],
+    logs: &[(&std::path::Path, &str)],
+) -> HashMap<String, (i64, String)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut owners = HashMap::new();
+        let mut settled = true;
+        for key in keys {
+            let answers: Vec<(u16, Value)> = addresses
+                .iter()
+                .map(|address| {
+                    let (status, text) =
+                        http_request(address, "GET", &format!("/v1/owner?key={key}"), &[], "");
+                    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+                })
+                .collect();
+            let first = &answers[0].1;
+            settled &= answers.iter().all(|(status, answer)| {
+                *status == 200
+                    && answer["url"] == first["url"]
+                    && answer["partition"] == first["partition"]
+            });
+            if let (Some(partition), Some(url)) =
+                (first["partition"].as_i64(), first["url"].as_str())
+            {
+                owners.insert((*key).to_owned(), (partition, url.to_owned()));
+            }
+        }
+        let holders: HashSet<&String> = owners.values().map(|(_, url)| url).collect();
+        if settled && holders.len() == addresses.len() {
+            return owners;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the instances never agreed on the partitions' holders; logs:\n{}",
+            logs.iter()
+                .map(|(dir, name)| format!("--- {name}\n{}", log_of(dir, name)))
+                .collect::<String>()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Two instances, each holding part of three partitions (windows per
+/// partition, state changelog): every round is sent to `a` alone, which
+/// scores the records it holds and forwards the others to `b`. Each event's
+/// features and score equal the stream's, as with one instance; each card's
+/// records land on the partition `GET /v1/owner` named, as librdkafka's
+/// producer partitions them. Both instances stop with SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_record_is_scored_by_the_instance_holding_its_partition() {
+    let topics = Topics::create(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let written = topics.write_pipeline_with(d, 500, &serve_section("deadline_ms = 60000"));
+    with_features_and_quick_fetch(&written);
+    crate::scale::with_changelog(&written);
+    let events = parity_events();
+    let logs = [(d, "a"), (d, "b")];
+    let mut a = spawn_instance(&written, d, "a");
+    let a_address = listening_address(d, "a", "scoring API listening");
+    let mut b = spawn_instance(&written, d, "b");
+    let b_address = listening_address(d, "b", "scoring API listening");
+    let cards: Vec<&str> = {
+        let unique: std::collections::BTreeSet<&str> =
+            events.iter().map(|t| t.card_id.as_str()).collect();
+        unique.into_iter().collect()
+    };
+    let owners = wait_for_owners(&[&a_address, &b_address], &cards, &logs);
+    let labels = keyed_labels(&events);
+    produce(&topics.labels, &labels).await;
+    wait_for_labels_in(d, &["a", "b"], labels.len());
+
+    let rounds = rounds(&events);
+    let (from_api, streamed) = score_then_stream(&a_address, &rounds, &topics, &logs).await;
+    stop_cleanly(&mut b, d, "b");
+    stop_cleanly(&mut a, d, "a");
+    eprintln!(
+        "routed parity: {} transactions in {} requests to a; {} of the cards held by b",
+        events.len(),
+        rounds.len(),
+        owners
+            .values()
+            .filter(|(_, url)| url.ends_with(&b_address))
+            .count()
+    );
+    assert_api_equals_stream(&from_api, &streamed, events.len(), rounds.len());
+    let card_of: HashMap<&str, &str> = events
+        .iter()
+        .map(|t| (t.event_id.as_str(), t.card_id.as_str()))
+        .collect();
+    for message in &streamed {
+        let record: ScoreRecord = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        let card = card_of[record.event_id.as_ref()];
+        assert_eq!(
+            i64::from(message.partition()),
+            owners[card].0,
+            "card {card} landed on another partition than /v1/owner named"
+        );
+    }
 }
 
 /// What the stream would dead-letter is a 422 with the same kind; a body
@@ -261,4 +405,47 @@ async fn bad_requests_get_the_status_that_says_what_is_wrong() {
     assert!(answer[0]["score"].is_number(), "{answer}");
     assert_eq!(answer[1]["error"]["kind"], "missing_field", "{answer}");
     stop_cleanly(&mut instance, dir.path(), "api");
+}
+
+/// The partition the API routes a key to is the one librdkafka's producer
+/// gives it, with either partitioner a switch may use (librdkafka's CRC-32
+/// default, the Java client's murmur2). On the mock cluster.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_computes_the_partition_a_producer_gives_a_key() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use streamscore::config::Partitioner;
+    use streamscore::kafka::partitioner::partition_for_key;
+    let mock = MockCluster::new(1).unwrap();
+    let partitions = 7;
+    mock.create_topic("keys", partitions, 1).unwrap();
+    for partitioner in [Partitioner::Consistent, Partitioner::Murmur2] {
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .set("partitioner", partitioner.librdkafka_name())
+            .create()
+            .unwrap();
+        let mut seen = HashSet::new();
+        for i in 0..200 {
+            let key = format!("card-{i:05}");
+            let partition = producer
+                .send(
+                    FutureRecord::to("keys").key(&key).payload("{}"),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap()
+                .partition;
+            assert_eq!(
+                partition,
+                partition_for_key(partitioner, key.as_bytes(), partitions),
+                "{key} with {partitioner:?}"
+            );
+            seen.insert(partition);
+        }
+        assert_eq!(
+            seen.len(),
+            partitions as usize,
+            "keys reach every partition"
+        );
+    }
 }

@@ -66,17 +66,27 @@ pub(crate) fn keyed_labels(events: &[streamscore::simulate::Transaction]) -> Vec
 /// Waits until the instance's log says it folded (and checkpointed)
 /// `count` labels.
 pub(crate) fn wait_for_labels(dir: &std::path::Path, name: &str, count: usize) {
+    wait_for_labels_in(dir, &[name], count);
+}
+
+/// Waits until the instances `names` have folded `count` labels between them.
+pub(crate) fn wait_for_labels_in(dir: &std::path::Path, names: &[&str], count: usize) {
     let folded = || -> usize {
-        log_of(dir, name)
-            .lines()
-            .filter(|l| l.contains("labels folded"))
-            .filter_map(|l| {
-                l.split("labels=")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
+        names
+            .iter()
+            .flat_map(|name| {
+                log_of(dir, name)
+                    .lines()
+                    .filter(|l| l.contains("labels folded"))
+                    .filter_map(|l| {
+                        l.split("labels=")
+                            .nth(1)?
+                            .split_whitespace()
+                            .next()?
+                            .parse::<usize>()
+                            .ok()
+                    })
+                    .collect::<Vec<_>>()
             })
             .sum()
     };
@@ -84,9 +94,12 @@ pub(crate) fn wait_for_labels(dir: &std::path::Path, name: &str, count: usize) {
     while folded() < count {
         assert!(
             std::time::Instant::now() < deadline,
-            "{} of {count} labels folded; log:\n{}",
+            "{} of {count} labels folded; logs:\n{}",
             folded(),
-            log_of(dir, name)
+            names
+                .iter()
+                .map(|name| format!("--- {name}\n{}", log_of(dir, name)))
+                .collect::<String>()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
