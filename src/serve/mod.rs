@@ -21,8 +21,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::body::Body;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,6 +40,8 @@ use crate::state::Holder;
 use crate::telemetry::Health;
 use crate::telemetry::events::{Event, RequestForwarded, RequestServed};
 
+/// How long a request's body may take to arrive.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long publishing a request to the input topic may take.
 const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
@@ -99,31 +101,68 @@ pub fn start(bound: Bound, api: Api, stop: CancellationToken) {
     let router = axum::Router::new()
         .route("/v1/score", post(score))
         .route("/v1/owner", get(owner))
-        .layer(DefaultBodyLimit::max(api.settings.max_body_bytes))
         .with_state(Arc::new(api));
     crate::http::serve_until(bound.listener, router, stop, "scoring API");
     tracing::info!(address = %bound.address, url = %bound.url, "scoring API listening (POST /v1/score)");
 }
 
-async fn score(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn score(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
+    // A client that trickles its body holds only its own connection, and
+    // not past this: each connection is a task of its own.
+    let read = axum::body::to_bytes(body, api.settings.max_body_bytes);
+    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            let too_long = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let (status, message) = match too_long {
+                true => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the body is longer than {} bytes (serve.max_body_bytes)",
+                        api.settings.max_body_bytes
+                    ),
+                ),
+                false => (StatusCode::BAD_REQUEST, format!("the body broke off: {e}")),
+            };
+            return served(started, status, &json!({ "error": message }), false);
+        }
+        Err(_) => {
+            let message = format!(
+                "the body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            );
+            return served(
+                started,
+                StatusCode::REQUEST_TIMEOUT,
+                &json!({ "error": message }),
+                false,
+            );
+        }
+    };
     let features = uri
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "features=true"));
     let forwarded = headers.contains_key(FORWARDED);
     let request = Request {
         features,
-        query: uri.query(),
+        query: uri.query().map(str::to_owned),
         forwarded,
     };
-    let (status, body, fallback) = answer(&api, &body, &request).await;
+    let (status, body, fallback) = answer(&api, &body, request).await;
+    served(started, status, &body, fallback)
+}
+
+/// The answer, counted.
+fn served(started: Instant, status: StatusCode, body: &Value, fallback: bool) -> Response {
     RequestServed {
         status: status.as_u16(),
         seconds: started.elapsed().as_secs_f64(),
         fallback,
     }
     .emit();
-    json_response(status, &body)
+    json_response(status, body)
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -136,9 +175,9 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
 }
 
 /// What the request asked besides its records.
-struct Request<'a> {
+struct Request {
     features: bool,
-    query: Option<&'a str>,
+    query: Option<String>,
     /// Sent by another instance: score what is held here, forward nothing.
     forwarded: bool,
 }
@@ -159,7 +198,7 @@ enum ItemAnswer {
 }
 
 /// The status, the body, and whether the fallback answered.
-async fn answer(api: &Api, body: &[u8], request: &Request<'_>) -> (StatusCode, Value, bool) {
+async fn answer(api: &Arc<Api>, body: &[u8], request: Request) -> (StatusCode, Value, bool) {
     if let Some(why) = api.health.not_ready_because() {
         return error(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}"));
     }
@@ -181,12 +220,23 @@ async fn answer(api: &Api, body: &[u8], request: &Request<'_>) -> (StatusCode, V
             ),
         );
     }
-    let scored =
-        tokio::time::timeout(api.settings.deadline, score_items(api, &items, request)).await;
+    // Scored in a task of its own, so that the deadline is kept even while
+    // the scoring holds its thread (it yields only between stages).
+    let items = Arc::new(items);
+    let forwarded = request.forwarded;
+    let scoring = tokio::spawn({
+        let (api, items) = (Arc::clone(api), Arc::clone(&items));
+        async move { score_items(&api, &items, &request).await }
+    });
+    let scored = match tokio::time::timeout(api.settings.deadline, scoring).await {
+        Err(_) => None,
+        Ok(Err(e)) => Some(Err(format!("the scoring task failed: {e}"))),
+        Ok(Ok(answers)) => Some(answers),
+    };
     // Published after scoring: the stream must not fold a request before
     // the API has read the state without it. A forwarded request was
     // published, or not, by the instance it came to.
-    if let Some(publisher) = api.publisher.as_ref().filter(|_| !request.forwarded)
+    if let Some(publisher) = api.publisher.as_ref().filter(|_| !forwarded)
         && let Err(e) = publish(api, publisher, &items).await
     {
         return error(
@@ -195,9 +245,9 @@ async fn answer(api: &Api, body: &[u8], request: &Request<'_>) -> (StatusCode, V
         );
     }
     match scored {
-        Err(_) => past_deadline(api, &items, single),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Ok(Ok(answers)) => rendered(answers, single),
+        None => past_deadline(api, &items, single),
+        Some(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Some(Ok(answers)) => rendered(answers, single),
     }
 }
 
@@ -206,7 +256,7 @@ async fn answer(api: &Api, body: &[u8], request: &Request<'_>) -> (StatusCode, V
 async fn score_items(
     api: &Api,
     items: &[Value],
-    request: &Request<'_>,
+    request: &Request,
 ) -> Result<Vec<ItemAnswer>, String> {
     let destinations: Vec<Destination> = match &api.router {
         None => vec![Destination::Here(NO_PARTITION); items.len()],
@@ -241,7 +291,7 @@ async fn score_items(
         let router = api.router.as_ref().expect("only a router forwards");
         let values: Vec<&Value> = group.iter().map(|(_, v)| *v).collect();
         let answered = forwarded_answers(
-            router.forward(url, request.query, &values).await,
+            router.forward(url, request.query.as_deref(), &values).await,
             url,
             values.len(),
         );

@@ -449,3 +449,246 @@ async fn the_api_computes_the_partition_a_producer_gives_a_key() {
         );
     }
 }
+
+/// One valid transaction, as JSON.
+fn one_transaction() -> Value {
+    let (_, payload) = valid_events(1).remove(0);
+    serde_json::from_slice(&payload.unwrap()).unwrap()
+}
+
+/// Limits at their defaults, and clients that do not finish: 10,000
+/// records are past `max_items` (1,000), a 1 MB record is what the stream
+/// would dead-letter as oversized, and clients that trickle their bodies
+/// neither hold up the others nor their own connections past 5 s. On the
+/// mock cluster: nothing here needs the real broker.
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_and_slow_clients_are_answered_and_hold_no_one_up() {
+    use std::io::{Read, Write};
+    let mock = MockCluster::new(1).unwrap();
+    let topics = Topics::on_mock(&mock, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let written =
+        topics.write_pipeline_with(dir.path(), 100, &serve_section("deadline_ms = 60000"));
+    let mut instance = spawn_run(&written, dir.path(), "api");
+    let address = listening_address(dir.path(), "api", "scoring API listening");
+    wait_ready(&address, dir.path(), "api");
+    let valid = one_transaction();
+
+    let many = Value::Array(vec![valid.clone(); 10_000]).to_string();
+    let (status, answer) = post(&address, "/v1/score", &many);
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("serve.max_items"),
+        "{answer}"
+    );
+
+    let mut huge = valid.clone();
+    huge["terminal_id"] = Value::String("T".repeat(1 << 20));
+    let (status, answer) = post(&address, "/v1/score", &huge.to_string());
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["kind"], "oversized", "{answer}");
+
+    // Twenty clients send their headers and half their body, then stall.
+    let body = valid.to_string();
+    let mut stalled: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&address).unwrap();
+            let head = format!(
+                "POST /v1/score HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            stream
+                .write_all(&body.as_bytes()[..body.len() / 2])
+                .unwrap();
+            stream
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let (status, answer) = post(&address, "/v1/score", &body);
+    assert_eq!(status, 200, "a request behind stalled clients: {answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stalled clients held the request up for {:?}",
+        started.elapsed()
+    );
+    for stream in &mut stalled {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut response = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !String::from_utf8_lossy(&response).contains("\r\n\r\n{") {
+            let read = stream
+                .read(&mut buffer)
+                .expect("the server answers a stalled client");
+            assert!(read > 0, "closed without an answer");
+            response.extend_from_slice(&buffer[..read]);
+        }
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    stop_cleanly(&mut instance, dir.path(), "api");
+}
+
+/// Past `serve.deadline_ms`: a 504 saying so, or with `serve.fallback` the
+/// fallback decision for every record, marked. A deadline of 1 ms and
+/// 5,000 records are past it on any machine.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_deadline_the_answer_is_a_504_or_the_fallback() {
+    let mock = MockCluster::new(1).unwrap();
+    let topics = Topics::on_mock(&mock, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let many = Value::Array(vec![one_transaction(); 5_000]).to_string();
+    for (name, fallback) in [("none", None), ("flag", Some("flag"))] {
+        let serve = format!(
+            "deadline_ms = 1\nmax_items = 10000\nfallback = \"{}\"",
+            fallback.unwrap_or("none")
+        );
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let written = topics.write_pipeline_with(&sub, 100, &serve_section(&serve));
+        let mut instance = spawn_run(&written, &sub, "api");
+        let address = listening_address(&sub, "api", "scoring API listening");
+        wait_ready(&address, &sub, "api");
+        let (status, answer) = post(&address, "/v1/score", &many);
+        match fallback {
+            None => {
+                assert_eq!(status, 504, "{answer}");
+                assert!(
+                    answer["error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("serve.deadline_ms"),
+                    "{answer}"
+                );
+            }
+            Some(decision) => {
+                assert_eq!(status, 200, "{answer}");
+                let records = answer.as_array().unwrap();
+                assert_eq!(records.len(), 5_000);
+                assert!(
+                    records
+                        .iter()
+                        .all(|r| r["decision"] == decision && r["fallback"] == true),
+                    "{}",
+                    records[0]
+                );
+            }
+        }
+        let metrics =
+            crate::support::http_get(&crate::support::admin_address(&sub, "api"), "/metrics").1;
+        let counted = crate::support::sample_sum(&metrics, "streamscore_requests_total", &[]);
+        assert!(counted.is_some_and(|n| n >= 1.0), "{metrics}");
+        stop_cleanly(&mut instance, &sub, "api");
+    }
+}
+
+/// The stream and the API at once, against the real broker: a backlog of
+/// simulated transactions is waiting when the instance starts, and four
+/// clients send the API transactions without pause until the stream has
+/// scored the backlog. Every event is scored exactly once (Tansu on
+/// SQLite counts exactly), none is dead-lettered, and the API answered
+/// throughout. How much the load slows the stream is a figure for the
+/// bench (`scripts/bench_api.sh --during-backlog`), not for a test.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stream_scores_its_whole_backlog_while_the_api_is_under_load() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let topics = Topics::create(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let written =
+        topics.write_pipeline_with(dir.path(), 500, &serve_section("deadline_ms = 60000"));
+    let events = simulate(&SimulationConfig {
+        customers: 200,
+        terminals: 400,
+        days: 10,
+        ..SimulationConfig::default()
+    });
+    produce(&topics.input, &keyed_by_card(&events)).await;
+    let mut instance = spawn_run(&written, dir.path(), "api");
+    let address = listening_address(dir.path(), "api", "scoring API listening");
+
+    let done = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let (done, answered, address) =
+                (Arc::clone(&done), Arc::clone(&answered), address.clone());
+            let requests: Vec<String> = events
+                .iter()
+                .skip(client)
+                .step_by(4)
+                .map(|t| serde_json::to_string(t).unwrap())
+                .collect();
+            std::thread::spawn(move || {
+                let mut statuses = HashMap::<u16, usize>::new();
+                for body in requests.iter().cycle() {
+                    if done.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let (status, answer) = post(&address, "/v1/score", body);
+                    if status == 200 {
+                        assert!(answer["score"].is_number(), "{answer}");
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    *statuses.entry(status).or_default() += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut scores = TopicReader::new(&topics.output, 1);
+    let complete = scores.read_until(Duration::from_secs(300), |m| m.len() >= events.len());
+    let answered_during_backlog = answered.load(Ordering::Relaxed);
+    done.store(true, Ordering::Relaxed);
+    let mut statuses = HashMap::<u16, usize>::new();
+    for client in clients {
+        for (status, count) in client.join().unwrap() {
+            *statuses.entry(status).or_default() += count;
+        }
+    }
+    assert!(
+        complete,
+        "{} of {} events scored; log:\n{}",
+        scores.messages.len(),
+        events.len(),
+        log_of(dir.path(), "api")
+    );
+    // Anything that came late would be a duplicate.
+    scores.read_until(Duration::from_secs(3), |_| false);
+    stop_cleanly(&mut instance, dir.path(), "api");
+    eprintln!(
+        "backlog of {} events scored while the API answered {answered_during_backlog} requests; statuses {statuses:?}",
+        events.len()
+    );
+    let ids: HashSet<String> = scores
+        .messages
+        .iter()
+        .map(|m| {
+            let record: ScoreRecord = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            record.event_id.to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), events.len(), "every event scored");
+    assert_eq!(scores.messages.len(), events.len(), "and scored once");
+    let mut dead = TopicReader::new(&topics.dead_letters, 1);
+    dead.read_until(Duration::from_secs(2), |_| false);
+    assert!(
+        dead.messages.is_empty(),
+        "{} dead letters",
+        dead.messages.len()
+    );
+    // Only 200s, and 503s before the instance was ready.
+    assert!(
+        statuses.keys().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(
+        answered_during_backlog > 0,
+        "the API answered nothing during the backlog"
+    );
+}
