@@ -26,6 +26,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -202,10 +203,13 @@ async fn answer(api: &Arc<Api>, body: &[u8], request: Request) -> (StatusCode, V
     if let Some(why) = api.health.not_ready_because() {
         return error(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}"));
     }
-    let (items, single) = match serde_json::from_slice::<Value>(body) {
+    // Each record's own bytes go to the stream's decoder (and to the
+    // topic, with `publish`): re-serialised, a duplicate key or a number's
+    // spelling would be lost, and the record decoded otherwise than the
+    // stream decodes it.
+    let (items, single) = match records_of(body) {
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
-        Ok(Value::Array(items)) => (items, false),
-        Ok(item) => (vec![item], true),
+        Ok(parsed) => parsed,
     };
     if items.is_empty() {
         return error(StatusCode::BAD_REQUEST, "an empty array".into());
@@ -251,11 +255,21 @@ async fn answer(api: &Arc<Api>, body: &[u8], request: Request) -> (StatusCode, V
     }
 }
 
+/// The body's records, each as sent, and whether it was one record alone
+/// (not an array).
+fn records_of(body: &[u8]) -> Result<(Vec<Box<RawValue>>, bool), serde_json::Error> {
+    let whole: &RawValue = serde_json::from_slice(body)?;
+    match whole.get().starts_with('[') {
+        true => Ok((serde_json::from_str(whole.get())?, false)),
+        false => Ok((vec![whole.to_owned()], true)),
+    }
+}
+
 /// Every item's answer, in order: those held here scored here, the others
 /// by the instances holding them.
 async fn score_items(
     api: &Api,
-    items: &[Value],
+    items: &[Box<RawValue>],
     request: &Request,
 ) -> Result<Vec<ItemAnswer>, String> {
     let destinations: Vec<Destination> = match &api.router {
@@ -279,7 +293,7 @@ async fn score_items(
         }
         let records = here
             .iter()
-            .map(|&(i, partition)| (partition, items[i].to_string().into_bytes()))
+            .map(|&(i, partition)| (partition, items[i].get().as_bytes().to_vec()))
             .collect();
         api.engine
             .score_request(records, request.features)
@@ -289,7 +303,7 @@ async fn score_items(
     let groups = by_holder(&destinations, items);
     let remote = futures::future::join_all(groups.iter().map(|(url, group)| async move {
         let router = api.router.as_ref().expect("only a router forwards");
-        let values: Vec<&Value> = group.iter().map(|(_, v)| *v).collect();
+        let values: Vec<&RawValue> = group.iter().map(|(_, v)| *v).collect();
         let answered = forwarded_answers(
             router.forward(url, request.query.as_deref(), &values).await,
             url,
@@ -425,7 +439,7 @@ fn rendered(answers: Vec<ItemAnswer>, single: bool) -> (StatusCode, Value, bool)
 async fn publish(
     api: &Api,
     publisher: &Publisher,
-    items: &[Value],
+    items: &[Box<RawValue>],
 ) -> Result<(), rdkafka::error::KafkaError> {
     for item in items {
         let key = api
@@ -433,14 +447,14 @@ async fn publish(
             .as_deref()
             .and_then(|field| key_bytes(item, field));
         publisher
-            .publish(key.as_deref(), item.to_string().as_bytes(), PUBLISH_WAIT)
+            .publish(key.as_deref(), item.get().as_bytes(), PUBLISH_WAIT)
             .await?;
     }
     Ok(())
 }
 
 /// 504, or with `serve.fallback` its decision for every record, marked.
-fn past_deadline(api: &Api, items: &[Value], single: bool) -> (StatusCode, Value, bool) {
+fn past_deadline(api: &Api, items: &[Box<RawValue>], single: bool) -> (StatusCode, Value, bool) {
     let millis = api.settings.deadline.as_millis();
     let Some(fallback) = api.settings.fallback else {
         return error(

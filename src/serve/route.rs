@@ -19,6 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::config::{Partitioner, Routing};
 use crate::engine::NO_PARTITION;
@@ -78,7 +79,7 @@ impl Router {
 
     /// Where `item` is scored. A record without its key is scored here,
     /// where the stream's decoder refuses it, as the stream would.
-    pub fn destination(&self, item: &Value, forwarded: bool) -> Destination {
+    pub fn destination(&self, item: &RawValue, forwarded: bool) -> Destination {
         let Some(key) = key_bytes(item, &self.routing.key) else {
             return Destination::Here(NO_PARTITION);
         };
@@ -102,7 +103,7 @@ impl Router {
         &self,
         url: &str,
         query: Option<&str>,
-        items: &[&Value],
+        items: &[&RawValue],
     ) -> Result<(StatusCode, Value), String> {
         let path = match query {
             Some(query) => format!("{url}/v1/score?{query}"),
@@ -133,9 +134,15 @@ impl Router {
 }
 
 /// A key field's bytes as a producer keys the record: a string's own
-/// bytes, any other value's JSON text.
-pub fn key_bytes(item: &Value, field: &str) -> Option<Vec<u8>> {
-    match item.get(field)? {
+/// bytes, any other value's JSON text. `None` for a record that is not an
+/// object, or lacks the field.
+pub fn key_bytes(item: &RawValue, field: &str) -> Option<Vec<u8>> {
+    #[derive(serde::Deserialize)]
+    struct Fields<'a>(
+        #[serde(borrow)] std::collections::HashMap<std::borrow::Cow<'a, str>, &'a RawValue>,
+    );
+    let Fields(fields) = serde_json::from_str(item.get()).ok()?;
+    match serde_json::from_str::<Value>(fields.get(field)?.get()).ok()? {
         Value::Null => None,
         Value::String(text) => Some(text.clone().into_bytes()),
         other => Some(other.to_string().into_bytes()),
@@ -145,9 +152,9 @@ pub fn key_bytes(item: &Value, field: &str) -> Option<Vec<u8>> {
 /// The items going to each instance, with their positions in the request.
 pub fn by_holder<'a>(
     destinations: &[Destination],
-    items: &'a [Value],
-) -> BTreeMap<String, Vec<(usize, &'a Value)>> {
-    let mut groups: BTreeMap<String, Vec<(usize, &Value)>> = BTreeMap::new();
+    items: &'a [Box<RawValue>],
+) -> BTreeMap<String, Vec<(usize, &'a RawValue)>> {
+    let mut groups: BTreeMap<String, Vec<(usize, &RawValue)>> = BTreeMap::new();
     for (i, (destination, item)) in destinations.iter().zip(items).enumerate() {
         if let Destination::At(url) = destination {
             groups.entry(url.clone()).or_default().push((i, item));

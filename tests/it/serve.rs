@@ -377,6 +377,20 @@ async fn bad_requests_get_the_status_that_says_what_is_wrong() {
             Some("event_time_out_of_range"),
         ),
         (
+            "a record that is not an object",
+            "[5]".to_owned(),
+            200,
+            None,
+        ),
+        (
+            "a duplicate key",
+            valid
+                .to_string()
+                .replacen('{', "{\"amount\": 1.0, ", 1),
+            422,
+            Some("duplicate_key"),
+        ),
+        (
             "eleven records",
             Value::Array(vec![valid.clone(); 11]).to_string(),
             413,
@@ -404,6 +418,11 @@ async fn bad_requests_get_the_status_that_says_what_is_wrong() {
     assert_eq!(status, 200, "{answer}");
     assert!(answer[0]["score"].is_number(), "{answer}");
     assert_eq!(answer[1]["error"]["kind"], "missing_field", "{answer}");
+    let (status, answer) = post(&address, "/v1/score", "[5]");
+    assert_eq!(answer[0]["error"]["kind"], "not_an_object", "{status} {answer}");
+    let (status, answer) = post(&address, "/v1/score", "\"a string\"");
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["kind"], "not_an_object", "{answer}");
     stop_cleanly(&mut instance, dir.path(), "api");
 }
 
