@@ -8,6 +8,7 @@ use super::parse_duration;
 use super::windows::{Invalid, timestamp_field};
 use crate::drift::DriftSettings;
 use crate::drift::alerts::{Hysteresis, Limit, Limits, METRICS, ThresholdRules};
+use crate::drift::chance::CHANCE_METRICS;
 use crate::schema::RecordSchema;
 
 /// PSI's credit-risk convention: 0.1 is worth a look, 0.25 is a shift.
@@ -117,6 +118,38 @@ fn limits_of(
         return Err((
             key,
             format!("`{metric}`: suspected ({s}) is above detected ({d})"),
+        ));
+    }
+    for limit in [limits.suspected, limits.detected].into_iter().flatten() {
+        let Limit::Chance { p_value } = limit else {
+            continue;
+        };
+        if !CHANCE_METRICS.contains(&metric) {
+            return Err((
+                key,
+                format!(
+                    "`{metric}` cannot take a `p_value`: it applies to {}",
+                    CHANCE_METRICS.join(", ")
+                ),
+            ));
+        }
+        if !(p_value > 0.0 && p_value < 0.5) {
+            return Err((
+                key,
+                format!("`{metric}`: p_value {p_value} must lie between 0 and 0.5"),
+            ));
+        }
+    }
+    if let (Some(Limit::Chance { p_value: s }), Some(Limit::Chance { p_value: d })) =
+        (limits.suspected, limits.detected)
+        && s < d
+    {
+        return Err((
+            key,
+            format!(
+                "`{metric}`: the suspected p_value ({s}) is below the detected one ({d}); \
+                 a rarer value is the stronger sign"
+            ),
         ));
     }
     Ok((limits.suspected, limits.detected))

@@ -429,6 +429,21 @@ mod tests {
                 "`drift.event_time`",
             ),
             ("raise_after = 3", "raise_after = 0", "`drift.raise_after`"),
+            (
+                "psi = { suspected = 0.1, detected = 0.25 }",
+                "null_rate = { suspected = { p_value = 0.01 } }",
+                "`null_rate` cannot take a `p_value`",
+            ),
+            (
+                "psi = { suspected = 0.1, detected = 0.25 }",
+                "psi = { suspected = { p_value = 0.7 } }",
+                "p_value 0.7 must lie between 0 and 0.5",
+            ),
+            (
+                "psi = { suspected = 0.1, detected = 0.25 }",
+                "psi = { suspected = { p_value = 0.001 }, detected = { p_value = 0.01 } }",
+                "the suspected p_value (0.001) is below the detected one (0.01)",
+            ),
         ];
         for (from, to, needle) in cases {
             let err = load_variant(|t| {

@@ -17,6 +17,10 @@ pub enum Limit {
     /// reference's own chunks (`{ sigmas = 3 }`): what the training data's
     /// own noise reaches.
     Reference { sigmas: f64 },
+    /// What windows of the judged window's size, drawn from the reference
+    /// itself, reach with this probability (`{ p_value = 0.01 }`,
+    /// `chance.rs`): a threshold that knows the sample size.
+    Chance { p_value: f64 },
 }
 
 /// The metrics a threshold can be set on.
@@ -176,12 +180,15 @@ pub struct ThresholdRules {
 impl ThresholdRules {
     /// The thresholds for `feature`'s `metric`; `spread` gives the mean and
     /// standard deviation of the metric over the reference's chunks, when
-    /// the bundle has them. An error names what a `sigmas` limit lacks.
+    /// the bundle has them, and `by_chance` the value a window of this size
+    /// reaches by chance with a probability. An error names what a `sigmas`
+    /// or `p_value` limit lacks.
     pub fn resolve(
         &self,
         feature: &str,
         metric: &str,
         spread: Option<(f64, f64)>,
+        by_chance: &mut dyn FnMut(f64) -> Option<f64>,
     ) -> Result<Thresholds, String> {
         let (suspected, detected) = self
             .features
@@ -190,7 +197,7 @@ impl ThresholdRules {
             .or_else(|| self.metrics.get(metric))
             .copied()
             .unwrap_or_default();
-        let number = |limit: Option<Limit>| -> Result<Option<f64>, String> {
+        let mut number = |limit: Option<Limit>| -> Result<Option<f64>, String> {
             match limit {
                 None => Ok(None),
                 Some(Limit::Value(v)) => Ok(Some(v)),
@@ -199,6 +206,14 @@ impl ThresholdRules {
                     None => Err(format!(
                         "`{metric}` of `{feature}` has a `sigmas` threshold, but the model's \
                          reference has no chunk statistics for it (retrain, or give a value)"
+                    )),
+                },
+                Some(Limit::Chance { p_value }) => match by_chance(p_value) {
+                    Some(value) => Ok(Some(value)),
+                    None => Err(format!(
+                        "`{metric}` of `{feature}` has a `p_value` threshold, which applies \
+                         only to {} of a feature, the score or a categorical input",
+                        super::chance::CHANCE_METRICS.join(", ")
                     )),
                 },
             }
@@ -278,14 +293,21 @@ mod tests {
             "amount".into(),
             BTreeMap::from([("psi".into(), (None, Some(Limit::Reference { sigmas: 3.0 })))]),
         );
-        assert_eq!(rules.resolve("hour", "psi", None).unwrap(), PSI);
-        let amount = rules.resolve("amount", "psi", Some((0.02, 0.01))).unwrap();
+        assert_eq!(
+            rules.resolve("hour", "psi", None, &mut |_| None).unwrap(),
+            PSI
+        );
+        let amount = rules
+            .resolve("amount", "psi", Some((0.02, 0.01)), &mut |_| None)
+            .unwrap();
         assert_eq!(amount.suspected, None);
         assert!((amount.detected.unwrap() - 0.05).abs() < 1e-12);
-        let missing = rules.resolve("amount", "psi", None).unwrap_err();
+        let missing = rules
+            .resolve("amount", "psi", None, &mut |_| None)
+            .unwrap_err();
         assert!(missing.contains("chunk statistics"), "{missing}");
         assert_eq!(
-            rules.resolve("hour", "ks", None).unwrap(),
+            rules.resolve("hour", "ks", None, &mut |_| None).unwrap(),
             Thresholds::default()
         );
     }

@@ -4,12 +4,14 @@
 //! - `reference.rs`: a bundle's references, read typed;
 //! - `window.rs`: one column's counts in one window, and its measures;
 //! - `alerts.rs`: thresholds and hysteresis;
+//! - `chance.rs`: thresholds that know a window's size (`p_value`);
 //! - `store.rs`: how it all lies in the state store's `drift` family;
 //! - `monitor.rs`: the per-batch counting and the judging of windows;
 //! - `report.rs`: the drift report, as a table, JSON or a page of charts;
 //! - `settings.rs`: what `[drift]` becomes once checked.
 
 pub mod alerts;
+pub mod chance;
 pub mod monitor;
 pub mod reference;
 pub mod report;

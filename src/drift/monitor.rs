@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap;
 
 use super::DriftSettings;
 use super::alerts::{Alert, AlertState, Level};
+use super::chance::{CHANCE_METRICS, ChanceThresholds};
 use super::reference::References;
 use super::stats::WindowCounts;
 use super::store::{
@@ -82,6 +83,8 @@ struct VersionState {
     first_seen: Option<i64>,
     progress: Progress,
     hysteresis: BTreeMap<(String, String), AlertState>,
+    /// `p_value` thresholds by window size, simulated once per size.
+    chance: ChanceThresholds,
     /// Whether this instance judged when the state was loaded: taking
     /// over (or handing on) the judging reloads the judge's state.
     judge: bool,
@@ -151,10 +154,13 @@ impl DriftMonitor {
         }
         for column in monitored(&references) {
             for metric in super::alerts::METRICS {
+                // Whether a `p_value` applies is known before any window is.
+                let mut applies = |_| CHANCE_METRICS.contains(&metric).then_some(0.0);
                 self.settings.thresholds.resolve(
                     column,
                     metric,
                     spread(&references, column, metric),
+                    &mut applies,
                 )?;
             }
         }
@@ -293,6 +299,7 @@ impl DriftMonitor {
             references: Arc::new(references),
             progress,
             hysteresis,
+            chance: ChanceThresholds::default(),
             judge: self.judges(),
         })
     }
@@ -462,11 +469,15 @@ impl DriftMonitor {
             let Some(merged) = merged(column)? else {
                 continue;
             };
+            let sample = merged.sample_size();
             for (metric, value) in merged.measures(column, &references) {
+                let chance = &mut state.chance;
+                let mut by_chance = |p| chance.quantile(&references, column, metric, sample, p);
                 let thresholds = match self.settings.thresholds.resolve(
                     column,
                     metric,
                     spread(&references, column, metric),
+                    &mut by_chance,
                 ) {
                     Ok(t) if t.suspected.is_some() || t.detected.is_some() => t,
                     // Checked at start for the first champion; a later

@@ -162,6 +162,7 @@ pub fn table(report: &DriftReport) -> String {
 /// `source` names the pipeline file; `thresholds` are its `[drift]`'s.
 pub fn html(report: &DriftReport, source: &str, thresholds: Option<&ThresholdRules>) -> String {
     let mut page = String::new();
+    let mut chance = super::chance::ChanceThresholds::default();
     let _ = write!(
         page,
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Drift report</title>\
@@ -218,8 +219,16 @@ pub fn html(report: &DriftReport, source: &str, thresholds: Option<&ThresholdRul
                 .and_then(|w| report.references.get(&w.model_version))
                 .and_then(|r| r.chunks.get(column.as_str())?.get(metric))
                 .map(|s| (s.mean, s.std));
+            // A `p_value` threshold at the newest window's size.
+            let newest = report.windows.last();
+            let mut by_chance = |p| {
+                let window = newest?;
+                let references = report.references.get(&window.model_version)?;
+                let events = window.columns.get(column.as_str())?.events;
+                chance.quantile(references, column, metric, events, p)
+            };
             let limits = thresholds
-                .and_then(|t| t.resolve(column, metric, spread).ok())
+                .and_then(|t| t.resolve(column, metric, spread, &mut by_chance).ok())
                 .unwrap_or_default();
             page.push_str(&metric_chart(column, metric, &points, limits));
         }

@@ -58,6 +58,15 @@ impl ColumnCounts {
         }
     }
 
+    /// The values a shape metric is computed over: a numeric column's
+    /// values (nulls apart), a categorical column's every value.
+    pub fn sample_size(&self) -> u64 {
+        match self {
+            ColumnCounts::Numeric(w) => w.values(),
+            other => other.events(),
+        }
+    }
+
     /// Every measure of this window against `references`, by metric name.
     /// Empty when the column has no reference or the window no values.
     pub fn measures(&self, column: &str, references: &References) -> BTreeMap<&'static str, f64> {

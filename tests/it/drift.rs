@@ -519,3 +519,56 @@ async fn drift_is_judged_once_for_the_topic_by_three_instances() {
     );
     assert_eq!(counted, events_per_window(&events));
 }
+
+/// Thresholds that know the window's size (`{ p_value = ... }`): windows
+/// of 360 events, which a fixed PSI judges against numbers made for
+/// thousands, are judged against what 360 events drawn from the reference
+/// reach by chance. The tripled amount is detected, over a threshold that
+/// is not the fixed 0.25; nothing is raised in the 20 normal windows
+/// before it.
+#[tokio::test]
+async fn p_value_thresholds_detect_the_shift_and_stay_quiet_before_it() {
+    let topics = Topics::create(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SmallRng::seed_from_u64(11);
+    let (pipeline, alerts_topic) = drift_pipeline(&topics, dir.path(), "", &mut rng).await;
+    let mut text = std::fs::read_to_string(&pipeline).unwrap();
+    text.push_str(
+        "[drift.thresholds.psi]\nsuspected = { p_value = 0.01 }\ndetected = { p_value = 0.001 }\n",
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let (normal, shifted) = (20, 4);
+    let (_, keyed) = drift_events(normal, shifted, 0, &mut rng);
+    let mut run = spawn_run(&pipeline, dir.path(), "run");
+    produce(&topics.input, &keyed).await;
+    let mut alerts = TopicReader::new(&alerts_topic, 1);
+    let detected = alerts.read_until(Duration::from_secs(120), |m| {
+        parsed_alerts(m)
+            .iter()
+            .any(|a| a.feature == "amount" && a.level == "detected")
+    });
+    stop_cleanly(&mut run, dir.path(), "run");
+    let raised = parsed_alerts(&alerts.messages);
+    assert!(detected, "{raised:#?}; log:\n{}", log_of(dir.path(), "run"));
+    let first_shifted =
+        chrono::DateTime::from_timestamp_millis(START_MS + normal as i64 * WINDOW_MS)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert!(
+        raised.iter().all(|a| a.window_start >= first_shifted),
+        "an alert in the normal windows: {raised:#?}"
+    );
+    let amount = raised
+        .iter()
+        .find(|a| a.feature == "amount" && a.level == "detected" && a.metric == "psi")
+        .unwrap();
+    let threshold = amount.threshold.unwrap();
+    eprintln!(
+        "amount psi {} over its p = 0.001 threshold {threshold} (360 events a window)",
+        amount.value
+    );
+    assert!(
+        threshold > 0.0 && threshold != 0.25 && amount.value > threshold,
+        "{amount:#?}"
+    );
+}

@@ -384,9 +384,7 @@ async fn bad_requests_get_the_status_that_says_what_is_wrong() {
         ),
         (
             "a duplicate key",
-            valid
-                .to_string()
-                .replacen('{', "{\"amount\": 1.0, ", 1),
+            valid.to_string().replacen('{', "{\"amount\": 1.0, ", 1),
             422,
             Some("duplicate_key"),
         ),
@@ -419,7 +417,10 @@ async fn bad_requests_get_the_status_that_says_what_is_wrong() {
     assert!(answer[0]["score"].is_number(), "{answer}");
     assert_eq!(answer[1]["error"]["kind"], "missing_field", "{answer}");
     let (status, answer) = post(&address, "/v1/score", "[5]");
-    assert_eq!(answer[0]["error"]["kind"], "not_an_object", "{status} {answer}");
+    assert_eq!(
+        answer[0]["error"]["kind"], "not_an_object",
+        "{status} {answer}"
+    );
     let (status, answer) = post(&address, "/v1/score", "\"a string\"");
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["error"]["kind"], "not_an_object", "{answer}");
