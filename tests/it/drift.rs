@@ -572,3 +572,86 @@ async fn p_value_thresholds_detect_the_shift_and_stay_quiet_before_it() {
         "{amount:#?}"
     );
 }
+
+/// A backlog the broker serves one partition entirely before the other:
+/// partition 0's events (all of its windows) are produced and scored
+/// first, partition 1's after. A window is judged only once both
+/// partitions have passed it, so every alert names both partitions, and
+/// its value equals `drift report --json`'s for that window over both.
+#[tokio::test]
+async fn a_backlog_served_one_partition_first_is_judged_over_both() {
+    use streamscore::config::Partitioner;
+    use streamscore::kafka::partitioner::partition_for_key;
+    let topics = Topics::create(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SmallRng::seed_from_u64(23);
+    let (pipeline, alerts_topic) = drift_pipeline(&topics, dir.path(), "", &mut rng).await;
+    let (events, keyed) = drift_events(10, 5, 4, &mut rng);
+    let (first, second): (Vec<KeyedPayload>, Vec<KeyedPayload>) =
+        keyed.into_iter().partition(|(key, _)| {
+            partition_for_key(Partitioner::Consistent, key.as_deref().unwrap(), 2) == 0
+        });
+    let mut run = spawn_run(&pipeline, dir.path(), "run");
+    let placed = produce(&topics.input, &first).await;
+    assert!(
+        placed.iter().all(|(p, _)| *p == 0),
+        "partition 0's keys landed elsewhere"
+    );
+    let mut scores = TopicReader::new(&topics.output, 2);
+    let scored = scores.read_until(Duration::from_secs(120), |m| m.len() >= first.len());
+    assert!(scored, "log:\n{}", log_of(dir.path(), "run"));
+    let mut alerts = TopicReader::new(&alerts_topic, 1);
+    alerts.read_until(Duration::from_secs(3), |_| false);
+    assert!(
+        parsed_alerts(&alerts.messages).is_empty(),
+        "judged before partition 1 came: {:#?}",
+        parsed_alerts(&alerts.messages)
+    );
+    produce(&topics.input, &second).await;
+    let cleared = alerts.read_until(Duration::from_secs(120), |m| {
+        parsed_alerts(m)
+            .iter()
+            .any(|a| a.feature == "amount" && a.level == "cleared")
+    });
+    let complete = scores.read_until(Duration::from_secs(60), |m| m.len() >= events.len());
+    stop_cleanly(&mut run, dir.path(), "run");
+    assert!(cleared && complete, "log:\n{}", log_of(dir.path(), "run"));
+
+    let report: serde_json::Value = serde_json::from_str(&streamscore(
+        dir.path(),
+        &[
+            "drift",
+            "report",
+            "--json",
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    let raised = parsed_alerts(&alerts.messages);
+    assert!(raised.iter().any(|a| a.level == "detected"), "{raised:#?}");
+    for alert in &raised {
+        assert_eq!(alert.partitions, vec![0, 1], "{alert:#?}");
+        let window = report["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| {
+                let start = chrono::DateTime::parse_from_rfc3339(&alert.window_start).unwrap();
+                w["start_ms"].as_i64() == Some(start.timestamp_millis())
+            })
+            .unwrap_or_else(|| panic!("no window {} in the report", alert.window_start));
+        let reported = window["columns"][&alert.feature]["measures"][&alert.metric]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (reported - alert.value).abs() <= 1e-9,
+            "{} {} in {}: alert {} against report {reported}",
+            alert.feature,
+            alert.metric,
+            alert.window_start,
+            alert.value
+        );
+        assert_eq!(window["partitions"], serde_json::json!([0, 1]));
+    }
+}
