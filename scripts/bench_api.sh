@@ -92,11 +92,13 @@ scored() {
         awk '/^streamscore_events_scored_total/ {s += $2} END {print s + 0}'
 }
 
-# wait_scored PORT COUNT: seconds until the instance has scored COUNT events.
+# wait_scored PORT COUNT: seconds (to 0.1 s) until the instance has
+# scored COUNT events.
 wait_scored() {
-    local started=$SECONDS
-    until [ "$(scored "$1")" -ge "$2" ]; do sleep 0.5; done
-    echo $((SECONDS - started))
+    local started
+    started=$(date +%s.%N)
+    until [ "$(scored "$1")" -ge "$2" ]; do sleep 0.1; done
+    awk -v now="$(date +%s.%N)" -v then="$started" 'BEGIN { printf "%.1f", now - then }'
 }
 
 # load PORT RATE SECONDS: oha's summary of one transaction at RATE/s.
@@ -128,12 +130,14 @@ backlog)
     start loaded bench-api-loaded
     until curl -s -o /dev/null -w '%{http_code}' -XPOST -d @"$work/one.json" \
         "127.0.0.1:$serve_port/v1/score" | grep -q 200; do sleep 0.2; done
-    load "$serve_port" "$backlog_rate" "$((alone + 30))" >"$work/oha.txt" &
+    # As long as the backlog took alone: the latencies are those of the
+    # backlog's time.
+    load "$serve_port" "$backlog_rate" "$(printf '%.0f' "$alone")" >"$work/oha.txt" &
     oha_pid=$!
     loaded=$(wait_scored "$admin_port" "$events")
     echo "## the stream with the API at $backlog_rate requests/s: $events events scored in ${loaded} s"
     wait "$oha_pid" || true
-    echo "## the API meanwhile (and for 30 s after)"
+    echo "## the API meanwhile"
     cat "$work/oha.txt"
     ;;
 forwarded)
@@ -146,6 +150,9 @@ forwarded)
     until curl -s "127.0.0.1:$a_serve/v1/owner?key=$card" | grep -q '"url"'; do sleep 0.5; done
     owner=$(curl -s "127.0.0.1:$a_serve/v1/owner?key=$card")
     echo "two instances scored $events events; $card: $owner"
+    # Each instance's mirror copies the other's changelog after the backlog:
+    # let it settle, so that the two loads meet the same machine.
+    sleep 30
     if echo "$owner" | grep -q '"here":true'; then holder=$a_serve; other=$b_serve; else holder=$b_serve; other=$a_serve; fi
     IFS=, read -ra offered <<<"$rates"
     for rate in "${offered[@]}"; do

@@ -121,7 +121,7 @@ pub async fn run(
     // Bound first: the partitions the consumer is assigned are announced
     // at the API's address.
     let api = match &pipeline.serve {
-        Some(settings) => Some(serve::bind(settings).await?),
+        Some(settings) => Some(serve::bind(settings)?),
         None => None,
     };
     let Clients {
@@ -275,7 +275,7 @@ fn start_api(
             url,
         },
         stop,
-    );
+    )?;
     Ok(())
 }
 

@@ -13,12 +13,20 @@ pub fn serve_until(
     stop: CancellationToken,
     what: &'static str,
 ) {
-    tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the {what} stopped");
-        }
-    });
+    tokio::spawn(serve(listener, router, stop, what));
+}
+
+/// Serves `router` on `listener` until `stop`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+    what: &'static str,
+) {
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the {what} stopped");
+    }
 }

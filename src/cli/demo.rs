@@ -47,6 +47,9 @@ pub struct DemoOptions {
     pub history_days: u32,
     pub partitions: i32,
     pub seed: u64,
+    /// Triple the amounts of the second half of the live events: a real
+    /// shift, so that the drift alert path shows.
+    pub shift: bool,
 }
 
 /// Malformed records streamed with the live events, one per error class.
@@ -296,6 +299,9 @@ fn mock_partitions_for(events: usize) -> i32 {
     i32::try_from((events * BYTES_PER_SCORE).div_ceil(BYTES_PER_PARTITION)).unwrap_or(i32::MAX)
 }
 
+/// How much `--shift` multiplies the live amounts by.
+const SHIFT_FACTOR: f64 = 3.0;
+
 fn simulate_split(options: &DemoOptions) -> (Vec<Transaction>, Vec<Transaction>) {
     // About 2,000 transactions a day with the default world; add days until
     // the live part has enough events.
@@ -309,6 +315,19 @@ fn simulate_split(options: &DemoOptions) -> (Vec<Transaction>, Vec<Transaction>)
     let start = SimulationConfig::default().start;
     let (history, mut live): (Vec<_>, Vec<_>) = all.into_iter().partition(|t| t.time < start + cut);
     live.truncate(options.events);
+    if options.shift {
+        let half = live.len() / 2;
+        for t in &mut live[half..] {
+            t.amount *= SHIFT_FACTOR;
+        }
+        if let Some(first) = live.get(half) {
+            eprintln!(
+                "--shift: amounts x{SHIFT_FACTOR} from {} ({} live transactions)",
+                first.time,
+                live.len() - half
+            );
+        }
+    }
     (history, live)
 }
 

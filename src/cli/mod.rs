@@ -129,6 +129,10 @@ pub enum Command {
         history_days: u32,
         #[arg(long, default_value_t = 3)]
         partitions: i32,
+        /// Triple the amounts of the second half of the live events, so
+        /// that drift is detected and alerted (a normal run raises none).
+        #[arg(long)]
+        shift: bool,
     },
 }
 
@@ -166,6 +170,7 @@ pub async fn execute(command: Command) -> anyhow::Result<()> {
             events,
             history_days,
             partitions,
+            shift,
         } => {
             if events == 0 || partitions < 1 {
                 bail!("--events and --partitions must be at least 1");
@@ -178,6 +183,7 @@ pub async fn execute(command: Command) -> anyhow::Result<()> {
                     history_days,
                     partitions,
                     seed: 7,
+                    shift,
                 },
             )
             .await?;

@@ -57,6 +57,13 @@ pub struct ServeSection {
     /// (the Java client's).
     #[serde(default = "default_partitioner")]
     pub partitioner: String,
+    /// Worker threads of the API's own runtime.
+    #[serde(default = "default_serve_threads")]
+    pub threads: usize,
+}
+
+fn default_serve_threads() -> usize {
+    2
 }
 
 fn default_partitioner() -> String {

@@ -105,6 +105,8 @@ pub struct ServeSettings {
     /// How the input's producers partition by key; the API's own producer
     /// (`publish`) is set the same way.
     pub partitioner: Partitioner,
+    /// Worker threads of the API's own runtime.
+    pub threads: usize,
 }
 
 /// How a request is sent to the instance that holds its key's partition

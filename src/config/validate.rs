@@ -297,6 +297,9 @@ fn check_serve(
     if !(1..=10_000).contains(&section.max_items) {
         return Err(("serve.max_items", "must be between 1 and 10000".into()));
     }
+    if !(1..=64).contains(&section.threads) {
+        return Err(("serve.threads", "must be between 1 and 64".into()));
+    }
     if section.max_body_bytes < 1024 {
         return Err(("serve.max_body_bytes", "must be at least 1024".into()));
     }
@@ -327,6 +330,7 @@ fn check_serve(
         advertise: section.advertise.clone(),
         routing,
         partitioner,
+        threads: section.threads,
     })
 }
 

@@ -56,19 +56,21 @@ pub struct ServeError {
 /// The API's listener, bound before the Kafka clients start, so that the
 /// partitions they are assigned can be announced at its address.
 pub struct Bound {
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     address: SocketAddr,
     /// The URL the other instances and clients reach it at.
     pub url: String,
 }
 
 /// Binds `serve.listen`; the URL is `serve.advertise`, or the address bound.
-pub async fn bind(settings: &ServeSettings) -> Result<Bound, ServeError> {
+pub fn bind(settings: &ServeSettings) -> Result<Bound, ServeError> {
     let error = |source| ServeError {
         listen: settings.listen.clone(),
         source,
     };
-    let listener = TcpListener::bind(&settings.listen).await.map_err(error)?;
+    // A std listener: it is served on the API's own runtime (`start`).
+    let listener = std::net::TcpListener::bind(&settings.listen).map_err(error)?;
+    listener.set_nonblocking(true).map_err(error)?;
     let address = listener.local_addr().map_err(error)?;
     let url = match &settings.advertise {
         Some(url) if url.contains("://") => url.trim_end_matches('/').to_owned(),
@@ -97,14 +99,38 @@ pub struct Api {
     pub url: String,
 }
 
-/// Serves `bound` until `stop`.
-pub fn start(bound: Bound, api: Api, stop: CancellationToken) {
+/// Serves `bound` until `stop`, on a runtime of its own with
+/// `serve.threads` workers: a request is then never queued behind the
+/// stream's batches on the same workers (a backlog keeps them busy), only
+/// shared with them by the operating system's scheduler.
+pub fn start(bound: Bound, api: Api, stop: CancellationToken) -> Result<(), ServeError> {
+    let listen = api.settings.listen.clone();
+    let error = |source| ServeError {
+        listen: listen.clone(),
+        source,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(api.settings.threads)
+        .thread_name("streamscore-api")
+        .enable_all()
+        .build()
+        .map_err(error)?;
+    let listener = {
+        let _inside = runtime.enter();
+        TcpListener::from_std(bound.listener).map_err(error)?
+    };
     let router = axum::Router::new()
         .route("/v1/score", post(score))
         .route("/v1/owner", get(owner))
         .with_state(Arc::new(api));
-    crate::http::serve_until(bound.listener, router, stop, "scoring API");
+    std::thread::Builder::new()
+        .name("streamscore-api".into())
+        .spawn(move || {
+            runtime.block_on(crate::http::serve(listener, router, stop, "scoring API"));
+        })
+        .map_err(error)?;
     tracing::info!(address = %bound.address, url = %bound.url, "scoring API listening (POST /v1/score)");
+    Ok(())
 }
 
 async fn score(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
