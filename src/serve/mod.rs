@@ -254,12 +254,16 @@ async fn answer(api: &Arc<Api>, body: &[u8], request: Request) -> (StatusCode, V
     // the scoring holds its thread (it yields only between stages).
     let items = Arc::new(items);
     let forwarded = request.forwarded;
-    let scoring = tokio::spawn({
+    let mut scoring = tokio::spawn({
         let (api, items) = (Arc::clone(api), Arc::clone(&items));
         async move { score_items(&api, &items, &request).await }
     });
-    let scored = match tokio::time::timeout(api.settings.deadline, scoring).await {
-        Err(_) => None,
+    let scored = match tokio::time::timeout(api.settings.deadline, &mut scoring).await {
+        Err(_) => {
+            // Its answer would come too late: stop it at its next yield.
+            scoring.abort();
+            None
+        }
         Ok(Err(e)) => Some(Err(format!("the scoring task failed: {e}"))),
         Ok(Ok(answers)) => Some(answers),
     };

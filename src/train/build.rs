@@ -4,6 +4,7 @@
 //! the CV table into the manifest.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
@@ -151,7 +152,7 @@ pub fn build(
     if let Some(table) = &cv {
         bundle.manifest.cv = Some(serde_json::to_value(table).expect("a CV table serialises"));
     }
-    bundle.manifest.reference = Some(reference(&bundle, &x, &set.decoded));
+    bundle.manifest.reference = Some(reference(&bundle, &x, &set.decoded, Some(&request.label)));
     Ok(TrainReport {
         bundle,
         training_rows,
@@ -359,16 +360,18 @@ pub fn attach_reference(bundle: &mut Bundle, set: &TrainingSet) -> Result<(), Tr
     bundle.check_fits(&set.features.schema())?;
     let names: Vec<String> = bundle.manifest.feature_names().map(str::to_owned).collect();
     let x = feature_matrix(&set.features, &names)?;
-    bundle.manifest.reference = Some(reference(bundle, &x, &set.decoded));
+    bundle.manifest.reference = Some(reference(bundle, &x, &set.decoded, None));
     Ok(())
 }
 
 /// The reference distributions drift monitoring compares against: per
-/// feature and for the score, quantile bins over the training rows.
+/// feature and for the score, quantile bins over the training rows; per
+/// categorical input (`label` is never one), each value's share.
 fn reference(
     bundle: &Bundle,
     x: &ndarray::Array2<f64>,
     decoded: &RecordBatch,
+    label: Option<&str>,
 ) -> serde_json::Value {
     use crate::drift::reference::{REFERENCE_CHUNKS, chunk_spreads};
     use crate::drift::stats::{REFERENCE_BINS, Reference};
@@ -392,12 +395,16 @@ fn reference(
     let score = bundle
         .score_matrix(x.view())
         .and_then(|scores| add(crate::drift::SCORE, &scores));
+    // An input of a feature's name (a flag passed through the SQL) is
+    // monitored as that feature: one column, one set of counts.
+    let mut categories = category_shares(decoded, label);
+    categories.retain(|name, _| !features.contains_key(name));
     serde_json::json!({
         "bins": REFERENCE_BINS,
         "rows": x.nrows(),
         "features": features,
         "score": score,
-        "categories": category_shares(decoded),
+        "categories": categories,
         "chunks": chunks,
     })
 }
@@ -406,14 +413,28 @@ fn reference(
 /// (more: ids, which drift by design).
 const MAX_CATEGORIES: usize = 50;
 
-/// For each categorical text column of the decoded records, the share of
-/// each value (nulls under `null`).
-fn category_shares(decoded: &RecordBatch) -> serde_json::Map<String, serde_json::Value> {
+/// For each categorical text column of the decoded records, and each
+/// boolean one but the label (a flag in the input drifts as a category
+/// does; the label is absent from the stream), the share of each value
+/// (`true`/`false` for a boolean, as the monitor casts it; nulls under
+/// `null`). Without the label's name, booleans are left out: one of them
+/// may be it.
+fn category_shares(
+    decoded: &RecordBatch,
+    label: Option<&str>,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
     for (field, column) in decoded.schema().fields().iter().zip(decoded.columns()) {
-        if field.data_type() != &DataType::Utf8 {
-            continue;
-        }
+        let column = match field.data_type() {
+            DataType::Utf8 => Arc::clone(column),
+            DataType::Boolean if label.is_some_and(|l| l != field.name()) => {
+                match cast(column, &DataType::Utf8) {
+                    Ok(text) => text,
+                    Err(_) => continue,
+                }
+            }
+            _ => continue,
+        };
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for value in column.as_string::<i32>().iter() {
             *counts.entry(value.unwrap_or("null")).or_default() += 1;
@@ -523,6 +544,35 @@ mod tests {
     use arrow::datatypes::{Field, Schema};
 
     use super::*;
+
+    /// A boolean input is a category (`true`, `false`, `null`), the label
+    /// never; without the label's name no boolean is.
+    #[test]
+    fn boolean_inputs_are_categories_and_the_label_is_not() {
+        let decoded = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("is_online", DataType::Boolean, true),
+                Field::new("is_fraud", DataType::Boolean, false),
+            ])),
+            vec![
+                Arc::new(BooleanArray::from(vec![
+                    Some(true),
+                    Some(false),
+                    Some(false),
+                    None,
+                ])),
+                Arc::new(BooleanArray::from(vec![false, true, false, false])),
+            ],
+        )
+        .unwrap();
+        let shares = category_shares(&decoded, Some("is_fraud"));
+        assert_eq!(
+            shares["is_online"],
+            serde_json::json!({"false": 0.5, "null": 0.25, "true": 0.25})
+        );
+        assert!(!shares.contains_key("is_fraud"));
+        assert!(category_shares(&decoded, None).is_empty());
+    }
 
     /// At a342126 an int64 event id became a feature of every model trained
     /// without `--features` (and raised drift in the first judged window).

@@ -136,12 +136,23 @@ async fn drift_pipeline(
     state_extra: &str,
     rng: &mut SmallRng,
 ) -> (std::path::PathBuf, String) {
+    drift_pipeline_with(topics, dir, state_extra, DRIFT_SQL, rng).await
+}
+
+/// [`drift_pipeline`] with its own SQL.
+async fn drift_pipeline_with(
+    topics: &Topics,
+    dir: &std::path::Path,
+    state_extra: &str,
+    sql_text: &str,
+    rng: &mut SmallRng,
+) -> (std::path::PathBuf, String) {
     let alerts_topic = unique("alerts");
     streamscore::kafka::admin::ensure_topics(&brokers(), &[&alerts_topic], 1)
         .await
         .unwrap();
     let sql = dir.join("drift.sql");
-    std::fs::write(&sql, DRIFT_SQL).unwrap();
+    std::fs::write(&sql, sql_text).unwrap();
     let bundle = dir.join("bundle");
     let text = topics.kafka_sections(200, &sql, &bundle).replace(
         "\"auto.commit.interval.ms\" = \"200\"",
@@ -654,4 +665,62 @@ async fn a_backlog_served_one_partition_first_is_judged_over_both() {
         );
         assert_eq!(window["partitions"], serde_json::json!([0, 1]));
     }
+}
+
+/// A boolean of the input that is no model feature is monitored as a
+/// category (`true`, `false`, `null`): its share of `true` moves from 0.3
+/// to 0.6 for 5 windows, and `is_online` is detected on PSI, with nothing
+/// raised before the shift. The label, also a boolean, is never monitored.
+#[tokio::test]
+async fn a_boolean_input_drifts_as_a_category() {
+    let topics = Topics::create(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SmallRng::seed_from_u64(31);
+    let sql = "SELECT event_id, amount, ln(amount + 1.0) AS log_amount FROM transactions";
+    let (pipeline, alerts_topic) =
+        drift_pipeline_with(&topics, dir.path(), "", sql, &mut rng).await;
+    let (normal, shifted) = (8, 5);
+    let (mut events, _) = drift_events(normal + shifted, 0, 0, &mut rng);
+    for (i, (_, event)) in events.iter_mut().enumerate() {
+        if i / PER_WINDOW >= normal {
+            event["is_online"] = (rng.random::<f64>() < 0.6).into();
+        }
+    }
+    let keyed: Vec<KeyedPayload> = events
+        .iter()
+        .map(|(_, e)| {
+            (
+                Some(e["card_id"].as_str().unwrap().as_bytes().to_vec()),
+                Some(e.to_string().into_bytes()),
+            )
+        })
+        .collect();
+    let mut run = spawn_run(&pipeline, dir.path(), "run");
+    produce(&topics.input, &keyed).await;
+    let mut alerts = TopicReader::new(&alerts_topic, 1);
+    let detected = alerts.read_until(Duration::from_secs(120), |m| {
+        parsed_alerts(m)
+            .iter()
+            .any(|a| a.feature == "is_online" && a.level == "detected")
+    });
+    stop_cleanly(&mut run, dir.path(), "run");
+    let raised = parsed_alerts(&alerts.messages);
+    assert!(detected, "{raised:#?}; log:\n{}", log_of(dir.path(), "run"));
+    let first_shifted =
+        chrono::DateTime::from_timestamp_millis(START_MS + normal as i64 * WINDOW_MS)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert!(
+        raised.iter().all(|a| a.window_start >= first_shifted),
+        "an alert before the shift: {raised:#?}"
+    );
+    assert!(
+        raised.iter().all(|a| a.feature != "is_fraud"),
+        "{raised:#?}"
+    );
+    let alert = raised.iter().find(|a| a.feature == "is_online").unwrap();
+    eprintln!(
+        "is_online {} = {} over {:?}",
+        alert.metric, alert.value, alert.threshold
+    );
 }
