@@ -18,18 +18,18 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::changelog::{Changelog, PartitionOf, log_partition};
 use super::recent::Recent;
+use super::replica::Replica;
 use super::{Change, Family, StateError, Store, offset_key, parse_offset_key};
 
 pub struct Checkpoint {
-    store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn Store>,
     /// The changelog every commit is copied to first, when state follows
     /// its partitions between instances.
-    replica: Option<Replica>,
+    pub(super) replica: Option<Replica>,
     pending: Mutex<Pending>,
     /// Held for a whole commit, so commits never overlap; see [`Written`].
-    written: Mutex<Written>,
+    pub(super) written: Mutex<Written>,
 }
 
 /// Keys a batch wrote while an older batch was still unwritten, with the
@@ -39,54 +39,8 @@ pub struct Checkpoint {
 /// write its (older) value of a key they share over the newer one. At
 /// a342126 it did, and the label was lost, its offset already stored.
 #[derive(Default)]
-struct Written {
+pub(super) struct Written {
     by_newer: FxHashMap<(Family, Vec<u8>), u64>,
-}
-
-/// The changelog and how keys map to its partitions.
-#[derive(Debug)]
-struct Replica {
-    log: Arc<dyn Changelog>,
-    partition_of: PartitionOf,
-}
-
-impl Replica {
-    fn partition(&self, change: &Change) -> i32 {
-        log_partition(self.partition_of, change.family, &change.key)
-    }
-
-    /// Whether `change` is the store's own record of how far the changelog
-    /// was applied, which stays local.
-    fn is_position(&self, change: &Change) -> bool {
-        change.family == Family::Offsets
-            && parse_offset_key(&change.key)
-                .is_some_and(|(topic, _)| self.is_position_topic(&topic))
-    }
-
-    /// Whether offsets under `topic` are the store's positions in the
-    /// changelog (the restore's or the mirror's).
-    fn is_position_topic(&self, topic: &str) -> bool {
-        [Position::Restore, Position::Mirror]
-            .iter()
-            .any(|p| topic == self.position_topic(*p))
-    }
-
-    /// The topic name the store's `position` is kept under.
-    fn position_topic(&self, position: Position) -> String {
-        match position {
-            Position::Restore => self.log.topic().to_owned(),
-            Position::Mirror => format!("{}.mirror", self.log.topic()),
-        }
-    }
-}
-
-/// The store's two positions in each changelog partition: how far every
-/// change was applied (a restore's, and a standby's), and how far the
-/// mirror has copied the keys read across partitions.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Position {
-    Restore,
-    Mirror,
 }
 
 /// What a commit did not write: the partitions revoked since the batches
@@ -98,26 +52,26 @@ pub struct Committed {
     pub revoked: std::collections::BTreeSet<i32>,
 }
 
-struct Pending {
+pub(super) struct Pending {
     next_seq: u64,
     /// Per partition, how many times it was revoked: a batch staged before
     /// a revocation is not written for that partition ([`Committed`]).
-    epochs: FxHashMap<i32, u64>,
+    pub(super) epochs: FxHashMap<i32, u64>,
     /// With a changelog, the partitions this instance holds (and has
     /// restored): a batch's changes to any other are not written, since
     /// their state is another instance's.
-    held: Arc<FxHashSet<i32>>,
+    pub(super) held: Arc<FxHashSet<i32>>,
     /// Keys set by staged batches not yet written, per family: per key the
     /// batch that set it last, and where in that batch's changes.
-    values: [FxHashMap<Vec<u8>, (u64, usize)>; Family::ALL.len()],
+    pub(super) values: [FxHashMap<Vec<u8>, (u64, usize)>; Family::ALL.len()],
     /// The staged batches' changes, shared with their [`Staged`] (so that
     /// staging copies no value).
     batches: FxHashMap<u64, Arc<Vec<Change>>>,
     /// Per topic and partition, the first offset not folded into state
     /// (staged or written).
-    folded: HashMap<(String, i32), i64>,
+    pub(super) folded: HashMap<(String, i32), i64>,
     /// Window values written lately, read again before the store is.
-    recent: Recent,
+    pub(super) recent: Recent,
 }
 
 impl Default for Pending {
@@ -143,12 +97,12 @@ const RECENT_BYTES: usize = 32 << 20;
 #[derive(Debug)]
 #[must_use = "staged state is lost unless committed"]
 pub struct Staged {
-    seq: u64,
-    changes: Arc<Vec<Change>>,
+    pub(super) seq: u64,
+    pub(super) changes: Arc<Vec<Change>>,
     /// The partitions' revocation counts when staged (with a changelog).
-    epochs: FxHashMap<i32, u64>,
+    pub(super) epochs: FxHashMap<i32, u64>,
     /// The partitions held when staged (with a changelog).
-    held: Arc<FxHashSet<i32>>,
+    pub(super) held: Arc<FxHashSet<i32>>,
 }
 
 impl Pending {
@@ -267,180 +221,7 @@ impl Checkpoint {
         })
     }
 
-    /// Copies every commit to `log` before the store writes it, each key to
-    /// the partition `partition_of` gives it.
-    pub fn with_changelog(mut self, log: Arc<dyn Changelog>, partition_of: PartitionOf) -> Self {
-        self.replica = Some(Replica { log, partition_of });
-        self
-    }
-
-    /// The changelog, when there is one.
-    pub(super) fn changelog(&self) -> Option<&Arc<dyn Changelog>> {
-        self.replica.as_ref().map(|r| &r.log)
-    }
-
-    /// The changelog's topic, when there is one.
-    pub fn changelog_topic(&self) -> Option<&str> {
-        self.replica.as_ref().map(|r| r.log.topic())
-    }
-
-    /// How far the changelog's `partition` has been applied to the store.
-    pub fn changelog_position(&self, partition: i32) -> Result<Option<i64>, StateError> {
-        self.position(Position::Restore, partition)
-    }
-
-    /// The store's `position` in the changelog's `partition`.
-    pub fn position(&self, position: Position, partition: i32) -> Result<Option<i64>, StateError> {
-        let Some(key) = self.position_key(position, partition) else {
-            return Ok(None);
-        };
-        let stored = self.store.get(Family::Offsets, &key)?;
-        Ok(stored.and_then(|v| v.as_slice().try_into().ok().map(i64::from_be_bytes)))
-    }
-
-    fn position_key(&self, position: Position, partition: i32) -> Option<Vec<u8>> {
-        let replica = self.replica.as_ref()?;
-        Some(offset_key(&replica.position_topic(position), partition))
-    }
-
-    /// Writes changes copied from the changelog's `partition`, with the
-    /// store's `position` in it moved to `next`; the caller holds
-    /// `written`, so no commit or hold comes between.
-    fn write_copied(
-        &self,
-        position: Position,
-        partition: i32,
-        next: i64,
-        changes: Vec<Change>,
-    ) -> Result<(), StateError> {
-        let Some(key) = self.position_key(position, partition) else {
-            return Ok(());
-        };
-        let position = Change {
-            family: Family::Offsets,
-            key,
-            value: Some(next.to_be_bytes().to_vec()),
-        };
-        let mut all: Vec<&Change> = changes.iter().collect();
-        all.push(&position);
-        self.store.write(&all)?;
-        let mut pending = self.pending();
-        for change in changes {
-            if change.family == Family::Windows {
-                pending.recent.insert(change.key, change.value);
-            }
-        }
-        Ok(())
-    }
-
-    /// Forgets what this instance staged for `partitions`, which another
-    /// instance (or a restore) now owns: staged batches are not written
-    /// for them, and their folded offsets are read again after the restore
-    /// ([`Checkpoint::restored`]). Without a changelog the local store is
-    /// the only copy, so nothing is forgotten.
-    pub fn revoke(&self, partitions: &[i32]) {
-        let Some(replica) = &self.replica else {
-            return;
-        };
-        let mut pending = self.pending();
-        for &partition in partitions {
-            *pending.epochs.entry(partition).or_default() += 1;
-        }
-        let mut held = (*pending.held).clone();
-        for partition in partitions {
-            held.remove(partition);
-        }
-        pending.held = Arc::new(held);
-        for family in Family::ALL {
-            pending.values[family.index()].retain(|key, _| {
-                !partitions.contains(&log_partition(replica.partition_of, family, key))
-            });
-        }
-        pending.folded.retain(|(_, p), _| !partitions.contains(p));
-        pending.recent.clear();
-    }
-
-    /// Writes changes read from the changelog's `partition`, up to (not
-    /// including) offset `next`, with that position.
-    pub fn apply_restored(
-        &self,
-        partition: i32,
-        next: i64,
-        changes: Vec<Change>,
-    ) -> Result<(), StateError> {
-        let _no_commit_meanwhile = self
-            .written
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.write_copied(Position::Restore, partition, next, changes)
-    }
-
-    /// Takes `partitions` as this instance's, before they are restored: the
-    /// mirror ([`Checkpoint::apply_mirrored`]) then leaves them alone.
-    pub fn hold(&self, partitions: &[i32]) {
-        let _no_mirror_write_meanwhile = self
-            .written
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut pending = self.pending();
-        let mut held = (*pending.held).clone();
-        held.extend(partitions);
-        pending.held = Arc::new(held);
-    }
-
-    /// Whether this instance holds `partition` (with a changelog).
-    pub fn holds(&self, partition: i32) -> bool {
-        self.pending().held.contains(&partition)
-    }
-
-    /// Writes changes another instance made to a partition this one does
-    /// not hold (the keys read across partitions), up to offset `next` of
-    /// its log; nothing, and `false`, when the partition is held by now.
-    ///
-    /// A standby copies every change, so it moves the restore's own
-    /// position (`Position::Restore`): a later restore starts from it.
-    pub fn apply_mirrored(
-        &self,
-        position: Position,
-        partition: i32,
-        next: i64,
-        changes: Vec<Change>,
-    ) -> Result<bool, StateError> {
-        let _no_hold_meanwhile = self
-            .written
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.holds(partition) {
-            return Ok(false);
-        }
-        self.write_copied(position, partition, next, changes)?;
-        Ok(true)
-    }
-
-    /// After a restore: the restored partitions' folded offsets (of the
-    /// input and labels topics) are read from the store.
-    pub fn restored(&self, partitions: &[i32]) -> Result<(), StateError> {
-        let stored = self.store.scan(Family::Offsets)?;
-        let mut pending = self.pending();
-        for (key, value) in stored {
-            let Some((topic, partition)) = parse_offset_key(&key) else {
-                continue;
-            };
-            let position = self
-                .replica
-                .as_ref()
-                .is_some_and(|r| r.is_position_topic(&topic));
-            if !partitions.contains(&partition) || position {
-                continue;
-            }
-            if let Ok(next) = value.as_slice().try_into().map(i64::from_be_bytes) {
-                pending.folded.insert((topic, partition), next);
-            }
-        }
-        Ok(())
-    }
-
-    fn pending(&self) -> MutexGuard<'_, Pending> {
+    pub(super) fn pending(&self) -> MutexGuard<'_, Pending> {
         // Every update below completes before the lock is released.
         self.pending
             .lock()
@@ -650,57 +431,6 @@ impl Checkpoint {
         })
     }
 
-    /// Per staged batch, the partitions it may not write: revoked since it
-    /// was staged, or not held when it was (records fetched before a
-    /// rebalance and processed after it).
-    fn revoked_since_staged(&self, staged: &[Staged]) -> FxHashSet<(u64, i32)> {
-        let Some(replica) = &self.replica else {
-            return FxHashSet::default();
-        };
-        let pending = self.pending();
-        let mut revoked = FxHashSet::default();
-        for batch in staged {
-            for (&partition, &now) in &pending.epochs {
-                if batch.epochs.get(&partition).copied().unwrap_or(0) != now {
-                    revoked.insert((batch.seq, partition));
-                }
-            }
-            for change in batch.changes.iter() {
-                let partition = replica.partition(change);
-                if !batch.held.contains(&partition) && !replica.is_position(change) {
-                    revoked.insert((batch.seq, partition));
-                }
-            }
-        }
-        revoked
-    }
-
-    /// Appends the changes to the changelog (ARCHITECTURE.md §2: the log
-    /// first, so that what the store claims the changelog holds), and
-    /// returns the store's new positions in it.
-    fn append_to_changelog(&self, merged: &[(u64, &Change)]) -> Result<Vec<Change>, StateError> {
-        let Some(replica) = &self.replica else {
-            return Ok(Vec::new());
-        };
-        let routed: Vec<(i32, &Change)> = merged
-            .iter()
-            .filter(|(_, change)| !replica.is_position(change))
-            .map(|(_, change)| (replica.partition(change), *change))
-            .collect();
-        if routed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let next = replica.log.append(&routed)?;
-        Ok(next
-            .into_iter()
-            .map(|(partition, next)| Change {
-                family: Family::Offsets,
-                key: offset_key(replica.log.topic(), partition),
-                value: Some(next.to_be_bytes().to_vec()),
-            })
-            .collect())
-    }
-
     /// Changes staged and not yet written (for tests and the status line).
     pub fn pending_keys(&self) -> usize {
         self.pending().values.iter().map(FxHashMap::len).sum()
@@ -741,7 +471,7 @@ fn latest_changes<'s>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::MemoryStore;
+    use super::super::{Changelog, MemoryStore, Position};
     use super::*;
 
     fn change(key: &str, value: Option<&str>) -> Change {

@@ -11,12 +11,14 @@ mod checkpoint;
 mod memory;
 mod owners;
 mod recent;
+mod replica;
 mod rocks;
 
 pub use changelog::{Changelog, PartitionOf, change_of_record, record_key};
-pub use checkpoint::{Checkpoint, Committed, Position, Staged, Unwritten};
+pub use checkpoint::{Checkpoint, Committed, Staged, Unwritten};
 pub use memory::MemoryStore;
 pub use owners::Holder;
+pub use replica::Position;
 pub use rocks::{Expiry, RocksStore};
 
 /// A kind of state: a RocksDB column family.
