@@ -14,11 +14,11 @@ mod recent;
 mod replica;
 mod rocks;
 
+pub use changelog::Position;
 pub use changelog::{Changelog, PartitionOf, change_of_record, record_key};
 pub use checkpoint::{Checkpoint, Committed, Staged, Unwritten};
 pub use memory::MemoryStore;
 pub use owners::Holder;
-pub use replica::Position;
 pub use rocks::{Expiry, RocksStore};
 
 /// A kind of state: a RocksDB column family.

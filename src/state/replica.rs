@@ -8,55 +8,9 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashSet;
 
-use super::changelog::{Changelog, PartitionOf, log_partition};
+use super::changelog::{Changelog, PartitionOf, Position, Replica, log_partition};
 use super::checkpoint::{Checkpoint, Staged};
 use super::{Change, Family, StateError, offset_key, parse_offset_key};
-
-/// The changelog and how keys map to its partitions.
-#[derive(Debug)]
-pub(super) struct Replica {
-    pub(super) log: Arc<dyn Changelog>,
-    pub(super) partition_of: PartitionOf,
-}
-
-impl Replica {
-    pub(super) fn partition(&self, change: &Change) -> i32 {
-        log_partition(self.partition_of, change.family, &change.key)
-    }
-
-    /// Whether `change` is the store's own record of how far the changelog
-    /// was applied, which stays local.
-    pub(super) fn is_position(&self, change: &Change) -> bool {
-        change.family == Family::Offsets
-            && parse_offset_key(&change.key)
-                .is_some_and(|(topic, _)| self.is_position_topic(&topic))
-    }
-
-    /// Whether offsets under `topic` are the store's positions in the
-    /// changelog (the restore's or the mirror's).
-    pub(super) fn is_position_topic(&self, topic: &str) -> bool {
-        [Position::Restore, Position::Mirror]
-            .iter()
-            .any(|p| topic == self.position_topic(*p))
-    }
-
-    /// The topic name the store's `position` is kept under.
-    fn position_topic(&self, position: Position) -> String {
-        match position {
-            Position::Restore => self.log.topic().to_owned(),
-            Position::Mirror => format!("{}.mirror", self.log.topic()),
-        }
-    }
-}
-
-/// The store's two positions in each changelog partition: how far every
-/// change was applied (a restore's, and a standby's), and how far the
-/// mirror has copied the keys read across partitions.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Position {
-    Restore,
-    Mirror,
-}
 
 impl Checkpoint {
     /// Copies every commit to `log` before the store writes it, each key to
