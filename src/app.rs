@@ -137,8 +137,10 @@ pub async fn run(
         &side_tasks,
         api.as_ref().map(|bound| bound.url.as_str()),
     )?;
-    if let (Some(settings), Some(bound)) = (&pipeline.serve, api) {
-        start_api(
+    // Stopped and waited for when the run ends, before the engine it
+    // shares is dropped (`serve::Running`).
+    let _api = match (&pipeline.serve, api) {
+        (Some(settings), Some(bound)) => Some(start_api(
             pipeline,
             settings,
             bound,
@@ -146,8 +148,9 @@ pub async fn run(
             health,
             input_partitions,
             side_tasks.clone(),
-        )?;
-    }
+        )?),
+        _ => None,
+    };
     tracing::info!(
         input = %pipeline.kafka.input_topic,
         output = %pipeline.kafka.output_topic,
@@ -238,7 +241,7 @@ fn start_api(
     health: Arc<Health>,
     input_partitions: i32,
     stop: CancellationToken,
-) -> Result<(), AppError> {
+) -> Result<serve::Running, AppError> {
     let publisher = match settings.publish {
         true => Some(
             Publisher::new(&pipeline.kafka, settings.partitioner)
@@ -275,8 +278,8 @@ fn start_api(
             url,
         },
         stop,
-    )?;
-    Ok(())
+    )
+    .map_err(AppError::from)
 }
 
 /// The state changelog (`[state] changelog`), its topic created or

@@ -41,6 +41,8 @@ use crate::state::Holder;
 use crate::telemetry::Health;
 use crate::telemetry::events::{Event, RequestForwarded, RequestServed};
 
+/// How long open connections may take to finish once the API stops.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How long a request's body may take to arrive.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long publishing a request to the input topic may take.
@@ -103,7 +105,7 @@ pub struct Api {
 /// `serve.threads` workers: a request is then never queued behind the
 /// stream's batches on the same workers (a backlog keeps them busy), only
 /// shared with them by the operating system's scheduler.
-pub fn start(bound: Bound, api: Api, stop: CancellationToken) -> Result<(), ServeError> {
+pub fn start(bound: Bound, api: Api, stop: CancellationToken) -> Result<Running, ServeError> {
     let listen = api.settings.listen.clone();
     let error = |source| ServeError {
         listen: listen.clone(),
@@ -123,14 +125,51 @@ pub fn start(bound: Bound, api: Api, stop: CancellationToken) -> Result<(), Serv
         .route("/v1/score", post(score))
         .route("/v1/owner", get(owner))
         .with_state(Arc::new(api));
-    std::thread::Builder::new()
+    let serving = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("streamscore-api".into())
         .spawn(move || {
-            runtime.block_on(crate::http::serve(listener, router, stop, "scoring API"));
+            runtime.block_on(async {
+                let served = crate::http::serve(listener, router, serving.clone(), "scoring API");
+                // Once stopped, open connections (a stalled client's) get
+                // this long; then every task left is dropped.
+                let grace = async {
+                    serving.cancelled().await;
+                    tokio::time::sleep(STOP_GRACE).await;
+                };
+                tokio::select! {
+                    () = served => {}
+                    () = grace => {}
+                }
+            });
+            runtime.shutdown_timeout(STOP_GRACE);
         })
         .map_err(error)?;
     tracing::info!(address = %bound.address, url = %bound.url, "scoring API listening (POST /v1/score)");
-    Ok(())
+    Ok(Running {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// The API's thread, stopped and waited for when dropped: nothing it holds
+/// (the engine, and with it the state store) may outlive the run. A
+/// RocksDB still open while the process exits aborted it ("pthread lock:
+/// Invalid argument") in CI, when the API's thread was left running.
+pub struct Running {
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the scoring API's thread panicked");
+        }
+    }
 }
 
 async fn score(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
