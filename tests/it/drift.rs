@@ -211,7 +211,13 @@ fn drift_events(
             (time, transaction(100_000 + i, time, scale, rng))
         })
         .collect();
-    let keyed = events
+    let keyed = keyed_by_card(&events);
+    (events, keyed)
+}
+
+/// Events as produced: keyed by card.
+fn keyed_by_card(events: &[(i64, serde_json::Value)]) -> Vec<KeyedPayload> {
+    events
         .iter()
         .map(|(_, e)| {
             (
@@ -219,8 +225,41 @@ fn drift_events(
                 Some(e.to_string().into_bytes()),
             )
         })
-        .collect();
-    (events, keyed)
+        .collect()
+}
+
+/// Runs the pipeline over `keyed` until an alert `detected` on `feature`
+/// is on the alerts topic (failing the test if none comes), stops it, and
+/// returns every alert raised; none may lie in the `normal` windows before
+/// the shift.
+async fn alerts_until_detected(
+    topics: &Topics,
+    dir: &std::path::Path,
+    (pipeline, alerts_topic): (&std::path::Path, &str),
+    keyed: &[KeyedPayload],
+    feature: &str,
+    normal: usize,
+) -> Vec<Alert> {
+    let mut run = spawn_run(pipeline, dir, "run");
+    produce(&topics.input, keyed).await;
+    let mut alerts = TopicReader::new(alerts_topic, 1);
+    let detected = alerts.read_until(Duration::from_secs(120), |m| {
+        parsed_alerts(m)
+            .iter()
+            .any(|a| a.feature == feature && a.level == "detected")
+    });
+    stop_cleanly(&mut run, dir, "run");
+    let raised = parsed_alerts(&alerts.messages);
+    assert!(detected, "{raised:#?}; log:\n{}", log_of(dir, "run"));
+    let first_shifted =
+        chrono::DateTime::from_timestamp_millis(START_MS + normal as i64 * WINDOW_MS)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert!(
+        raised.iter().all(|a| a.window_start >= first_shifted),
+        "an alert before the shift: {raised:#?}"
+    );
+    raised
 }
 
 /// The alerts read so far.
@@ -436,15 +475,7 @@ async fn drift_is_judged_once_for_the_topic_by_three_instances() {
             (last, event)
         })
         .collect();
-    let tick_keyed: Vec<KeyedPayload> = ticks
-        .iter()
-        .map(|(_, e)| {
-            (
-                Some(e["card_id"].as_str().unwrap().as_bytes().to_vec()),
-                Some(e.to_string().into_bytes()),
-            )
-        })
-        .collect();
+    let tick_keyed = keyed_by_card(&ticks);
     let names = ["a", "b", "c"];
     let mut instances: Vec<_> = names
         .iter()
@@ -550,25 +581,15 @@ async fn p_value_thresholds_detect_the_shift_and_stay_quiet_before_it() {
     std::fs::write(&pipeline, text).unwrap();
     let (normal, shifted) = (20, 4);
     let (_, keyed) = drift_events(normal, shifted, 0, &mut rng);
-    let mut run = spawn_run(&pipeline, dir.path(), "run");
-    produce(&topics.input, &keyed).await;
-    let mut alerts = TopicReader::new(&alerts_topic, 1);
-    let detected = alerts.read_until(Duration::from_secs(120), |m| {
-        parsed_alerts(m)
-            .iter()
-            .any(|a| a.feature == "amount" && a.level == "detected")
-    });
-    stop_cleanly(&mut run, dir.path(), "run");
-    let raised = parsed_alerts(&alerts.messages);
-    assert!(detected, "{raised:#?}; log:\n{}", log_of(dir.path(), "run"));
-    let first_shifted =
-        chrono::DateTime::from_timestamp_millis(START_MS + normal as i64 * WINDOW_MS)
-            .unwrap()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    assert!(
-        raised.iter().all(|a| a.window_start >= first_shifted),
-        "an alert in the normal windows: {raised:#?}"
-    );
+    let raised = alerts_until_detected(
+        &topics,
+        dir.path(),
+        (&pipeline, &alerts_topic),
+        &keyed,
+        "amount",
+        normal,
+    )
+    .await;
     let amount = raised
         .iter()
         .find(|a| a.feature == "amount" && a.level == "detected" && a.metric == "psi")
@@ -686,34 +707,15 @@ async fn a_boolean_input_drifts_as_a_category() {
             event["is_online"] = (rng.random::<f64>() < 0.6).into();
         }
     }
-    let keyed: Vec<KeyedPayload> = events
-        .iter()
-        .map(|(_, e)| {
-            (
-                Some(e["card_id"].as_str().unwrap().as_bytes().to_vec()),
-                Some(e.to_string().into_bytes()),
-            )
-        })
-        .collect();
-    let mut run = spawn_run(&pipeline, dir.path(), "run");
-    produce(&topics.input, &keyed).await;
-    let mut alerts = TopicReader::new(&alerts_topic, 1);
-    let detected = alerts.read_until(Duration::from_secs(120), |m| {
-        parsed_alerts(m)
-            .iter()
-            .any(|a| a.feature == "is_online" && a.level == "detected")
-    });
-    stop_cleanly(&mut run, dir.path(), "run");
-    let raised = parsed_alerts(&alerts.messages);
-    assert!(detected, "{raised:#?}; log:\n{}", log_of(dir.path(), "run"));
-    let first_shifted =
-        chrono::DateTime::from_timestamp_millis(START_MS + normal as i64 * WINDOW_MS)
-            .unwrap()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    assert!(
-        raised.iter().all(|a| a.window_start >= first_shifted),
-        "an alert before the shift: {raised:#?}"
-    );
+    let raised = alerts_until_detected(
+        &topics,
+        dir.path(),
+        (&pipeline, &alerts_topic),
+        &keyed_by_card(&events),
+        "is_online",
+        normal,
+    )
+    .await;
     assert!(
         raised.iter().all(|a| a.feature != "is_fraud"),
         "{raised:#?}"
