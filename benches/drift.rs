@@ -185,6 +185,7 @@ fn update_alone(c: &mut Criterion) {
         .into_iter()
         .collect(),
         chunks: Default::default(),
+        performance: None,
     };
     let reference = serde_json::to_value(&references).expect("serialises");
     let state = tempfile::tempdir().expect("a state directory");

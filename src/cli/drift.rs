@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::StoreArgs;
-use crate::drift::report::{build, html, table};
+use crate::drift::report::{Realised, build, html, table};
 use crate::drift::store::{Stored, read_all};
 
 #[derive(Debug, Subcommand)]
@@ -50,7 +50,23 @@ pub fn run(command: &DriftCommand) -> anyhow::Result<String> {
         stored.merge(read_all(store, from, to)?);
     }
     let min_events = pipeline.drift.as_ref().map_or(0, |d| d.min_events);
-    let report = build(stored, &args.feature, min_events);
+    let window_ms = pipeline.drift.as_ref().map_or(0, |d| d.window_ms);
+    let mut report = build(stored, &args.feature, min_events);
+    // Outcomes are kept by transaction day: windows of whole days get the
+    // realised performance of their days.
+    if pipeline.labels.is_some() && window_ms > 0 && window_ms % DAY_MS == 0 {
+        let stores: Vec<&dyn crate::state::Store> = stores.iter().map(|s| s as _).collect();
+        let by_day = crate::outcomes::by_day(&stores)?;
+        report = report.with_realised(window_ms, |start, end| {
+            let m = crate::outcomes::between(&by_day, start / DAY_MS, end / DAY_MS)?;
+            Some(Realised {
+                labelled: m.labelled,
+                frauds: m.frauds,
+                auc: m.auc,
+                average_precision: m.average_precision,
+            })
+        });
+    }
     if let Some(path) = &args.html {
         let source = pipeline.source_path.display().to_string();
         let thresholds = pipeline.drift.as_ref().map(|d| &d.thresholds);
@@ -62,6 +78,8 @@ pub fn run(command: &DriftCommand) -> anyhow::Result<String> {
         false => table(&report),
     })
 }
+
+const DAY_MS: i64 = 86_400_000;
 
 fn time_arg(text: &Option<String>) -> anyhow::Result<Option<i64>> {
     let Some(text) = text else {

@@ -4,6 +4,8 @@
 use clap::Subcommand;
 
 use super::StoreArgs;
+use crate::drift::performance::PERFORMANCE;
+use crate::drift::store::{Stored, read_all};
 
 #[derive(Debug, Subcommand)]
 pub enum LabelsCommand {
@@ -14,13 +16,31 @@ pub enum LabelsCommand {
 
 pub fn run(command: &LabelsCommand) -> anyhow::Result<String> {
     let LabelsCommand::Report(args) = command;
-    let (_, stores) = args.open(
+    let (pipeline, stores) = args.open(
         |p| p.labels.is_some(),
         "reads no labels (no [labels] section)",
     )?;
-    let mut rendered = String::new();
-    for store in &stores {
-        rendered.push_str(&crate::outcomes::render(&crate::outcomes::all_days(store)?));
+    let stores: Vec<&dyn crate::state::Store> = stores.iter().map(|s| s as _).collect();
+    // With day-long drift windows, each day's estimated performance (from
+    // its scores, before the labels) goes beside what the labels realised.
+    let mut estimated = crate::outcomes::Estimated::new();
+    if let Some(drift) = pipeline.drift.as_ref().filter(|d| d.window_ms == DAY_MS) {
+        let mut stored = Stored::default();
+        for store in &stores {
+            stored.merge(read_all(*store, None, None)?);
+        }
+        let report =
+            crate::drift::report::build(stored, &[PERFORMANCE.to_owned()], drift.min_events);
+        estimated = report
+            .estimated()
+            .into_iter()
+            .map(|(start, e)| (start / DAY_MS, e))
+            .collect();
     }
-    Ok(rendered)
+    Ok(crate::outcomes::render(
+        &crate::outcomes::all_days(&stores)?,
+        &estimated,
+    ))
 }
+
+const DAY_MS: i64 = 86_400_000;

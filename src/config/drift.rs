@@ -7,7 +7,7 @@ use super::file::{DriftSection, ThresholdSection};
 use super::parse_duration;
 use super::windows::{Invalid, timestamp_field};
 use crate::drift::DriftSettings;
-use crate::drift::alerts::{Hysteresis, Limit, Limits, METRICS, ThresholdRules};
+use crate::drift::alerts::{Hysteresis, Limit, Limits, ThresholdRules, threshold_metrics};
 use crate::drift::chance::CHANCE_METRICS;
 use crate::schema::RecordSchema;
 
@@ -103,12 +103,12 @@ fn limits_of(
     limits: &ThresholdSection,
     key: &'static str,
 ) -> Result<Limits, Invalid> {
-    if !METRICS.contains(&metric) {
+    if !threshold_metrics().any(|m| m == metric) {
         return Err((
             key,
             format!(
                 "`{metric}` is not a drift metric; use one of {}",
-                METRICS.join(", ")
+                threshold_metrics().collect::<Vec<_>>().join(", ")
             ),
         ));
     }

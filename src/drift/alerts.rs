@@ -23,7 +23,8 @@ pub enum Limit {
     Chance { p_value: f64 },
 }
 
-/// The metrics a threshold can be set on.
+/// The distribution metrics a threshold can be set on (the estimated
+/// performance's are [`threshold_metrics`]' others).
 pub const METRICS: [&str; 8] = [
     "psi",
     "ks",
@@ -34,6 +35,14 @@ pub const METRICS: [&str; 8] = [
     "chi_square",
     "flag_rate",
 ];
+
+/// Every metric a threshold can be set on: the distribution metrics, then
+/// the estimated performance's (`performance.rs`).
+pub fn threshold_metrics() -> impl Iterator<Item = &'static str> {
+    METRICS
+        .into_iter()
+        .chain(super::performance::PERFORMANCE_METRICS)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -178,6 +187,18 @@ pub struct ThresholdRules {
 }
 
 impl ThresholdRules {
+    /// The first of `metrics` that a rule sets a limit on, if any.
+    pub fn names_any(&self, metrics: &[&'static str]) -> Option<&'static str> {
+        let set = |limits: &Limits| limits.0.is_some() || limits.1.is_some();
+        metrics.iter().copied().find(|&metric| {
+            self.metrics.get(metric).is_some_and(set)
+                || self
+                    .features
+                    .values()
+                    .any(|m| m.get(metric).is_some_and(set))
+        })
+    }
+
     /// The thresholds for `feature`'s `metric`; `spread` gives the mean and
     /// standard deviation of the metric over the reference's chunks, when
     /// the bundle has them, and `by_chance` the value a window of this size

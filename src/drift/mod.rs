@@ -5,6 +5,8 @@
 //! - `window.rs`: one column's counts in one window, and its measures;
 //! - `alerts.rs`: thresholds and hysteresis;
 //! - `chance.rs`: thresholds that know a window's size (`p_value`);
+//! - `performance.rs`: performance estimated from the scores before the
+//!   labels arrive (CBPE);
 //! - `store.rs`: how it all lies in the state store's `drift` family;
 //! - `monitor.rs`: the per-batch counting and the judging of windows;
 //! - `report.rs`: the drift report, as a table, JSON or a page of charts;
@@ -13,6 +15,7 @@
 pub mod alerts;
 pub mod chance;
 pub mod monitor;
+pub mod performance;
 pub mod reference;
 pub mod report;
 mod settings;

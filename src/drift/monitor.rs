@@ -18,6 +18,7 @@ use rustc_hash::FxHashMap;
 use super::DriftSettings;
 use super::alerts::{Alert, AlertState, Level};
 use super::chance::{CHANCE_METRICS, ChanceThresholds};
+use super::performance::{PERFORMANCE, PERFORMANCE_METRICS, PerformanceReference};
 use super::reference::References;
 use super::stats::WindowCounts;
 use super::store::{
@@ -152,8 +153,16 @@ impl DriftMonitor {
                 ));
             }
         }
+        if references.performance.is_none()
+            && let Some(metric) = self.settings.thresholds.names_any(&PERFORMANCE_METRICS)
+        {
+            return Err(format!(
+                "`{metric}` has a threshold, but the model's reference has no reliability \
+                 curve to estimate performance from: train the bundle here, with its labels"
+            ));
+        }
         for column in monitored(&references) {
-            for metric in super::alerts::METRICS {
+            for metric in super::alerts::threshold_metrics() {
                 // Whether a `p_value` applies is known before any window is.
                 let mut applies = |_| CHANCE_METRICS.contains(&metric).then_some(0.0);
                 self.settings.thresholds.resolve(
@@ -642,6 +651,22 @@ fn count_columns<'r>(
             .collect();
         emit(name, counts);
     }
+    if let Some(reference) = columns.performance {
+        let empty = vec![0u64; reference.bins()];
+        let mut per_group = vec![(empty.clone(), empty); groups.len()];
+        for &(group, row) in rows.iter() {
+            let bin = reference.bin(row.score);
+            per_group[group].0[bin] += 1;
+            per_group[group].1[bin] += u64::from(row.flagged);
+        }
+        emit(
+            PERFORMANCE,
+            per_group
+                .into_iter()
+                .map(|(scored, flagged)| ColumnCounts::Scores { scored, flagged })
+                .collect(),
+        );
+    }
     let mut decisions = vec![(0u64, 0u64); groups.len()];
     for &(group, row) in rows.iter() {
         decisions[group].0 += u64::from(row.flagged);
@@ -705,6 +730,7 @@ fn monitored(references: &References) -> impl Iterator<Item = &str> {
         .map(String::as_str)
         .chain(references.score.as_ref().map(|_| SCORE))
         .chain(std::iter::once(DECISION))
+        .chain(references.performance.as_ref().map(|_| PERFORMANCE))
         .chain(references.categories.keys().map(String::as_str))
 }
 
@@ -727,6 +753,8 @@ struct Columns<'r> {
         &'r BTreeMap<String, f64>,
         arrow::array::StringArray,
     )>,
+    /// The reliability curve's bins the scores are counted on.
+    performance: Option<&'r PerformanceReference>,
 }
 
 impl<'r> Columns<'r> {
@@ -760,6 +788,7 @@ impl<'r> Columns<'r> {
             times,
             numeric,
             categorical,
+            performance: references.performance.as_ref(),
         }
     }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::performance::PerformanceReference;
 use super::stats::{Reference, WindowCounts, drift};
 
 /// Chunks the training rows are cut into for [`Spread`]s.
@@ -24,6 +25,10 @@ pub struct References {
     /// Per feature (and `score`), per metric: its spread over the chunks.
     #[serde(default)]
     pub chunks: BTreeMap<String, BTreeMap<String, Spread>>,
+    /// The reliability curve of the evaluated rows' scores, for estimated
+    /// performance; absent from bundles trained without labels at hand.
+    #[serde(default)]
+    pub performance: Option<PerformanceReference>,
 }
 
 /// The mean and standard deviation of a metric over the reference chunks.
@@ -55,6 +60,11 @@ impl References {
             .chain(self.score.as_ref().map(|r| (super::SCORE, r)));
         for (name, reference) in numeric {
             reference.check().map_err(|e| format!("`{name}`: {e}"))?;
+        }
+        if let Some(performance) = &self.performance {
+            performance
+                .check()
+                .map_err(|e| format!("`{}`: {e}", super::performance::PERFORMANCE))?;
         }
         for (name, shares) in &self.categories {
             if shares.values().any(|s| !(s.is_finite() && *s >= 0.0)) {

@@ -10,6 +10,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use super::alerts::{Alert, ThresholdRules};
+use super::performance::PERFORMANCE;
 use super::reference::References;
 use super::store::Stored;
 use super::window::{ColumnCounts, numeric_reference};
@@ -31,6 +32,60 @@ pub struct WindowReport {
     pub model_version: String,
     pub partitions: Vec<i32>,
     pub columns: BTreeMap<String, ColumnReport>,
+    /// What the window's labels realised, once they are in: beside the
+    /// `performance` column's estimate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub realised: Option<Realised>,
+}
+
+/// A window's confirmed outcomes and how its scores ranked them (every
+/// model version's scores of the window's days; filled in by the CLI from
+/// the outcomes the labels made).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Realised {
+    pub labelled: usize,
+    pub frauds: usize,
+    pub auc: Option<f64>,
+    pub average_precision: Option<f64>,
+}
+
+impl DriftReport {
+    /// Fills in each window's realised performance from `realised(start,
+    /// end)`.
+    pub fn with_realised(
+        mut self,
+        window_ms: i64,
+        realised: impl Fn(i64, i64) -> Option<Realised>,
+    ) -> Self {
+        for window in &mut self.windows {
+            window.realised = realised(window.start_ms, window.start_ms + window_ms);
+        }
+        self
+    }
+
+    /// Each window's estimated AUC and average precision by its start, of
+    /// the model version that scored most of it.
+    pub fn estimated(&self) -> BTreeMap<i64, (f64, f64)> {
+        let mut best: BTreeMap<i64, (u64, f64, f64)> = BTreeMap::new();
+        for w in &self.windows {
+            let Some(c) = w.columns.get(PERFORMANCE) else {
+                continue;
+            };
+            let (Some(&auc), Some(&ap)) = (
+                c.measures.get("estimated_auc"),
+                c.measures.get("estimated_average_precision"),
+            ) else {
+                continue;
+            };
+            let entry = best.entry(w.start_ms).or_insert((0, auc, ap));
+            if c.events >= entry.0 {
+                *entry = (c.events, auc, ap);
+            }
+        }
+        best.into_iter()
+            .map(|(start, (_, auc, ap))| (start, (auc, ap)))
+            .collect()
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -83,6 +138,7 @@ pub fn build(stored: Stored, only: &[String], min_events: u64) -> DriftReport {
                 model_version: version,
                 partitions: window.partitions.into_iter().collect(),
                 columns,
+                realised: None,
             }
         })
         .collect();
@@ -137,6 +193,7 @@ pub fn table(report: &DriftReport) -> String {
             out.push('\n');
         }
     }
+    performance_table(report, &mut out);
     let _ = writeln!(out, "\n{} alert(s)", report.alerts.len());
     for a in &report.alerts {
         let _ = writeln!(
@@ -154,6 +211,53 @@ pub fn table(report: &DriftReport) -> String {
         );
     }
     out
+}
+
+/// Each window's estimated performance beside what its labels realised.
+fn performance_table(report: &DriftReport, out: &mut String) {
+    let rows: Vec<_> = report
+        .windows
+        .iter()
+        .filter_map(|w| Some((w, w.columns.get(PERFORMANCE)?)))
+        .filter(|(_, c)| !c.measures.is_empty())
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nEstimated performance (from the scores alone) and realised (once labelled)\n\
+         {:<20} {:<22} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "window",
+        "model version",
+        "events",
+        "est. AUC",
+        "est. AP",
+        "est. prec",
+        "est. rec",
+        "labelled",
+        "AUC",
+        "AP"
+    );
+    let shown = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
+    for (w, c) in rows {
+        let m = |name: &str| c.measures.get(name).copied();
+        let r = w.realised.as_ref();
+        let _ = writeln!(
+            out,
+            "{:<20} {:<22} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            w.start,
+            w.model_version,
+            c.events,
+            shown(m("estimated_auc")),
+            shown(m("estimated_average_precision")),
+            shown(m("estimated_precision")),
+            shown(m("estimated_recall")),
+            r.map_or("-".to_owned(), |r| r.labelled.to_string()),
+            shown(r.and_then(|r| r.auc)),
+            shown(r.and_then(|r| r.average_precision)),
+        );
+    }
 }
 
 /// The page: per column, the reference against the live distribution over

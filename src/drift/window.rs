@@ -20,6 +20,9 @@ pub enum ColumnCounts {
     Categorical { counts: BTreeMap<String, u64> },
     /// The champion's decisions: prediction drift.
     Flags { flagged: u64, scored: u64 },
+    /// The champion's scores on the performance reference's bins, and of
+    /// each bin how many were flagged: the estimated performance.
+    Scores { scored: Vec<u64>, flagged: Vec<u64> },
 }
 
 impl ColumnCounts {
@@ -42,6 +45,20 @@ impl ColumnCounts {
                 *flagged += f;
                 *scored += s;
             }
+            (
+                ColumnCounts::Scores { scored, flagged },
+                ColumnCounts::Scores {
+                    scored: s,
+                    flagged: f,
+                },
+            ) => {
+                for (a, b) in scored.iter_mut().zip(s) {
+                    *a += b;
+                }
+                for (a, b) in flagged.iter_mut().zip(f) {
+                    *a += b;
+                }
+            }
             // Only the same column's counts are merged, and a column's kind
             // follows from its name; a mismatch would be a bug, and keeping
             // the first is the harmless answer.
@@ -55,6 +72,7 @@ impl ColumnCounts {
             ColumnCounts::Numeric(w) => w.values() + w.nulls,
             ColumnCounts::Categorical { counts } => counts.values().sum(),
             ColumnCounts::Flags { scored, .. } => *scored,
+            ColumnCounts::Scores { scored, .. } => scored.iter().sum(),
         }
     }
 
@@ -116,6 +134,15 @@ impl ColumnCounts {
             ColumnCounts::Flags { flagged, scored } => {
                 if *scored > 0 {
                     out.insert("flag_rate", *flagged as f64 / *scored as f64);
+                }
+            }
+            ColumnCounts::Scores { scored, flagged } => {
+                // Counts of another version's bins are not this one's.
+                if let Some(reference) = &references.performance
+                    && reference.bins() == scored.len()
+                    && scored.len() == flagged.len()
+                {
+                    out.extend(reference.measures(scored, flagged));
                 }
             }
         }

@@ -165,10 +165,14 @@ pub fn join(
     Ok(joined)
 }
 
-/// One day's confirmed outcomes and how the scores ranked them.
+/// A confirmed outcome: the score kept, whether it was fraud, the card.
+pub type Outcome = (f64, bool, String);
+
+/// Confirmed outcomes and how the scores ranked them: one transaction day's,
+/// or a drift window's days'.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DayMetrics {
-    /// Days since the epoch (UTC).
+    /// Days since the epoch (UTC): the first day covered.
     pub day: i64,
     pub labelled: usize,
     pub frauds: usize,
@@ -178,7 +182,7 @@ pub struct DayMetrics {
 }
 
 impl DayMetrics {
-    fn of(day: i64, outcomes: &[(f64, bool, String)]) -> Self {
+    pub fn of(day: i64, outcomes: &[Outcome]) -> Self {
         let scores: Vec<f64> = outcomes.iter().map(|o| o.0).collect();
         let labels: Vec<bool> = outcomes.iter().map(|o| o.1).collect();
         let cards: Vec<String> = outcomes.iter().map(|o| o.2.clone()).collect();
@@ -194,7 +198,7 @@ impl DayMetrics {
     }
 }
 
-fn read_outcome(value: &[u8]) -> Option<(f64, bool, String)> {
+fn read_outcome(value: &[u8]) -> Option<Outcome> {
     Some((
         f64::from_le_bytes(value.get(..8)?.try_into().ok()?),
         *value.get(8)? == 1,
@@ -212,30 +216,64 @@ pub fn day_metrics(store: &dyn Store, day: i64) -> Result<DayMetrics, StateError
     Ok(DayMetrics::of(day, &outcomes))
 }
 
-/// The metrics of every day the store holds outcomes for, oldest first.
-pub fn all_days(store: &dyn Store) -> Result<Vec<DayMetrics>, StateError> {
-    let mut by_day: BTreeMap<i64, Vec<(f64, bool, String)>> = BTreeMap::new();
-    for (key, value) in store.scan(Family::Outcomes)? {
+/// Every outcome the stores hold, by transaction day. An outcome held by
+/// several stores (a standby's copy) is counted once.
+pub fn by_day(stores: &[&dyn Store]) -> Result<BTreeMap<i64, Vec<Outcome>>, StateError> {
+    let mut by_key: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for store in stores {
+        by_key.extend(store.scan(Family::Outcomes)?);
+    }
+    let mut by_day: BTreeMap<i64, Vec<Outcome>> = BTreeMap::new();
+    for (key, value) in by_key {
         if let (Some(day), Some(outcome)) = (day_of_key(&key), read_outcome(&value)) {
             by_day.entry(day).or_default().push(outcome);
         }
     }
-    Ok(by_day
+    Ok(by_day)
+}
+
+/// The metrics of every day the stores hold outcomes for, oldest first.
+pub fn all_days(stores: &[&dyn Store]) -> Result<Vec<DayMetrics>, StateError> {
+    Ok(by_day(stores)?
         .into_iter()
         .map(|(day, outcomes)| DayMetrics::of(day, &outcomes))
         .collect())
 }
 
-/// The report's table.
-pub fn render(days: &[DayMetrics]) -> String {
-    let mut out = String::from(
-        "| day | labelled | frauds | AUC | average precision | card precision@100 |\n|---|---:|---:|---:|---:|---:|\n",
-    );
+/// The metrics of the days from `first_day` (inclusive) to `end_day`
+/// (exclusive); `None` when none of them has an outcome.
+pub fn between(
+    by_day: &BTreeMap<i64, Vec<Outcome>>,
+    first_day: i64,
+    end_day: i64,
+) -> Option<DayMetrics> {
+    let outcomes: Vec<Outcome> = by_day
+        .range(first_day..end_day)
+        .flat_map(|(_, o)| o.iter().cloned())
+        .collect();
+    (!outcomes.is_empty()).then(|| DayMetrics::of(first_day, &outcomes))
+}
+
+/// A day's estimated AUC and average precision, from the drift monitor's
+/// estimated performance (`drift/performance.rs`), shown beside what the
+/// labels realised.
+pub type Estimated = BTreeMap<i64, (f64, f64)>;
+
+/// The report's table; with `estimated`, its AUC and average precision
+/// beside the realised ones.
+pub fn render(days: &[DayMetrics], estimated: &Estimated) -> String {
+    let with_estimates = !estimated.is_empty();
+    let mut out =
+        String::from("| day | labelled | frauds | AUC | average precision | card precision@100 |");
+    out.push_str(match with_estimates {
+        true => " estimated AUC | estimated AP |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        false => "\n|---|---:|---:|---:|---:|---:|\n",
+    });
     let shown = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.4}"));
     for d in days {
         let date = chrono::DateTime::from_timestamp_millis(d.day * DAY_MS)
             .map_or(d.day.to_string(), |t| t.format("%Y-%m-%d").to_string());
-        let _ = writeln!(
+        let _ = write!(
             out,
             "| {date} | {} | {} | {} | {} | {} |",
             d.labelled,
@@ -244,6 +282,16 @@ pub fn render(days: &[DayMetrics]) -> String {
             shown(d.average_precision),
             shown(d.card_precision_at_100)
         );
+        if with_estimates {
+            let e = estimated.get(&d.day);
+            let _ = write!(
+                out,
+                " {} | {} |",
+                shown(e.map(|e| e.0)),
+                shown(e.map(|e| e.1))
+            );
+        }
+        out.push('\n');
     }
     if days.is_empty() {
         out.push_str("(no labelled scores yet)\n");
@@ -302,8 +350,16 @@ mod tests {
         assert_eq!(day.average_precision, Some(1.0));
         // One fraudulent card among the top 100 (of 3), divided by 100.
         assert_eq!(day.card_precision_at_100, Some(0.01));
-        assert_eq!(all_days(store.as_ref())?, vec![day]);
-        assert!(render(&all_days(store.as_ref())?).contains("| 1970-01-01 | 3 | 1 | 1.0000 |"));
+        let stores: [&dyn Store; 2] = [store.as_ref(), store.as_ref()];
+        assert_eq!(all_days(&stores)?, vec![day.clone()]);
+        assert!(
+            render(&all_days(&stores)?, &Estimated::new())
+                .contains("| 1970-01-01 | 3 | 1 | 1.0000 |")
+        );
+        let estimated = Estimated::from([(0, (0.9, 0.8))]);
+        assert!(
+            render(&[day], &estimated).contains("| 1.0000 | 1.0000 | 0.0100 | 0.9000 | 0.8000 |")
+        );
         Ok(())
     }
 

@@ -152,7 +152,8 @@ pub fn build(
     if let Some(table) = &cv {
         bundle.manifest.cv = Some(serde_json::to_value(table).expect("a CV table serialises"));
     }
-    bundle.manifest.reference = Some(reference(&bundle, &x, &set.decoded, Some(&request.label)));
+    let evaluated = WithLabels(&request.label, &scores, &labels);
+    bundle.manifest.reference = Some(reference(&bundle, &x, &set.decoded, Some(evaluated)));
     Ok(TrainReport {
         bundle,
         training_rows,
@@ -364,14 +365,20 @@ pub fn attach_reference(bundle: &mut Bundle, set: &TrainingSet) -> Result<(), Tr
     Ok(())
 }
 
+/// What `train` knows of the labels: the label column's name, and the
+/// evaluated rows' (out-of-fold or hold-out) scores with their labels.
+struct WithLabels<'a>(&'a str, &'a [f64], &'a [bool]);
+
 /// The reference distributions drift monitoring compares against: per
 /// feature and for the score, quantile bins over the training rows; per
-/// categorical input (`label` is never one), each value's share.
+/// categorical input (the label is never one), each value's share; with
+/// the labels, the evaluated scores' reliability curve, which estimated
+/// performance stands on (`drift/performance.rs`).
 fn reference(
     bundle: &Bundle,
     x: &ndarray::Array2<f64>,
     decoded: &RecordBatch,
-    label: Option<&str>,
+    labelled: Option<WithLabels>,
 ) -> serde_json::Value {
     use crate::drift::reference::{REFERENCE_CHUNKS, chunk_spreads};
     use crate::drift::stats::{REFERENCE_BINS, Reference};
@@ -397,8 +404,10 @@ fn reference(
         .and_then(|scores| add(crate::drift::SCORE, &scores));
     // An input of a feature's name (a flag passed through the SQL) is
     // monitored as that feature: one column, one set of counts.
-    let mut categories = category_shares(decoded, label);
+    let mut categories = category_shares(decoded, labelled.as_ref().map(|l| l.0));
     categories.retain(|name, _| !features.contains_key(name));
+    let performance =
+        labelled.and_then(|l| crate::drift::performance::PerformanceReference::of(l.1, l.2));
     serde_json::json!({
         "bins": REFERENCE_BINS,
         "rows": x.nrows(),
@@ -406,6 +415,7 @@ fn reference(
         "score": score,
         "categories": categories,
         "chunks": chunks,
+        "performance": performance,
     })
 }
 

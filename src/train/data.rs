@@ -56,7 +56,9 @@ pub enum TrainingError {
     Internal(String),
 }
 
-/// Decoded history and its features, row for row.
+/// Decoded history and its features, row for row (cheap to clone: the
+/// columns are shared).
+#[derive(Clone)]
 pub struct TrainingSet {
     pub decoded: RecordBatch,
     pub features: RecordBatch,

@@ -726,3 +726,186 @@ async fn a_boolean_input_drifts_as_a_category() {
         alert.metric, alert.value, alert.threshold
     );
 }
+
+/// Estimated performance through Tansu and `streamscore run`, with day-long
+/// windows: six days drawn like the training data, then six in which the
+/// amounts shrink to a fifth, so that the large amounts the frauds come
+/// with (and the scores that find them) vanish: the model would catch
+/// next to nothing, and the estimate says so before any label. (With a
+/// third, one large amount every other day kept the estimate of a day
+/// that had one near the reference's: the estimate of a window with
+/// almost no expected fraud rests on its few high scores. The events are
+/// drawn from a fixed seed.)
+/// - The stream counts each day's scores on the reliability curve's bins
+///   and judges `performance`: its `average_precision_drop` is `detected`
+///   after the 3 windows of hysteresis, and no alert of any kind comes
+///   before the shift.
+/// - The alert's value equals `drift report --json`'s for its window.
+/// - Once the labels arrive, `drift report` shows each day's realised AUC
+///   and average precision beside the estimate, equal to a direct
+///   computation over the scores on the output topic, and `labels report`
+///   shows the estimate beside each day's realised metrics.
+#[tokio::test(flavor = "multi_thread")]
+async fn estimated_performance_alerts_on_a_drop_and_meets_the_labels() {
+    use rdkafka::Message;
+    use streamscore::fraud_metrics::{auc_roc, average_precision};
+
+    const DAY_MS: i64 = 86_400_000;
+    const PER_DAY: usize = 400;
+    let (normal_days, shifted_days) = (6, 6);
+    let topics = Topics::create(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SmallRng::seed_from_u64(41);
+    let (pipeline, alerts_topic) =
+        drift_pipeline_with(&topics, dir.path(), "", DRIFT_SQL, &mut rng).await;
+    // The example's [labels] and [windows] (a labels topic is read for
+    // window features; the SQL here uses none of them).
+    let example = state_sections(dir.path(), &topics.labels);
+    let labels_and_windows = &example[example.find("\n[labels]").unwrap()..];
+    let text = std::fs::read_to_string(&pipeline)
+        .unwrap()
+        .replace("window = \"1h\"", "window = \"1d\"")
+        + "[drift.thresholds]\naverage_precision_drop = { detected = 0.15 }\n"
+        + labels_and_windows;
+    std::fs::write(&pipeline, text).unwrap();
+    let days = normal_days + shifted_days;
+    let events: Vec<(i64, serde_json::Value)> = (0..days * PER_DAY + 1)
+        .map(|i| {
+            let time = START_MS + i as i64 * (DAY_MS / PER_DAY as i64);
+            let scale = if i / PER_DAY >= normal_days { 0.2 } else { 1.0 };
+            (time, transaction(200_000 + i, time, scale, &mut rng))
+        })
+        .collect();
+    // `alerts_until_detected` counts the normal stretch in hours.
+    let raised = alerts_until_detected(
+        &topics,
+        dir.path(),
+        (&pipeline, &alerts_topic),
+        &keyed_by_card(&events),
+        "performance",
+        normal_days * 24,
+    )
+    .await;
+    let detected = raised
+        .iter()
+        .find(|a| a.feature == "performance" && a.level == "detected")
+        .unwrap();
+    assert_eq!(detected.metric, "average_precision_drop", "{detected:?}");
+
+    // The labels arrive.
+    let labels: Vec<KeyedPayload> = events
+        .iter()
+        .map(|(_, e)| {
+            let label = serde_json::json!({
+                "event_id": e["event_id"], "card_id": e["card_id"],
+                "terminal_id": e["terminal_id"], "event_time": e["event_time"],
+                "is_fraud": e["is_fraud"],
+            });
+            (
+                Some(e["card_id"].as_str().unwrap().as_bytes().to_vec()),
+                Some(label.to_string().into_bytes()),
+            )
+        })
+        .collect();
+    let mut run = spawn_run(&pipeline, dir.path(), "labels");
+    produce(&topics.labels, &labels).await;
+    crate::windows::wait_for_labels(dir.path(), "labels", labels.len());
+    stop_cleanly(&mut run, dir.path(), "labels");
+
+    // Each day's realised metrics, from the scores on the output topic.
+    let mut scores = TopicReader::new(&topics.output, 1);
+    assert!(scores.read_until(Duration::from_secs(60), |m| m.len() >= events.len()));
+    let fraud: BTreeMap<String, (i64, bool)> = events
+        .iter()
+        .map(|(time, e)| {
+            let id = e["event_id"].as_str().unwrap().to_owned();
+            (id, (time - time.rem_euclid(DAY_MS), e["is_fraud"] == true))
+        })
+        .collect();
+    let mut by_day: BTreeMap<i64, (Vec<f64>, Vec<bool>)> = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for message in &scores.messages {
+        let score: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        let id = score["event_id"].as_str().unwrap().to_owned();
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        let (day, is_fraud) = fraud[&id];
+        let entry = by_day.entry(day).or_default();
+        entry.0.push(score["score"].as_f64().unwrap());
+        entry.1.push(is_fraud);
+    }
+
+    let report: serde_json::Value = serde_json::from_str(&streamscore(
+        dir.path(),
+        &[
+            "drift",
+            "report",
+            "--json",
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    let windows = report["windows"].as_array().unwrap();
+    let alert_start = chrono::DateTime::parse_from_rfc3339(&detected.window_start)
+        .unwrap()
+        .timestamp_millis();
+    let alert_window = windows
+        .iter()
+        .find(|w| w["start_ms"].as_i64() == Some(alert_start))
+        .unwrap_or_else(|| panic!("no window {} in {windows:#?}", detected.window_start));
+    let reported = alert_window["columns"]["performance"]["measures"]["average_precision_drop"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (reported - detected.value).abs() < 1e-9,
+        "{reported} against {detected:?}"
+    );
+    let mut estimated_ap = Vec::new();
+    for w in windows {
+        let start = w["start_ms"].as_i64().unwrap();
+        let Some((s, l)) = by_day.get(&start) else {
+            continue;
+        };
+        let realised = &w["realised"];
+        assert_eq!(
+            realised["labelled"].as_u64().unwrap() as usize,
+            s.len(),
+            "{w:#}"
+        );
+        if let Some(auc) = auc_roc(s, l) {
+            assert!(
+                (realised["auc"].as_f64().unwrap() - auc).abs() < 1e-12,
+                "{w:#}"
+            );
+            let ap = average_precision(s, l).unwrap();
+            assert!((realised["average_precision"].as_f64().unwrap() - ap).abs() < 1e-12);
+        }
+        let measures = &w["columns"]["performance"]["measures"];
+        if let Some(estimate) = measures["estimated_average_precision"].as_f64() {
+            estimated_ap.push((start, estimate));
+        }
+    }
+    eprintln!("estimated AP by day: {estimated_ap:?}");
+    assert!(estimated_ap.len() >= days - 1, "{estimated_ap:?}");
+
+    let labels_report = streamscore(
+        dir.path(),
+        &["labels", "report", "--pipeline", pipeline.to_str().unwrap()],
+    );
+    assert!(
+        labels_report.contains("estimated AUC | estimated AP |"),
+        "{labels_report}"
+    );
+    let (first_day, first_estimate) = estimated_ap[0];
+    let date = chrono::DateTime::from_timestamp_millis(first_day)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
+    let row = labels_report
+        .lines()
+        .find(|l| l.starts_with(&format!("| {date} ")))
+        .unwrap_or_else(|| panic!("no {date} in\n{labels_report}"));
+    assert!(row.ends_with(&format!("{first_estimate:.4} |")), "{row}");
+}
