@@ -305,7 +305,17 @@ pub fn html(report: &DriftReport, source: &str, thresholds: Option<&ThresholdRul
         if let Some(chart) = distribution_chart(report, column) {
             page.push_str(&chart);
         }
-        for metric in ["psi", "ks", "chi_square", "flag_rate"] {
+        if column == PERFORMANCE {
+            page.push_str(&performance_chart(report));
+        }
+        for metric in [
+            "psi",
+            "ks",
+            "chi_square",
+            "flag_rate",
+            "auc_drop",
+            "average_precision_drop",
+        ] {
             let points: Vec<(f64, f64)> = report
                 .windows
                 .iter()
@@ -407,6 +417,75 @@ fn distribution_chart(report: &DriftReport, column: &str) -> Option<String> {
 
 /// A metric over the windows (x: hours since the epoch), with its
 /// thresholds as dashed lines.
+/// Each window's estimated AUC and average precision (solid) against what
+/// its labels realised (dashed), over time.
+fn performance_chart(report: &DriftReport) -> String {
+    type Pick = fn(&WindowReport) -> Option<f64>;
+    fn estimated(w: &WindowReport, name: &str) -> Option<f64> {
+        w.columns.get(PERFORMANCE)?.measures.get(name).copied()
+    }
+    let series: [(&str, Pick, RGBColor, bool); 4] = [
+        (
+            "estimated AUC",
+            |w| estimated(w, "estimated_auc"),
+            BLUE,
+            false,
+        ),
+        ("realised AUC", |w| w.realised.as_ref()?.auc, BLUE, true),
+        (
+            "estimated AP",
+            |w| estimated(w, "estimated_average_precision"),
+            RGBColor(200, 80, 0),
+            false,
+        ),
+        (
+            "realised AP",
+            |w| w.realised.as_ref()?.average_precision,
+            RGBColor(200, 80, 0),
+            true,
+        ),
+    ];
+    let hours = |w: &WindowReport| w.start_ms as f64 / 3_600_000.0;
+    let x0 = report.windows.iter().map(hours).fold(f64::MAX, f64::min);
+    let x1 = report.windows.iter().map(hours).fold(f64::MIN, f64::max);
+    let width = if x1 > x0 { x1 - x0 } else { 1.0 };
+    let title = "performance: estimated from the scores, realised from the labels";
+    svg_chart(title, SIZE, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0f64..width, 0f64..1.05)?;
+        chart
+            .configure_mesh()
+            .x_desc("hours since the first window")
+            .y_desc("AUC, average precision")
+            .draw()?;
+        for (name, pick, color, dashed) in series {
+            let points: Vec<(f64, f64)> = report
+                .windows
+                .iter()
+                .filter_map(|w| Some((hours(w) - x0, pick(w)?)))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            let drawn = match dashed {
+                true => {
+                    chart.draw_series(DashedLineSeries::new(points, 6, 4, color.stroke_width(2)))?
+                }
+                false => chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?,
+            };
+            drawn
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        legend(&mut chart)?;
+        Ok(())
+    })
+}
+
 fn metric_chart(
     column: &str,
     metric: &str,

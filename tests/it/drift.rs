@@ -743,8 +743,9 @@ async fn a_boolean_input_drifts_as_a_category() {
 /// - The alert's value equals `drift report --json`'s for its window.
 /// - Once the labels arrive, `drift report` shows each day's realised AUC
 ///   and average precision beside the estimate, equal to a direct
-///   computation over the scores on the output topic, and `labels report`
-///   shows the estimate beside each day's realised metrics.
+///   computation over the scores on the output topic (and charts both on
+///   its page), and `labels report` shows the estimate beside each day's
+///   realised metrics.
 #[tokio::test(flavor = "multi_thread")]
 async fn estimated_performance_alerts_on_a_drop_and_meets_the_labels() {
     use rdkafka::Message;
@@ -889,6 +890,29 @@ async fn estimated_performance_alerts_on_a_drop_and_meets_the_labels() {
     }
     eprintln!("estimated AP by day: {estimated_ap:?}");
     assert!(estimated_ap.len() >= days - 1, "{estimated_ap:?}");
+
+    // The page charts the estimate against the realised, and the drop
+    // against its threshold.
+    let page = dir.path().join("drift.html");
+    streamscore(
+        dir.path(),
+        &[
+            "drift",
+            "report",
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+            "--html",
+            page.to_str().unwrap(),
+        ],
+    );
+    let page = std::fs::read_to_string(page).unwrap();
+    for text in [
+        "performance: estimated from the scores, realised from the labels",
+        "realised AP",
+        "performance: average_precision_drop per window",
+    ] {
+        assert!(page.contains(text), "no {text:?} in the page");
+    }
 
     let labels_report = streamscore(
         dir.path(),
