@@ -55,6 +55,7 @@ fn drift_settings() -> DriftSettings {
             cooldown_ms: 6 * 3_600_000,
         },
         thresholds,
+        change: None,
     }
 }
 

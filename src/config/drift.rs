@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use super::file::{DriftSection, ThresholdSection};
+use super::file::{ChangeSection, DriftSection, ThresholdSection};
 use super::parse_duration;
 use super::windows::{Invalid, timestamp_field};
 use crate::drift::DriftSettings;
 use crate::drift::alerts::{Hysteresis, Limit, Limits, ThresholdRules, threshold_metrics};
 use crate::drift::chance::CHANCE_METRICS;
+use crate::drift::change::ChangeSettings;
 use crate::schema::RecordSchema;
 
 /// PSI's credit-risk convention: 0.1 is worth a look, 0.25 is a shift.
@@ -81,6 +82,7 @@ pub fn drift_settings(
         }
         thresholds.features.insert(feature, resolved);
     }
+    let change = section.change.map(change_settings).transpose()?;
     Ok(Some(DriftSettings {
         event_time: section.event_time,
         window_ms,
@@ -95,7 +97,34 @@ pub fn drift_settings(
             cooldown_ms: ms("drift.cooldown", &section.cooldown)?,
         },
         thresholds,
+        change,
     }))
+}
+
+fn change_settings(section: ChangeSection) -> Result<ChangeSettings, Invalid> {
+    if !(section.delta.is_finite() && section.delta >= 0.0) {
+        return Err((
+            "drift.change.delta",
+            format!(
+                "{} must be a finite number of standard deviations, 0 or more",
+                section.delta
+            ),
+        ));
+    }
+    if !(section.threshold.is_finite() && section.threshold > 0.0) {
+        return Err((
+            "drift.change.threshold",
+            format!(
+                "{} must be a finite number of standard deviations above 0",
+                section.threshold
+            ),
+        ));
+    }
+    Ok(ChangeSettings {
+        delta: section.delta,
+        threshold: section.threshold,
+        min_events: section.min_events,
+    })
 }
 
 fn limits_of(

@@ -125,6 +125,37 @@ pub struct DriftSection {
     /// Per feature, per metric: overrides of `thresholds`.
     #[serde(default)]
     pub features: BTreeMap<String, BTreeMap<String, ThresholdSection>>,
+    /// A Page-Hinkley test on the champion's scores.
+    pub change: Option<ChangeSection>,
+}
+
+/// `[drift.change]`: the change detector on the score stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeSection {
+    /// Shifts smaller than this, in the reference's score standard
+    /// deviations, are tolerated.
+    #[serde(default = "default_change_delta")]
+    pub delta: f64,
+    /// The cumulative deviation (in the same units) that raises an alert.
+    #[serde(default = "default_change_threshold")]
+    pub threshold: f64,
+    /// Scores seen (per partition, since the start or the last alert)
+    /// before an alert may be raised.
+    #[serde(default = "default_change_min_events")]
+    pub min_events: u64,
+}
+
+fn default_change_delta() -> f64 {
+    0.1
+}
+
+fn default_change_threshold() -> f64 {
+    50.0
+}
+
+fn default_change_min_events() -> u64 {
+    500
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -446,6 +446,21 @@ mod tests {
                 "psi = { suspected = { p_value = 0.001 }, detected = { p_value = 0.01 } }",
                 "the suspected p_value (0.001) is below the detected one (0.01)",
             ),
+            (
+                "[drift.features.is_weekend]",
+                "[drift.change]\nthreshold = -1.0\n[drift.features.is_weekend]",
+                "`drift.change.threshold`",
+            ),
+            (
+                "[drift.features.is_weekend]",
+                "[drift.change]\ndelta = nan\n[drift.features.is_weekend]",
+                "`drift.change.delta`",
+            ),
+            (
+                "[drift.features.is_weekend]",
+                "[drift.change]\nlambda = 50.0\n[drift.features.is_weekend]",
+                "unknown field `lambda`",
+            ),
         ];
         for (from, to, needle) in cases {
             let err = load_variant(|t| {

@@ -5,6 +5,7 @@
 //! - `window.rs`: one column's counts in one window, and its measures;
 //! - `alerts.rs`: thresholds and hysteresis;
 //! - `chance.rs`: thresholds that know a window's size (`p_value`);
+//! - `change.rs`: Page-Hinkley on the score stream, per partition;
 //! - `performance.rs`: performance estimated from the scores before the
 //!   labels arrive (CBPE);
 //! - `store.rs`: how it all lies in the state store's `drift` family;
@@ -14,6 +15,7 @@
 
 pub mod alerts;
 pub mod chance;
+pub mod change;
 pub mod monitor;
 pub mod performance;
 pub mod reference;

@@ -6,7 +6,7 @@
 //! gauges, hysteresis, alerts.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray};
@@ -18,12 +18,13 @@ use rustc_hash::FxHashMap;
 use super::DriftSettings;
 use super::alerts::{Alert, AlertState, Level};
 use super::chance::{CHANCE_METRICS, ChanceThresholds};
+use super::change::{ChangeSettings, Direction, PAGE_HINKLEY, PageHinkley};
 use super::performance::{PERFORMANCE, PERFORMANCE_METRICS, PerformanceReference};
 use super::reference::References;
 use super::stats::WindowCounts;
 use super::store::{
-    self, DriftExpiry, Progress, alert_key, counts_key, hysteresis_key, hysteresis_prefix,
-    parse_hysteresis_key, progress_key, references_key,
+    self, DriftExpiry, Progress, alert_key, change_alert_key, change_key, counts_key,
+    hysteresis_key, hysteresis_prefix, parse_hysteresis_key, progress_key, references_key,
 };
 use super::window::{ColumnCounts, NULL, bound_unseen, category, numeric_reference};
 use super::{DECISION, SCORE};
@@ -207,6 +208,9 @@ impl DriftMonitor {
         }
         let state = versions.get_mut(batch.version).expect("loaded just above");
         let updated = self.count(checkpoint, batch, state, &mut observed)?;
+        if let Some(settings) = self.settings.change {
+            self.detect_changes(checkpoint, batch, state, &settings, &mut observed)?;
+        }
         if let Some(&partitions) = self.topic_partitions.get() {
             self.share_progress(checkpoint, batch.version, partitions, state, &mut observed)?;
         }
@@ -219,6 +223,88 @@ impl DriftMonitor {
             });
         }
         Ok(observed)
+    }
+
+    /// Steps each partition's Page-Hinkley test over the batch's scores, in
+    /// the partition's order (`change.rs`), and stages the tests. An alarm
+    /// is an alert on `score`, metric `page_hinkley`: its value is how far
+    /// the cumulative deviation moved, in reference standard deviations,
+    /// negative for a fall, and its window the alarming event's time.
+    fn detect_changes(
+        &self,
+        checkpoint: &Checkpoint,
+        batch: &Observation,
+        state: &VersionState,
+        settings: &ChangeSettings,
+        observed: &mut Observed,
+    ) -> Result<(), StateError> {
+        let Some(reference) = state.references.score.as_ref() else {
+            return Ok(());
+        };
+        // A reference of one repeated score has no spread; any move is one.
+        let std = reference.std.max(1e-6);
+        let partitions: BTreeSet<i32> = batch.rows.iter().map(|r| r.partition).collect();
+        let keys: Vec<Vec<u8>> = partitions
+            .iter()
+            .map(|&p| change_key(batch.version, p))
+            .collect();
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let mut tests: BTreeMap<i32, PageHinkley> = BTreeMap::new();
+        for ((&partition, key), stored) in partitions
+            .iter()
+            .zip(&keys)
+            .zip(checkpoint.get_many(Family::Drift, &refs)?)
+        {
+            // A stored test that does not read, or holds numbers no step
+            // can use, starts over (a value that does not read is
+            // quarantined by `decode`).
+            let test = stored
+                .and_then(|bytes| store::decode::<PageHinkley>(key, &bytes))
+                .filter(PageHinkley::usable)
+                .unwrap_or_default();
+            tests.insert(partition, test);
+        }
+        let times = batch
+            .decoded
+            .column_by_name(&self.settings.event_time)
+            .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
+        for row in batch.rows {
+            let test = tests.get_mut(&row.partition).expect("one per partition");
+            let Some(alarm) = test.step((row.score - reference.mean) / std, settings) else {
+                continue;
+            };
+            let at = times
+                .filter(|t| t.is_valid(row.decoded_row))
+                .map_or(0, |t| t.value(row.decoded_row));
+            let moved = match alarm.direction {
+                Direction::Up => alarm.moved,
+                Direction::Down => -alarm.moved,
+            };
+            let alert = self.alert(
+                batch,
+                SCORE,
+                PAGE_HINKLEY,
+                moved,
+                Some(settings.threshold),
+                Level::Detected,
+                (at, at),
+                &[row.partition],
+            );
+            observed.changes.push(Change {
+                family: Family::Drift,
+                key: change_alert_key(at, batch.version, row.partition),
+                value: Some(store::encode(&alert)),
+            });
+            observed.alerts.push(alert);
+        }
+        for (key, test) in keys.into_iter().zip(tests.values()) {
+            observed.changes.push(Change {
+                family: Family::Drift,
+                key,
+                value: Some(store::encode(test)),
+            });
+        }
+        Ok(())
     }
 
     /// Stages the newest event time of each partition this instance holds
@@ -523,7 +609,7 @@ impl DriftMonitor {
                     value,
                     thresholds.of(level),
                     level,
-                    window,
+                    (window, window + self.settings.window_ms),
                     &partitions,
                 );
                 observed.changes.push(Change {
@@ -551,7 +637,7 @@ impl DriftMonitor {
         value: f64,
         threshold: Option<f64>,
         level: Level,
-        window: i64,
+        (start, end): (i64, i64),
         partitions: &[i32],
     ) -> Alert {
         let time = |ms: i64| {
@@ -565,8 +651,8 @@ impl DriftMonitor {
             value,
             threshold,
             level: level.name().to_owned(),
-            window_start: time(window),
-            window_end: time(window + self.settings.window_ms),
+            window_start: time(start),
+            window_end: time(end),
             model: batch.model.to_owned(),
             model_version: batch.version.to_owned(),
             instance: self.instance.clone(),

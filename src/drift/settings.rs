@@ -1,6 +1,7 @@
 //! What `[drift]` becomes once `config/drift.rs` has read and checked it.
 
 use super::alerts::{Hysteresis, ThresholdRules};
+use super::change::ChangeSettings;
 
 /// The drift monitor's settings, all checked.
 #[derive(Debug, Clone)]
@@ -17,4 +18,6 @@ pub struct DriftSettings {
     pub alerts_topic: Option<String>,
     pub hysteresis: Hysteresis,
     pub thresholds: ThresholdRules,
+    /// The Page-Hinkley test on the score stream, when asked for.
+    pub change: Option<ChangeSettings>,
 }

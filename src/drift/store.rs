@@ -8,6 +8,11 @@
 //! - `m` model version: the monitor's progress ([`Progress`]).
 //! - `r` model version: the version's references, so that the report reads
 //!   the store alone, even after the bundle is gone.
+//! - `p` model version, input partition: the partition's Page-Hinkley test
+//!   on the scores (`change.rs`).
+//! - `c` event time, model version, input partition: an alarm of that
+//!   test, which belongs to its partition (the judge's alerts, `a`, are
+//!   the topic's).
 //! - `z` model version, input partition: the newest event time counted
 //!   from that partition, with state that follows its partitions (the
 //!   judge of the whole topic reads every partition's).
@@ -29,6 +34,8 @@ const ALERT: u8 = b'a';
 const HYSTERESIS: u8 = b'h';
 const PROGRESS: u8 = b'm';
 const REFERENCES: u8 = b'r';
+const CHANGE: u8 = b'p';
+const CHANGE_ALERT: u8 = b'c';
 /// After the counts (`w`), so that a changelog carries a commit's counts
 /// of a partition before its progress.
 const WATERMARK: u8 = b'z';
@@ -153,6 +160,21 @@ pub fn watermark_key(version: &str, partition: i32) -> Vec<u8> {
     key
 }
 
+pub fn change_key(version: &str, partition: i32) -> Vec<u8> {
+    let mut key = vec![CHANGE];
+    push_text(&mut key, version);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+pub fn change_alert_key(at: i64, version: &str, partition: i32) -> Vec<u8> {
+    let mut key = vec![CHANGE_ALERT];
+    key.extend_from_slice(&at.to_be_bytes());
+    push_text(&mut key, version);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
 pub fn references_key(version: &str) -> Vec<u8> {
     let mut key = vec![REFERENCES];
     push_text(&mut key, version);
@@ -169,11 +191,16 @@ pub fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Option<
         .ok()
 }
 
-/// The input partition of a counts key; `None` for the topic-wide keys
+/// The input partition of a counts, watermark or change key; `None` for the topic-wide keys
 /// (judgements, hysteresis, progress, references).
 pub fn partition_of(key: &[u8]) -> Option<i32> {
-    if key.first() == Some(&WATERMARK) {
-        let mut at = 1;
+    if matches!(key.first(), Some(&WATERMARK | &CHANGE | &CHANGE_ALERT)) {
+        // An alarm's key starts with its time.
+        let mut at = if key.first() == Some(&CHANGE_ALERT) {
+            9
+        } else {
+            1
+        };
         read_text(key, &mut at)?;
         return Some(i32::from_be_bytes(key.get(at..at + 4)?.try_into().ok()?));
     }
@@ -222,7 +249,7 @@ impl DriftExpiry {
 impl Expiry for DriftExpiry {
     fn expired(&self, key: &[u8], _value: &[u8]) -> bool {
         let newest = self.newest.load(Ordering::Relaxed);
-        matches!(key.first(), Some(&COUNTS | &ALERT))
+        matches!(key.first(), Some(&COUNTS | &ALERT | &CHANGE_ALERT))
             && newest != i64::MIN
             && read_i64(key, 1).is_some_and(|start| start < newest - self.retention_ms)
     }
@@ -297,11 +324,15 @@ pub fn read_all(
         }
     }
     let mut alerts = Vec::new();
-    for (key, value) in store.scan_prefix(Family::Drift, &[ALERT])? {
-        if read_i64(&key, 1).is_some_and(within) {
-            alerts.extend(decode::<Alert>(&key, &value));
+    for kind in [ALERT, CHANGE_ALERT] {
+        for (key, value) in store.scan_prefix(Family::Drift, &[kind])? {
+            if read_i64(&key, 1).is_some_and(within) {
+                alerts.extend(decode::<Alert>(&key, &value));
+            }
         }
     }
+    // RFC 3339 times of one format sort as text.
+    alerts.sort_by(|a, b| a.window_start.cmp(&b.window_start));
     let mut references = BTreeMap::new();
     for (key, value) in store.scan_prefix(Family::Drift, &[REFERENCES])? {
         let mut at = 1;

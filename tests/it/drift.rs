@@ -933,3 +933,82 @@ async fn estimated_performance_alerts_on_a_drop_and_meets_the_labels() {
         .unwrap_or_else(|| panic!("no {date} in\n{labels_report}"));
     assert!(row.ends_with(&format!("{first_estimate:.4} |")), "{row}");
 }
+
+/// The change detector through Tansu and `streamscore run`, on two
+/// partitions: 10 windows (an hour each) drawn like the training data, then
+/// the amounts triple. Each partition's Page-Hinkley test on the scores
+/// raises one `page_hinkley` alert within the first shifted hour, long
+/// before the windows' hysteresis could (three closed windows), and none
+/// before the shift; `drift report` lists them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_change_detector_catches_a_shift_within_the_window() {
+    let topics = Topics::create(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SmallRng::seed_from_u64(43);
+    let (pipeline, alerts_topic) = drift_pipeline(&topics, dir.path(), "", &mut rng).await;
+    let text = std::fs::read_to_string(&pipeline).unwrap() + "[drift.change]\n";
+    std::fs::write(&pipeline, text).unwrap();
+    let normal = 10;
+    let (_, keyed) = drift_events(normal, 2, 0, &mut rng);
+    let mut run = spawn_run(&pipeline, dir.path(), "run");
+    produce(&topics.input, &keyed).await;
+    let mut alerts = TopicReader::new(&alerts_topic, 1);
+    let page_hinkley = |messages: &[rdkafka::message::OwnedMessage]| -> Vec<Alert> {
+        parsed_alerts(messages)
+            .into_iter()
+            .filter(|a| a.metric == "page_hinkley")
+            .collect()
+    };
+    let both = alerts.read_until(Duration::from_secs(120), |m| page_hinkley(m).len() >= 2);
+    stop_cleanly(&mut run, dir.path(), "run");
+    let raised = page_hinkley(&alerts.messages);
+    assert!(both, "{raised:#?}; log:\n{}", log_of(dir.path(), "run"));
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let shift = START_MS + normal as i64 * WINDOW_MS;
+    let mut partitions: Vec<i32> = Vec::new();
+    for alert in &raised {
+        let after_s = (chrono::DateTime::parse_from_rfc3339(&alert.window_start)
+            .unwrap()
+            .timestamp_millis()
+            - shift)
+            / 1000;
+        eprintln!(
+            "partition {:?}: page_hinkley {:.1} at {} ({after_s} s of event time after the shift)",
+            alert.partitions, alert.value, alert.window_start
+        );
+        assert_eq!(
+            (alert.feature.as_str(), alert.level.as_str()),
+            ("score", "detected")
+        );
+        assert!(alert.value > 50.0, "a rise past the threshold: {alert:?}");
+        assert!(
+            alert.window_start >= time(shift) && alert.window_start < time(shift + WINDOW_MS),
+            "not within the first shifted hour: {alert:?}"
+        );
+        partitions.extend(&alert.partitions);
+    }
+    partitions.sort();
+    assert_eq!(partitions, [0, 1], "{raised:#?}");
+    let report: serde_json::Value = serde_json::from_str(&streamscore(
+        dir.path(),
+        &[
+            "drift",
+            "report",
+            "--json",
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    let reported = report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["metric"] == "page_hinkley")
+        .count();
+    assert_eq!(reported, 2, "{report:#}");
+}
