@@ -21,7 +21,7 @@ use super::chance::{CHANCE_METRICS, ChanceThresholds};
 use super::change::{ChangeSettings, Direction, PAGE_HINKLEY, PageHinkley};
 use super::performance::{PERFORMANCE, PERFORMANCE_METRICS, PerformanceReference};
 use super::reference::References;
-use super::stats::WindowCounts;
+use super::stats::{Reference, WindowCounts};
 use super::store::{
     self, DriftExpiry, Progress, alert_key, change_alert_key, change_key, counts_key,
     hysteresis_key, hysteresis_prefix, parse_hysteresis_key, progress_key, references_key,
@@ -698,8 +698,8 @@ fn count_columns<'r>(
             }
         }
     };
-    for (name, edges, values) in &columns.numeric {
-        let mut per_group = vec![WindowCounts::new(edges.len() - 1); groups.len()];
+    for (name, reference, values) in &columns.numeric {
+        let mut per_group = vec![WindowCounts::new(reference.edges.len() - 1); groups.len()];
         for &(group, row) in rows.iter() {
             let value = match values {
                 None => Some(row.score),
@@ -707,7 +707,7 @@ fn count_columns<'r>(
                     .is_valid(row.feature_row)
                     .then(|| v.value(row.feature_row)),
             };
-            per_group[group].add(value, edges);
+            per_group[group].count(value, reference);
         }
         emit(
             name,
@@ -829,9 +829,9 @@ fn spread(references: &References, column: &str, metric: &str) -> Option<(f64, f
 /// A batch's columns as the monitor reads them, cast once.
 struct Columns<'r> {
     times: Option<arrow::array::PrimitiveArray<TimestampMillisecondType>>,
-    /// Per numeric column: its name, bin edges and values (none for the
+    /// Per numeric column: its name, reference and values (none for the
     /// score, read from the rows).
-    numeric: Vec<(&'r str, &'r [f64], Option<arrow::array::Float64Array>)>,
+    numeric: Vec<(&'r str, &'r Reference, Option<arrow::array::Float64Array>)>,
     /// Per categorical column: its name, the reference's categories, and
     /// its values.
     categorical: Vec<(
@@ -852,10 +852,10 @@ impl<'r> Columns<'r> {
                 .column_by_name(name)
                 .and_then(|c| cast(c, &DataType::Float64).ok())
                 .map(|c| c.as_primitive::<Float64Type>().clone());
-            numeric.push((name.as_str(), reference.edges.as_slice(), values));
+            numeric.push((name.as_str(), reference, values));
         }
         if let Some(reference) = numeric_reference(SCORE, references) {
-            numeric.push((SCORE, reference.edges.as_slice(), None));
+            numeric.push((SCORE, reference, None));
         }
         let categorical = references
             .categories

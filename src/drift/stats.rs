@@ -16,6 +16,11 @@ pub struct Reference {
     pub mean: f64,
     pub std: f64,
     pub null_rate: f64,
+    /// One bin per training value (a flag, a band, a code): a live value
+    /// that is none of them is counted apart, in the unseen bin
+    /// ([`WindowCounts::unseen`]), not in a neighbour's.
+    #[serde(default)]
+    pub discrete: bool,
 }
 
 /// Bins written into a bundle's reference by default.
@@ -37,7 +42,8 @@ impl Reference {
         sorted.sort_by(f64::total_cmp);
         let mut distinct = sorted.clone();
         distinct.dedup();
-        let mut edges = if distinct.len() <= DISCRETE_VALUES {
+        let discrete = distinct.len() <= DISCRETE_VALUES;
+        let mut edges = if discrete {
             // A flag, a band, a code: one bin per value (the last bin is
             // closed, so the last value's bin is [v, v]). Merged quantile
             // edges would put a 0/1 feature in one bin, blind to any shift.
@@ -66,6 +72,7 @@ impl Reference {
             mean,
             std,
             null_rate: 1.0 - n / values.len() as f64,
+            discrete,
         })
     }
 }
@@ -117,6 +124,10 @@ pub struct WindowCounts {
     /// deviation are over the values summed.
     #[serde(default)]
     pub unsummed: u64,
+    /// Values a discrete reference never had (0.5 of a 0/1 flag, 40 of a
+    /// 10/30/50/70 band): the unseen bin, outside `bins` and the sums.
+    #[serde(default)]
+    pub unseen: u64,
 }
 
 // Sums of floats are not bitwise associative; the merge test compares them
@@ -149,10 +160,28 @@ impl WindowCounts {
         self.bins[bin] += 1;
     }
 
+    /// Counts one value against `reference`: as [`WindowCounts::add`], but
+    /// with a discrete reference a value that is none of its values goes to
+    /// the unseen bin.
+    pub fn count(&mut self, value: Option<f64>, reference: &Reference) {
+        if reference.discrete
+            && let Some(x) = value.filter(|x| !x.is_nan())
+            && reference
+                .edges
+                .binary_search_by(|e| e.total_cmp(&x))
+                .is_err()
+        {
+            self.unseen += 1;
+            return;
+        }
+        self.add(value, &reference.edges);
+    }
+
     pub fn merge(&mut self, other: &WindowCounts) {
         for (a, b) in self.bins.iter_mut().zip(&other.bins) {
             *a += b;
         }
+        self.unseen += other.unseen;
         self.nulls += other.nulls;
         self.outside += other.outside;
         self.unsummed += other.unsummed;
@@ -228,13 +257,28 @@ pub fn drift(reference: &Reference, window: &WindowCounts) -> Option<Drift> {
         return None;
     }
     let (p, q) = (&reference.shares, window.shares());
+    // The unseen bin (a discrete reference's, share 0 in training) counts
+    // in PSI as an unseen category does; the shape metrics stay on the
+    // number line, over the values binned.
+    let psi = match window.unseen {
+        0 => psi(p, &q),
+        unseen => {
+            let all = (values + unseen) as f64;
+            let mut q: Vec<f64> = window.bins.iter().map(|&c| c as f64 / all).collect();
+            q.push(unseen as f64 / all);
+            let mut p = p.clone();
+            p.push(0.0);
+            self::psi(&p, &q)
+        }
+    };
+    let counted = values + window.unseen;
     Some(Drift {
-        psi: psi(p, &q),
+        psi,
         ks: ks(p, &q),
         jensen_shannon: jensen_shannon(p, &q),
         wasserstein: wasserstein(&reference.edges, p, &q) / reference.std.max(f64::MIN_POSITIVE),
-        null_rate: window.nulls as f64 / (values + window.nulls) as f64,
-        outside_share: window.outside as f64 / values as f64,
+        null_rate: window.nulls as f64 / (counted + window.nulls) as f64,
+        outside_share: (window.outside + window.unseen) as f64 / counted as f64,
     })
 }
 
@@ -407,6 +451,25 @@ mod tests {
             live.add(Some(v), &reference.edges);
         }
         assert_eq!(live.bins, vec![125, 250, 250, 375]);
+
+        // A value the band never had is unseen, not a neighbour's.
+        let mut live = WindowCounts::new(reference.shares.len());
+        for v in [10.0, 30.0, 40.0, 50.0, 70.0, 70.0, 40.0, 30.0] {
+            live.count(Some(v), &reference);
+        }
+        assert_eq!((live.bins.clone(), live.unseen), (vec![1, 2, 1, 2], 2));
+        let d = drift(&reference, &live).unwrap();
+        assert_eq!(d.outside_share, 0.25);
+        // PSI over the four values and the unseen bin (training share 0,
+        // raised to the epsilon), as for an unseen category.
+        let q = [0.125, 0.25, 0.125, 0.25, 0.25];
+        let p = [0.25, 0.25, 0.25, 0.25, PSI_EPSILON];
+        let expected: f64 = p.iter().zip(q).map(|(p, q)| (q - p) * (q / p).ln()).sum();
+        assert!(
+            (d.psi - expected).abs() < 1e-12,
+            "{} against {expected}",
+            d.psi
+        );
     }
 
     #[test]

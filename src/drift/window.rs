@@ -69,7 +69,7 @@ impl ColumnCounts {
     /// Values counted (nulls included).
     pub fn events(&self) -> u64 {
         match self {
-            ColumnCounts::Numeric(w) => w.values() + w.nulls,
+            ColumnCounts::Numeric(w) => w.values() + w.unseen + w.nulls,
             ColumnCounts::Categorical { counts } => counts.values().sum(),
             ColumnCounts::Flags { scored, .. } => *scored,
             ColumnCounts::Scores { scored, .. } => scored.iter().sum(),

@@ -40,6 +40,7 @@ fn drift_statistics_match_scipy_on_the_same_bins() {
             mean: 0.0,
             std: case["reference_std"].as_f64().unwrap(),
             null_rate: 0.0,
+            discrete: false,
         };
         let window = WindowCounts {
             bins: counts(&case["live_counts"]),
