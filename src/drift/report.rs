@@ -352,12 +352,13 @@ pub fn html(report: &DriftReport, source: &str, thresholds: Option<&ThresholdRul
     page
 }
 
-/// The reference's bin shares against the live shares of the reported
-/// windows (the newest model version's), per bin.
+/// The reference's shares against the live shares of the reported windows
+/// (the newest model version's), per bin: a numeric column's reference
+/// bins (one per value for a discrete one, then its unseen bin), a
+/// categorical column's categories (then the values training never had).
 fn distribution_chart(report: &DriftReport, column: &str) -> Option<String> {
     let newest = report.windows.last()?;
     let references = report.references.get(&newest.model_version)?;
-    let reference = numeric_reference(column, references)?;
     let mut live: Option<ColumnCounts> = None;
     for w in report
         .windows
@@ -371,14 +372,48 @@ fn distribution_chart(report: &DriftReport, column: &str) -> Option<String> {
             }
         }
     }
-    let Some(ColumnCounts::Numeric(live)) = live else {
-        return None;
+    let (labels, reference, live, x_desc): (Vec<String>, Vec<f64>, Vec<u64>, &str) = match live? {
+        ColumnCounts::Numeric(live) => {
+            let reference = numeric_reference(column, references)?;
+            let mut counts = live.bins.clone();
+            let mut shares = reference.shares.clone();
+            let mut labels: Vec<String> = match reference.discrete {
+                true => reference.edges[..shares.len()]
+                    .iter()
+                    .map(|v| format!("{v}"))
+                    .collect(),
+                false => (1..=shares.len()).map(|b| b.to_string()).collect(),
+            };
+            if reference.discrete {
+                counts.push(live.unseen);
+                shares.push(0.0);
+                labels.push("unseen".into());
+            }
+            let desc = match reference.discrete {
+                true => "value",
+                false => "bin (reference quantiles)",
+            };
+            (labels, shares, counts, desc)
+        }
+        ColumnCounts::Categorical { counts } => {
+            let reference = references.categories.get(column)?;
+            let mut labels: Vec<String> = reference.keys().cloned().collect();
+            let mut live: Vec<u64> = labels
+                .iter()
+                .map(|v| counts.get(v).copied().unwrap_or(0))
+                .collect();
+            live.push(counts.values().sum::<u64>() - live.iter().sum::<u64>());
+            labels.push("unseen".into());
+            let mut shares: Vec<f64> = reference.values().copied().collect();
+            shares.push(0.0);
+            (labels, shares, live, "value")
+        }
+        _ => return None,
     };
-    let n = live.values().max(1) as f64;
-    let live_shares: Vec<f64> = live.bins.iter().map(|&c| c as f64 / n).collect();
-    let bins = reference.shares.len();
+    let n = live.iter().sum::<u64>().max(1) as f64;
+    let live_shares: Vec<f64> = live.iter().map(|&c| c as f64 / n).collect();
+    let bins = reference.len();
     let top = reference
-        .shares
         .iter()
         .chain(&live_shares)
         .copied()
@@ -393,13 +428,23 @@ fn distribution_chart(report: &DriftReport, column: &str) -> Option<String> {
             .x_label_area_size(36)
             .y_label_area_size(48)
             .build_cartesian_2d(0f64..bins as f64, 0f64..top)?;
+        let label = |x: &f64| {
+            // Each bar pair sits over [b, b + 1): name it at its middle.
+            let b = x.floor();
+            match (x - b - 0.5).abs() < 1e-9 {
+                true => labels.get(b as usize).cloned().unwrap_or_default(),
+                false => String::new(),
+            }
+        };
         chart
             .configure_mesh()
-            .x_desc("bin (reference deciles)")
+            .x_labels(bins * 2 + 1)
+            .x_label_formatter(&label)
+            .x_desc(x_desc)
             .y_desc("share")
             .draw()?;
         for (name, shares, color, offset) in [
-            ("reference", &reference.shares, BLUE.mix(0.5), 0.0),
+            ("reference", &reference, BLUE.mix(0.5), 0.0),
             ("live", &live_shares, RED.mix(0.5), 0.4),
         ] {
             chart
@@ -415,8 +460,6 @@ fn distribution_chart(report: &DriftReport, column: &str) -> Option<String> {
     }))
 }
 
-/// A metric over the windows (x: hours since the epoch), with its
-/// thresholds as dashed lines.
 /// Each window's estimated AUC and average precision (solid) against what
 /// its labels realised (dashed), over time.
 fn performance_chart(report: &DriftReport) -> String {
@@ -486,6 +529,8 @@ fn performance_chart(report: &DriftReport) -> String {
     })
 }
 
+/// A metric over the windows (x: hours since the epoch), with its
+/// thresholds as dashed lines.
 fn metric_chart(
     column: &str,
     metric: &str,
@@ -542,4 +587,62 @@ fn metric_chart(
         legend(&mut chart)?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::drift::stats::{Reference, WindowCounts};
+    use crate::drift::store::StoredWindow;
+
+    /// The page shows each column's distribution on its own bins: a band's
+    /// values and its unseen bin, a category's values and its unseen ones.
+    #[test]
+    fn the_page_shows_bands_and_categories_on_their_own_bins() {
+        let band = Reference::of(&[10.0, 30.0, 50.0, 70.0, 10.0, 30.0], 10).unwrap();
+        let mut band_counts = WindowCounts::new(band.shares.len());
+        for v in [10.0, 40.0, 70.0] {
+            band_counts.count(Some(v), &band);
+        }
+        let references = References {
+            features: BTreeMap::from([("band".to_owned(), band)]),
+            categories: BTreeMap::from([(
+                "channel".to_owned(),
+                BTreeMap::from([("pos".to_owned(), 0.75), ("web".to_owned(), 0.25)]),
+            )]),
+            ..References::default()
+        };
+        let window = StoredWindow {
+            columns: BTreeMap::from([
+                ("band".to_owned(), ColumnCounts::Numeric(band_counts)),
+                (
+                    "channel".to_owned(),
+                    ColumnCounts::Categorical {
+                        counts: BTreeMap::from([
+                            ("pos".to_owned(), 5),
+                            ("unseen:00ab".to_owned(), 3),
+                        ]),
+                    },
+                ),
+            ]),
+            partitions: BTreeSet::from([0]),
+        };
+        let stored = Stored {
+            windows: BTreeMap::from([((0, "v1".to_owned()), window)]),
+            alerts: Vec::new(),
+            references: BTreeMap::from([("v1".to_owned(), references)]),
+        };
+        let page = html(&build(stored, &[], 0), "pipeline.toml", None);
+        for text in [
+            "band: reference and live, by reference bin",
+            "channel: reference and live, by reference bin",
+            "\n70\n",
+            "\nweb\n",
+            "\nunseen\n",
+        ] {
+            assert!(page.contains(text), "no {text:?} in the page");
+        }
+    }
 }
