@@ -47,13 +47,36 @@ def case(rng, bins, shift, empty_bin):
     }
 
 
+def discrete_case(rng, values, reference_p, live_p, n):
+    """A flag or a band: one bin per value, from the values themselves."""
+    reference = rng.choice(values, 5000, p=reference_p)
+    live = rng.choice(values, n, p=live_p)
+    p = np.array([np.sum(reference == v) for v in values]) / len(reference)
+    q = np.array([np.sum(live == v) for v in values]) / len(live)
+    pe, qe = np.maximum(p, EPS), np.maximum(q, EPS)
+    return {
+        "reference": reference.tolist(),
+        "live": live.tolist(),
+        "psi": float(np.sum((qe - pe) * np.log(qe / pe))),
+        "ks": float(np.max(np.abs(np.cumsum(p) - np.cumsum(q)))),
+        "jensen_shannon": float(jensenshannon(p, q)),
+    }
+
+
 def main():
     rng = np.random.default_rng(11)
     cases = [case(rng, 10, 0.0, False), case(rng, 10, 0.5, False), case(rng, 20, 1.0, True)]
+    # The drift issue's flag (ones from 0.5 to 0.35) and 4-valued band.
+    discrete_rng = np.random.default_rng(12)
+    discrete = [
+        discrete_case(discrete_rng, [0.0, 1.0], [0.5, 0.5], [0.65, 0.35], 3000),
+        discrete_case(
+            discrete_rng, [10.0, 30.0, 50.0, 70.0], [0.4, 0.3, 0.2, 0.1], [0.2, 0.3, 0.2, 0.3], 3000
+        ),
+    ]
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "cases.json").write_text(
-        json.dumps({"numpy": np.__version__, "scipy": scipy.__version__, "cases": cases}, indent=1) + "\n"
-    )
+    fixture = {"numpy": np.__version__, "scipy": scipy.__version__, "cases": cases, "discrete": discrete}
+    (OUT / "cases.json").write_text(json.dumps(fixture, indent=1) + "\n")
 
 
 if __name__ == "__main__":
