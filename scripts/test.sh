@@ -22,5 +22,6 @@ STREAMSCORE_TEST_BROKERS="$TANSU_BROKERS" cargo test --locked -- "$@"
 # The end-to-end benchmark, small, so that it cannot rot; its figures come
 # from full runs (scripts/bench.sh, bench/RESULTS.md).
 if [ $# -eq 0 ]; then
-    scripts/bench.sh --debug --brokers "$TANSU_BROKERS" --events 3000 --loads 1000,max --seconds 2
+    scripts/bench.sh --debug --brokers "$TANSU_BROKERS" --events 3000 --loads 1000,max --seconds 2 \
+    --min-drift-windows 1
 fi

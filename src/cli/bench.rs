@@ -84,6 +84,11 @@ pub struct BenchOptions {
     /// default of 500 ms would be most of the measured latency.
     #[arg(long, default_value_t = 10)]
     pub fetch_wait_ms: u64,
+    /// Fails unless the engine's throughput run judged at least this many
+    /// drift windows (CI's smoke run: the drift path must be exercised,
+    /// alerts topic and all).
+    #[arg(long, default_value_t = 0)]
+    pub min_drift_windows: usize,
 }
 
 impl BenchOptions {
@@ -167,6 +172,18 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
     .await?;
     print_throughput("streamscore run", options.events, engine);
     println!();
+    // Read before the latency runs write their own logs.
+    let judged = std::fs::read_to_string(dir.path().join("engine.log"))
+        .map_or(0, |log| log.matches("drift window judged").count());
+    println!("drift windows judged in the engine's run: {judged}");
+    if judged < options.min_drift_windows {
+        return Err(failed(format!(
+            "the engine judged {judged} drift window(s), fewer than --min-drift-windows {} \
+             (its log: engine.log)",
+            options.min_drift_windows
+        )));
+    }
+    println!();
     if passthrough.took.min(engine.took) >= SHORTEST_TIMED {
         println!(
             "engine / passthrough: **{:.2}x**",
@@ -224,16 +241,22 @@ struct Event {
     payload: Vec<u8>,
 }
 
-/// `count` simulated events, their ids unique to `run`.
+/// `count` simulated events, their ids unique to `run`. They span at least
+/// two simulated days (every k-th event, when fewer are asked for than two
+/// days hold), so that a day-long drift window closes and is judged even
+/// in a short run.
 fn events(count: usize, run: usize) -> Vec<Event> {
     let config = SimulationConfig {
         customers: 5_000,
         terminals: 10_000,
-        days: (count / 7_000 + 1) as u32,
+        days: (count / 7_000 + 1).max(2) as u32,
         ..SimulationConfig::default()
     };
-    simulate(&config)
+    let simulated = simulate(&config);
+    let every = (simulated.len() / count.max(1)).max(1);
+    simulated
         .into_iter()
+        .step_by(every)
         .take(count)
         .map(|mut t| {
             t.event_id = format!("{run}-{}", t.event_id);

@@ -338,6 +338,12 @@ pub struct DriftWindowJudged {
 
 impl Event for DriftWindowJudged {
     fn emit(self) {
+        // One line a window (a day in the example): the bench counts them.
+        tracing::info!(
+            window_start_ms = self.window_start_ms,
+            events = self.events,
+            "drift window judged"
+        );
         metrics::gauge!(names::DRIFT_WINDOW).set(self.window_start_ms as f64 / 1000.0);
         metrics::gauge!(names::DRIFT_WINDOW_EVENTS).set(self.events as f64);
     }
