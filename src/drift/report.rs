@@ -372,44 +372,12 @@ fn distribution_chart(report: &DriftReport, column: &str) -> Option<String> {
             }
         }
     }
-    let (labels, reference, live, x_desc): (Vec<String>, Vec<f64>, Vec<u64>, &str) = match live? {
-        ColumnCounts::Numeric(live) => {
-            let reference = numeric_reference(column, references)?;
-            let mut counts = live.bins.clone();
-            let mut shares = reference.shares.clone();
-            let mut labels: Vec<String> = match reference.discrete {
-                true => reference.edges[..shares.len()]
-                    .iter()
-                    .map(|v| format!("{v}"))
-                    .collect(),
-                false => (1..=shares.len()).map(|b| b.to_string()).collect(),
-            };
-            if reference.discrete {
-                counts.push(live.unseen);
-                shares.push(0.0);
-                labels.push("unseen".into());
-            }
-            let desc = match reference.discrete {
-                true => "value",
-                false => "bin (reference quantiles)",
-            };
-            (labels, shares, counts, desc)
-        }
-        ColumnCounts::Categorical { counts } => {
-            let reference = references.categories.get(column)?;
-            let mut labels: Vec<String> = reference.keys().cloned().collect();
-            let mut live: Vec<u64> = labels
-                .iter()
-                .map(|v| counts.get(v).copied().unwrap_or(0))
-                .collect();
-            live.push(counts.values().sum::<u64>() - live.iter().sum::<u64>());
-            labels.push("unseen".into());
-            let mut shares: Vec<f64> = reference.values().copied().collect();
-            shares.push(0.0);
-            (labels, shares, live, "value")
-        }
-        _ => return None,
-    };
+    let Bins {
+        labels,
+        reference,
+        live,
+        axis: x_desc,
+    } = bins_of(&live?, column, references)?;
     let n = live.iter().sum::<u64>().max(1) as f64;
     let live_shares: Vec<f64> = live.iter().map(|&c| c as f64 / n).collect();
     let bins = reference.len();
@@ -527,6 +495,65 @@ fn performance_chart(report: &DriftReport) -> String {
         legend(&mut chart)?;
         Ok(())
     })
+}
+
+/// A column's bins for the distribution chart.
+struct Bins {
+    labels: Vec<String>,
+    reference: Vec<f64>,
+    live: Vec<u64>,
+    /// What the axis shows.
+    axis: &'static str,
+}
+
+fn bins_of(live: &ColumnCounts, column: &str, references: &References) -> Option<Bins> {
+    match live {
+        ColumnCounts::Numeric(live) => {
+            let reference = numeric_reference(column, references)?;
+            let mut counts = live.bins.clone();
+            let mut shares = reference.shares.clone();
+            if !reference.discrete {
+                return Some(Bins {
+                    labels: (1..=shares.len()).map(|b| b.to_string()).collect(),
+                    reference: shares,
+                    live: counts,
+                    axis: "bin (reference quantiles)",
+                });
+            }
+            let mut labels: Vec<String> = reference.edges[..shares.len()]
+                .iter()
+                .map(|v| format!("{v}"))
+                .collect();
+            counts.push(live.unseen);
+            shares.push(0.0);
+            labels.push("unseen".into());
+            Some(Bins {
+                labels,
+                reference: shares,
+                live: counts,
+                axis: "value",
+            })
+        }
+        ColumnCounts::Categorical { counts } => {
+            let reference = references.categories.get(column)?;
+            let mut labels: Vec<String> = reference.keys().cloned().collect();
+            let mut live: Vec<u64> = labels
+                .iter()
+                .map(|v| counts.get(v).copied().unwrap_or(0))
+                .collect();
+            live.push(counts.values().sum::<u64>() - live.iter().sum::<u64>());
+            labels.push("unseen".into());
+            let mut shares: Vec<f64> = reference.values().copied().collect();
+            shares.push(0.0);
+            Some(Bins {
+                labels,
+                reference: shares,
+                live,
+                axis: "value",
+            })
+        }
+        _ => None,
+    }
 }
 
 /// A metric over the windows (x: hours since the epoch), with its
