@@ -47,6 +47,8 @@ def main(data):
     result = estimator.estimate(analysis).to_df()
     days = {}
     for _, row in result.iterrows():
+        if row[("chunk", "period")] != "analysis":
+            continue
         start = row[("chunk", "start_date")]
         day = int(pd.Timestamp(start).value // 10**6 // 86_400_000)
         days[str(day)] = {

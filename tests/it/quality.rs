@@ -229,6 +229,14 @@ async fn estimated_performance_follows_the_realised_before_the_labels_arrive() {
     });
     let report = train::train(&training, &request, |_, _| {}).unwrap();
     let bundle = report.bundle;
+    // For NannyML (scripts/parity/cbpe_nannyml.py): what the reliability
+    // curve is fitted on, and each test day's rows.
+    let export = std::env::var_os("STREAMSCORE_CBPE_EXPORT").map(std::path::PathBuf::from);
+    let csv_header = "time_ms,score,is_fraud,flagged\n";
+    let csv_row = |time: i64, score: f64, fraud: bool, flagged: bool| {
+        format!("{time},{score},{},{}\n", u8::from(fraud), u8::from(flagged))
+    };
+    let mut analysis_csv = String::from(csv_header);
     let references =
         References::of(bundle.manifest.reference.as_ref().expect("a reference")).unwrap();
     let reliability: &PerformanceReference = references
@@ -261,6 +269,20 @@ async fn estimated_performance_follows_the_realised_before_the_labels_arrive() {
         .as_boolean()
         .clone();
     let threshold = bundle.manifest.threshold;
+    if let Some(dir) = &export {
+        std::fs::create_dir_all(dir).unwrap();
+        // The evaluated rows carry no time of their own here: one a second.
+        let mut csv = String::from(csv_header);
+        for (i, (&score, &fraud)) in report
+            .evaluated_scores
+            .iter()
+            .zip(&report.evaluated_labels)
+            .enumerate()
+        {
+            csv += &csv_row(day_ms(warmup) + i as i64, score, fraud, score >= threshold);
+        }
+        std::fs::write(dir.join("reference.csv"), csv).unwrap();
+    }
     let terminal_risk = names
         .iter()
         .position(|n| n == "terminal_risk_7d")
@@ -292,6 +314,8 @@ async fn estimated_performance_follows_the_realised_before_the_labels_arrive() {
     // Average precision of the last 10 days, as they were and shifted:
     // (estimated, realised).
     let (mut before, mut after) = (Vec::new(), Vec::new());
+    // Our estimate by day since the epoch, for NannyML's.
+    let mut ours = std::collections::BTreeMap::new();
     eprintln!("day  rows frauds  AUC est/real     AP est/real");
     for day in first_test..first_test + test_days {
         let rows: Vec<usize> = (0..set.decoded.num_rows())
@@ -306,6 +330,17 @@ async fn estimated_performance_follows_the_realised_before_the_labels_arrive() {
         );
         auc_errors.push((estimate.auc - auc).abs());
         ap_errors.push((estimate.average_precision - ap).abs());
+        ours.insert(day_ms(day) / DAY_MS, estimate);
+        if export.is_some() {
+            for &r in &rows {
+                analysis_csv += &csv_row(
+                    times.value(r),
+                    scores[r],
+                    fraud.value(r),
+                    scores[r] >= threshold,
+                );
+            }
+        }
         if day < first_test + test_days - 10 {
             continue;
         }
@@ -351,8 +386,41 @@ async fn estimated_performance_follows_the_realised_before_the_labels_arrive() {
         mean(&estimated),
         mean(&estimated_shifted)
     );
+    if let Some(dir) = &export {
+        std::fs::write(dir.join("analysis.csv"), analysis_csv).unwrap();
+    }
+    // NannyML's CBPE (isotonic calibration on the same evaluated scores,
+    // daily chunks) on the same days: the two estimators should agree.
+    let nannyml: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_path("tests/fixtures/cbpe/nannyml.json")).unwrap(),
+    )
+    .unwrap();
+    let (mut auc_gaps, mut ap_gaps) = (Vec::new(), Vec::new());
+    for (day, theirs) in nannyml["days"].as_object().unwrap() {
+        let Some(ours) = ours.get(&day.parse::<i64>().unwrap()) else {
+            continue;
+        };
+        auc_gaps.push((ours.auc - theirs["auc"].as_f64().unwrap()).abs());
+        ap_gaps
+            .push((ours.average_precision - theirs["average_precision"].as_f64().unwrap()).abs());
+    }
+    assert_eq!(
+        auc_gaps.len(),
+        test_days as usize,
+        "NannyML's days are not these"
+    );
+    let (auc_gap, ap_gap) = (mean(&auc_gaps), mean(&ap_gaps));
+    eprintln!(
+        "mean absolute difference from NannyML {} over {} days: AUC {auc_gap:.4}, AP {ap_gap:.4}",
+        nannyml["nannyml"],
+        auc_gaps.len()
+    );
     assert!(auc_mae <= 0.03, "AUC error {auc_mae}");
     assert!(ap_mae <= 0.06, "AP error {ap_mae}");
+    assert!(
+        auc_gap <= 0.02 && ap_gap <= 0.04,
+        "AUC {auc_gap}, AP {ap_gap} from NannyML"
+    );
     // The shift lowers the realised AP, and the estimate falls with it.
     assert!(mean(&realised_shifted) < mean(&realised) - 0.05);
     assert!(mean(&estimated_shifted) < mean(&estimated) - 0.05);
