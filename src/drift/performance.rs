@@ -10,7 +10,7 @@
 //! rows' (out-of-fold or hold-out) fraud rate per score bin, made monotone
 //! by pooling adjacent violators, i.e. histogram-binned isotonic
 //! calibration. The bins are fine where fraud lives: hundredths of the
-//! scores, thousandths of the top hundredth and ten-thousandths of the top
+//! scores, thousandths of the top twentieth and ten-thousandths of the top
 //! thousandth. A window keeps, per bin, how many scores fell in it and how
 //! many of those were flagged (`window.rs`, `ColumnCounts::Scores`), so its
 //! counts merge over batches and partitions like every other drift count.
