@@ -90,6 +90,11 @@ impl Batch {
 #[derive(Debug, Default)]
 pub struct Assignment {
     partitions: RwLock<Option<BTreeSet<i32>>>,
+    /// Partitions with records still to read, as the consumer's last
+    /// statistics said (`None` before the first: every partition may be
+    /// behind). Such a partition is behind, not idle, however far its
+    /// event time lags (a backlog the broker serves unevenly).
+    backlogged: RwLock<Option<(BTreeSet<i32>, std::time::Instant)>>,
 }
 
 impl Assignment {
@@ -112,5 +117,24 @@ impl Assignment {
         for p in remove {
             set.remove(p);
         }
+    }
+
+    /// The partitions with records still to read (the consumer's
+    /// statistics, every second).
+    pub fn set_backlogged(&self, partitions: BTreeSet<i32>) {
+        *self
+            .backlogged
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((partitions, std::time::Instant::now()));
+    }
+
+    /// The partitions with records still to read and when that was seen;
+    /// `None` until the consumer's first statistics.
+    pub fn backlogged(&self) -> Option<(BTreeSet<i32>, std::time::Instant)> {
+        self.backlogged
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }

@@ -75,7 +75,24 @@ pub struct DriftMonitor {
     topic_partitions: std::sync::OnceLock<i32>,
     expiry: Arc<DriftExpiry>,
     versions: Mutex<HashMap<String, VersionState>>,
+    /// When each partition last gave this monitor a row (any version): a
+    /// partition that did within [`RECENT`] is reading, not idle.
+    active: Mutex<Activity>,
 }
+
+#[derive(Default)]
+struct Activity {
+    last_row: HashMap<i32, std::time::Instant>,
+    /// When rows came again after a pause of [`RECENT`] or more: a backlog
+    /// the consumer's statistics saw before then is out of date.
+    resumed: Option<std::time::Instant>,
+}
+
+/// How recently a partition must have given a row to count as reading
+/// (wall clock): a backlog the broker serves a partition at a time, and a
+/// backlog produced since the consumer's last statistics (every second),
+/// both show as rows within this.
+const RECENT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The monitor of one model version: its reference, progress and alert
 /// states.
@@ -101,6 +118,7 @@ impl DriftMonitor {
             assignment: std::sync::OnceLock::new(),
             topic_partitions: std::sync::OnceLock::new(),
             versions: Mutex::new(HashMap::new()),
+            active: Mutex::new(Activity::default()),
         }
     }
 
@@ -207,6 +225,24 @@ impl DriftMonitor {
             versions.insert(batch.version.to_owned(), state);
         }
         let state = versions.get_mut(batch.version).expect("loaded just above");
+        {
+            let mut active = self
+                .active
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            let paused = active
+                .last_row
+                .values()
+                .max()
+                .is_none_or(|last| now - *last >= RECENT);
+            if paused && !batch.rows.is_empty() {
+                active.resumed = Some(now);
+            }
+            for row in batch.rows {
+                active.last_row.insert(row.partition, now);
+            }
+        }
         let updated = self.count(checkpoint, batch, state, &mut observed)?;
         if let Some(settings) = self.settings.change {
             self.detect_changes(checkpoint, batch, state, &settings, &mut observed)?;
@@ -493,6 +529,40 @@ impl DriftMonitor {
         Ok(updated)
     }
 
+    /// This instance's partitions that are reading, not idle, however far
+    /// behind their event time: those with records still to read (the
+    /// consumer's statistics, every second), and those that gave a row
+    /// within [`RECENT`]. `None` (any may be reading) before the first
+    /// statistics, or when they predate rows that came after a pause (a
+    /// backlog produced since: its first partition can run hours of event
+    /// time ahead within a second). With the topic judged here, other
+    /// instances' partitions are known by their event time alone. Without
+    /// a consumer (tests, `train`), recent rows alone count.
+    fn busy_partitions(&self) -> Option<BTreeSet<i32>> {
+        let active = self
+            .active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut busy = match self.assignment.get() {
+            Some(assignment) => {
+                let (backlogged, seen_at) = assignment.backlogged()?;
+                if active.resumed.is_some_and(|resumed| seen_at < resumed) {
+                    return None;
+                }
+                backlogged
+            }
+            None => BTreeSet::new(),
+        };
+        busy.extend(
+            active
+                .last_row
+                .iter()
+                .filter(|(_, at)| at.elapsed() < RECENT)
+                .map(|(&p, _)| p),
+        );
+        Some(busy)
+    }
+
     /// Judges every window whose end is a `lateness` behind the event time
     /// every (active) partition has reached, oldest first.
     fn judge_closed(
@@ -511,11 +581,13 @@ impl DriftMonitor {
         else {
             return Ok(());
         };
-        let Some(watermark) =
-            state
-                .progress
-                .complete_until(self.settings.idle_ms, assigned.as_ref(), first_seen)
-        else {
+        let busy = self.busy_partitions();
+        let Some(watermark) = state.progress.complete_until(
+            self.settings.idle_ms,
+            assigned.as_ref(),
+            busy.as_ref(),
+            first_seen,
+        ) else {
             return Ok(());
         };
         let width = self.settings.window_ms;

@@ -64,12 +64,14 @@ impl Progress {
     /// How far event time has got everywhere: the oldest of the newest
     /// times of the partitions held (`assigned`, when known), leaving out
     /// those more than `idle_ms` behind the newest (idle ones), so that they
-    /// do not hold every window back. A held partition not seen yet counts
-    /// as being at `first_seen`, the first event time this process saw.
+    /// do not hold every window back, unless they are `busy` (still
+    /// reading: behind, not idle; `None`, not known yet: none is idle). A held partition not seen yet counts as being at
+    /// `first_seen`, the first event time this process saw.
     pub fn complete_until(
         &self,
         idle_ms: i64,
         assigned: Option<&BTreeSet<i32>>,
+        busy: Option<&BTreeSet<i32>>,
         first_seen: i64,
     ) -> Option<i64> {
         let newest = self.newest()?;
@@ -77,13 +79,16 @@ impl Progress {
             .watermarks
             .iter()
             .filter(|(p, _)| assigned.is_none_or(|a| a.contains(p)))
-            .map(|(_, &w)| w);
+            .map(|(&p, &w)| (p, w));
         let unseen = assigned
             .into_iter()
             .flatten()
             .filter(|p| !self.watermarks.contains_key(p))
-            .map(|_| first_seen);
-        seen.chain(unseen).filter(|&w| newest - w <= idle_ms).min()
+            .map(|&p| (p, first_seen));
+        seen.chain(unseen)
+            .filter(|(p, w)| busy.is_none_or(|b| b.contains(p)) || newest - w <= idle_ms)
+            .map(|(_, w)| w)
+            .min()
     }
 
     pub fn partitions(&self) -> Vec<i32> {
@@ -356,6 +361,25 @@ pub fn read_all(
 
 #[cfg(test)]
 mod tests {
+
+    /// A backlog served one partition first: the partition left behind is
+    /// days of event time back, but has records to read, so windows wait
+    /// for it; once read to its end, it is idle and left out.
+    #[test]
+    fn a_backlogged_partition_is_behind_not_idle() {
+        let mut progress = Progress::default();
+        progress.saw(0, 10 * 86_400_000);
+        progress.saw(1, 86_400_000);
+        let held = BTreeSet::from([0, 1]);
+        let idle = 6 * 3_600_000;
+        let until =
+            |busy: Option<&BTreeSet<i32>>| progress.complete_until(idle, Some(&held), busy, 0);
+        assert_eq!(until(Some(&BTreeSet::from([1]))), Some(86_400_000));
+        assert_eq!(until(Some(&BTreeSet::new())), Some(10 * 86_400_000));
+        // Before the consumer has said, every partition may be behind.
+        assert_eq!(until(None), Some(86_400_000));
+    }
+
     use super::*;
 
     #[test]

@@ -34,6 +34,8 @@ pub trait FollowsAssignment: Send + Sync {
 impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
         kafka_stats::record_consumer(&statistics, &self.stats);
+        self.assignment
+            .set_backlogged(kafka_stats::backlogged(&statistics));
     }
 }
 

@@ -20,8 +20,11 @@ fn base_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
-        // Consumer lag and the producer's queue come from these statistics.
-        .set("statistics.interval.ms", "5000");
+        // Consumer lag and the producer's queue come from these statistics,
+        // and which partitions still have records to read (drift waits for
+        // those, `batch::Assignment::backlogged`): every second, so that a
+        // backlog is seen before a short one is over.
+        .set("statistics.interval.ms", "1000");
     config
 }
 

@@ -25,6 +25,26 @@ pub fn record_consumer(statistics: &Statistics, stats: &Stats) {
     stats.set_consumer_lag(total);
 }
 
+/// The partitions (of the one topic a source reads) whose end lies past
+/// what the consumer has handed out to the engine: records still to read.
+/// Before anything was handed out from a partition, reading starts at its
+/// committed offset, or at its start for a new group. A partition whose
+/// end is not known yet is not counted.
+pub fn backlogged(statistics: &Statistics) -> std::collections::BTreeSet<i32> {
+    statistics
+        .topics
+        .values()
+        .flat_map(|t| t.partitions.iter())
+        .filter(|(id, p)| {
+            let next = [p.app_offset, p.committed_offset, p.lo_offset]
+                .into_iter()
+                .find(|&offset| offset >= 0);
+            **id >= 0 && next.is_some_and(|next| p.hi_offset > next)
+        })
+        .map(|(id, _)| *id)
+        .collect()
+}
+
 /// The producer's view: messages waiting in its queue and the produce
 /// requests librdkafka retried.
 pub fn record_producer(statistics: &Statistics) {
