@@ -168,7 +168,8 @@ impl DriftMonitor {
             if !monitored(&references).any(|c| c == feature) {
                 return Err(format!(
                     "`drift.features.{feature}` names no monitored column of the model \
-                     (its features, `{SCORE}`, `{DECISION}`, or a categorical input)"
+                     (its features, `{SCORE}`, `{DECISION}`, `{PERFORMANCE}` when it has a \
+                     reliability curve, or a categorical input)"
                 ));
             }
         }

@@ -13,17 +13,23 @@ use streamscore::drift::stats::{Reference, WindowCounts, chi_square, drift};
 
 use crate::support::*;
 
+/// tests/fixtures/drift/cases.json (scripts/parity/drift_fixtures.py).
+fn drift_fixture() -> serde_json::Value {
+    let text = std::fs::read_to_string(repo_path("tests/fixtures/drift/cases.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
 #[test]
 fn drift_statistics_match_scipy_on_the_same_bins() {
-    let text = std::fs::read_to_string(repo_path("tests/fixtures/drift/cases.json")).unwrap();
-    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let floats = |v: &serde_json::Value| -> Vec<f64> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect()
-    };
+    let fixture = drift_fixture();
     let counts = |v: &serde_json::Value| -> Vec<u64> {
         v.as_array()
             .unwrap()
@@ -83,15 +89,7 @@ fn flags_and_bands_drift_as_scipy_sees_them_on_per_value_bins() {
     use streamscore::drift::chance::ChanceThresholds;
     use streamscore::drift::reference::References;
 
-    let text = std::fs::read_to_string(repo_path("tests/fixtures/drift/cases.json")).unwrap();
-    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let floats = |v: &serde_json::Value| -> Vec<f64> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect()
-    };
+    let fixture = drift_fixture();
     let cases = fixture["discrete"].as_array().unwrap();
     assert_eq!(cases.len(), 2);
     for (i, case) in cases.iter().enumerate() {

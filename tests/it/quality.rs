@@ -43,6 +43,25 @@ const FEATURES: [&str; 15] = [
     "terminal_risk_30d",
 ];
 
+/// The simulated world of `config` through the example pipeline's decode,
+/// window features and SQL, as `train` computes them.
+async fn features_of_world(config: &SimulationConfig) -> train::TrainingSet {
+    let mut ndjson = Vec::new();
+    simulate_days(config, |day| {
+        for t in day {
+            serde_json::to_writer(&mut ndjson, &t).unwrap();
+            ndjson.push(b'\n');
+        }
+    });
+    let pipeline = Pipeline::load(&repo_path("pipelines/fraud.toml"), None).unwrap();
+    let decoder = Decoder::new(pipeline.schema.clone(), pipeline.max_record_bytes);
+    let (decoded, rejected) = train::decode_lines(&decoder, &ndjson).unwrap();
+    drop(ndjson);
+    train::features_for(&pipeline, decoded, rejected)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn logistic_regression_reaches_the_handbook_peer_on_its_protocol() {
     let start = Utc.with_ymd_and_hms(2018, 4, 1, 0, 0, 0).single().unwrap();
@@ -54,20 +73,7 @@ async fn logistic_regression_reaches_the_handbook_peer_on_its_protocol() {
         start,
         ..SimulationConfig::default()
     };
-    let mut ndjson = Vec::new();
-    simulate_days(&config, |day| {
-        for t in day {
-            serde_json::to_writer(&mut ndjson, &t).unwrap();
-            ndjson.push(b'\n');
-        }
-    });
-    let pipeline = Pipeline::load(&repo_path("pipelines/fraud.toml"), None).unwrap();
-    let decoder = Decoder::new(pipeline.schema.clone(), pipeline.max_record_bytes);
-    let (decoded, rejected) = train::decode_lines(&decoder, &ndjson).unwrap();
-    drop(ndjson);
-    let set = train::features_for(&pipeline, decoded, rejected)
-        .await
-        .unwrap();
+    let set = features_of_world(&config).await;
 
     let times = set
         .decoded
@@ -196,20 +202,7 @@ async fn estimated_performance_follows_the_realised_before_the_labels_arrive() {
         start,
         ..SimulationConfig::default()
     };
-    let mut ndjson = Vec::new();
-    simulate_days(&config, |day| {
-        for t in day {
-            serde_json::to_writer(&mut ndjson, &t).unwrap();
-            ndjson.push(b'\n');
-        }
-    });
-    let pipeline = Pipeline::load(&repo_path("pipelines/fraud.toml"), None).unwrap();
-    let decoder = Decoder::new(pipeline.schema.clone(), pipeline.max_record_bytes);
-    let (decoded, rejected) = train::decode_lines(&decoder, &ndjson).unwrap();
-    drop(ndjson);
-    let set = train::features_for(&pipeline, decoded, rejected)
-        .await
-        .unwrap();
+    let set = features_of_world(&config).await;
     let day_ms = |day: u32| start.timestamp_millis() + i64::from(day) * DAY_MS;
     let training = set
         .clone()
