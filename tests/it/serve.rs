@@ -113,6 +113,11 @@ async fn score_then_stream(
     let mut from_api = FromApi::new();
     let mut scores = TopicReader::new(&topics.output, topics.partitions);
     for round in rounds {
+        // Under load Tansu can rebalance the group mid-test (a missed
+        // heartbeat); the API is then briefly not ready (503), as it must
+        // be. Each round waits for it to be ready again.
+        let (dir, name) = logs[0];
+        wait_ready(address, dir, name);
         let body = serde_json::to_string(round).unwrap();
         let (status, answer) = post(address, "/v1/score?features=true", &body);
         assert_eq!(status, 200, "{answer}");
