@@ -24,13 +24,20 @@ fn serve_section(extra: &str) -> String {
     format!("\n[serve]\nlisten = \"127.0.0.1:0\"\n{extra}\n")
 }
 
-/// The pipeline file with scores carrying their features, and the input
+/// The pipeline file with scores carrying their features, the input
 /// fetched without Tansu's default 500 ms wait (each round waits for its
-/// scores).
+/// scores), and a 30 s session: this test's one instance needs no quick
+/// failover, and under CI load Tansu once answered no heartbeat for 6 s,
+/// revoked the partition and left the rejoined member without one for
+/// over a minute (its coordinator, not the engine).
 fn with_features_and_quick_fetch(written: &std::path::Path) {
     let text = std::fs::read_to_string(written)
         .unwrap()
         .replace("[model]\n", "[model]\ninclude_features = true\n")
+        .replace(
+            "\"session.timeout.ms\" = \"6000\"",
+            "\"session.timeout.ms\" = \"30000\"",
+        )
         .replace(
             "[kafka.consumer]\n",
             "[kafka.consumer]\n\"fetch.wait.max.ms\" = \"20\"\n",
