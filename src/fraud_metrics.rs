@@ -92,11 +92,14 @@ pub fn precision_recall_at(
     )
 }
 
-/// Card precision@k, per day then averaged over days: of the k cards with
-/// the highest score that day (a card's score is its highest of the day),
-/// the share that had a fraud that day. Days are UTC calendar days of
-/// `times_ms`. As in the handbook, a day with fewer than k cards still
-/// divides by k.
+/// Card precision@k as the handbook defines it (`card_precision_top_k`):
+/// day by day in order, each card's score is its highest of the day and
+/// it counts as fraud if any of its transactions that day was; of the k
+/// cards scored highest, the share that were fraud, divided by k even on a
+/// day with fewer cards. A card found that way is compromised and known:
+/// it is left out of every later day (an investigator would have blocked
+/// it), so a model is not credited again for the same card. The days'
+/// values are averaged. Days are UTC calendar days of `times_ms`.
 pub fn card_precision_at_k(
     scores: &[f64],
     labels: &[bool],
@@ -107,7 +110,8 @@ pub fn card_precision_at_k(
     if k == 0 || scores.is_empty() {
         return None;
     }
-    let mut days: HashMap<i64, HashMap<&str, (f64, bool)>> = HashMap::new();
+    let mut days: std::collections::BTreeMap<i64, HashMap<&str, (f64, bool)>> =
+        std::collections::BTreeMap::new();
     for i in 0..scores.len() {
         let day = times_ms[i].div_euclid(86_400_000);
         let card = days
@@ -118,14 +122,21 @@ pub fn card_precision_at_k(
         card.0 = card.0.max(scores[i]);
         card.1 |= labels[i];
     }
-    let total: f64 = days
-        .values()
-        .map(|cards| {
-            let mut ranked: Vec<&(f64, bool)> = cards.values().collect();
-            ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-            ranked.iter().take(k).filter(|c| c.1).count() as f64 / k as f64
-        })
-        .sum();
+    let mut detected: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut total = 0.0;
+    for cards in days.values() {
+        let mut ranked: Vec<(&str, f64, bool)> = cards
+            .iter()
+            .filter(|(card, _)| !detected.contains(*card))
+            .map(|(card, (score, fraud))| (*card, *score, *fraud))
+            .collect();
+        // Highest score first; the card breaks ties, so the result does
+        // not depend on the hash order.
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+        let found: Vec<&str> = ranked.iter().take(k).filter(|c| c.2).map(|c| c.0).collect();
+        total += found.len() as f64 / k as f64;
+        detected.extend(found);
+    }
     Some(total / days.len() as f64)
 }
 
@@ -329,6 +340,21 @@ mod tests {
         // Day 0: a (0.9, fraud), b (0.8), c (0.2, fraud): top 2 = a, b -> 1/2.
         // Day 1: b (0.7, fraud), a (0.3): top 2 -> 1/2.
         let cp = card_precision_at_k(&p, &y, &cards, &times, 2).unwrap();
+        assert!((cp - 0.5).abs() < 1e-12, "{cp}");
+    }
+
+    /// The handbook's rule: a card found on one day is known on the next,
+    /// so finding it again earns nothing.
+    #[test]
+    fn card_precision_leaves_out_the_cards_found_on_earlier_days() {
+        let day = 86_400_000;
+        let cards: Vec<String> = ["a", "b", "a", "b", "c"].map(String::from).to_vec();
+        let times = [0, 1, day, day + 1, day + 2];
+        let p = [0.9, 0.1, 0.95, 0.2, 0.5];
+        let y = [true, false, true, false, false];
+        // Day 0: a found (1/1). Day 1: a is known, so c (0.5, no fraud)
+        // tops the day: 0/1. Counting a again would have made it 1.
+        let cp = card_precision_at_k(&p, &y, &cards, &times, 1).unwrap();
         assert!((cp - 0.5).abs() < 1e-12, "{cp}");
     }
 }

@@ -54,6 +54,19 @@ pub struct SimulateArgs {
     pub terminals: Option<usize>,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// The first day (UTC), e.g. 2018-04-01 for the handbook's world;
+    /// weekends and nights follow the calendar.
+    #[arg(long, value_parser = parse_day)]
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A date on the command line: its midnight UTC.
+fn parse_day(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("`{text}` is not a date such as 2018-04-01"))
 }
 
 /// Transactions and frauds per scenario, as the summary line prints them.
@@ -92,6 +105,7 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<String> {
         customers: args.customers,
         terminals: args.terminals.unwrap_or(args.customers * 2),
         seed: args.seed,
+        start: args.start.unwrap_or(SimulationConfig::default().start),
         ..SimulationConfig::default()
     };
     let mut tally = Tally::default();

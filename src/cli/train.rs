@@ -12,6 +12,7 @@ use crate::fraud_metrics::ThresholdRule;
 use crate::model::Bundle;
 use crate::model::serving::registry::Registry;
 use crate::train::build::{TrainReport, TrainRequest};
+use crate::train::data::KnownCompromised;
 use crate::train::fit::{Candidate, TrainOptions};
 use crate::train::select::{Folds, Metric};
 
@@ -52,12 +53,15 @@ impl LabelledData {
     ) -> Result<(Pipeline, crate::train::TrainingSet), TrainCommandError> {
         let pipeline = Pipeline::load(&self.pipeline, None)?;
         let set = crate::train::prepare(&pipeline, &self.data).await?;
-        let period = crate::train::data::Period {
+        Ok((pipeline, set.within(time_column, self.period())?))
+    }
+
+    fn period(&self) -> crate::train::data::Period {
+        crate::train::data::Period {
             from_ms: self.from,
             to_ms: self.to,
             warmup_ms: self.warmup.map(|w| w.as_millis() as i64),
-        };
-        Ok((pipeline, set.within(time_column, period)?))
+        }
     }
 }
 
@@ -122,7 +126,7 @@ pub struct TrainArgs {
     /// Comma-separated feature columns; default: every numeric SQL column.
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<String>,
-    /// Candidate kinds: logistic, tree, forest. More than one needs --cv
+    /// Candidate kinds: logistic, tree, forest, gbm. More than one needs --cv
     /// or --time-folds to choose between them.
     #[arg(long, value_delimiter = ',', default_value = "logistic")]
     pub models: Vec<String>,
@@ -150,13 +154,25 @@ pub struct TrainArgs {
     /// Logistic regression: the L2 penalty on the standardised coefficients.
     #[arg(long, default_value_t = 0.1)]
     pub l2_penalty: f64,
-    /// Trees: deepest level and fewest rows per leaf; forests: how many trees.
+    /// Trees, forests and boosting: the deepest split level.
     #[arg(long, default_value_t = 8)]
     pub max_depth: usize,
+    /// Trees and forests: the fewest training rows a leaf may hold.
     #[arg(long, default_value_t = 5)]
     pub min_leaf: usize,
+    /// Forests: how many trees; gbm: how many boosting rounds.
     #[arg(long, default_value_t = 100)]
     pub trees: usize,
+    /// Forests: features each split chooses from (default: the square root
+    /// of the feature count).
+    #[arg(long)]
+    pub max_features: Option<usize>,
+    /// gbm: the step of each round (its tree's leaves are scaled by it).
+    #[arg(long, default_value_t = 0.1)]
+    pub learning_rate: f64,
+    /// Calibrate the scores on the evaluated rows: isotonic or platt.
+    #[arg(long)]
+    pub calibrate: Option<String>,
     /// Also write a self-contained HTML page of the evaluation here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -221,7 +237,9 @@ impl TrainArgs {
             l2_penalty: self.l2_penalty,
             max_depth: self.max_depth,
             min_leaf: self.min_leaf,
-            forest_trees: self.trees,
+            trees: self.trees,
+            max_features: self.max_features.unwrap_or(0),
+            learning_rate: self.learning_rate,
             ..TrainOptions::default()
         };
         Ok(TrainRequest {
@@ -229,6 +247,12 @@ impl TrainArgs {
             folds,
             metric: self.metric.parse::<Metric>()?,
             threshold,
+            calibrate: self
+                .calibrate
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(TrainCommandError::Usage)?,
             ..self.cards.request(&self.input.label, options)
         })
     }
@@ -288,30 +312,84 @@ pub struct EvaluateArgs {
     pub input: LabelledData,
     #[command(flatten)]
     pub cards: CardColumns,
+    /// Leave out the rows of cards already known compromised on their day
+    /// (a fraud at least --delay earlier), as the handbook judges a test
+    /// period: a model earns nothing for a card the team had blocked.
+    #[arg(long)]
+    pub remove_known_compromised: bool,
+    /// The label delay, in whole days: a fraud is known this long after.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub delay: Duration,
+    /// Count frauds as known only from this event time on (the handbook:
+    /// the start of training); default: the whole history.
+    #[arg(long, value_parser = parse_time)]
+    pub known_from: Option<i64>,
+}
+
+impl EvaluateArgs {
+    /// The known-compromised rule asked for, if any; the delay must be
+    /// whole days (the rule is by day, as the handbook's).
+    fn known_compromised(&self) -> Result<Option<KnownCompromised>, TrainCommandError> {
+        if !self.remove_known_compromised {
+            return Ok(None);
+        }
+        let seconds = self.delay.as_secs();
+        if !seconds.is_multiple_of(86_400) || self.delay.subsec_nanos() != 0 {
+            return Err(TrainCommandError::Usage(format!(
+                "--delay {}s is not a whole number of days; the known-compromised rule is by day",
+                seconds
+            )));
+        }
+        Ok(Some(KnownCompromised {
+            label: self.input.label.clone(),
+            card_column: self.cards.card_column.clone(),
+            time_column: self.cards.time_column.clone(),
+            delay_days: (seconds / 86_400) as i64,
+            known_from_ms: self.known_from,
+        }))
+    }
 }
 
 /// `streamscore evaluate`: every metric of any bundle on any labelled file,
 /// at the bundle's own threshold.
 pub async fn evaluate(args: &EvaluateArgs) -> Result<String, TrainCommandError> {
     let bundle = Bundle::load(&args.bundle)?;
-    let (_, set) = args.input.prepare(&args.cards.time_column).await?;
+    let known = args.known_compromised()?;
+    let pipeline = Pipeline::load(&args.input.pipeline, None)?;
+    let mut set = crate::train::prepare(&pipeline, &args.input.data).await?;
+    let (time_column, period) = (&args.cards.time_column, args.input.period());
+    // Known cards come from the whole history, before the period is cut.
+    let mut removed = None;
+    if let Some(rule) = &known {
+        let in_period = set.clone().within(time_column, period)?.decoded.num_rows();
+        set = set.without_known_compromised(rule)?;
+        let set = set.clone().within(time_column, period)?;
+        removed = Some(in_period - set.decoded.num_rows());
+    }
+    let set = set.within(time_column, period)?;
     let request = args
         .cards
         .request(&args.input.label, TrainOptions::default());
     let (evaluation, unscored) = crate::train::build::evaluate_bundle(&bundle, &set, &request)?;
+    let mut notes = String::new();
+    if unscored > 0 {
+        notes.push_str(&format!(
+            " ({unscored} rows the model cannot score left out)"
+        ));
+    }
+    if let Some(count) = removed {
+        notes.push_str(&format!(
+            " ({count} rows of cards known compromised left out)"
+        ));
+    }
     Ok(format!(
-        "{} {} ({}) on {}: {} rows, {} positives{}\n  {}\n",
+        "{} {} ({}) on {}: {} rows, {} positives{notes}\n  {}\n",
         bundle.name(),
         bundle.version(),
         bundle.manifest.kind.as_str(),
         args.input.data.display(),
         evaluation.rows,
         evaluation.frauds,
-        if unscored > 0 {
-            format!(" ({unscored} rows the model cannot score left out)")
-        } else {
-            String::new()
-        },
         evaluation.describe(),
     ))
 }
@@ -332,6 +410,16 @@ fn summary(report: &TrainReport, written: &str) -> String {
         },
         report.evaluation.describe(),
     ));
+    if let (Some(before), Some(calibration)) = (
+        report.brier_uncalibrated,
+        &report.bundle.manifest.calibration,
+    ) {
+        out.push_str(&format!(
+            "  calibrated ({}): Brier score {before:.4} before, {:.4} after\n",
+            calibration.method(),
+            report.evaluation.brier.unwrap_or(f64::NAN),
+        ));
+    }
     out
 }
 

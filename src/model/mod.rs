@@ -45,7 +45,7 @@ pub const REASON_COUNT: usize = 3;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Model {
     Logistic(Logistic),
-    /// A tree or a forest: `kind` says which.
+    /// A tree, a forest or boosted trees trained here: `kind` says which.
     Trees {
         kind: ModelKind,
         ensemble: trees::Ensemble,
@@ -142,7 +142,7 @@ impl Model {
                 let bytes = file(name)?;
                 Self::import(kind, bytes.clone(), features).map_err(|m| (name.to_owned(), m))
             }
-            ModelKind::Tree | ModelKind::Forest => {
+            ModelKind::Tree | ModelKind::Forest | ModelKind::Gbm => {
                 let name = trees::PAYLOAD_FILE;
                 trees::Ensemble::from_payload(file(name)?, features)
                     .map(|ensemble| Model::Trees { kind, ensemble })

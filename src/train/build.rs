@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::AsArray;
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, TimestampMillisecondType};
+use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use ndarray::Axis;
 
@@ -16,6 +16,7 @@ use super::data::TrainingSet;
 use super::fit::{Candidate, Fitted, TrainError, TrainOptions, feature_matrix, fit};
 use super::select::{CvTable, Folds, Labelled, Metric, cross_validate, take_rows};
 use crate::fraud_metrics::{Context, Evaluation, ThresholdRule, choose_threshold, evaluate};
+use crate::model::maths::calibration::{Calibration, Method};
 use crate::model::{Bundle, BundleParts, FeatureSpec, is_feature_type};
 
 /// What to train beyond the fitting options.
@@ -33,6 +34,9 @@ pub struct TrainRequest {
     pub card_column: String,
     pub time_column: String,
     pub card_precision_k: usize,
+    /// Map the scores to probabilities that mean their rate, fitted on
+    /// the evaluated scores (`train --calibrate`).
+    pub calibrate: Option<Method>,
 }
 
 impl TrainRequest {
@@ -47,6 +51,7 @@ impl TrainRequest {
             card_column: "card_id".into(),
             time_column: "event_time".into(),
             card_precision_k: 100,
+            calibrate: None,
         }
     }
 }
@@ -64,6 +69,9 @@ pub struct TrainReport {
     pub evaluated_scores: Vec<f64>,
     pub evaluated_labels: Vec<bool>,
     pub cv: Option<CvTable>,
+    /// With `--calibrate`: the Brier score of the evaluated rows before
+    /// calibration (the evaluation's is after).
+    pub brier_uncalibrated: Option<f64>,
 }
 
 /// Fits what `request` asks on `set` and assembles the bundle.
@@ -73,21 +81,15 @@ pub fn build(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<TrainReport, TrainError> {
     let options = &request.options;
-    // The SQL may encode the label (text classes to 0/1); else the decoded
-    // records hold it.
-    let label_source = match set.features.column_by_name(&request.label) {
-        Some(_) => &set.features,
-        None => &set.decoded,
-    };
-    let y = labels_from(label_source, &request.label)?;
+    let y = set.labels(&request.label)?;
     let names = feature_names(
         &set.features,
         &options.features,
         [&request.label, &set.event_id],
     )?;
     let x = feature_matrix(&set.features, &names)?;
-    let cards = text_column(&set.decoded, &request.card_column);
-    let times = time_column(&set.decoded, &request.time_column);
+    let cards = set.text_column(&request.card_column);
+    let times = set.time_column(&request.time_column);
     let data = Labelled {
         x: x.view(),
         y: &y,
@@ -105,6 +107,11 @@ pub fn build(
         training_rows,
     } = choose_and_fit(request, &data, &mut progress)?;
     let labels: Vec<bool> = evaluated.iter().map(|&i| y[i]).collect();
+    let Calibrated {
+        scores,
+        calibration,
+        brier_before: brier_uncalibrated,
+    } = calibrate(request, scores, &labels)?;
     let cards_e = cards.as_deref().map(|c| take_rows(c, &evaluated));
     let times_e = times.as_deref().map(|t| take_rows(t, &evaluated));
     let threshold = threshold_for(request, &scores, &labels, times_e.as_deref())?;
@@ -127,28 +134,19 @@ pub fn build(
         scores.len(),
         request,
     );
-    let metrics = metric_values(&evaluation);
-    let schema = set.features.schema();
+    let metrics = metric_values(&evaluation, brier_uncalibrated);
     let mut bundle = Bundle::assemble(BundleParts {
         name: options.name.clone(),
         version: options.version.clone(),
-        features: names
-            .iter()
-            .map(|name| FeatureSpec {
-                name: name.clone(),
-                data_type: schema
-                    .field_with_name(name)
-                    .map(|f| f.data_type().to_string())
-                    .unwrap_or_default(),
-            })
-            .collect(),
+        features: feature_specs(&set.features, &names),
         preprocessing: fitted.preprocessing,
         threshold,
         provenance,
         metrics,
         model: fitted.model,
         check_features: x.row(0).to_vec(),
-    })?;
+    })?
+    .with_calibration(calibration)?;
     if let Some(table) = &cv {
         bundle.manifest.cv = Some(serde_json::to_value(table).expect("a CV table serialises"));
     }
@@ -162,6 +160,44 @@ pub fn build(
         evaluated_scores: scores,
         evaluated_labels: labels,
         cv,
+        brier_uncalibrated,
+    })
+}
+
+/// The evaluated scores as served, and the calibration behind them.
+struct Calibrated {
+    scores: Vec<f64>,
+    calibration: Option<Calibration>,
+    /// The Brier score before calibration, when calibrated.
+    brier_before: Option<f64>,
+}
+
+/// The evaluated scores calibrated when `request` asks. The calibration is
+/// fitted on the same evaluated rows it then maps (out of fold or hold-out,
+/// never the rows the model was fitted on); with isotonic, the Brier score
+/// after is therefore a little optimistic.
+fn calibrate(
+    request: &TrainRequest,
+    scores: Vec<f64>,
+    labels: &[bool],
+) -> Result<Calibrated, TrainError> {
+    let Some(method) = request.calibrate else {
+        return Ok(Calibrated {
+            scores,
+            calibration: None,
+            brier_before: None,
+        });
+    };
+    let calibration = Calibration::fit(method, &scores, labels).ok_or_else(|| {
+        TrainError::Options(
+            "--calibrate needs both frauds and non-frauds among the evaluated rows".into(),
+        )
+    })?;
+    let brier_before = crate::fraud_metrics::brier(&scores, labels);
+    Ok(Calibrated {
+        scores: scores.iter().map(|&s| calibration.apply(s)).collect(),
+        calibration: Some(calibration),
+        brier_before,
     })
 }
 
@@ -307,9 +343,29 @@ fn provenance(
     provenance
 }
 
-/// The evaluation's measures as the manifest keeps them.
-fn metric_values(evaluation: &Evaluation) -> BTreeMap<String, f64> {
+/// Each feature with the Arrow type the SQL gave it.
+fn feature_specs(features: &RecordBatch, names: &[String]) -> Vec<FeatureSpec> {
+    let schema = features.schema();
+    names
+        .iter()
+        .map(|name| FeatureSpec {
+            name: name.clone(),
+            data_type: schema
+                .field_with_name(name)
+                .map(|f| f.data_type().to_string())
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The evaluation's measures as the manifest keeps them, with the Brier
+/// score before calibration when there was one.
+fn metric_values(
+    evaluation: &Evaluation,
+    brier_uncalibrated: Option<f64>,
+) -> BTreeMap<String, f64> {
     [
+        ("brier_uncalibrated", brier_uncalibrated),
         ("auc", evaluation.auc),
         ("average_precision", evaluation.average_precision),
         ("brier", evaluation.brier),
@@ -330,17 +386,17 @@ pub fn evaluate_bundle(
     set: &TrainingSet,
     request: &TrainRequest,
 ) -> Result<(Evaluation, usize), TrainError> {
-    let label_source = match set.features.column_by_name(&request.label) {
-        Some(_) => &set.features,
-        None => &set.decoded,
-    };
-    let y = labels_from(label_source, &request.label)?;
+    let y = set.labels(&request.label)?;
     let scores = bundle.score(&set.features)?;
     let unscorable: std::collections::HashSet<usize> =
         scores.invalid.iter().map(|(row, _, _)| *row).collect();
     let kept: Vec<usize> = (0..y.len()).filter(|i| !unscorable.contains(i)).collect();
-    let cards = text_column(&set.decoded, &request.card_column).map(|c| take_rows(&c, &kept));
-    let times = time_column(&set.decoded, &request.time_column).map(|t| take_rows(&t, &kept));
+    let cards = set
+        .text_column(&request.card_column)
+        .map(|c| take_rows(&c, &kept));
+    let times = set
+        .time_column(&request.time_column)
+        .map(|t| take_rows(&t, &kept));
     let evaluation = evaluate(
         &take_rows(&scores.probability, &kept),
         &take_rows(&y, &kept),
@@ -493,57 +549,6 @@ fn feature_names(
         }
     }
     Ok(wanted.to_vec())
-}
-
-/// Reads a label column (boolean, or numbers where non-zero means fraud).
-pub fn labels_from(batch: &RecordBatch, column: &str) -> Result<Vec<bool>, TrainError> {
-    let array = batch
-        .column_by_name(column)
-        .ok_or_else(|| TrainError::BadLabel(format!("`{column}` is not in the data")))?;
-    if array.null_count() > 0 {
-        return Err(TrainError::BadLabel(format!(
-            "`{column}` is missing on {} rows",
-            array.null_count()
-        )));
-    }
-    let as_bool = cast(array, &DataType::Boolean)
-        .map_err(|e| TrainError::BadLabel(format!("`{column}` is not boolean or numeric: {e}")))?;
-    Ok(as_bool
-        .as_boolean()
-        .iter()
-        .map(|v| v.unwrap_or(false))
-        .collect())
-}
-
-/// A decoded column as text, when it exists and has no nulls.
-fn text_column(batch: &RecordBatch, name: &str) -> Option<Vec<String>> {
-    let column = batch.column_by_name(name)?;
-    if column.null_count() > 0 {
-        return None;
-    }
-    let text = cast(column, &DataType::Utf8).ok()?;
-    Some(
-        text.as_string::<i32>()
-            .iter()
-            .map(|v| v.unwrap_or_default().to_owned())
-            .collect(),
-    )
-}
-
-/// A decoded timestamp column in epoch milliseconds, when it exists and has
-/// no nulls.
-fn time_column(batch: &RecordBatch, name: &str) -> Option<Vec<i64>> {
-    let column = batch.column_by_name(name)?;
-    if column.null_count() > 0 {
-        return None;
-    }
-    let millis = cast(column, &crate::schema::TIMESTAMP_TYPE).ok()?;
-    Some(
-        millis
-            .as_primitive::<TimestampMillisecondType>()
-            .values()
-            .to_vec(),
-    )
 }
 
 #[cfg(test)]

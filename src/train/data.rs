@@ -7,8 +7,8 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, TimestampMillisecondBuilder, new_null_array,
 };
-use arrow::compute::concat_batches;
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::compute::{cast, concat_batches};
+use arrow::datatypes::{DataType, Field, Schema, TimestampMillisecondType};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
@@ -134,8 +134,13 @@ impl TrainingSet {
                 to: show(period.to_ms),
             });
         }
+        self.keep_rows(&keep)
+    }
+
+    /// The rows `keep` marks, in both batches.
+    fn keep_rows(self, keep: &arrow::array::BooleanArray) -> Result<Self, TrainingError> {
         let filter = |batch: &RecordBatch| {
-            arrow::compute::filter_record_batch(batch, &keep)
+            arrow::compute::filter_record_batch(batch, keep)
                 .map_err(|e| TrainingError::Internal(e.to_string()))
         };
         Ok(Self {
@@ -144,6 +149,133 @@ impl TrainingSet {
             ..self
         })
     }
+
+    /// Leaves out the rows of cards already known compromised on the
+    /// row's day (`KnownCompromised`).
+    pub fn without_known_compromised(self, rule: &KnownCompromised) -> Result<Self, TrainingError> {
+        let labels = self.labels(&rule.label)?;
+        let cards = self.text_column(&rule.card_column).ok_or_else(|| {
+            TrainError::BadLabel(format!(
+                "--remove-known-compromised needs the card column `{}` without nulls",
+                rule.card_column
+            ))
+        })?;
+        let times =
+            self.time_column(&rule.time_column)
+                .ok_or_else(|| TrainingError::NoEventTime {
+                    column: rule.time_column.clone(),
+                })?;
+        let keep: arrow::array::BooleanArray = rule
+            .known_rows(&labels, &cards, &times)
+            .iter()
+            .map(|&known| Some(!known))
+            .collect();
+        self.keep_rows(&keep)
+    }
+
+    /// The label of each row: from the SQL output when the SQL produces
+    /// the column (it may encode text classes as 0/1), else the records'.
+    pub fn labels(&self, label: &str) -> Result<Vec<bool>, TrainError> {
+        let source = match self.features.column_by_name(label) {
+            Some(_) => &self.features,
+            None => &self.decoded,
+        };
+        labels_from(source, label)
+    }
+
+    /// A decoded column as text, when it exists and has no nulls.
+    pub fn text_column(&self, name: &str) -> Option<Vec<String>> {
+        let column = self.decoded.column_by_name(name)?;
+        if column.null_count() > 0 {
+            return None;
+        }
+        let text = cast(column, &DataType::Utf8).ok()?;
+        Some(
+            text.as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or_default().to_owned())
+                .collect(),
+        )
+    }
+
+    /// A decoded timestamp column in epoch milliseconds, when it exists
+    /// and has no nulls.
+    pub fn time_column(&self, name: &str) -> Option<Vec<i64>> {
+        let column = self.decoded.column_by_name(name)?;
+        if column.null_count() > 0 {
+            return None;
+        }
+        let millis = cast(column, &crate::schema::TIMESTAMP_TYPE).ok()?;
+        Some(
+            millis
+                .as_primitive::<TimestampMillisecondType>()
+                .values()
+                .to_vec(),
+        )
+    }
+}
+
+/// The handbook's rule for judging a model on a test period: fraud labels
+/// arrive `delay_days` late, and a card whose fraud was known by then has
+/// been blocked, so a model earns nothing for finding it again. A row on
+/// day D is left out when its card had a fraud on a day from `known_from`
+/// up to D − delay − 1 (UTC days of the event time). With `known_from` at
+/// the start of training, this is the handbook's `get_train_delay_test_set`.
+#[derive(Debug, Clone)]
+pub struct KnownCompromised {
+    pub label: String,
+    pub card_column: String,
+    pub time_column: String,
+    pub delay_days: i64,
+    /// Frauds before this are not counted; `None`: all of the history.
+    pub known_from_ms: Option<i64>,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+impl KnownCompromised {
+    /// Per row, whether its card was known compromised on its day.
+    pub fn known_rows(&self, labels: &[bool], cards: &[String], times: &[i64]) -> Vec<bool> {
+        let from_day = self.known_from_ms.map(|t| t.div_euclid(DAY_MS));
+        let mut first_fraud_day: std::collections::HashMap<&str, i64> =
+            std::collections::HashMap::new();
+        for ((&fraud, card), &t) in labels.iter().zip(cards).zip(times) {
+            let day = t.div_euclid(DAY_MS);
+            if fraud && from_day.is_none_or(|from| day >= from) {
+                let first = first_fraud_day.entry(card).or_insert(day);
+                *first = (*first).min(day);
+            }
+        }
+        cards
+            .iter()
+            .zip(times)
+            .map(|(card, &t)| {
+                first_fraud_day
+                    .get(card.as_str())
+                    .is_some_and(|&first| first < t.div_euclid(DAY_MS) - self.delay_days)
+            })
+            .collect()
+    }
+}
+
+/// Reads a label column (boolean, or numbers where non-zero means fraud).
+pub(crate) fn labels_from(batch: &RecordBatch, column: &str) -> Result<Vec<bool>, TrainError> {
+    let array = batch
+        .column_by_name(column)
+        .ok_or_else(|| TrainError::BadLabel(format!("`{column}` is not in the data")))?;
+    if array.null_count() > 0 {
+        return Err(TrainError::BadLabel(format!(
+            "`{column}` is missing on {} rows",
+            array.null_count()
+        )));
+    }
+    let as_bool = cast(array, &DataType::Boolean)
+        .map_err(|e| TrainError::BadLabel(format!("`{column}` is not boolean or numeric: {e}")))?;
+    Ok(as_bool
+        .as_boolean()
+        .iter()
+        .map(|v| v.unwrap_or(false))
+        .collect())
 }
 
 /// Runs history through the pipeline's decode and SQL.

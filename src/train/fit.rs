@@ -1,7 +1,8 @@
 //! Fitting one candidate on a feature matrix: a logistic regression
 //! (linfa-logistic, standardised features, L2), a decision tree
 //! (linfa-trees) whose leaves hold the fraud frequency of the training rows
-//! that reach them, or a forest of such trees (`forest.rs`).
+//! that reach them, a random forest (`forest.rs`) or gradient-boosted
+//! trees (`gbm.rs`).
 
 use std::str::FromStr;
 
@@ -9,10 +10,9 @@ use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
 use linfa_trees::{DecisionTree, TreeNode};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
-use rand::SeedableRng;
-use rand::rngs::SmallRng;
-use rand::seq::index::sample;
 
+use super::forest::{ForestParams, fit_forest};
+use super::gbm::{GbmParams, fit_gbm};
 use crate::model::maths::trees::{Ensemble, LEAF, Link, SplitRule, Tree};
 use crate::model::{Logistic, Model, ModelKind, Preprocessing};
 
@@ -29,7 +29,7 @@ pub enum TrainError {
     BadLabel(String),
     #[error("linfa could not fit the {kind}: {message}")]
     Fit { kind: &'static str, message: String },
-    #[error("unknown model kind `{0}`; the kinds are logistic, tree and forest")]
+    #[error("unknown model kind `{0}`; the kinds are logistic, tree, forest and gbm")]
     UnknownKind(String),
     #[error("{0}")]
     Options(String),
@@ -45,6 +45,7 @@ pub enum Candidate {
     Logistic,
     Tree,
     Forest,
+    Gbm,
 }
 
 impl FromStr for Candidate {
@@ -55,6 +56,7 @@ impl FromStr for Candidate {
             "logistic" => Ok(Candidate::Logistic),
             "tree" => Ok(Candidate::Tree),
             "forest" => Ok(Candidate::Forest),
+            "gbm" => Ok(Candidate::Gbm),
             other => Err(TrainError::UnknownKind(other.to_owned())),
         }
     }
@@ -66,6 +68,7 @@ impl Candidate {
             Candidate::Logistic => ModelKind::Logistic,
             Candidate::Tree => ModelKind::Tree,
             Candidate::Forest => ModelKind::Forest,
+            Candidate::Gbm => ModelKind::Gbm,
         }
     }
 }
@@ -88,8 +91,15 @@ pub struct TrainOptions {
     /// may hold (so that its fraud frequency means something).
     pub max_depth: usize,
     pub min_leaf: usize,
-    /// Forests: how many trees, and the seed of their samples.
-    pub forest_trees: usize,
+    /// Forests: how many trees; boosting: how many rounds (a tree each).
+    pub trees: usize,
+    /// Boosting: the step each round's tree takes (its leaves are scaled
+    /// by it); smaller needs more rounds and overfits less.
+    pub learning_rate: f64,
+    /// Forests: how many features each split may choose from; 0 means the
+    /// square root of the feature count (Breiman's default).
+    pub max_features: usize,
+    /// The seed of every random draw (samples, features).
     pub seed: u64,
 }
 
@@ -105,7 +115,9 @@ impl Default for TrainOptions {
             holdout_fraction: 0.2,
             max_depth: 8,
             min_leaf: 5,
-            forest_trees: 100,
+            trees: 100,
+            learning_rate: 0.1,
+            max_features: 0,
             seed: 7,
         }
     }
@@ -140,20 +152,46 @@ pub fn fit(
         Candidate::Tree => {
             let all: Vec<usize> = (0..x.ncols()).collect();
             let tree = fit_tree(x, y, &all, options)?;
-            Ok(Fitted {
-                model: Model::Trees {
-                    kind: ModelKind::Tree,
-                    ensemble: Ensemble::new(
-                        vec![tree],
-                        SplitRule::LessOrEqual,
-                        Link::MeanProbability,
-                        false,
-                    ),
-                },
-                preprocessing: Preprocessing::None,
-            })
+            let ensemble = Ensemble::new(
+                vec![tree],
+                SplitRule::LessOrEqual,
+                Link::MeanProbability,
+                false,
+            );
+            Ok(trees_fitted(ModelKind::Tree, ensemble))
         }
-        Candidate::Forest => fit_forest(x, y, options),
+        Candidate::Forest => {
+            let params = ForestParams {
+                trees: options.trees,
+                max_depth: options.max_depth,
+                min_leaf: options.min_leaf,
+                max_features: options.max_features,
+                seed: options.seed,
+            };
+            let ensemble = fit_forest(x, y, &params).map_err(TrainError::Options)?;
+            Ok(trees_fitted(ModelKind::Forest, ensemble))
+        }
+        Candidate::Gbm => {
+            let params = GbmParams {
+                rounds: options.trees,
+                max_depth: options.max_depth,
+                learning_rate: options.learning_rate,
+                seed: options.seed,
+            };
+            let ensemble = fit_gbm(x, y, &params).map_err(|message| TrainError::Fit {
+                kind: "gradient-boosted trees",
+                message,
+            })?;
+            Ok(trees_fitted(ModelKind::Gbm, ensemble))
+        }
+    }
+}
+
+/// A tree kind's ensemble, scored on the raw features.
+fn trees_fitted(kind: ModelKind, ensemble: Ensemble) -> Fitted {
+    Fitted {
+        model: Model::Trees { kind, ensemble },
+        preprocessing: Preprocessing::None,
     }
 }
 
@@ -193,7 +231,7 @@ fn fit_logistic(
 /// One tree on the columns `columns` of `x` (its splits name the columns'
 /// indexes in `x`). Its leaves hold the fraud frequency of the rows of `x`
 /// that reach them, not linfa's majority label.
-pub(super) fn fit_tree(
+fn fit_tree(
     x: ArrayView2<f64>,
     y: &[bool],
     columns: &[usize],
@@ -301,47 +339,6 @@ pub fn feature_matrix(
     Ok(x)
 }
 
-// A random forest by bagging over linfa-trees: each tree is fitted on a
-// bootstrap sample of the rows and a random subset of the features (linfa's
-// trees cannot sample features per split, so the subset is per tree), and
-// the forest averages the trees' leaf frequencies.
-
-/// The share of the features each tree sees.
-const FEATURE_SHARE: f64 = 0.6;
-
-fn fit_forest(
-    x: ArrayView2<f64>,
-    y: &[bool],
-    options: &TrainOptions,
-) -> Result<Fitted, TrainError> {
-    if options.forest_trees == 0 {
-        return Err(TrainError::Options(
-            "a forest needs at least one tree".into(),
-        ));
-    }
-    let (rows, k) = x.dim();
-    let per_tree = ((k as f64 * FEATURE_SHARE).round() as usize).clamp(1, k);
-    let mut rng = SmallRng::seed_from_u64(options.seed);
-    let mut trees = Vec::with_capacity(options.forest_trees);
-    for _ in 0..options.forest_trees {
-        let picked: Vec<usize> = (0..rows)
-            .map(|_| rand::Rng::random_range(&mut rng, 0..rows))
-            .collect();
-        let mut columns = sample(&mut rng, k, per_tree).into_vec();
-        columns.sort_unstable();
-        let bootstrap = x.select(Axis(0), &picked);
-        let labels: Vec<bool> = picked.iter().map(|&i| y[i]).collect();
-        trees.push(fit_tree(bootstrap.view(), &labels, &columns, options)?);
-    }
-    Ok(Fitted {
-        model: Model::Trees {
-            kind: ModelKind::Forest,
-            ensemble: Ensemble::new(trees, SplitRule::LessOrEqual, Link::MeanProbability, false),
-        },
-        preprocessing: Preprocessing::None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use ndarray::array;
@@ -382,7 +379,8 @@ mod tests {
     #[test]
     fn kinds_are_named_and_unknown_ones_refused() {
         assert_eq!("forest".parse::<Candidate>().unwrap(), Candidate::Forest);
-        let err = "gbm".parse::<Candidate>().unwrap_err();
-        assert!(err.to_string().contains("`gbm`"), "{err}");
+        assert_eq!("gbm".parse::<Candidate>().unwrap(), Candidate::Gbm);
+        let err = "boosted".parse::<Candidate>().unwrap_err();
+        assert!(err.to_string().contains("`boosted`"), "{err}");
     }
 }

@@ -1,11 +1,14 @@
 //! The model-building half: history through the serving decode and SQL
-//! (`data.rs`), candidates fitted with linfa (`fit.rs`: logistic, a tree, a bagged forest),
+//! (`data.rs`), candidates fitted (`fit.rs`: logistic and a tree with linfa;
+//! `forest.rs`: a random forest; `gbm.rs`: boosted trees with forust-ml),
 //! chosen by cross-validation (`select.rs`), judged by fraud metrics
 //! (`crate::fraud_metrics`), assembled into a bundle (`build.rs`).
 
 pub mod build;
 pub mod data;
 pub mod fit;
+mod forest;
+mod gbm;
 pub mod optimize;
 pub mod report;
 pub mod select;

@@ -146,23 +146,26 @@ pub fn variant_of(bundle: &Bundle, variant: Variant) -> Option<Result<Bundle, Bu
     let m = &bundle.manifest;
     let mut provenance = m.provenance.clone();
     provenance.insert("optimized".into(), variant.label());
-    Some(Bundle::assemble(BundleParts {
-        name: m.name.clone(),
-        version: match variant {
-            Variant::Original => m.version.clone(),
-            other => format!("{}-{}", m.version, other.label()),
-        },
-        features: m.features.clone(),
-        preprocessing: m.preprocessing.clone(),
-        threshold: m.threshold,
-        provenance,
-        metrics: m.metrics.clone(),
-        model: Model::Trees {
-            kind: *kind,
-            ensemble: pruned,
-        },
-        check_features: m.check_row.features.clone(),
-    }))
+    Some(
+        Bundle::assemble(BundleParts {
+            name: m.name.clone(),
+            version: match variant {
+                Variant::Original => m.version.clone(),
+                other => format!("{}-{}", m.version, other.label()),
+            },
+            features: m.features.clone(),
+            preprocessing: m.preprocessing.clone(),
+            threshold: m.threshold,
+            provenance,
+            metrics: m.metrics.clone(),
+            model: Model::Trees {
+                kind: *kind,
+                ensemble: pruned,
+            },
+            check_features: m.check_row.features.clone(),
+        })
+        .and_then(|b| b.with_calibration(m.calibration.clone())),
+    )
 }
 
 /// Bytes of a bundle's payload and manifest as written.

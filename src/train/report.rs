@@ -13,6 +13,22 @@ use crate::charts::{SIZE, bar_key, escape, legend, svg_chart};
 use crate::model::Model;
 
 /// The page for a training run.
+/// A line on the calibration, when the bundle has one: the Brier score
+/// before and after.
+fn calibration_note(report: &TrainReport) -> String {
+    match (
+        report.brier_uncalibrated,
+        &report.bundle.manifest.calibration,
+    ) {
+        (Some(before), Some(calibration)) => format!(
+            "<p>Calibrated ({}) on these rows: Brier score {before:.4} before, {:.4} after.</p>\n",
+            calibration.method(),
+            report.evaluation.brier.unwrap_or(f64::NAN)
+        ),
+        _ => String::new(),
+    }
+}
+
 pub fn html(report: &TrainReport) -> String {
     let bundle = &report.bundle;
     let scores = &report.evaluated_scores;
@@ -39,6 +55,7 @@ pub fn html(report: &TrainReport) -> String {
         positives = e.frauds,
         metrics = escape(&e.describe()),
     );
+    page.push_str(&calibration_note(report));
     page.push_str("<div class=\"charts\">\n");
     let curves = Curves::new(scores, labels);
     page.push_str(&line_chart(

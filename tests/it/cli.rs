@@ -162,6 +162,56 @@ fn simulate_then_train_writes_a_bundle_that_serves() {
         fitted < all * 3 / 4 && fitted > all / 4,
         "{fitted} of {all} rows fitted after a 5-day warm-up of 10 days"
     );
+    // The handbook's test set: the rows of cards whose fraud was known a
+    // day earlier are left out, and said so.
+    let evaluated = |extra: &[&str]| -> (usize, String) {
+        let mut args = vec![
+            "evaluate",
+            "--bundle",
+            warm.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--warmup",
+            "5d",
+        ];
+        args.extend(extra);
+        let out = streamscore(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        let rows = stdout
+            .split(" rows, ")
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no row count in {stdout}"));
+        (rows, stdout)
+    };
+    let (all_rows, _) = evaluated(&[]);
+    let (kept, stdout) = evaluated(&["--remove-known-compromised", "--delay", "1d"]);
+    let left_out: usize = stdout
+        .split(" rows of cards known compromised left out")
+        .next()
+        .and_then(|head| head.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count left out in {stdout}"));
+    assert!(left_out > 0, "{stdout}");
+    assert_eq!(kept + left_out, all_rows, "{stdout}");
+    let out = streamscore(&[
+        "evaluate",
+        "--bundle",
+        warm.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--delay",
+        "36h",
+        "--remove-known-compromised",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not a whole number of days"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = streamscore(&[
         "evaluate",
         "--bundle",

@@ -8,6 +8,7 @@ use std::process::Command;
 use streamscore::batch::{Batch, SourceRecord};
 use streamscore::config::Pipeline;
 use streamscore::engine::{Engine, EngineSpec};
+use streamscore::model::maths::calibration::Method;
 use streamscore::model::{Bundle, ModelKind};
 use streamscore::output::ScoreRecord;
 use streamscore::train::fit::{Candidate, TrainOptions};
@@ -15,7 +16,7 @@ use streamscore::train::{self, TrainRequest};
 
 use crate::support::repo_path;
 
-/// `streamscore train ... --models logistic,tree,forest --cv 5` as the
+/// `streamscore train ... --models logistic,tree,forest,gbm --cv 5` as the
 /// issue words it: every candidate gets a row, and the one selected (by
 /// average precision) has a 5-fold CV AUC of at least 0.78.
 #[test]
@@ -32,7 +33,7 @@ fn german_credit_cross_validation_selects_a_model_with_auc_of_at_least_0_78() {
             "--label",
             "creditability",
             "--models",
-            "logistic,tree,forest",
+            "logistic,tree,forest,gbm",
             "--cv",
             "5",
             "--out",
@@ -48,7 +49,7 @@ fn german_credit_cross_validation_selects_a_model_with_auc_of_at_least_0_78() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for kind in ["logistic", "tree", "forest"] {
+    for kind in ["logistic", "tree", "forest", "gbm"] {
         assert!(
             stdout.lines().any(|l| l.starts_with(kind)),
             "no row for {kind}:\n{stdout}"
@@ -72,7 +73,7 @@ fn german_credit_cross_validation_selects_a_model_with_auc_of_at_least_0_78() {
     for external in ["<script", "<link", "src=\"http", "url(http", "@import"] {
         assert!(!page.contains(external), "the report fetches {external}");
     }
-    assert_eq!(page.matches("<tr><td>").count(), 3, "one CV row per kind");
+    assert_eq!(page.matches("<tr><td>").count(), 4, "one CV row per kind");
 
     let bundle = Bundle::load(&dir.path().join("bundle")).unwrap();
     assert_eq!(bundle.name(), "german-credit");
@@ -81,7 +82,7 @@ fn german_credit_cross_validation_selects_a_model_with_auc_of_at_least_0_78() {
         .cv
         .as_ref()
         .expect("the CV table is in the bundle");
-    assert_eq!(cv["rows"].as_array().unwrap().len(), 3);
+    assert_eq!(cv["rows"].as_array().unwrap().len(), 4);
     assert_eq!(cv["winner"], bundle.manifest.kind.as_str());
     // Reference distributions for drift monitoring: every feature and the
     // score, in quantile bins whose shares add up to one.
@@ -129,6 +130,42 @@ fn german_credit_cross_validation_selects_a_model_with_auc_of_at_least_0_78() {
 /// exactly the probabilities training computed from the same rows.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forest_serves_what_it_was_trained_to_score() {
+    let bundle = serves_what_it_was_trained_to_score(Candidate::Forest, None).await;
+    assert_eq!(bundle.manifest.kind, ModelKind::Forest);
+}
+
+/// Boosted trees with isotonic calibration: the stream serves the
+/// calibrated probability (the calibration applied to the trees' own
+/// score), and the bundle written and read back keeps it.
+#[tokio::test(flavor = "multi_thread")]
+async fn calibrated_boosted_trees_serve_their_calibrated_probabilities() {
+    let bundle = serves_what_it_was_trained_to_score(Candidate::Gbm, Some(Method::Isotonic)).await;
+    assert_eq!(bundle.manifest.kind, ModelKind::Gbm);
+    let calibration = bundle.manifest.calibration.clone().expect("calibrated");
+    let dir = tempfile::tempdir().unwrap();
+    bundle.save(dir.path()).unwrap();
+    let loaded = Bundle::load(dir.path()).unwrap();
+    assert_eq!(loaded.manifest.calibration, Some(calibration.clone()));
+    // The served probability is the calibration of the model's score.
+    let x = ndarray::Array2::from_shape_vec(
+        (1, bundle.manifest.features.len()),
+        bundle.manifest.check_row.features.clone(),
+    )
+    .unwrap();
+    let raw = bundle
+        .model
+        .predict(&bundle.manifest.preprocessing, x.view())[0];
+    assert_eq!(loaded.manifest.check_row.score, calibration.apply(raw));
+    assert!(bundle.manifest.metrics["brier"] < bundle.manifest.metrics["brier_uncalibrated"]);
+}
+
+/// Trains `candidate` on the applications and scores the same rows, sent
+/// as a producer would send them, through the engine: each streamed score
+/// is exactly what training computed. Returns the bundle.
+async fn serves_what_it_was_trained_to_score(
+    candidate: Candidate,
+    calibrate: Option<Method>,
+) -> Bundle {
     let pipeline = Pipeline::load(&repo_path("pipelines/german_credit.toml"), None).unwrap();
     let set = train::prepare(&pipeline, &repo_path("data/german_credit.csv"))
         .await
@@ -137,13 +174,13 @@ async fn a_forest_serves_what_it_was_trained_to_score() {
         "creditability",
         TrainOptions {
             name: "credit".into(),
-            forest_trees: 20,
+            trees: 20,
             ..TrainOptions::default()
         },
     );
-    request.candidates = vec![Candidate::Forest];
+    request.candidates = vec![candidate];
+    request.calibrate = calibrate;
     let report = train::train(&set, &request, |_, _| {}).unwrap();
-    assert_eq!(report.bundle.manifest.kind, ModelKind::Forest);
     let trained = report.bundle.score(&set.features).unwrap();
 
     // The same applications as JSON records, as a producer would send them.
@@ -169,4 +206,5 @@ async fn a_forest_serves_what_it_was_trained_to_score() {
         assert_eq!(score.score, trained.probability[row], "row {row}");
         assert_eq!(score.model_version, report.bundle.version());
     }
+    report.bundle
 }

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::model::maths::calibration::Calibration;
+
 /// The manifest format this engine reads and writes.
 pub const BUNDLE_FORMAT: &str = "streamscore.bundle.v1";
 /// The manifest's file name inside a bundle directory.
@@ -21,8 +23,12 @@ pub enum ModelKind {
     Logistic,
     /// One decision tree; its probability is the class frequency of a leaf.
     Tree,
-    /// Trees on bootstrap samples and feature subsets; probabilities averaged.
+    /// A random forest: trees on bootstrap samples, features drawn per
+    /// split; probabilities averaged.
     Forest,
+    /// Gradient-boosted trees trained by `train` (forust-ml); leaves in
+    /// log-odds, summed.
+    Gbm,
     /// Imported gradient-boosted trees: XGBoost JSON, binary:logistic.
     Xgboost,
     /// Imported gradient-boosted trees: LightGBM text, binary objective.
@@ -37,6 +43,7 @@ impl ModelKind {
             ModelKind::Logistic => "logistic",
             ModelKind::Tree => "tree",
             ModelKind::Forest => "forest",
+            ModelKind::Gbm => "gbm",
             ModelKind::Xgboost => "xgboost",
             ModelKind::Lightgbm => "lightgbm",
             ModelKind::Onnx => "onnx",
@@ -101,6 +108,10 @@ pub struct Manifest {
     /// The cross-validation table that chose this kind, when one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cv: Option<serde_json::Value>,
+    /// The map from the model's score to the probability served
+    /// (`train --calibrate`); absent, the model's score is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
     pub check_row: CheckRow,
     /// Payload file name (inside the bundle directory) -> `sha256:<hex>` of
     /// its raw bytes.
@@ -190,6 +201,11 @@ impl Manifest {
                     self.features[j].name, std[j]
                 ));
             }
+        }
+        if let Some(calibration) = &self.calibration {
+            calibration
+                .check()
+                .map_err(|message| format!("`calibration`: {message}"))?;
         }
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
             return Err(format!(

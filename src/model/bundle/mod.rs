@@ -16,6 +16,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
+use crate::model::maths::calibration::Calibration;
 use crate::model::{Model, Scores};
 use crate::reject::RejectKind;
 use features::feature_matrix;
@@ -130,6 +131,7 @@ impl Bundle {
                 metrics: parts.metrics,
                 reference: None,
                 cv: None,
+                calibration: None,
                 check_row: CheckRow {
                     features: parts.check_features,
                     score: f64::NAN,
@@ -154,6 +156,34 @@ impl Bundle {
             }
         })?;
         Ok(bundle)
+    }
+
+    /// The bundle serving `calibration` of its model's scores (`None`:
+    /// the scores as they are); its check row is scored again, and the
+    /// manifest checked as a load would.
+    pub fn with_calibration(
+        mut self,
+        calibration: Option<Calibration>,
+    ) -> Result<Self, BundleError> {
+        self.manifest.calibration = calibration;
+        let origin = format!("{} {}", self.name(), self.version());
+        let manifest_error = |message| BundleError::Manifest {
+            path: origin.clone(),
+            message,
+        };
+        self.manifest.check_row.score = self.score_check_row().map_err(manifest_error)?;
+        Manifest::from_json(&self.manifest.to_json()).map_err(manifest_error)?;
+        Ok(self)
+    }
+
+    /// The probability served for the model's score.
+    fn calibrated(&self, mut probability: Vec<f64>) -> Vec<f64> {
+        if let Some(calibration) = &self.manifest.calibration {
+            for p in &mut probability {
+                *p = calibration.apply(*p);
+            }
+        }
+        probability
     }
 
     pub fn name(&self) -> &str {
@@ -307,7 +337,7 @@ impl Bundle {
             })
             .collect();
         Ok(Scores {
-            probability: output.probability,
+            probability: self.calibrated(output.probability),
             reasons: output.reasons,
             invalid,
             inputs: None,
@@ -320,7 +350,7 @@ impl Bundle {
         if x.ncols() != self.manifest.features.len() {
             return None;
         }
-        Some(self.model.predict(&self.manifest.preprocessing, x))
+        Some(self.calibrated(self.model.predict(&self.manifest.preprocessing, x)))
     }
 
     /// Checks that every feature is a numeric column of the SQL output.

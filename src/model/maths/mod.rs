@@ -4,6 +4,7 @@
 //! payloads, and the readers of other libraries' files. Knows nothing of
 //! bundles or serving.
 
+pub mod calibration;
 pub mod import;
 pub(crate) mod logistic;
 pub mod quantised;
