@@ -163,7 +163,9 @@ pub async fn run(
         result = async {
             let labels = async {
                 match &labels {
-                    Some(labels) => pipeline::run_labels(labels, &engine, &shutdown.stop).await,
+                    Some(labels) => {
+                        pipeline::run_labels(labels, &engine, &stats, &shutdown.stop).await
+                    }
                     None => Ok(()),
                 }
             };

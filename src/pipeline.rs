@@ -165,6 +165,7 @@ impl Delivered {
 pub async fn run_labels(
     source: &KafkaSource,
     engine: &Engine,
+    stats: &Stats,
     stop: &CancellationToken,
 ) -> Result<(), PipelineError> {
     loop {
@@ -181,6 +182,7 @@ pub async fn run_labels(
             engine.publish_label_metrics(&folded.days)?;
         }
         source.store_offsets(&batch.topic, &offsets)?;
+        stats.record_labels(batch.len());
         tracing::debug!(labels = batch.len(), "labels folded");
     }
     source.commit()?;

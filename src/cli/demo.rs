@@ -136,6 +136,17 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
     };
     // The admin server's fixed port may be taken; the demo needs none.
     pipeline.admin_listen = None;
+    // The demo's stream is a backlog. Served a partition at a time, one
+    // partition runs days of event time ahead of the others, and a
+    // terminal's windows (summed over partitions) miss the events the
+    // others have not reached: drift the demo made itself. A little of
+    // every partition per fetch keeps them within hours of each other, as
+    // a live stream's partitions are.
+    pipeline
+        .kafka
+        .consumer
+        .entry("max.partition.fetch.bytes".into())
+        .or_insert_with(|| "65536".into());
     // The stream starts where history ends: its windows start full, and
     // the labels not yet arrived by then come on the labels topic, each
     // once the stream has reached its transaction's time plus the delay.
@@ -148,7 +159,12 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
     let first_labels = labels.due(live[..half].last());
     let second_labels = labels.due(live.last());
     produce_labels(&pipeline, &first_labels).await?;
-    let produced = produce_live(&pipeline, &live[..half], MALFORMED).await? + (live.len() - half);
+    let first_half = FirstHalf {
+        pipeline: &pipeline,
+        events: &live[..half],
+        labels: first_labels.len(),
+    };
+    let produced = half + MALFORMED.len() + (live.len() - half);
     let started = Instant::now();
     let stats = Arc::new(Stats::default());
     let shutdown = Shutdown::default();
@@ -161,13 +177,20 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
         events: &live[half..],
         labels: second_labels,
     };
-    // Produced so far: the first half now, the second once version 2 is
-    // trained (the stream waits for it meanwhile, which is not a stall).
-    let sent = AtomicUsize::new(produced - (live.len() - half));
+    // Produced so far: the first half once its labels are folded, the
+    // second once version 2 is trained and its labels are folded (the
+    // stream waits meanwhile, which is not a stall).
+    let sent = AtomicUsize::new(0);
+    let halves = async {
+        let first = first_half.after_labels(&sent, &stats, &shutdown).await?;
+        second_half
+            .after(first, first_labels.len(), &sent, &stats, &shutdown)
+            .await
+    };
     let (result, (), retrained) = tokio::join!(
         app::run(&pipeline, Arc::clone(&stats), &shutdown),
         watch_progress(&stats, produced, &sent, &shutdown),
-        second_half.after(&sent, &stats, &shutdown),
+        halves,
     );
     eprintln!();
     result.map_err(step("run the pipeline"))?;
@@ -568,24 +591,76 @@ struct SecondHalf<'a> {
     labels: Vec<&'a Transaction>,
 }
 
+/// The first half of the live events, produced once the app has folded
+/// the `labels` due by its end: each event then reads every label due by
+/// its time, as in production, where labels come days after their
+/// transactions and are folded long before a window reads them. (Produced
+/// together, the stream could score an event before the labels due by its
+/// time were folded, and `terminal_risk_1d` drifted in a normal run.)
+struct FirstHalf<'a> {
+    pipeline: &'a Pipeline,
+    events: &'a [Transaction],
+    labels: usize,
+}
+
+impl FirstHalf<'_> {
+    /// Produces the events (and the malformed records) once the labels
+    /// are folded; returns how many records went.
+    async fn after_labels(
+        self,
+        sent: &AtomicUsize,
+        stats: &Stats,
+        shutdown: &Shutdown,
+    ) -> Result<usize, DemoError> {
+        if !wait_until(shutdown, || stats.labels_folded() as usize >= self.labels).await {
+            return Ok(0);
+        }
+        let result = produce_live(self.pipeline, self.events, MALFORMED).await;
+        match result {
+            Ok(produced) => {
+                sent.fetch_add(produced, Ordering::Relaxed);
+                Ok(produced)
+            }
+            Err(e) => {
+                shutdown.stop.cancel();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Waits until `done` holds (true), or the demo stops (false).
+async fn wait_until(shutdown: &Shutdown, done: impl Fn() -> bool) -> bool {
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    while !done() {
+        tokio::select! {
+            () = shutdown.stop.cancelled() => return false,
+            _ = ticker.tick() => {}
+        }
+    }
+    true
+}
+
 /// Time for the follower to see the promotion (it polls every 200 ms).
 const SWAP_GRACE: Duration = Duration::from_secs(1);
 
 impl SecondHalf<'_> {
     /// Runs once `first_half` events are consumed; a failure stops the app.
+    /// `first_half` events and `labels_before` labels were produced first.
     async fn after(
         self,
+        first_half: usize,
+        labels_before: usize,
         sent: &AtomicUsize,
         stats: &Stats,
         shutdown: &Shutdown,
     ) -> Result<(), DemoError> {
-        let first_half = sent.load(Ordering::Relaxed);
-        let mut ticker = tokio::time::interval(Duration::from_millis(100));
-        while (stats.snapshot().consumed as usize) < first_half {
-            tokio::select! {
-                () = shutdown.stop.cancelled() => return Ok(()),
-                _ = ticker.tick() => {}
-            }
+        if !wait_until(shutdown, || {
+            stats.snapshot().consumed as usize >= first_half
+        })
+        .await
+        {
+            return Ok(());
         }
         let (pipeline, events) = (self.pipeline, self.events);
         let labels = self.labels.clone();
@@ -593,6 +668,10 @@ impl SecondHalf<'_> {
             self.promote().await?;
             tokio::time::sleep(SWAP_GRACE).await;
             produce_labels(pipeline, &labels).await?;
+            let folded = labels_before + labels.len();
+            if !wait_until(shutdown, || stats.labels_folded() as usize >= folded).await {
+                return Ok(0);
+            }
             let produced = produce_live(pipeline, events, &[]).await?;
             sent.fetch_add(produced, Ordering::Relaxed);
             Ok(produced)

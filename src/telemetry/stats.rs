@@ -39,6 +39,8 @@ pub struct Stats {
     flagged: AtomicU64,
     dead_lettered: AtomicU64,
     batches: AtomicU64,
+    /// Labels folded from the labels topic.
+    labels_folded: AtomicU64,
     /// Total consumer lag over the assigned partitions (-1: not known yet).
     consumer_lag: AtomicI64,
     /// Batch processing times since the status line last took them.
@@ -55,6 +57,7 @@ impl Default for Stats {
             flagged: AtomicU64::default(),
             dead_lettered: AtomicU64::default(),
             batches: AtomicU64::default(),
+            labels_folded: AtomicU64::default(),
             // Unknown until librdkafka's first statistics, not zero.
             consumer_lag: AtomicI64::new(-1),
             batch_seconds: Mutex::default(),
@@ -131,6 +134,17 @@ impl Stats {
         let registered = Arc::new(TopicHandles::register(topic));
         handles.insert(topic.to_owned(), Arc::clone(&registered));
         Some(registered)
+    }
+
+    /// Counts labels folded from the labels topic.
+    pub fn record_labels(&self, folded: usize) {
+        self.labels_folded
+            .fetch_add(folded as u64, Ordering::Relaxed);
+    }
+
+    /// Labels folded from the labels topic since the start.
+    pub fn labels_folded(&self) -> u64 {
+        self.labels_folded.load(Ordering::Relaxed)
     }
 
     pub fn set_consumer_lag(&self, total: i64) {

@@ -17,7 +17,7 @@ use super::fit::{Candidate, Fitted, TrainError, TrainOptions, feature_matrix, fi
 use super::select::{CvTable, Folds, Labelled, Metric, cross_validate, take_rows};
 use crate::fraud_metrics::{Context, Evaluation, ThresholdRule, choose_threshold, evaluate};
 use crate::model::maths::calibration::{Calibration, Method};
-use crate::model::{Bundle, BundleParts, FeatureSpec, is_feature_type};
+use crate::model::{Bundle, BundleParts, Explain, FeatureSpec, is_feature_type};
 
 /// What to train beyond the fitting options.
 #[derive(Debug, Clone)]
@@ -387,7 +387,9 @@ pub fn evaluate_bundle(
     request: &TrainRequest,
 ) -> Result<(Evaluation, usize), TrainError> {
     let y = set.labels(&request.label)?;
-    let scores = bundle.score(&set.features)?;
+    // Measures need no reasons (TreeSHAP over a deep forest costs far more
+    // than its scores).
+    let scores = bundle.score_explained(&set.features, Explain::AtOrAbove(f64::INFINITY))?;
     let unscorable: std::collections::HashSet<usize> =
         scores.invalid.iter().map(|(row, _, _)| *row).collect();
     let kept: Vec<usize> = (0..y.len()).filter(|i| !unscorable.contains(i)).collect();
