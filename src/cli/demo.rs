@@ -91,30 +91,12 @@ pub struct DemoSummary {
 }
 
 pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSummary, DemoError> {
-    // Kept alive until the demo ends: dropping it stops the embedded broker.
-    let mock = match options.brokers {
-        Some(_) => None,
-        None => Some(MockCluster::new(1).map_err(step("start the embedded broker"))?),
-    };
-    let brokers = match (&options.brokers, &mock) {
-        (Some(b), _) => b.clone(),
-        (None, Some(m)) => m.bootstrap_servers(),
-        (None, None) => unreachable!("a mock cluster is started when no brokers are given"),
-    };
-    let mut pipeline =
-        Pipeline::load(pipeline_path, Some(&brokers)).map_err(step("load the pipeline"))?;
-    // Kept until the demo ends: the engine's window state (RocksDB).
-    let state_dir = tempfile::tempdir().map_err(step("create the demo state directory"))?;
-    if pipeline.state.is_some() {
-        pipeline
-            .use_state_dir(state_dir.path().to_owned())
-            .map_err(step("place the demo state"))?;
-    }
-    own_topics(&mut pipeline, &brokers, mock.as_ref(), &options).await?;
-    eprintln!(
-        "streamscore demo: broker {brokers}, topic {}",
-        pipeline.kafka.input_topic
-    );
+    // Kept alive until the demo ends: the embedded broker and the state.
+    let Setup {
+        _mock,
+        _state_dir,
+        mut pipeline,
+    } = set_up(pipeline_path, &options).await?;
 
     let (history, live) = simulate_split(&options);
     eprintln!(
@@ -134,19 +116,7 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
         name: model.name().to_owned(),
         poll: Duration::from_millis(200),
     };
-    // The admin server's fixed port may be taken; the demo needs none.
-    pipeline.admin_listen = None;
-    // The demo's stream is a backlog. Served a partition at a time, one
-    // partition runs days of event time ahead of the others, and a
-    // terminal's windows (summed over partitions) miss the events the
-    // others have not reached: drift the demo made itself. A little of
-    // every partition per fetch keeps them within hours of each other, as
-    // a live stream's partitions are.
-    pipeline
-        .kafka
-        .consumer
-        .entry("max.partition.fetch.bytes".into())
-        .or_insert_with(|| "65536".into());
+    serve_like_a_live_stream(&mut pipeline);
     // The stream starts where history ends: its windows start full, and
     // the labels not yet arrived by then come on the labels topic, each
     // once the stream has reached its transaction's time plus the delay.
@@ -211,6 +181,45 @@ pub async fn run(pipeline_path: &Path, options: DemoOptions) -> Result<DemoSumma
             drift_alerts,
         },
     ))
+}
+
+/// The demo's broker, state directory and pipeline (its topics created).
+struct Setup {
+    /// Dropping it stops the embedded broker.
+    _mock: Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    /// The engine's window state (RocksDB), removed when dropped.
+    _state_dir: tempfile::TempDir,
+    pipeline: Pipeline,
+}
+
+async fn set_up(pipeline_path: &Path, options: &DemoOptions) -> Result<Setup, DemoError> {
+    let mock = match options.brokers {
+        Some(_) => None,
+        None => Some(MockCluster::new(1).map_err(step("start the embedded broker"))?),
+    };
+    let brokers = match (&options.brokers, &mock) {
+        (Some(b), _) => b.clone(),
+        (None, Some(m)) => m.bootstrap_servers(),
+        (None, None) => unreachable!("a mock cluster is started when no brokers are given"),
+    };
+    let mut pipeline =
+        Pipeline::load(pipeline_path, Some(&brokers)).map_err(step("load the pipeline"))?;
+    let state_dir = tempfile::tempdir().map_err(step("create the demo state directory"))?;
+    if pipeline.state.is_some() {
+        pipeline
+            .use_state_dir(state_dir.path().to_owned())
+            .map_err(step("place the demo state"))?;
+    }
+    own_topics(&mut pipeline, &brokers, mock.as_ref(), options).await?;
+    eprintln!(
+        "streamscore demo: broker {brokers}, topic {}",
+        pipeline.kafka.input_topic
+    );
+    Ok(Setup {
+        _mock: mock,
+        _state_dir: state_dir,
+        pipeline,
+    })
 }
 
 /// Topics of the demo's own (named by run, so runs never mix), created on
@@ -639,6 +648,22 @@ async fn wait_until(shutdown: &Shutdown, done: impl Fn() -> bool) -> bool {
         }
     }
     true
+}
+
+/// The demo's own settings. The admin server's fixed port may be taken,
+/// and the demo needs none. The demo's stream is a backlog: served a
+/// partition at a time, one partition runs days of event time ahead of the
+/// others, and a terminal's windows (summed over partitions) miss the
+/// events the others have not reached, which is drift the demo made
+/// itself. A little of every partition per fetch keeps them within hours
+/// of each other, as a live stream's partitions are.
+fn serve_like_a_live_stream(pipeline: &mut Pipeline) {
+    pipeline.admin_listen = None;
+    pipeline
+        .kafka
+        .consumer
+        .entry("max.partition.fetch.bytes".into())
+        .or_insert_with(|| "65536".into());
 }
 
 /// Time for the follower to see the promotion (it polls every 200 ms).

@@ -402,6 +402,7 @@ fn evaluate_prints_the_metrics_of_a_bundle_on_labelled_data() {
 #[test]
 fn optimize_measures_and_writes_pruned_variants() {
     let dir = tempfile::tempdir().unwrap();
+    let original = Bundle::load(&repo_path("pipelines/models/german-credit")).unwrap();
     let out = streamscore(&[
         "models",
         "optimize",
@@ -453,7 +454,10 @@ fn optimize_measures_and_writes_pruned_variants() {
         "quant-u8",
     ] {
         let bundle = Bundle::load(&dir.path().join(variant)).unwrap();
-        assert!(bundle.version().starts_with("2026-11-30.1"), "{variant}");
+        assert!(
+            bundle.version().starts_with(original.version()),
+            "{variant}"
+        );
     }
 }
 
