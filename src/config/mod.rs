@@ -63,13 +63,30 @@ impl KafkaSettings {
     /// The same cluster and client properties, reading the labels topic in
     /// a group of its own (`<group_id>-labels`).
     pub fn for_labels(&self, topic: &str) -> Self {
+        // Labels come days after their transactions, so a quick answer to
+        // an empty fetch buys nothing. With the input's short wait (10 ms
+        // in the bench, on Tansu) the idle labels consumer fetched a
+        // hundred times a second (bench/RESULTS.md, the profile of
+        // 2026-12-06).
+        let mut consumer = self.consumer.clone();
+        let wait = consumer
+            .get(FETCH_WAIT)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(LABELS_FETCH_WAIT_MS, |ms| ms.max(LABELS_FETCH_WAIT_MS));
+        consumer.insert(FETCH_WAIT.into(), wait.to_string());
         Self {
             input_topic: topic.to_owned(),
             group_id: format!("{}-labels", self.group_id),
+            consumer,
             ..self.clone()
         }
     }
 }
+
+/// The consumer property that bounds how long a fetch waits for records.
+const FETCH_WAIT: &str = "fetch.wait.max.ms";
+/// The shortest fetch wait of the labels consumer (librdkafka's default).
+const LABELS_FETCH_WAIT_MS: u64 = 500;
 
 /// Kafka settings after validation.
 #[derive(Debug, Clone)]
@@ -288,6 +305,27 @@ mod tests {
             .unwrap();
         std::fs::write(file.path(), text).unwrap();
         Pipeline::load(file.path(), None)
+    }
+
+    /// The labels consumer waits at least 500 ms on an empty fetch, and
+    /// keeps a longer wait it was given; its group is its own.
+    #[test]
+    fn the_labels_consumer_does_not_fetch_hot() {
+        let mut kafka = Pipeline::load(&example_path(), None).unwrap().kafka;
+        kafka
+            .consumer
+            .insert("fetch.wait.max.ms".into(), "10".into());
+        let labels = kafka.for_labels("labels");
+        assert_eq!(labels.consumer["fetch.wait.max.ms"], "500");
+        assert_eq!(labels.group_id, format!("{}-labels", kafka.group_id));
+        assert_eq!(kafka.consumer["fetch.wait.max.ms"], "10");
+        kafka
+            .consumer
+            .insert("fetch.wait.max.ms".into(), "900".into());
+        assert_eq!(
+            kafka.for_labels("labels").consumer["fetch.wait.max.ms"],
+            "900"
+        );
     }
 
     #[test]
