@@ -189,6 +189,15 @@ async fn streamed_window_features_equal_train_even_across_a_kill_nine() {
     let dir = tempfile::tempdir().unwrap();
     let written = topics.write_pipeline(dir.path(), 40);
     let pipeline = with_features_and_commit_lag(&written);
+    // A 30 s session: under CI load Tansu once answered the restarted
+    // instance no heartbeat for 6 s, revoked its partition, and (the
+    // killed member still in the group) gave it none again. The kill's
+    // own failover then waits out the 30 s, well inside the 120 s below.
+    let text = std::fs::read_to_string(&written).unwrap().replace(
+        "\"session.timeout.ms\" = \"6000\"",
+        "\"session.timeout.ms\" = \"30000\"",
+    );
+    std::fs::write(&written, text).unwrap();
     let events = simulated_stream();
     let lines = json_lines(&events);
     let names = example_model_inputs();
