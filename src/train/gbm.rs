@@ -144,17 +144,21 @@ mod tests {
         (x, y)
     }
 
+    fn params(rounds: usize, max_depth: usize) -> GbmParams {
+        GbmParams {
+            rounds,
+            max_depth,
+            learning_rate: 0.1,
+            seed: 7,
+        }
+    }
+
     /// The engine's ensemble scores every row as forust-ml's own predict
     /// does (its margin through the sigmoid), to 1e-9.
     #[test]
     fn the_ensemble_scores_as_the_booster_predicts() {
         let (x, y) = data(3_000);
-        let options = GbmParams {
-            rounds: 40,
-            max_depth: 4,
-            learning_rate: 0.1,
-            seed: 7,
-        };
+        let options = params(40, 4);
         let booster = boost(x.view(), &y, &options).unwrap();
         let columns: Vec<f64> = x.t().iter().copied().collect();
         let margins = booster.predict(&Matrix::new(&columns, x.nrows(), x.ncols()), false);
@@ -189,12 +193,7 @@ mod tests {
     #[test]
     fn one_class_alone_is_refused_with_the_reason() {
         let (x, _) = data(100);
-        let options = GbmParams {
-            rounds: 10,
-            max_depth: 3,
-            learning_rate: 0.1,
-            seed: 7,
-        };
+        let options = params(10, 3);
         let err = fit_gbm(x.view(), &[false; 100], &options).unwrap_err();
         assert!(err.contains("both classes"), "{err}");
     }

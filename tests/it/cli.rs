@@ -196,37 +196,29 @@ fn simulate_then_train_writes_a_bundle_that_serves() {
         .unwrap_or_else(|| panic!("no count left out in {stdout}"));
     assert!(left_out > 0, "{stdout}");
     assert_eq!(kept + left_out, all_rows, "{stdout}");
-    let out = streamscore(&[
-        "evaluate",
-        "--bundle",
-        warm.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--delay",
-        "36h",
-        "--remove-known-compromised",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("not a whole number of days"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = streamscore(&[
-        "evaluate",
-        "--bundle",
-        warm.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--from",
-        "2100-01-01",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("no history row lies in the period"),
-        "{}",
-        text(&out.stderr)
-    );
+    // Refused, with the reason.
+    for (extra, reason) in [
+        (
+            &["--delay", "36h", "--remove-known-compromised"][..],
+            "not a whole number of days",
+        ),
+        (
+            &["--from", "2100-01-01"][..],
+            "no history row lies in the period",
+        ),
+    ] {
+        let mut args = vec![
+            "evaluate",
+            "--bundle",
+            warm.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let out = streamscore(&args);
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains(reason), "{}", text(&out.stderr));
+    }
 }
 
 /// A pipeline file in `dir` that differs from the example in `edit`, with
