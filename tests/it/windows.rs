@@ -197,7 +197,21 @@ async fn streamed_window_features_equal_train_even_across_a_kill_nine() {
         "\"session.timeout.ms\" = \"6000\"",
         "\"session.timeout.ms\" = \"30000\"",
     );
-    std::fs::write(&written, text).unwrap();
+    // Tansu 0.6 keeps a SIGKILLed member in the group, so the restarted
+    // instance shares the one partition's assignment with a dead member.
+    // Its member id is `<client.id>-<uuid>`, and librdkafka's range
+    // assignor gives partition 0 to the first member id in order: the
+    // restarted instance's client id sorts first, or it would get the
+    // partition only on a coin flip of the uuids.
+    let with_client_id = |id: &str| {
+        text.replace(
+            "[kafka.consumer]\n",
+            &format!("[kafka.consumer]\n\"client.id\" = \"{id}\"\n"),
+        )
+    };
+    std::fs::write(&written, with_client_id("b-killed")).unwrap();
+    let restarted_pipeline = dir.path().join("restarted.toml");
+    std::fs::write(&restarted_pipeline, with_client_id("a-restarted")).unwrap();
     let events = simulated_stream();
     let lines = json_lines(&events);
     let names = example_model_inputs();
@@ -232,7 +246,7 @@ async fn streamed_window_features_equal_train_even_across_a_kill_nine() {
         "the kill came after the stream ended"
     );
 
-    let mut second = spawn_run(&written, dir.path(), "second");
+    let mut second = spawn_run(&restarted_pipeline, dir.path(), "second");
     let complete = scores.read_until(Duration::from_secs(120), |m| {
         streamed_features(m, &names).len() >= events.len()
     });
