@@ -1,7 +1,9 @@
 //! Fraud metrics over scored, labelled rows: AUC-ROC, average precision,
 //! the Brier score, precision and recall at a threshold, card precision@k
-//! per day, and two ways to choose a threshold. Pure functions; scikit-learn
-//! is the oracle in the tests.
+//! per day, two ways to choose a threshold, and the monotone fit of fraud
+//! rates on the score (pool adjacent violators) that score calibration and
+//! estimated performance share. Pure functions; scikit-learn is the oracle
+//! in the tests.
 
 use std::collections::HashMap;
 
@@ -138,6 +140,32 @@ pub fn card_precision_at_k(
         detected.extend(found);
     }
     Some(total / days.len() as f64)
+}
+
+/// Pool adjacent violators: the blocks, in score order, merged with the
+/// one before while `in_order(before, last)` does not hold, so that what
+/// is left is in order (the least-squares non-decreasing fit when blocks
+/// are rows and frauds, and order is their rate). Isotonic calibration and
+/// estimated performance (CBPE) both fit fraud rate on score this way;
+/// each says what a block holds and when two are in order.
+pub fn pool_adjacent_violators<B: Copy>(
+    blocks: impl IntoIterator<Item = B>,
+    in_order: impl Fn(&B, &B) -> bool,
+    merge: impl Fn(B, B) -> B,
+) -> Vec<B> {
+    let mut pooled: Vec<B> = Vec::new();
+    for block in blocks {
+        pooled.push(block);
+        while let [.., before, last] = pooled[..] {
+            if in_order(&before, &last) {
+                break;
+            }
+            pooled.pop();
+            pooled.pop();
+            pooled.push(merge(before, last));
+        }
+    }
+    pooled
 }
 
 /// How the decision threshold is chosen.

@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::fraud_metrics::{auc_roc, average_precision};
+use crate::fraud_metrics::{auc_roc, average_precision, pool_adjacent_violators};
 
 /// The monitored column of the estimated performance.
 pub const PERFORMANCE: &str = "performance";
@@ -241,23 +241,14 @@ fn bin_of(edges: &[f64], score: f64) -> usize {
 /// its pool's rate.
 fn monotone_rates(rows: &[f64], frauds: &[f64]) -> Vec<f64> {
     let overall = frauds.iter().sum::<f64>() / rows.iter().sum::<f64>().max(1.0);
-    // Blocks of (rows, frauds, bins covered).
-    let mut blocks: Vec<(f64, f64, usize)> = Vec::with_capacity(rows.len());
     let rate = |b: &(f64, f64, usize)| (b.1 + overall) / (b.0 + 1.0);
-    for (&n, &f) in rows.iter().zip(frauds) {
-        blocks.push((n, f, 1));
-        while blocks.len() > 1 {
-            let last = blocks[blocks.len() - 1];
-            let before = blocks[blocks.len() - 2];
-            // An empty bin joins the block before it.
-            if last.0 > 0.0 && rate(&before) <= rate(&last) {
-                break;
-            }
-            blocks.pop();
-            let merged = blocks.last_mut().expect("two blocks");
-            *merged = (merged.0 + last.0, merged.1 + last.1, merged.2 + last.2);
-        }
-    }
+    // Blocks of (rows, frauds, bins covered); an empty bin joins the block
+    // before it.
+    let blocks = pool_adjacent_violators(
+        rows.iter().zip(frauds).map(|(&n, &f)| (n, f, 1)),
+        |before, last| last.0 > 0.0 && rate(before) <= rate(last),
+        |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2),
+    );
     blocks
         .iter()
         .flat_map(|b| std::iter::repeat_n(rate(b), b.2))

@@ -189,29 +189,13 @@ async fn streamed_window_features_equal_train_even_across_a_kill_nine() {
     let dir = tempfile::tempdir().unwrap();
     let written = topics.write_pipeline(dir.path(), 40);
     let pipeline = with_features_and_commit_lag(&written);
-    // A 30 s session: under CI load Tansu once answered the restarted
-    // instance no heartbeat for 6 s, revoked its partition, and (the
-    // killed member still in the group) gave it none again. The kill's
-    // own failover then waits out the 30 s, well inside the 120 s below.
+    // A 30 s session: under CI load Tansu once answered the instance no
+    // heartbeat for 6 s and revoked its partition.
     let text = std::fs::read_to_string(&written).unwrap().replace(
         "\"session.timeout.ms\" = \"6000\"",
         "\"session.timeout.ms\" = \"30000\"",
     );
-    // Tansu 0.6 keeps a SIGKILLed member in the group, so the restarted
-    // instance shares the one partition's assignment with a dead member.
-    // Its member id is `<client.id>-<uuid>`, and librdkafka's range
-    // assignor gives partition 0 to the first member id in order: the
-    // restarted instance's client id sorts first, or it would get the
-    // partition only on a coin flip of the uuids.
-    let with_client_id = |id: &str| {
-        text.replace(
-            "[kafka.consumer]\n",
-            &format!("[kafka.consumer]\n\"client.id\" = \"{id}\"\n"),
-        )
-    };
-    std::fs::write(&written, with_client_id("b-killed")).unwrap();
-    let restarted_pipeline = dir.path().join("restarted.toml");
-    std::fs::write(&restarted_pipeline, with_client_id("a-restarted")).unwrap();
+    std::fs::write(&written, text).unwrap();
     let events = simulated_stream();
     let lines = json_lines(&events);
     let names = example_model_inputs();
@@ -246,7 +230,13 @@ async fn streamed_window_features_equal_train_even_across_a_kill_nine() {
         "the kill came after the stream ended"
     );
 
-    let mut second = spawn_run(&restarted_pipeline, dir.path(), "second");
+    // Tansu 0.6 drops a member that missed its session only when a join
+    // comes after the session is over: joined sooner, the restarted
+    // instance shared the group with the killed one and was assigned no
+    // partition (twice in CI; ordering the client ids did not help). So it
+    // starts once the killed member's session is over.
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    let mut second = spawn_run(&written, dir.path(), "second");
     let complete = scores.read_until(Duration::from_secs(120), |m| {
         streamed_features(m, &names).len() >= events.len()
     });

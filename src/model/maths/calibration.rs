@@ -14,6 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::fraud_metrics::pool_adjacent_violators;
+
 /// How `train --calibrate` maps scores to probabilities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -152,29 +154,24 @@ impl Calibration {
 fn isotonic(scores: &[f64], labels: &[bool]) -> Calibration {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-    // Blocks of (score sum, frauds, rows).
-    let mut blocks: Vec<(f64, f64, f64)> = Vec::new();
+    // Blocks of (score sum, frauds, rows); equal scores start as one.
+    let mut ties: Vec<(f64, f64, f64)> = Vec::new();
     let mut previous: Option<f64> = None;
     for i in order {
         let fraud = f64::from(u8::from(labels[i]));
-        match (previous, blocks.last_mut()) {
+        match (previous, ties.last_mut()) {
             (Some(p), Some(tie)) if p == scores[i] => {
                 *tie = (tie.0 + scores[i], tie.1 + fraud, tie.2 + 1.0);
             }
-            _ => blocks.push((scores[i], fraud, 1.0)),
+            _ => ties.push((scores[i], fraud, 1.0)),
         }
         previous = Some(scores[i]);
-        while blocks.len() > 1 {
-            let last = blocks[blocks.len() - 1];
-            let before = blocks[blocks.len() - 2];
-            if before.1 / before.2 < last.1 / last.2 {
-                break;
-            }
-            blocks.pop();
-            let merged = blocks.last_mut().expect("two blocks");
-            *merged = (merged.0 + last.0, merged.1 + last.1, merged.2 + last.2);
-        }
     }
+    let blocks = pool_adjacent_violators(
+        ties,
+        |before, last| before.1 / before.2 < last.1 / last.2,
+        |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2),
+    );
     Calibration::Isotonic {
         scores: blocks.iter().map(|b| b.0 / b.2).collect(),
         probabilities: blocks.iter().map(|b| b.1 / b.2).collect(),
