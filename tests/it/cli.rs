@@ -202,18 +202,20 @@ fn simulate_then_train_writes_a_bundle_that_serves() {
     );
     // The handbook's test set: the rows of cards whose fraud was known a
     // day earlier are left out, and said so.
-    let evaluated = |extra: &[&str]| -> (usize, String) {
+    // `evaluate` of the warmed bundle on the data, with `extra` options.
+    let evaluate = |extra: &[&str]| {
         let mut args = vec![
             "evaluate",
             "--bundle",
             warm.to_str().unwrap(),
             "--data",
             data.to_str().unwrap(),
-            "--warmup",
-            "5d",
         ];
         args.extend(extra);
-        let out = streamscore(&args);
+        streamscore(&args)
+    };
+    let evaluated = |extra: &[&str]| -> (usize, String) {
+        let out = evaluate(&[&["--warmup", "5d"], extra].concat());
         assert!(out.status.success(), "{}", text(&out.stderr));
         let stdout = text(&out.stdout);
         let rows = stdout
@@ -245,15 +247,7 @@ fn simulate_then_train_writes_a_bundle_that_serves() {
             "no history row lies in the period",
         ),
     ] {
-        let mut args = vec![
-            "evaluate",
-            "--bundle",
-            warm.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-        ];
-        args.extend(extra);
-        let out = streamscore(&args);
+        let out = evaluate(extra);
         assert!(!out.status.success());
         assert!(text(&out.stderr).contains(reason), "{}", text(&out.stderr));
     }

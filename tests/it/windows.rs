@@ -191,9 +191,10 @@ async fn streamed_window_features_equal_train_even_across_a_kill_nine() {
     let pipeline = with_features_and_commit_lag(&written);
     // A 30 s session: under CI load Tansu once answered the instance no
     // heartbeat for 6 s and revoked its partition.
+    let session = Duration::from_secs(30);
     let text = std::fs::read_to_string(&written).unwrap().replace(
         "\"session.timeout.ms\" = \"6000\"",
-        "\"session.timeout.ms\" = \"30000\"",
+        &format!("\"session.timeout.ms\" = \"{}\"", session.as_millis()),
     );
     std::fs::write(&written, text).unwrap();
     let events = simulated_stream();
@@ -235,7 +236,7 @@ async fn streamed_window_features_equal_train_even_across_a_kill_nine() {
     // instance shared the group with the killed one and was assigned no
     // partition (twice in CI; ordering the client ids did not help). So it
     // starts once the killed member's session is over.
-    tokio::time::sleep(Duration::from_secs(32)).await;
+    tokio::time::sleep(session + Duration::from_secs(2)).await;
     let mut second = spawn_run(&written, dir.path(), "second");
     let complete = scores.read_until(Duration::from_secs(120), |m| {
         streamed_features(m, &names).len() >= events.len()
