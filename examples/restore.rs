@@ -91,6 +91,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &topic,
         Arc::new(Health::default()),
         false,
+        1,
     );
     let started = Instant::now();
     follower.assigned(&BTreeSet::from([0]), &[0]);

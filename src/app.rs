@@ -412,11 +412,12 @@ fn connect(
             topic,
             Arc::clone(&health),
             state.standby,
+            input_partitions,
         ));
         let mirror = Arc::clone(&follower);
         let wanted = engine.read_across_partitions();
         let stop = side_tasks.clone();
-        tokio::task::spawn_blocking(move || mirror.mirror(input_partitions, &wanted, &stop));
+        tokio::task::spawn_blocking(move || mirror.mirror(&wanted, &stop));
         followers.push(follower);
         // After the restore: an address is announced where the state is ready.
         if let (Some(url), Some(checkpoint)) = (api_url, engine.shared_checkpoint()) {

@@ -23,7 +23,7 @@ use crate::state::{
     Change, Changelog, Checkpoint, Family, Position, StateError, change_of_record, record_key,
 };
 use crate::telemetry::Health;
-use crate::telemetry::events::{ChangelogAppended, Event, PartitionRestored};
+use crate::telemetry::events::{ChangelogAppended, Event, MirrorCaughtUp, PartitionRestored};
 
 /// How long a restore may see no record before it gives up on an attempt.
 const RESTORE_STALL: Duration = Duration::from_secs(60);
@@ -125,6 +125,8 @@ pub struct StateFollower {
     /// `state.standby`: the mirror keeps a whole warm copy of every
     /// partition not held, so that taking one over restores only the tail.
     standby: bool,
+    /// The input's (and so the changelog's) partition count.
+    partitions: i32,
 }
 
 impl StateFollower {
@@ -134,6 +136,7 @@ impl StateFollower {
         topic: &str,
         health: Arc<Health>,
         standby: bool,
+        partitions: i32,
     ) -> Self {
         Self {
             checkpoint,
@@ -142,6 +145,7 @@ impl StateFollower {
             group: format!("{}-restore", settings.group_id),
             health,
             standby,
+            partitions,
         }
     }
 
@@ -274,6 +278,7 @@ impl FollowsAssignment for StateFollower {
         if let Err(e) = self.checkpoint.restored(added) {
             tracing::error!(error = %e, "cannot read the restored partitions' offsets");
         }
+        self.wait_for_mirror();
         self.health.set_restoring(0);
     }
 
@@ -294,15 +299,10 @@ impl StateFollower {
     /// other instances folded. (Kafka Streams' global tables work so.) Runs
     /// on a thread of its own; a partition assigned meanwhile is left to
     /// its restore.
-    pub fn mirror(
-        &self,
-        partitions: i32,
-        wanted: &Mirrored,
-        stop: &tokio_util::sync::CancellationToken,
-    ) {
+    pub fn mirror(&self, wanted: &Mirrored, stop: &tokio_util::sync::CancellationToken) {
         let mut attempt = 0;
         while !stop.is_cancelled() {
-            match self.mirror_until(partitions, wanted, stop) {
+            match self.mirror_until(wanted, stop) {
                 Ok(()) => return,
                 Err(e) => {
                     attempt += 1;
@@ -315,7 +315,6 @@ impl StateFollower {
 
     fn mirror_until(
         &self,
-        partitions: i32,
         wanted: &Mirrored,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<(), RestoreError> {
@@ -324,17 +323,12 @@ impl StateFollower {
         let mut unwritten: BTreeMap<i32, (i64, Vec<Change>)> = BTreeMap::new();
         let mut written_at = Instant::now();
         while !stop.is_cancelled() {
-            let wanted_partitions: BTreeSet<i32> = (0..partitions)
-                .filter(|p| !self.checkpoint.holds(*p))
-                .collect();
+            let wanted_partitions = self.not_held();
             if wanted_partitions != reading {
                 self.write_mirrored(&mut unwritten)?;
                 let mut list = TopicPartitionList::new();
                 for &partition in &wanted_partitions {
-                    let position = self
-                        .checkpoint
-                        .position(self.mirrored_position(), partition)?;
-                    let offset = match position {
+                    let offset = match self.checkpoint.mirrored_until(partition)? {
                         Some(next) => Offset::Offset(next),
                         None => Offset::Beginning,
                     };
@@ -365,6 +359,92 @@ impl StateFollower {
         }
         self.write_mirrored(&mut unwritten)?;
         Ok(())
+    }
+
+    fn not_held(&self) -> BTreeSet<i32> {
+        (0..self.partitions)
+            .filter(|p| !self.checkpoint.holds(*p))
+            .collect()
+    }
+
+    /// Before an assignment's first record is scored: waits until the
+    /// mirror has copied every partition not held up to the end its log
+    /// has now, as Kafka Streams bootstraps a global table before it
+    /// processes. Without this, an instance that had just started scored
+    /// its first records with the other partitions' tiles still on their
+    /// way (a terminal's counts short). A mirror that stops moving for
+    /// `RESTORE_STALL` is reported and no longer waited for: it keeps
+    /// trying, and the stream goes on.
+    fn wait_for_mirror(&self) {
+        let started = Instant::now();
+        let ends = match self.ends_of(&self.not_held()) {
+            Ok(ends) => ends,
+            Err(e) => {
+                tracing::error!(changelog = %self.topic, error = %e, "cannot read the changelog's ends; not waiting for the mirror");
+                return;
+            }
+        };
+        let mut behind_at_start = None;
+        let mut last_behind = None;
+        let mut moved = Instant::now();
+        loop {
+            let behind = match self.records_behind(&ends) {
+                Ok(behind) => behind,
+                Err(e) => {
+                    tracing::error!(changelog = %self.topic, error = %e, "cannot read the mirror's position; not waiting for it");
+                    return;
+                }
+            };
+            let behind_at_start = *behind_at_start.get_or_insert(behind);
+            if behind == 0 {
+                MirrorCaughtUp {
+                    topic: &self.topic,
+                    partitions: ends.len(),
+                    records: behind_at_start,
+                    seconds: started.elapsed().as_secs_f64(),
+                }
+                .emit();
+                return;
+            }
+            if last_behind != Some(behind) {
+                last_behind = Some(behind);
+                moved = Instant::now();
+            } else if moved.elapsed() > RESTORE_STALL {
+                tracing::error!(
+                    changelog = %self.topic,
+                    behind,
+                    "the changelog mirror has not moved for a minute; scoring goes on, and \
+                     features summed over partitions may miss what other instances folded \
+                     until it catches up"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Each partition's end (next offset) in the changelog now.
+    fn ends_of(&self, partitions: &BTreeSet<i32>) -> Result<BTreeMap<i32, i64>, KafkaError> {
+        let consumer = self.consumer("20", true)?;
+        let timeout = Duration::from_secs(30);
+        partitions
+            .iter()
+            .map(|&p| Ok((p, consumer.fetch_watermarks(&self.topic, p, timeout)?.1)))
+            .collect()
+    }
+
+    /// How many records the mirror has yet to copy to reach `ends`; a
+    /// partition held meanwhile is its restore's, not the mirror's.
+    fn records_behind(&self, ends: &BTreeMap<i32, i64>) -> Result<i64, StateError> {
+        let mut behind = 0;
+        for (&partition, &end) in ends {
+            if self.checkpoint.holds(partition) {
+                continue;
+            }
+            let copied = self.checkpoint.mirrored_until(partition)?.unwrap_or(0);
+            behind += (end - copied).max(0);
+        }
+        Ok(behind)
     }
 
     /// A standby copies every change, so it moves the restore's position;

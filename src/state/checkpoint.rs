@@ -713,6 +713,15 @@ mod tests {
             vec![change("1b", Some("old"))]
         )?);
         assert_eq!(checkpoint.get(Family::Windows, b"1b")?, Some(b"3".to_vec()));
+
+        // Let go again, partition 1 is mirrored from where the store's
+        // copy of it ends (the restore's position), not from the mirror's
+        // own, older one; then from the mirror's as it moves past.
+        checkpoint.revoke(&[1]);
+        assert_eq!(checkpoint.position(Position::Mirror, 1)?, None);
+        assert_eq!(checkpoint.mirrored_until(1)?, Some(9));
+        assert!(checkpoint.apply_mirrored(Position::Mirror, 1, 12, Vec::new())?);
+        assert_eq!(checkpoint.mirrored_until(1)?, Some(12));
         Ok(())
     }
 }

@@ -35,6 +35,19 @@ impl Checkpoint {
         self.position(Position::Restore, partition)
     }
 
+    /// How far the store holds what the mirror copies of `partition`: the
+    /// mirror's own position, or the restore's where that is further
+    /// (everything below it was applied: by a restore, a standby, or this
+    /// instance's own commits while it held the partition). A mirror that
+    /// started a partition just let go at its own older position would
+    /// write the log's older values over the newer ones this instance
+    /// folded, and features summed over partitions would read them.
+    pub fn mirrored_until(&self, partition: i32) -> Result<Option<i64>, StateError> {
+        Ok(self
+            .position(Position::Mirror, partition)?
+            .max(self.position(Position::Restore, partition)?))
+    }
+
     /// The store's `position` in the changelog's `partition`.
     pub fn position(&self, position: Position, partition: i32) -> Result<Option<i64>, StateError> {
         let Some(key) = self.position_key(position, partition) else {

@@ -118,6 +118,30 @@ impl Event for PartitionRestored<'_> {
     }
 }
 
+/// An assignment's wait for the changelog mirror: every partition not
+/// held copied to the end it had, before the first record is scored
+/// (ARCHITECTURE.md §2).
+pub struct MirrorCaughtUp<'a> {
+    pub topic: &'a str,
+    /// The partitions not held, whose logs the mirror copies.
+    pub partitions: usize,
+    /// How many records it had yet to copy when the wait began.
+    pub records: i64,
+    pub seconds: f64,
+}
+
+impl Event for MirrorCaughtUp<'_> {
+    fn emit(self) {
+        tracing::info!(
+            changelog = self.topic,
+            partitions = self.partitions,
+            records = self.records,
+            seconds = format!("{:.3}", self.seconds),
+            "other partitions' state mirrored"
+        );
+    }
+}
+
 /// A stored value that does not read, dropped (ARCHITECTURE.md §3); `first`
 /// when it is the first for its family and partition, which alone is said.
 pub struct StateDamaged<'a> {
