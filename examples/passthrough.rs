@@ -42,7 +42,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         .set("acks", "all")
-        .set("enable.idempotence", "true")
+        // The engine's delivery settings (kafka/mod.rs, `producer_config`).
+        .set("enable.idempotence", "false")
+        .set("max.in.flight.requests.per.connection", "1")
         .create()?;
     consumer.subscribe(&[input])?;
 

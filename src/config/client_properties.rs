@@ -42,10 +42,14 @@ pub fn check_consumer(properties: &BTreeMap<String, String>) -> Result<(), Refus
 }
 
 /// Producer properties. Every output must be acknowledged by all in-sync
-/// replicas before its input offset is stored, and librdkafka's retries must
-/// not reorder one partition's scores: so the producer is idempotent, which
-/// requires acks=all, at most 5 requests in flight and retries on.
+/// replicas before its input offset is stored (acks=all, retries on), and
+/// librdkafka's retries must not reorder one partition's scores: one
+/// request in flight, or up to 5 with the idempotent producer.
 pub fn check_producer(properties: &BTreeMap<String, String>) -> Result<(), Refused> {
+    let idempotent = properties
+        .get("enable.idempotence")
+        .is_some_and(|v| matches!(v.trim(), "true" | "1"));
+    let most_in_flight = if idempotent { 5 } else { 1 };
     for (key, value) in properties {
         let why = match key.as_str() {
             "bootstrap.servers" | "metadata.broker.list" => {
@@ -54,17 +58,18 @@ pub fn check_producer(properties: &BTreeMap<String, String>) -> Result<(), Refus
             "acks" | "request.required.acks" if !matches!(value.trim(), "all" | "-1") => {
                 "only acks=all (-1) makes an acknowledged score durable; streamscore sets it"
             }
-            "enable.idempotence" if is_false(value) => {
-                "the idempotent producer keeps librdkafka's retries from duplicating or \
-                 reordering a partition's scores; streamscore turns it on"
-            }
             "max.in.flight.requests.per.connection" | "max.in.flight"
                 if !value
                     .trim()
                     .parse::<u32>()
-                    .is_ok_and(|n| (1..=5).contains(&n)) =>
+                    .is_ok_and(|n| (1..=most_in_flight).contains(&n)) =>
             {
-                "the idempotent producer keeps order only with 1 to 5 requests in flight"
+                if idempotent {
+                    "the idempotent producer keeps order only with 1 to 5 requests in flight"
+                } else {
+                    "with more than one request in flight a retry would reorder a partition's \
+                     scores; set enable.idempotence = true for up to 5"
+                }
             }
             "retries" | "message.send.max.retries"
                 if !value.trim().parse::<u64>().is_ok_and(|n| n >= 1) =>
@@ -120,8 +125,7 @@ mod tests {
             ("acks", "1"),
             ("acks", "0"),
             ("request.required.acks", "1"),
-            ("enable.idempotence", "false"),
-            ("max.in.flight.requests.per.connection", "6"),
+            ("max.in.flight.requests.per.connection", "2"),
             ("max.in.flight", "100"),
             ("retries", "0"),
             ("transactional.id", "t"),
@@ -139,6 +143,16 @@ mod tests {
             ("compression.type", "lz4"),
         ]);
         assert_eq!(check_producer(&fine), Ok(()));
+        let idempotent_beyond_five = properties(&[
+            ("enable.idempotence", "true"),
+            ("max.in.flight.requests.per.connection", "6"),
+        ]);
+        assert!(check_producer(&idempotent_beyond_five).is_err());
+        let not_idempotent = properties(&[
+            ("enable.idempotence", "false"),
+            ("max.in.flight.requests.per.connection", "1"),
+        ]);
+        assert_eq!(check_producer(&not_idempotent), Ok(()));
 
         for (key, value) in [
             ("enable.auto.commit", "false"),

@@ -549,8 +549,8 @@ mod tests {
             ),
             (
                 "\"linger.ms\" = \"5\"",
-                "\"enable.idempotence\" = \"false\"",
-                "`kafka.producer` sets `enable.idempotence`",
+                "\"max.in.flight.requests.per.connection\" = \"3\"",
+                "`kafka.producer` sets `max.in.flight.requests.per.connection`",
             ),
             (
                 "\"linger.ms\" = \"5\"",

@@ -45,7 +45,9 @@ impl std::fmt::Debug for KafkaChangelog {
 }
 
 impl KafkaChangelog {
-    /// The engine's producer settings (idempotent, acks=all), so an
+    /// The engine's producer settings (acks=all, one request in flight, so
+    /// a key's changes stay in order; a retry's duplicate is harmless, the
+    /// values being whole), so an
     /// acknowledged change is on every in-sync replica.
     pub fn new(settings: &KafkaSettings, topic: &str) -> Result<Self, KafkaError> {
         Ok(Self {

@@ -50,9 +50,17 @@ pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
     config
         .set("linger.ms", "5")
         .set("acks", "all")
-        // librdkafka's own retries then neither duplicate nor reorder a
-        // partition's scores.
-        .set("enable.idempotence", "true")
+        // One request in flight per broker: a retried request is answered
+        // before the next is sent, so retries never reorder a partition.
+        // Not idempotent: librdkafka 2.12's idempotent producer polls its
+        // broker thread with a zero timeout while a request of five or more
+        // messages is in flight, which cost more CPU than the rest of the
+        // engine (bench/RESULTS.md, "whose broker thread is hot"). A retry
+        // may then write a record twice, as a restart may re-send one:
+        // at-least-once. `enable.idempotence = true` in the pipeline file
+        // takes the trade back (and allows up to 5 requests in flight).
+        .set("enable.idempotence", "false")
+        .set("max.in.flight.requests.per.connection", "1")
         // librdkafka's default is 5 minutes; a stuck broker should surface
         // (and be retried by the sink) well before an operator gives up.
         .set("message.timeout.ms", "30000")

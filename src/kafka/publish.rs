@@ -1,7 +1,9 @@
 //! The request API's write path (`serve.publish`): a scored request goes to
 //! the input topic before it is answered, so a payment switch that only
 //! calls the API still feeds the stream, which folds it exactly once as it
-//! folds every record. The engine's producer settings: idempotent, acks=all.
+//! folds every record. The engine's producer settings (acks=all), and
+//! idempotent whatever the file says: a transaction written twice would be
+//! folded twice, unlike a score sent twice.
 
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ impl Publisher {
         Ok(Self {
             producer: producer_config(settings)
                 .set("partitioner", partitioner.librdkafka_name())
+                .set("enable.idempotence", "true")
                 .create()?,
             topic: settings.input_topic.clone(),
         })
