@@ -159,19 +159,24 @@ struct Series {
     /// Whether its keys' events can come from any partition (its key is
     /// not the topic's partitioning key).
     spread: bool,
+    /// Its features' windows by where they end: one walk back over a key's
+    /// tiles sums every window ending there, and features over the same
+    /// window (a count and a mean) share its sum.
+    ends: Vec<WindowsEnding>,
 }
 
+/// The windows of one series that end at the same tile (the same shift).
 #[derive(Debug, Clone)]
-struct Planned {
-    series: usize,
-    tiles: i64,
+struct WindowsEnding {
     shift_tiles: i64,
-    aggregate: Aggregate,
-    include_current: bool,
+    /// The distinct window lengths in tiles, shortest first.
+    lengths: Vec<i64>,
+    /// Each feature's window: (index into `lengths`, feature index).
+    features: Vec<(usize, usize)>,
 }
 
-impl Planned {
-    /// The newest tile the window of an event in tile `bucket` covers. A
+impl WindowsEnding {
+    /// The newest tile the windows of an event in tile `bucket` cover. A
     /// shifted window ends before the tile holding the event's time less
     /// the shift: it then holds nothing later than that time (with tiles
     /// of a day, the tile holding it also holds later hours, whose labels
@@ -182,6 +187,28 @@ impl Planned {
             shift => bucket - shift - 1,
         }
     }
+
+    /// Adds the summary of `tiles` over each feature's window, for an event
+    /// in tile `bucket`, to `into` (indexed by feature); `by_length` is
+    /// scratch space, kept by the caller so that no event allocates.
+    fn add_summaries(
+        &self,
+        tiles: &tiles::Tiles,
+        bucket: i64,
+        into: &mut [tiles::Summary],
+        by_length: &mut Vec<tiles::Summary>,
+    ) {
+        tiles.nested_summaries(self.last_tile(bucket), &self.lengths, by_length);
+        for &(length, feature) in &self.features {
+            into[feature].merge(&by_length[length]);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Planned {
+    aggregate: Aggregate,
+    include_current: bool,
 }
 
 /// A spec resolved into series, with the expiry its store's compaction
@@ -236,6 +263,7 @@ impl Windows {
                         tile_ms: feature.tile_ms,
                         retention_tiles: 0,
                         spread: spec.partition_key.as_ref() != Some(&feature.key),
+                        ends: Vec::new(),
                     });
                     series.len() - 1
                 });
@@ -244,16 +272,39 @@ impl Windows {
             series[at].retention_tiles = series[at].retention_tiles.max(reach);
             by_feature.insert(feature.name.clone(), at);
         }
-        for feature in &spec.features {
+        for (f, feature) in spec.features.iter().enumerate() {
+            let at = by_feature[&feature.name];
             planned.push(Planned {
-                series: by_feature[&feature.name],
-                tiles: feature.window_ms / feature.tile_ms,
-                shift_tiles: feature.shift_ms / feature.tile_ms,
                 aggregate: feature.aggregate,
                 include_current: feature.include_current
                     && feature.shift_ms == 0
                     && feature.source == Source::Events,
             });
+            let shift_tiles = feature.shift_ms / feature.tile_ms;
+            let ends = &mut series[at].ends;
+            let ending = match ends.iter().position(|e| e.shift_tiles == shift_tiles) {
+                Some(i) => &mut ends[i],
+                None => {
+                    ends.push(WindowsEnding {
+                        shift_tiles,
+                        lengths: Vec::new(),
+                        features: Vec::new(),
+                    });
+                    ends.last_mut().expect("just pushed")
+                }
+            };
+            let length = feature.window_ms / feature.tile_ms;
+            let at_length = match ending.lengths.binary_search(&length) {
+                Ok(i) => i,
+                Err(i) => {
+                    ending.lengths.insert(i, length);
+                    for (index, _) in &mut ending.features {
+                        *index += usize::from(*index >= i);
+                    }
+                    i
+                }
+            };
+            ending.features.push((at_length, f));
         }
         let expiry = Arc::new(WindowExpiry::new(
             series

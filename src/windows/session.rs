@@ -113,6 +113,10 @@ pub(super) struct Session<'w> {
     loaded: FxHashMap<Vec<u8>, (Tiles, bool)>,
     watermarks: HashMap<i32, i64>,
     late: u64,
+    /// Scratch for each event: per feature its window's summary, and per
+    /// window length one walk's sums (`WindowsEnding::add_summaries`).
+    summaries: Vec<Summary>,
+    by_length: Vec<Summary>,
 }
 
 impl<'w> Session<'w> {
@@ -123,6 +127,8 @@ impl<'w> Session<'w> {
             loaded: FxHashMap::default(),
             watermarks: HashMap::new(),
             late: 0,
+            summaries: vec![Summary::default(); windows.planned.len()],
+            by_length: Vec::new(),
         }
     }
 
@@ -198,13 +204,20 @@ impl<'w> Session<'w> {
             self.seen(partition, time);
         }
         let windows = self.windows;
+        let mut summaries = std::mem::take(&mut self.summaries);
+        let mut by_length = std::mem::take(&mut self.by_length);
         for (s, series) in windows.series.iter().enumerate() {
             let Some(key) = columns.key(s, row) else {
                 continue;
             };
             let bucket = time.div_euclid(series.tile_ms);
             let value = columns.value(s, row);
-            let elsewhere = self.elsewhere(s, partition, key, bucket)?;
+            for ending in &series.ends {
+                for &(_, f) in &ending.features {
+                    summaries[f] = Summary::default();
+                }
+            }
+            self.add_elsewhere(s, partition, key, bucket, &mut summaries, &mut by_length)?;
             let (tiles, dirty) = self.tiles(state_key(partition, &series.id, key))?;
             if series.source == Source::Labels && fold {
                 // Label tiles age with the events that read them, not with
@@ -213,19 +226,16 @@ impl<'w> Session<'w> {
                 tiles.expire(bucket - series.retention_tiles + 1);
                 *dirty |= tiles.len() != before;
             }
-            for (f, planned) in windows.planned.iter().enumerate() {
-                if planned.series != s {
-                    continue;
+            for ending in &series.ends {
+                ending.add_summaries(tiles, bucket, &mut summaries, &mut by_length);
+                for &(_, f) in &ending.features {
+                    let planned = &windows.planned[f];
+                    let mut summary = summaries[f];
+                    if planned.include_current {
+                        summary.add(value);
+                    }
+                    out[f][row] = planned.aggregate.of(&summary);
                 }
-                let end = planned.last_tile(bucket);
-                let mut summary: Summary = tiles.summary(end - planned.tiles + 1, end);
-                if let Some(elsewhere) = &elsewhere {
-                    summary.merge(&elsewhere[f]);
-                }
-                if planned.include_current {
-                    summary.add(value);
-                }
-                out[f][row] = planned.aggregate.of(&summary);
             }
             if series.source != Source::Events || !fold {
                 continue;
@@ -236,36 +246,33 @@ impl<'w> Session<'w> {
                 self.late += 1;
             }
         }
+        self.summaries = summaries;
+        self.by_length = by_length;
         Ok(())
     }
 
-    /// For a series spread over partitions, per feature (of any series;
-    /// only this one's are filled in) the summary of `key`'s tiles in the
-    /// other partitions, for the event in tile `bucket`; `None` otherwise.
-    fn elsewhere(
+    /// For a series spread over partitions: adds the summaries of `key`'s
+    /// tiles in the other partitions, for the event in tile `bucket`, to
+    /// `into` (indexed by feature; only this series' are touched).
+    fn add_elsewhere(
         &mut self,
         series: usize,
         partition: i32,
         key: &str,
         bucket: i64,
-    ) -> Result<Option<Vec<Summary>>, StateError> {
+        into: &mut [Summary],
+        by_length: &mut Vec<Summary>,
+    ) -> Result<(), StateError> {
         let windows = self.windows;
-        let mut others = windows.other_partitions(series, partition).peekable();
-        if others.peek().is_none() {
-            return Ok(None);
-        }
-        let mut summaries = vec![Summary::default(); windows.planned.len()];
+        let others = windows.other_partitions(series, partition);
+        let series = &windows.series[series];
         for other in others {
-            let id = &windows.series[series].id;
-            let (tiles, _) = self.tiles(state_key(other, id, key))?;
-            for (f, planned) in windows.planned.iter().enumerate() {
-                if planned.series == series {
-                    let end = planned.last_tile(bucket);
-                    summaries[f].merge(&tiles.summary(end - planned.tiles + 1, end));
-                }
+            let (tiles, _) = self.tiles(state_key(other, &series.id, key))?;
+            for ending in &series.ends {
+                ending.add_summaries(tiles, bucket, into, by_length);
             }
         }
-        Ok(Some(summaries))
+        Ok(())
     }
 
     /// Folds label `row` into its label series.
