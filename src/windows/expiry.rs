@@ -9,13 +9,13 @@ use super::tiles::Tiles;
 use crate::state::Expiry;
 
 /// Input partition, series, key value: a partition's state is one key
-/// range, so it can follow its partition to another instance.
-pub(super) fn state_key(partition: i32, series: &[u8; 8], value: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(12 + value.len());
+/// range, so it can follow its partition to another instance. Written into
+/// `key`, a buffer reused from one lookup to the next.
+pub(super) fn set_state_key(key: &mut Vec<u8>, partition: i32, series: &[u8; 8], value: &str) {
+    key.clear();
     key.extend_from_slice(&partition.to_be_bytes());
     key.extend_from_slice(series);
     key.extend_from_slice(value.as_bytes());
-    key
 }
 
 /// The input partition a state key carries (-1 for `scope = "instance"`).

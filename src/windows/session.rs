@@ -4,16 +4,15 @@
 //! checkpoint; training is one session over all of history.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use arrow::array::{Array, AsArray, Float64Array, StringArray, TimestampMillisecondArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 
-use super::expiry::state_key;
+use super::expiry::set_state_key;
 use super::tiles::{Summary, Tiles};
 use super::{Source, WindowError, WindowOutput, Windows, to_columns};
 use crate::state::{Change, Checkpoint, Family, StateError};
@@ -110,7 +109,13 @@ pub(super) struct Session<'w> {
     windows: &'w Windows,
     /// Where keys not yet touched are read from; none starts empty.
     state: Option<&'w Checkpoint>,
-    loaded: FxHashMap<Vec<u8>, (Tiles, bool)>,
+    /// Per state key touched, its place in `slots`: each key is allocated
+    /// once a session, and looked up through `key` after that.
+    loaded: FxHashMap<Vec<u8>, usize>,
+    /// The tiles of each key touched, and whether they changed.
+    slots: Vec<(Tiles, bool)>,
+    /// Scratch for the state key being looked up.
+    key: Vec<u8>,
     watermarks: HashMap<i32, i64>,
     late: u64,
     /// Scratch for each event: per feature its window's summary, and per
@@ -125,6 +130,8 @@ impl<'w> Session<'w> {
             windows,
             state,
             loaded: FxHashMap::default(),
+            slots: Vec::new(),
+            key: Vec::new(),
             watermarks: HashMap::new(),
             late: 0,
             summaries: vec![Summary::default(); windows.planned.len()],
@@ -143,8 +150,7 @@ impl<'w> Session<'w> {
         let Some(state) = self.state else {
             return Ok(());
         };
-        let mut wanted: Vec<Vec<u8>> = Vec::new();
-        let mut seen = FxHashSet::default();
+        let first_new = self.slots.len();
         for (row, partition) in rows {
             let partition = self.windows.scoped(partition);
             for (s, series) in self.windows.series.iter().enumerate() {
@@ -156,34 +162,45 @@ impl<'w> Session<'w> {
                 };
                 let others = self.windows.other_partitions(s, partition);
                 for partition in std::iter::once(partition).chain(others) {
-                    let key = state_key(partition, &series.id, key);
-                    if !self.loaded.contains_key(&key) && seen.insert(key.clone()) {
-                        wanted.push(key);
+                    set_state_key(&mut self.key, partition, &series.id, key);
+                    if !self.loaded.contains_key(self.key.as_slice()) {
+                        self.loaded.insert(self.key.clone(), self.slots.len());
+                        self.slots.push((Tiles::default(), false));
                     }
                 }
             }
         }
-        let keys: Vec<&[u8]> = wanted.iter().map(Vec::as_slice).collect();
+        let mut wanted: Vec<(&[u8], usize)> = self
+            .loaded
+            .iter()
+            .filter(|&(_, &slot)| slot >= first_new)
+            .map(|(key, &slot)| (key.as_slice(), slot))
+            .collect();
+        // In key order, as RocksDB reads them best.
+        wanted.sort_unstable();
+        let keys: Vec<&[u8]> = wanted.iter().map(|(key, _)| *key).collect();
         let values = state.get_many(Family::Windows, &keys)?;
-        for (key, value) in wanted.into_iter().zip(values) {
-            let tiles = stored_tiles(&key, value.as_deref());
-            self.loaded.insert(key, (tiles, false));
+        for ((key, slot), value) in wanted.into_iter().zip(values) {
+            self.slots[slot].0 = stored_tiles(key, value.as_deref());
         }
         Ok(())
     }
 
-    fn tiles(&mut self, key: Vec<u8>) -> Result<&mut (Tiles, bool), StateError> {
-        Ok(match self.loaded.entry(key) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                let stored = match self.state {
-                    Some(state) => state.get(Family::Windows, e.key())?,
-                    None => None,
-                };
-                let tiles = stored_tiles(e.key(), stored.as_deref());
-                e.insert((tiles, false))
-            }
-        })
+    /// The slot of a state key, read from the state if not yet touched.
+    fn slot(&mut self, partition: i32, series: &[u8; 8], value: &str) -> Result<usize, StateError> {
+        set_state_key(&mut self.key, partition, series, value);
+        if let Some(&slot) = self.loaded.get(self.key.as_slice()) {
+            return Ok(slot);
+        }
+        let stored = match self.state {
+            Some(state) => state.get(Family::Windows, &self.key)?,
+            None => None,
+        };
+        let slot = self.slots.len();
+        self.slots
+            .push((stored_tiles(&self.key, stored.as_deref()), false));
+        self.loaded.insert(self.key.clone(), slot);
+        Ok(slot)
     }
 
     /// Writes the features of event `row` into `out` (feature x row), then
@@ -218,7 +235,8 @@ impl<'w> Session<'w> {
                 }
             }
             self.add_elsewhere(s, partition, key, bucket, &mut summaries, &mut by_length)?;
-            let (tiles, dirty) = self.tiles(state_key(partition, &series.id, key))?;
+            let slot = self.slot(partition, &series.id, key)?;
+            let (tiles, dirty) = &mut self.slots[slot];
             if series.source == Source::Labels && fold {
                 // Label tiles age with the events that read them, not with
                 // the labels' own arrival.
@@ -267,7 +285,8 @@ impl<'w> Session<'w> {
         let others = windows.other_partitions(series, partition);
         let series = &windows.series[series];
         for other in others {
-            let (tiles, _) = self.tiles(state_key(other, &series.id, key))?;
+            let slot = self.slot(other, &series.id, key)?;
+            let tiles = &self.slots[slot].0;
             for ending in &series.ends {
                 ending.add_summaries(tiles, bucket, into, by_length);
             }
@@ -296,7 +315,8 @@ impl<'w> Session<'w> {
             };
             let bucket = time.div_euclid(series.tile_ms);
             let value = columns.value(s, row);
-            let (tiles, dirty) = self.tiles(state_key(partition, &series.id, key))?;
+            let slot = self.slot(partition, &series.id, key)?;
+            let (tiles, dirty) = &mut self.slots[slot];
             // Older than its key's newest label by the retention or more:
             // no event can read it.
             if tiles
@@ -319,14 +339,18 @@ impl<'w> Session<'w> {
 
     pub(super) fn finish(self, out: Vec<Vec<Option<f64>>>) -> WindowOutput {
         self.windows.expiry.advance(&self.watermarks);
+        let slots = &self.slots;
         let mut changes: Vec<Change> = self
             .loaded
             .into_iter()
-            .filter(|(_, (_, dirty))| *dirty)
-            .map(|(key, (tiles, _))| Change {
-                family: Family::Windows,
-                key,
-                value: (!tiles.is_empty()).then(|| tiles.encode()),
+            .filter(|&(_, slot)| slots[slot].1)
+            .map(|(key, slot)| {
+                let tiles = &slots[slot].0;
+                Change {
+                    family: Family::Windows,
+                    key,
+                    value: (!tiles.is_empty()).then(|| tiles.encode()),
+                }
             })
             .collect();
         // In key order, RocksDB's memtable inserts each key near the last

@@ -4,9 +4,18 @@
 //! so both cost the same however long the history is; tiles older than the
 //! longest window are dropped.
 
-/// Bytes of one encoded tile: bucket, events, values, sum, min, max.
-const TILE_BYTES: usize = 8 + 4 + 4 + 8 + 8 + 8;
-const FORMAT: u8 = 1;
+use prost::encoding::{decode_varint, encode_varint};
+
+/// How a key's tiles are written: varints and only the floats a tile
+/// needs, so that an hour tile of one event is a few bytes, not 40. Every
+/// byte of it is copied, checksummed and logged again each time the key
+/// changes (RocksDB's WAL and memtable, the changelog), so its size is
+/// much of the state path's cost (bench/RESULTS.md).
+const FORMAT: u8 = 2;
+/// The first format, still read: 40 bytes a tile (bucket, events, values,
+/// sum, min, max), fixed width.
+const FIXED_FORMAT: u8 = 1;
+const FIXED_TILE_BYTES: usize = 8 + 4 + 4 + 8 + 8 + 8;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Tile {
@@ -71,52 +80,58 @@ impl Tiles {
         let Some((&format, body)) = bytes.split_first() else {
             return Err("empty value".into());
         };
-        if format != FORMAT {
-            return Err(format!("tile format {format}, this build reads {FORMAT}"));
+        match format {
+            FORMAT => decode_compact(body),
+            FIXED_FORMAT => decode_fixed(body),
+            other => Err(format!(
+                "tile format {other}, this build reads {FIXED_FORMAT} and {FORMAT}"
+            )),
         }
-        if body.len() % TILE_BYTES != 0 {
-            return Err(format!(
-                "{} bytes is not a whole number of tiles",
-                body.len()
-            ));
-        }
-        let tiles = body
-            .chunks_exact(TILE_BYTES)
-            .map(|c| {
-                let i64_at =
-                    |at: usize| i64::from_le_bytes(c[at..at + 8].try_into().unwrap_or_default());
-                let u32_at =
-                    |at: usize| u32::from_le_bytes(c[at..at + 4].try_into().unwrap_or_default());
-                let f64_at =
-                    |at: usize| f64::from_le_bytes(c[at..at + 8].try_into().unwrap_or_default());
-                Tile {
-                    bucket: i64_at(0),
-                    totals: Summary {
-                        events: u64::from(u32_at(8)),
-                        values: u64::from(u32_at(12)),
-                        sum: f64_at(16),
-                        min: f64_at(24),
-                        max: f64_at(32),
-                    },
-                }
-            })
-            .collect();
-        Ok(Self { tiles })
     }
 
+    /// The compact format ([`FORMAT`]): the newest bucket in full, then per
+    /// tile, oldest first, its distance from the tile before (the first:
+    /// from the newest), its events and its values as varints, and only the
+    /// floats it needs.
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(1 + self.tiles.len() * TILE_BYTES);
+        let Some(newest) = self.newest() else {
+            return vec![FORMAT];
+        };
+        let mut bytes = Vec::with_capacity(1 + 8 + self.tiles.len() * 12);
         bytes.push(FORMAT);
-        // More than 4 billion events in one tile of one key cannot happen
-        // in a window that means anything; saturate rather than wrap.
-        let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-        for t in &self.tiles {
-            bytes.extend_from_slice(&t.bucket.to_le_bytes());
-            bytes.extend_from_slice(&count(t.totals.events).to_le_bytes());
-            bytes.extend_from_slice(&count(t.totals.values).to_le_bytes());
-            bytes.extend_from_slice(&t.totals.sum.to_le_bytes());
-            bytes.extend_from_slice(&t.totals.min.to_le_bytes());
-            bytes.extend_from_slice(&t.totals.max.to_le_bytes());
+        bytes.extend_from_slice(&newest.to_le_bytes());
+        let mut before = newest;
+        for (i, t) in self.tiles.iter().enumerate() {
+            // Oldest first: the first tile's distance back from the newest,
+            // each later one's forward from the one before.
+            let gap = if i == 0 {
+                newest.abs_diff(t.bucket)
+            } else {
+                t.bucket.abs_diff(before)
+            };
+            before = t.bucket;
+            encode_varint(gap, &mut bytes);
+            encode_varint(t.totals.events, &mut bytes);
+            let Summary {
+                values,
+                sum,
+                min,
+                max,
+                ..
+            } = t.totals;
+            // A tile of no values, or of one, is said by its sum alone.
+            let implied = match values {
+                0 => sum.to_bits() == 0 && min == f64::INFINITY && max == f64::NEG_INFINITY,
+                _ => min.to_bits() == sum.to_bits() && max.to_bits() == sum.to_bits(),
+            };
+            encode_varint(values << 1 | u64::from(!implied), &mut bytes);
+            if !implied {
+                for float in [sum, min, max] {
+                    bytes.extend_from_slice(&float.to_le_bytes());
+                }
+            } else if values > 0 {
+                bytes.extend_from_slice(&sum.to_le_bytes());
+            }
         }
         bytes
     }
@@ -124,15 +139,21 @@ impl Tiles {
     /// The newest bucket of an encoded value, read without decoding it all
     /// (for the compaction filter).
     pub fn newest_encoded(bytes: &[u8]) -> Option<i64> {
-        let start = bytes.len().checked_sub(TILE_BYTES)?;
-        (start >= 1 && bytes.first() == Some(&FORMAT))
-            .then(|| {
-                bytes[start..start + 8]
-                    .try_into()
-                    .ok()
-                    .map(i64::from_le_bytes)
-            })
-            .flatten()
+        match *bytes.first()? {
+            FORMAT => bytes.get(1..9)?.try_into().ok().map(i64::from_le_bytes),
+            FIXED_FORMAT => {
+                let start = bytes.len().checked_sub(FIXED_TILE_BYTES)?;
+                (start >= 1)
+                    .then(|| {
+                        bytes[start..start + 8]
+                            .try_into()
+                            .ok()
+                            .map(i64::from_le_bytes)
+                    })
+                    .flatten()
+            }
+            _ => None,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -200,6 +221,101 @@ impl Tiles {
     }
 }
 
+fn decode_compact(body: &[u8]) -> Result<Tiles, String> {
+    if body.is_empty() {
+        return Ok(Tiles::default());
+    }
+    let (newest, mut rest) = body
+        .split_first_chunk::<8>()
+        .map(|(newest, rest)| (i64::from_le_bytes(*newest), rest))
+        .ok_or("a value shorter than its newest tile")?;
+    let mut tiles = Vec::new();
+    let mut before = newest;
+    while !rest.is_empty() {
+        let mut varint = || decode_varint(&mut rest).map_err(|_| "a damaged varint".to_owned());
+        let gap = i64::try_from(varint()?).map_err(|_| "a tile out of range")?;
+        let bucket = match tiles.is_empty() {
+            true => newest.checked_sub(gap),
+            false => before.checked_add(gap),
+        }
+        .ok_or("a tile out of range")?;
+        if !tiles.is_empty() && gap == 0 || bucket > newest {
+            return Err("tiles out of order".into());
+        }
+        before = bucket;
+        let events = varint()?;
+        let tagged = varint()?;
+        let values = tagged >> 1;
+        let mut float = || {
+            rest.split_first_chunk::<8>()
+                .map(|(bytes, after)| {
+                    rest = after;
+                    f64::from_le_bytes(*bytes)
+                })
+                .ok_or_else(|| "a value cut short".to_owned())
+        };
+        let totals = match (tagged & 1 == 1, values) {
+            (true, _) => Summary {
+                events,
+                values,
+                sum: float()?,
+                min: float()?,
+                max: float()?,
+            },
+            (false, 0) => Summary {
+                events,
+                ..Summary::default()
+            },
+            (false, _) => {
+                let sum = float()?;
+                Summary {
+                    events,
+                    values,
+                    sum,
+                    min: sum,
+                    max: sum,
+                }
+            }
+        };
+        tiles.push(Tile { bucket, totals });
+    }
+    if tiles.is_empty() || before != newest {
+        return Err("the newest tile is not where the value says".into());
+    }
+    Ok(Tiles { tiles })
+}
+
+fn decode_fixed(body: &[u8]) -> Result<Tiles, String> {
+    if !body.len().is_multiple_of(FIXED_TILE_BYTES) {
+        return Err(format!(
+            "{} bytes is not a whole number of tiles",
+            body.len()
+        ));
+    }
+    let tiles = body
+        .chunks_exact(FIXED_TILE_BYTES)
+        .map(|c| {
+            let i64_at =
+                |at: usize| i64::from_le_bytes(c[at..at + 8].try_into().unwrap_or_default());
+            let u32_at =
+                |at: usize| u32::from_le_bytes(c[at..at + 4].try_into().unwrap_or_default());
+            let f64_at =
+                |at: usize| f64::from_le_bytes(c[at..at + 8].try_into().unwrap_or_default());
+            Tile {
+                bucket: i64_at(0),
+                totals: Summary {
+                    events: u64::from(u32_at(8)),
+                    values: u64::from(u32_at(12)),
+                    sum: f64_at(16),
+                    min: f64_at(24),
+                    max: f64_at(32),
+                },
+            }
+        })
+        .collect();
+    Ok(Tiles { tiles })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,13 +374,98 @@ mod tests {
     }
 
     #[test]
+    fn the_compact_format_round_trips_every_float_and_gap() -> Result<(), String> {
+        let mut tiles = Tiles::default();
+        // Counts only; one value; several; a NaN, a negative zero and an
+        // infinity, whose min and max are not their sum; buckets far apart
+        // and before the epoch.
+        tiles.add(-5_000_000_000, None);
+        tiles.add(-3, Some(7.5));
+        tiles.add(0, Some(1.0));
+        tiles.add(0, Some(-2.0));
+        tiles.add(1, Some(f64::NAN));
+        tiles.add(2, Some(-0.0));
+        tiles.add(3, Some(f64::INFINITY));
+        tiles.add(3, None);
+        tiles.add(i64::from(u32::MAX) * 4, Some(1e300));
+        let bytes = tiles.encode();
+        let decoded = Tiles::decode(&bytes)?;
+        assert_eq!(decoded.len(), tiles.len());
+        for (a, b) in decoded.tiles.iter().zip(&tiles.tiles) {
+            assert_eq!(a.bucket, b.bucket);
+            let bits = |s: &Summary| {
+                (
+                    s.events,
+                    s.values,
+                    s.sum.to_bits(),
+                    s.min.to_bits(),
+                    s.max.to_bits(),
+                )
+            };
+            assert_eq!(bits(&a.totals), bits(&b.totals), "bucket {}", a.bucket);
+        }
+        assert_eq!(Tiles::newest_encoded(&bytes), tiles.newest());
+        assert_eq!(Tiles::decode(&Tiles::default().encode())?, Tiles::default());
+        Ok(())
+    }
+
+    #[test]
+    fn an_hour_of_one_event_takes_a_few_bytes() {
+        let mut counts = Tiles::default();
+        let mut amounts = Tiles::default();
+        for hour in 0..720 {
+            counts.add(1_000 + hour * 2, None);
+            amounts.add(1_000 + hour * 2, Some(42.5));
+        }
+        // 40 bytes a tile in the fixed format; here the format byte, the
+        // newest bucket, the first tile's two-byte distance back, then 3
+        // bytes a count and 11 an amount.
+        assert_eq!(counts.encode().len(), 1 + 8 + 1 + 720 * 3);
+        assert_eq!(amounts.encode().len(), 1 + 8 + 1 + 720 * 11);
+    }
+
+    #[test]
+    fn values_in_the_first_format_still_read() -> Result<(), String> {
+        let mut bytes = vec![FIXED_FORMAT];
+        for (bucket, events, values, sum, min, max) in [
+            (10i64, 2u32, 1u32, 5.0f64, 5.0f64, 5.0f64),
+            (12, 1, 1, 1.0, 1.0, 1.0),
+        ] {
+            bytes.extend_from_slice(&bucket.to_le_bytes());
+            bytes.extend_from_slice(&events.to_le_bytes());
+            bytes.extend_from_slice(&values.to_le_bytes());
+            for float in [sum, min, max] {
+                bytes.extend_from_slice(&float.to_le_bytes());
+            }
+        }
+        let tiles = Tiles::decode(&bytes)?;
+        assert_eq!(Tiles::newest_encoded(&bytes), Some(12));
+        let all = tiles.summary(0, 20);
+        assert_eq!((all.events, all.values, all.sum), (3, 2, 6.0));
+        // Written again, it is in the compact format and says the same.
+        let again = tiles.encode();
+        assert_eq!(again[0], FORMAT);
+        assert_eq!(Tiles::decode(&again)?, tiles);
+        Ok(())
+    }
+
+    #[test]
     fn damaged_values_are_refused() {
         assert!(Tiles::decode(&[]).is_err());
         assert!(Tiles::decode(&[9]).unwrap_err().contains("format 9"));
         assert!(
-            Tiles::decode(&[FORMAT, 1, 2])
+            Tiles::decode(&[FIXED_FORMAT, 1, 2])
                 .unwrap_err()
                 .contains("whole number")
         );
+        let mut tiles = Tiles::default();
+        tiles.add(100, Some(3.0));
+        tiles.add(104, Some(4.0));
+        let bytes = tiles.encode();
+        // Cut anywhere, the value is refused, never misread.
+        for cut in 2..bytes.len() {
+            assert!(Tiles::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(Tiles::decode(&[FORMAT, 1, 2]).is_err());
     }
 }
