@@ -107,11 +107,11 @@ pub struct Staged {
 
 impl Pending {
     /// The staged value of `key`, if a staged batch set it, or else the
-    /// value written lately, if remembered.
-    fn value(&self, family: Family, key: &[u8]) -> Option<Option<Vec<u8>>> {
+    /// value written lately, if remembered (`Some(None)`: deleted).
+    fn value(&self, family: Family, key: &[u8]) -> Option<Option<&[u8]>> {
         match self.values[family.index()].get(key) {
-            Some((seq, at)) => Some(self.batches.get(seq)?.get(*at)?.value.clone()),
-            None if family == Family::Windows => self.recent.get(key).cloned(),
+            Some((seq, at)) => Some(self.batches.get(seq)?.get(*at)?.value.as_deref()),
+            None if family == Family::Windows => self.recent.get(key).map(Option::as_deref),
             None => None,
         }
     }
@@ -236,38 +236,49 @@ impl Checkpoint {
     /// The value as of the last staged batch.
     pub fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         if let Some(value) = self.pending().value(family, key) {
-            return Ok(value);
+            return Ok(value.map(<[u8]>::to_vec));
         }
         self.store.get(family, key)
     }
 
-    /// The values of `keys` as of the last staged batch, read from the
-    /// store in one batch where no staged batch has them.
-    pub fn get_many(
+    /// Hands the value of each of `keys` as of the last staged batch to
+    /// `read` (by its index in `keys`), borrowed: from the staged batches
+    /// or the values written lately where they have it (under their lock),
+    /// else from the store in one batch.
+    pub fn read_many(
         &self,
         family: Family,
         keys: &[&[u8]],
-    ) -> Result<Vec<Option<Vec<u8>>>, StateError> {
-        let mut values = vec![None; keys.len()];
+        mut read: impl FnMut(usize, Option<&[u8]>),
+    ) -> Result<(), StateError> {
         let mut unstaged = Vec::new();
         {
             let pending = self.pending();
             for (i, key) in keys.iter().enumerate() {
                 match pending.value(family, key) {
-                    Some(value) => values[i] = value,
+                    Some(value) => read(i, value),
                     None => unstaged.push(i),
                 }
             }
         }
         if !unstaged.is_empty() {
             let wanted: Vec<&[u8]> = unstaged.iter().map(|&i| keys[i]).collect();
-            for (i, value) in unstaged
-                .into_iter()
-                .zip(self.store.get_many(family, &wanted)?)
-            {
-                values[i] = value;
-            }
+            self.store
+                .read_many(family, &wanted, &mut |at, value| read(unstaged[at], value))?;
         }
+        Ok(())
+    }
+
+    /// The values of `keys` as of the last staged batch, copied.
+    pub fn get_many(
+        &self,
+        family: Family,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        let mut values = vec![None; keys.len()];
+        self.read_many(family, keys, |i, value| {
+            values[i] = value.map(<[u8]>::to_vec)
+        })?;
         Ok(values)
     }
 

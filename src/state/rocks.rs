@@ -152,16 +152,20 @@ impl Store for RocksStore {
             .map_err(|e| self.error(format!("read failed: {e}")))
     }
 
-    fn get_many(&self, family: Family, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
-        self.db
-            .batched_multi_get_cf(self.family(family)?, keys.iter().copied(), false)
-            .into_iter()
-            .map(|value| {
-                value
-                    .map(|v| v.map(|v| v.to_vec()))
-                    .map_err(|e| self.error(format!("read failed: {e}")))
-            })
-            .collect()
+    fn read_many(
+        &self,
+        family: Family,
+        keys: &[&[u8]],
+        read: &mut dyn FnMut(usize, Option<&[u8]>),
+    ) -> Result<(), StateError> {
+        let values =
+            self.db
+                .batched_multi_get_cf(self.family(family)?, keys.iter().copied(), false);
+        for (i, value) in values.into_iter().enumerate() {
+            let value = value.map_err(|e| self.error(format!("read failed: {e}")))?;
+            read(i, value.as_deref());
+        }
+        Ok(())
     }
 
     fn write(&self, changes: &[&Change]) -> Result<(), StateError> {

@@ -179,11 +179,11 @@ impl<'w> Session<'w> {
         // In key order, as RocksDB reads them best.
         wanted.sort_unstable();
         let keys: Vec<&[u8]> = wanted.iter().map(|(key, _)| *key).collect();
-        let values = state.get_many(Family::Windows, &keys)?;
-        for ((key, slot), value) in wanted.into_iter().zip(values) {
-            self.slots[slot].0 = stored_tiles(key, value.as_deref());
-        }
-        Ok(())
+        let slots = &mut self.slots;
+        state.read_many(Family::Windows, &keys, |i, value| {
+            let (key, slot) = wanted[i];
+            slots[slot].0 = stored_tiles(key, value);
+        })
     }
 
     /// The slot of a state key, read from the state if not yet touched.
