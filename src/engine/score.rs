@@ -75,6 +75,7 @@ impl Engine {
             batch,
             rows,
             scored_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            payload_bytes: std::cell::Cell::new(0),
         };
         let mut pairs = Vec::new();
         let mut champion_invalid = champion.invalid.iter().peekable();
@@ -154,6 +155,9 @@ struct RecordWriter<'a> {
     batch: &'a Batch,
     rows: &'a TransformedRows,
     scored_at: String,
+    /// The longest record written so far in the batch: the next one's
+    /// buffer starts that large rather than growing to it.
+    payload_bytes: std::cell::Cell<usize>,
 }
 
 impl RecordWriter<'_> {
@@ -203,8 +207,11 @@ impl RecordWriter<'_> {
                     .collect()
             }),
         };
-        let payload = serde_json::to_vec(&value)
+        let mut payload = Vec::with_capacity(self.payload_bytes.get());
+        serde_json::to_writer(&mut payload, &value)
             .map_err(|e| EngineError::Internal(format!("score record does not serialise: {e}")))?;
+        self.payload_bytes
+            .set(self.payload_bytes.get().max(payload.len()));
         Ok(Outgoing {
             key: record.key.clone(),
             payload,

@@ -22,7 +22,8 @@ pub const OUTCOME_DAYS: i64 = 90;
 
 /// Where a score waits for its label: the (scoped) partition and event id.
 pub fn score_key(partition: i32, event_id: &str) -> Vec<u8> {
-    let mut key = partition.to_be_bytes().to_vec();
+    let mut key = Vec::with_capacity(4 + event_id.len());
+    key.extend_from_slice(&partition.to_be_bytes());
     key.extend_from_slice(event_id.as_bytes());
     key
 }
@@ -39,7 +40,8 @@ pub fn partition_of_key(family: Family, key: &[u8]) -> Option<i32> {
 
 /// A kept score: the probability and when it was kept (wall clock, ms).
 pub fn score_value(score: f64, kept_at_ms: i64) -> Vec<u8> {
-    let mut value = score.to_le_bytes().to_vec();
+    let mut value = Vec::with_capacity(16);
+    value.extend_from_slice(&score.to_le_bytes());
     value.extend_from_slice(&kept_at_ms.to_le_bytes());
     value
 }

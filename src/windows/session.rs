@@ -151,6 +151,11 @@ impl<'w> Session<'w> {
             return Ok(());
         };
         let first_new = self.slots.len();
+        let rows = rows.into_iter();
+        // A key per series and row at most: sized once, not grown.
+        let most = rows.size_hint().0 * self.windows.series.len();
+        self.loaded.reserve(most);
+        self.slots.reserve(most);
         for (row, partition) in rows {
             let partition = self.windows.scoped(partition);
             for (s, series) in self.windows.series.iter().enumerate() {

@@ -89,17 +89,18 @@ impl Tiles {
         }
     }
 
-    /// The compact format ([`FORMAT`]): the newest bucket in full, then per
-    /// tile, oldest first, its distance from the tile before (the first:
+    /// The compact format ([`FORMAT`]): the newest bucket in full, the
+    /// number of tiles, then per tile, oldest first, its distance from the tile before (the first:
     /// from the newest), its events and its values as varints, and only the
     /// floats it needs.
     pub fn encode(&self) -> Vec<u8> {
         let Some(newest) = self.newest() else {
             return vec![FORMAT];
         };
-        let mut bytes = Vec::with_capacity(1 + 8 + self.tiles.len() * 12);
+        let mut bytes = Vec::with_capacity(1 + 8 + 2 + self.tiles.len() * 12);
         bytes.push(FORMAT);
         bytes.extend_from_slice(&newest.to_le_bytes());
+        encode_varint(self.tiles.len() as u64, &mut bytes);
         let mut before = newest;
         for (i, t) in self.tiles.iter().enumerate() {
             // Oldest first: the first tile's distance back from the newest,
@@ -229,9 +230,17 @@ fn decode_compact(body: &[u8]) -> Result<Tiles, String> {
         .split_first_chunk::<8>()
         .map(|(newest, rest)| (i64::from_le_bytes(*newest), rest))
         .ok_or("a value shorter than its newest tile")?;
-    let mut tiles = Vec::new();
+    let count = decode_varint(&mut rest).map_err(|_| "a damaged tile count")?;
+    // Room for the tile the session is likely to add, so that adding it
+    // does not move them all; a damaged count cannot ask for more than the
+    // bytes could hold (3 a tile at least).
+    let count = usize::try_from(count)
+        .ok()
+        .filter(|&count| count <= rest.len() / 3)
+        .ok_or("a tile count the value cannot hold")?;
+    let mut tiles = Vec::with_capacity(count + 1);
     let mut before = newest;
-    while !rest.is_empty() {
+    while tiles.len() < count {
         let mut varint = || decode_varint(&mut rest).map_err(|_| "a damaged varint".to_owned());
         let gap = i64::try_from(varint()?).map_err(|_| "a tile out of range")?;
         let bucket = match tiles.is_empty() {
@@ -279,7 +288,7 @@ fn decode_compact(body: &[u8]) -> Result<Tiles, String> {
         };
         tiles.push(Tile { bucket, totals });
     }
-    if tiles.is_empty() || before != newest {
+    if tiles.is_empty() || before != newest || !rest.is_empty() {
         return Err("the newest tile is not where the value says".into());
     }
     Ok(Tiles { tiles })
@@ -418,10 +427,10 @@ mod tests {
             amounts.add(1_000 + hour * 2, Some(42.5));
         }
         // 40 bytes a tile in the fixed format; here the format byte, the
-        // newest bucket, the first tile's two-byte distance back, then 3
-        // bytes a count and 11 an amount.
-        assert_eq!(counts.encode().len(), 1 + 8 + 1 + 720 * 3);
-        assert_eq!(amounts.encode().len(), 1 + 8 + 1 + 720 * 11);
+        // newest bucket, the two-byte count of tiles and first tile's
+        // two-byte distance back, then 3 bytes a count and 11 an amount.
+        assert_eq!(counts.encode().len(), 1 + 8 + 2 + 1 + 720 * 3);
+        assert_eq!(amounts.encode().len(), 1 + 8 + 2 + 1 + 720 * 11);
     }
 
     #[test]
