@@ -9,13 +9,15 @@
 //! - `performance.rs`: performance estimated from the scores before the
 //!   labels arrive (CBPE);
 //! - `store.rs`: how it all lies in the state store's `drift` family;
-//! - `monitor.rs`: the per-batch counting and the judging of windows;
+//! - `counting.rs`: a batch's scored rows counted into their windows;
+//! - `monitor.rs`: the counts stored, and the windows judged;
 //! - `report.rs`: the drift report, as a table, JSON or a page of charts;
 //! - `settings.rs`: what `[drift]` becomes once checked.
 
 pub mod alerts;
 pub mod chance;
 pub mod change;
+mod counting;
 pub mod monitor;
 pub mod performance;
 pub mod reference;

@@ -5,55 +5,29 @@
 //! `lateness` past its end, is judged against the champion's reference:
 //! gauges, hysteresis, alerts.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
-use arrow::record_batch::RecordBatch;
-use rustc_hash::FxHashMap;
+use arrow::datatypes::TimestampMillisecondType;
 
 use super::DriftSettings;
 use super::alerts::{Alert, AlertState, Level};
 use super::chance::{CHANCE_METRICS, ChanceThresholds};
 use super::change::{ChangeSettings, Direction, PAGE_HINKLEY, PageHinkley};
-use super::performance::{PERFORMANCE, PERFORMANCE_METRICS, PerformanceReference};
+use super::counting::{Columns, Grouped, count_columns};
+pub use super::counting::{Observation, ScoredRow};
+use super::performance::{PERFORMANCE, PERFORMANCE_METRICS};
 use super::reference::References;
-use super::stats::{Reference, WindowCounts};
 use super::store::{
     self, DriftExpiry, Progress, alert_key, change_alert_key, change_key, counts_key,
     hysteresis_key, hysteresis_prefix, parse_hysteresis_key, progress_key, references_key,
 };
-use super::window::{ColumnCounts, NULL, bound_unseen, category, numeric_reference};
+use super::window::ColumnCounts;
 use super::{DECISION, SCORE};
 use crate::batch::Assignment;
 use crate::state::{Change, Checkpoint, Family, StateError};
 use crate::telemetry::events::{DriftAlert, DriftMeasured, DriftWindowJudged, Event};
-
-/// One scored row, as the monitor sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct ScoredRow {
-    /// Its row in the model's input features.
-    pub feature_row: usize,
-    /// Its row in the decoded input (event time, categorical columns).
-    pub decoded_row: usize,
-    pub partition: i32,
-    pub score: f64,
-    pub flagged: bool,
-}
-
-/// A batch's scored rows and where their values are.
-pub struct Observation<'a> {
-    pub model: &'a str,
-    pub version: &'a str,
-    /// The champion's manifest `reference`.
-    pub reference: Option<&'a serde_json::Value>,
-    pub features: &'a RecordBatch,
-    pub decoded: &'a RecordBatch,
-    pub rows: &'a [ScoredRow],
-}
 
 /// What a batch gives: the state changes to stage with it, and the alerts
 /// raised or cleared by the windows it closed.
@@ -447,7 +421,13 @@ impl DriftMonitor {
     ) -> Result<HashMap<Vec<u8>, ColumnCounts>, StateError> {
         let references = Arc::clone(&state.references);
         let columns = Columns::of(batch, &references, &self.settings.event_time);
-        let grouped = self.group_rows(batch, &columns, state);
+        let grouped = Grouped::of(
+            batch,
+            &columns,
+            self.settings.window_ms,
+            &mut state.progress,
+            &mut state.first_seen,
+        );
         let deltas = count_columns(&columns, &grouped);
         // The first batch of a version starts judging at its first window.
         if state.progress.next_window.is_none() {
@@ -457,40 +437,6 @@ impl DriftMonitor {
             self.expiry.advance(newest);
         }
         self.merge_stored(checkpoint, batch.version, deltas, observed)
-    }
-
-    /// Each scored row's (window, partition) group, found once per row (a
-    /// batch spans a window or two, so there are few groups); the rows'
-    /// event times move the partitions' progress.
-    fn group_rows<'a>(
-        &self,
-        batch: &'a Observation,
-        columns: &Columns,
-        state: &mut VersionState,
-    ) -> Grouped<'a> {
-        let mut groups: Vec<(i64, i32)> = Vec::new();
-        let mut group_of: FxHashMap<(i64, i32), usize> = FxHashMap::default();
-        let mut rows: Vec<(usize, &ScoredRow)> = Vec::with_capacity(batch.rows.len());
-        let mut first_window = None;
-        for row in batch.rows {
-            let Some(time) = columns.time(row.decoded_row) else {
-                continue;
-            };
-            let window = time.div_euclid(self.settings.window_ms) * self.settings.window_ms;
-            state.progress.saw(row.partition, time);
-            state.first_seen.get_or_insert(time);
-            first_window = Some(first_window.map_or(window, |f: i64| f.min(window)));
-            let group = *group_of.entry((window, row.partition)).or_insert_with(|| {
-                groups.push((window, row.partition));
-                groups.len() - 1
-            });
-            rows.push((group, row));
-        }
-        Grouped {
-            groups,
-            rows,
-            first_window,
-        }
     }
 
     /// Merges each group's new counts into the stored ones, as changes to
@@ -747,100 +693,6 @@ impl DriftMonitor {
     }
 }
 
-/// A batch's scored rows by (window, partition) group.
-struct Grouped<'a> {
-    groups: Vec<(i64, i32)>,
-    /// Each row with its group's index.
-    rows: Vec<(usize, &'a ScoredRow)>,
-    first_window: Option<i64>,
-}
-
-/// Each column counted over the rows into its groups' counts: the numeric
-/// features and the score into their bins, categories by value, and the
-/// decisions.
-fn count_columns<'r>(
-    columns: &Columns<'r>,
-    grouped: &Grouped,
-) -> Vec<((i64, i32, &'r str), ColumnCounts)> {
-    let (groups, rows) = (&grouped.groups, &grouped.rows);
-    let mut deltas: Vec<((i64, i32, &str), ColumnCounts)> = Vec::new();
-    let mut emit = |name, per_group: Vec<ColumnCounts>| {
-        for (g, counts) in per_group.into_iter().enumerate() {
-            if counts.events() > 0 {
-                deltas.push(((groups[g].0, groups[g].1, name), counts));
-            }
-        }
-    };
-    for (name, reference, values) in &columns.numeric {
-        let mut per_group = vec![WindowCounts::new(reference.edges.len() - 1); groups.len()];
-        for &(group, row) in rows.iter() {
-            let value = match values {
-                None => Some(row.score),
-                Some(v) => v
-                    .is_valid(row.feature_row)
-                    .then(|| v.value(row.feature_row)),
-            };
-            per_group[group].count(value, reference);
-        }
-        emit(
-            name,
-            per_group.into_iter().map(ColumnCounts::Numeric).collect(),
-        );
-    }
-    for (name, categories, values) in &columns.categorical {
-        let mut per_group: Vec<BTreeMap<Cow<str>, u64>> = vec![BTreeMap::new(); groups.len()];
-        for &(group, row) in rows.iter() {
-            let value = if values.is_valid(row.decoded_row) {
-                category(values.value(row.decoded_row), categories)
-            } else {
-                Cow::Borrowed(NULL)
-            };
-            *per_group[group].entry(value).or_default() += 1;
-        }
-        let counts = per_group
-            .into_iter()
-            .map(|counts| {
-                let mut counts = counts
-                    .into_iter()
-                    .map(|(v, n)| (v.into_owned(), n))
-                    .collect();
-                bound_unseen(&mut counts);
-                ColumnCounts::Categorical { counts }
-            })
-            .collect();
-        emit(name, counts);
-    }
-    if let Some(reference) = columns.performance {
-        let empty = vec![0u64; reference.bins()];
-        let mut per_group = vec![(empty.clone(), empty); groups.len()];
-        for &(group, row) in rows.iter() {
-            let bin = reference.bin(row.score);
-            per_group[group].0[bin] += 1;
-            per_group[group].1[bin] += u64::from(row.flagged);
-        }
-        emit(
-            PERFORMANCE,
-            per_group
-                .into_iter()
-                .map(|(scored, flagged)| ColumnCounts::Scores { scored, flagged })
-                .collect(),
-        );
-    }
-    let mut decisions = vec![(0u64, 0u64); groups.len()];
-    for &(group, row) in rows.iter() {
-        decisions[group].0 += u64::from(row.flagged);
-        decisions[group].1 += 1;
-    }
-    emit(
-        DECISION,
-        decisions
-            .into_iter()
-            .map(|(flagged, scored)| ColumnCounts::Flags { flagged, scored })
-            .collect(),
-    );
-    deltas
-}
-
 /// One column's counts in `window`, merged over `partitions`: this batch's
 /// new values where it changed them, the checkpoint's otherwise.
 fn merged_counts(
@@ -897,62 +749,4 @@ fn monitored(references: &References) -> impl Iterator<Item = &str> {
 fn spread(references: &References, column: &str, metric: &str) -> Option<(f64, f64)> {
     let s = references.chunks.get(column)?.get(metric)?;
     Some((s.mean, s.std))
-}
-
-/// A batch's columns as the monitor reads them, cast once.
-struct Columns<'r> {
-    times: Option<arrow::array::PrimitiveArray<TimestampMillisecondType>>,
-    /// Per numeric column: its name, reference and values (none for the
-    /// score, read from the rows).
-    numeric: Vec<(&'r str, &'r Reference, Option<arrow::array::Float64Array>)>,
-    /// Per categorical column: its name, the reference's categories, and
-    /// its values.
-    categorical: Vec<(
-        &'r str,
-        &'r BTreeMap<String, f64>,
-        arrow::array::StringArray,
-    )>,
-    /// The reliability curve's bins the scores are counted on.
-    performance: Option<&'r PerformanceReference>,
-}
-
-impl<'r> Columns<'r> {
-    fn of(batch: &Observation, references: &'r References, event_time: &str) -> Self {
-        let mut numeric = Vec::new();
-        for (name, reference) in &references.features {
-            let values = batch
-                .features
-                .column_by_name(name)
-                .and_then(|c| cast(c, &DataType::Float64).ok())
-                .map(|c| c.as_primitive::<Float64Type>().clone());
-            numeric.push((name.as_str(), reference, values));
-        }
-        if let Some(reference) = numeric_reference(SCORE, references) {
-            numeric.push((SCORE, reference, None));
-        }
-        let categorical = references
-            .categories
-            .iter()
-            .filter_map(|(name, categories)| {
-                let column = batch.decoded.column_by_name(name)?;
-                let text = cast(column, &DataType::Utf8).ok()?;
-                Some((name.as_str(), categories, text.as_string::<i32>().clone()))
-            })
-            .collect();
-        let times = batch
-            .decoded
-            .column_by_name(event_time)
-            .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>().cloned());
-        Self {
-            times,
-            numeric,
-            categorical,
-            performance: references.performance.as_ref(),
-        }
-    }
-
-    fn time(&self, row: usize) -> Option<i64> {
-        let times = self.times.as_ref()?;
-        times.is_valid(row).then(|| times.value(row))
-    }
 }

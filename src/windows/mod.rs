@@ -176,6 +176,28 @@ struct WindowsEnding {
 }
 
 impl WindowsEnding {
+    /// A series' windows, each `(shift, length, feature)` in tiles, grouped
+    /// by where they end, with each group's distinct lengths.
+    fn grouped(mut windows: Vec<(i64, i64, usize)>) -> Vec<Self> {
+        windows.sort_unstable();
+        windows
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|same_end| {
+                let mut lengths: Vec<i64> = same_end.iter().map(|w| w.1).collect();
+                lengths.dedup();
+                let features = same_end
+                    .iter()
+                    .map(|&(_, length, f)| (lengths.partition_point(|&l| l < length), f))
+                    .collect();
+                Self {
+                    shift_tiles: same_end[0].0,
+                    lengths,
+                    features,
+                }
+            })
+            .collect()
+    }
+
     /// The newest tile the windows of an event in tile `bucket` cover. A
     /// shifted window ends before the tile holding the event's time less
     /// the shift: it then holds nothing later than that time (with tiles
@@ -272,6 +294,8 @@ impl Windows {
             series[at].retention_tiles = series[at].retention_tiles.max(reach);
             by_feature.insert(feature.name.clone(), at);
         }
+        // Per series, each feature's window: (shift, length, feature).
+        let mut windows_of = vec![Vec::new(); series.len()];
         for (f, feature) in spec.features.iter().enumerate() {
             let at = by_feature[&feature.name];
             planned.push(Planned {
@@ -280,31 +304,14 @@ impl Windows {
                     && feature.shift_ms == 0
                     && feature.source == Source::Events,
             });
-            let shift_tiles = feature.shift_ms / feature.tile_ms;
-            let ends = &mut series[at].ends;
-            let ending = match ends.iter().position(|e| e.shift_tiles == shift_tiles) {
-                Some(i) => &mut ends[i],
-                None => {
-                    ends.push(WindowsEnding {
-                        shift_tiles,
-                        lengths: Vec::new(),
-                        features: Vec::new(),
-                    });
-                    ends.last_mut().expect("just pushed")
-                }
-            };
-            let length = feature.window_ms / feature.tile_ms;
-            let at_length = match ending.lengths.binary_search(&length) {
-                Ok(i) => i,
-                Err(i) => {
-                    ending.lengths.insert(i, length);
-                    for (index, _) in &mut ending.features {
-                        *index += usize::from(*index >= i);
-                    }
-                    i
-                }
-            };
-            ending.features.push((at_length, f));
+            windows_of[at].push((
+                feature.shift_ms / feature.tile_ms,
+                feature.window_ms / feature.tile_ms,
+                f,
+            ));
+        }
+        for (series, windows) in series.iter_mut().zip(windows_of) {
+            series.ends = WindowsEnding::grouped(windows);
         }
         let expiry = Arc::new(WindowExpiry::new(
             series
