@@ -211,7 +211,7 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
 const SHORTEST_TIMED: Duration = Duration::from_millis(200);
 
 fn print_throughput(name: &str, events: usize, run: Timed) {
-    let cpu = run.cpu.map_or("n/a".into(), |s| format!("{s:.1}"));
+    let cpu = run.cpu.map_or("n/a".into(), |s| format!("{s:.2}"));
     if run.took < SHORTEST_TIMED {
         println!(
             "| {name} | {events} | under {SHORTEST_TIMED:?} | too few events to time | {cpu} |"
