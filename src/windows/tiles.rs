@@ -10,7 +10,7 @@ use prost::encoding::{decode_varint, encode_varint};
 /// needs, so that an hour tile of one event is a few bytes, not 40. Every
 /// byte of it is copied, checksummed and logged again each time the key
 /// changes (RocksDB's WAL and memtable, the changelog), so its size is
-/// much of the state path's cost (bench/RESULTS.md).
+/// much of the state path's cost (ARCHITECTURE.md §2; bench/RESULTS.md).
 const FORMAT: u8 = 2;
 /// The first format, still read: 40 bytes a tile (bucket, events, values,
 /// sum, min, max), fixed width.
