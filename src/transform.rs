@@ -98,6 +98,13 @@ impl SqlTransform {
                 else {
                     return Ok(Transformed::no(node));
                 };
+                // As `MemTable` checked when each batch was planned anew: a
+                // batch of another schema would be read by the wrong columns.
+                if !memory.original_schema().contains(&batch.schema()) {
+                    return datafusion::common::plan_err!(
+                        "the batch's schema is not the one the SQL was planned for"
+                    );
+                }
                 let source: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
                     &[vec![batch.clone()]],
                     memory.original_schema(),

@@ -248,7 +248,7 @@ fn decode_compact(body: &[u8]) -> Result<Tiles, String> {
             false => before.checked_add(gap),
         }
         .ok_or("a tile out of range")?;
-        if !tiles.is_empty() && gap == 0 || bucket > newest {
+        if (!tiles.is_empty() && gap == 0) || bucket > newest {
             return Err("tiles out of order".into());
         }
         before = bucket;
@@ -288,8 +288,11 @@ fn decode_compact(body: &[u8]) -> Result<Tiles, String> {
         };
         tiles.push(Tile { bucket, totals });
     }
-    if tiles.is_empty() || before != newest || !rest.is_empty() {
+    if tiles.is_empty() || before != newest {
         return Err("the newest tile is not where the value says".into());
+    }
+    if !rest.is_empty() {
+        return Err("bytes after the last tile".into());
     }
     Ok(Tiles { tiles })
 }
