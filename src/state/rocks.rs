@@ -41,7 +41,6 @@ impl fmt::Debug for RocksStore {
 }
 
 impl RocksStore {
-    /// Opens (or creates) the database at `path`.
     /// Opens (or creates) the database at `path`; each family in
     /// `expiries` drops at compaction what its expiry says is done with.
     pub fn open(

@@ -370,8 +370,6 @@ impl<'w> Session<'w> {
     }
 }
 
-/// Adds one event to its tile and drops the tiles no feature reaches any
-/// more; false, and nothing folded, for an event older than that.
 /// The tiles of a stored window value; a value that does not read is
 /// quarantined and its key starts with no history.
 fn stored_tiles(key: &[u8], stored: Option<&[u8]>) -> Tiles {
@@ -388,6 +386,8 @@ fn stored_tiles(key: &[u8], stored: Option<&[u8]>) -> Tiles {
     })
 }
 
+/// Adds one event to its tile and drops the tiles no feature reaches any
+/// more; false, and nothing folded, for an event older than that.
 fn fold_value(tiles: &mut Tiles, bucket: i64, value: Option<f64>, retention_tiles: i64) -> bool {
     if tiles
         .newest()
