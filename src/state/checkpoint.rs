@@ -419,17 +419,13 @@ impl Checkpoint {
                 }
                 let values = &mut pending.values[change.family.index()];
                 // A later batch's value stays until that batch is written.
-                let latest = values
-                    .get(change.key.as_slice())
-                    .is_none_or(|(seq, _)| *seq == batch.seq)
-                    && (superseded.is_empty()
-                        || !superseded.contains(&(change.family, change.key.clone())));
-                if values
-                    .get(change.key.as_slice())
-                    .is_some_and(|(seq, _)| *seq == batch.seq)
-                {
+                let set_by = values.get(change.key.as_slice()).map(|&(seq, _)| seq);
+                if set_by == Some(batch.seq) {
                     values.remove(change.key.as_slice());
                 }
+                let latest = set_by.is_none_or(|seq| seq == batch.seq)
+                    && (superseded.is_empty()
+                        || !superseded.contains(&(change.family, change.key.clone())));
                 // Remembered as written only when it is what was written:
                 // not a value a newer batch superseded.
                 if change.family == Family::Windows && latest {

@@ -61,14 +61,17 @@ impl Recent {
         if self.newer.bytes + bytes > self.generation_bytes {
             self.older = std::mem::take(&mut self.newer);
         }
+        self.newer.bytes += bytes;
+        // A key is in one generation at most: a busy key, replaced in the
+        // newer one, costs one lookup.
+        if let Some(replaced) = self.newer.values.get_mut(&key) {
+            self.newer.bytes -= cost(&key, replaced);
+            *replaced = value;
+            return;
+        }
         // An older copy would shadow nothing (the newer generation is read
         // first) but would hold memory until its generation goes.
         self.older.values.remove(&key);
-        self.newer.bytes += bytes;
-        let replaced_cost = |replaced: &Option<Vec<u8>>| cost(&key, replaced);
-        if let Some(replaced) = self.newer.values.get(&key) {
-            self.newer.bytes -= replaced_cost(replaced);
-        }
         self.newer.values.insert(key, value);
     }
 }

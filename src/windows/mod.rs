@@ -725,6 +725,11 @@ mod tests {
 
     /// Terminal `t` on days 0..12, one event a day, frauds on days 1 and 2.
     fn terminal_history() -> RecordBatch {
+        terminal_days(&(0..12).map(|d| (d, d == 1 || d == 2)).collect::<Vec<_>>())
+    }
+
+    /// Terminal `t`, a row per (day, fraud).
+    fn terminal_days(days: &[(i64, bool)]) -> RecordBatch {
         let schema = Schema::new(vec![
             Field::new("terminal", DataType::Utf8, true),
             Field::new(
@@ -737,12 +742,12 @@ mod tests {
         RecordBatch::try_new(
             Arc::new(schema),
             vec![
-                Arc::new(StringArray::from_iter_values((0..12).map(|_| "t"))),
+                Arc::new(StringArray::from_iter_values(days.iter().map(|_| "t"))),
                 Arc::new(TimestampMillisecondArray::from_iter_values(
-                    (0..12).map(|d| d * DAY),
+                    days.iter().map(|(d, _)| d * DAY),
                 )),
                 Arc::new(arrow::array::BooleanArray::from_iter(
-                    (0..12).map(|d| Some(d == 1 || d == 2)),
+                    days.iter().map(|(_, fraud)| Some(*fraud)),
                 )),
             ],
         )
@@ -881,6 +886,35 @@ mod tests {
             }
             checkpoint.commit(checkpoint.stage("events", &BTreeMap::new(), out.changes))?;
         }
+        Ok(())
+    }
+
+    /// The two topics' batches run concurrently: here an events batch and
+    /// a labels batch are both computed from the same staged state, the
+    /// labels batch staged first. The label must survive the events batch
+    /// written after it: events never write a label series, even when
+    /// their time has left its old tiles behind.
+    #[test]
+    fn a_label_folded_beside_an_events_batch_is_not_lost() -> Result<(), WindowError> {
+        let windows = terminal_windows();
+        let checkpoint = Checkpoint::new(Arc::new(MemoryStore::default()))?;
+        let commit = |topic: &str, changes| {
+            checkpoint.commit(checkpoint.stage(topic, &BTreeMap::new(), changes))
+        };
+        let out = windows.fold_labels(&terminal_days(&[(1, true)]), &[0], &checkpoint)?;
+        commit("labels", out.changes)?;
+        // Day 30's event is past the day-1 label's retention (15 day tiles:
+        // the shifted feature reaches 7 + 7 days and one more).
+        let events =
+            windows.compute(&terminal_days(&[(30, false)]), &[0], &[0], &[], &checkpoint)?;
+        let labels = windows.fold_labels(&terminal_days(&[(25, true)]), &[0], &checkpoint)?;
+        let labels = checkpoint.stage("labels", &BTreeMap::new(), labels.changes);
+        let events = checkpoint.stage("events", &BTreeMap::new(), events.changes);
+        checkpoint.commit_all(vec![labels, events])?;
+        let later =
+            windows.compute(&terminal_days(&[(26, false)]), &[0], &[0], &[], &checkpoint)?;
+        // frauds_unshifted: days 17..=26 hold the day-25 fraud.
+        assert_eq!(column(&later, 2), vec![Some(1.0)]);
         Ok(())
     }
 }

@@ -241,14 +241,13 @@ impl<'w> Session<'w> {
             }
             self.add_elsewhere(s, partition, key, bucket, &mut summaries, &mut by_length)?;
             let slot = self.slot(partition, &series.id, key)?;
+            // An event only reads a label series' tiles: each key has one
+            // writer, events for event series and labels for label series,
+            // so the two topics' batches, computed and staged concurrently,
+            // never write one key from two stale reads (a label was lost
+            // that way while events expired label tiles; ARCHITECTURE.md
+            // §2). Label tiles age with the labels (`label`).
             let (tiles, dirty) = &mut self.slots[slot];
-            if series.source == Source::Labels && fold {
-                // Label tiles age with the events that read them, not with
-                // the labels' own arrival.
-                let before = tiles.len();
-                tiles.expire(bucket - series.retention_tiles + 1);
-                *dirty |= tiles.len() != before;
-            }
             for ending in &series.ends {
                 ending.add_summaries(tiles, bucket, &mut summaries, &mut by_length);
                 for &(_, f) in &ending.features {
@@ -322,16 +321,15 @@ impl<'w> Session<'w> {
             let value = columns.value(s, row);
             let slot = self.slot(partition, &series.id, key)?;
             let (tiles, dirty) = &mut self.slots[slot];
-            // Older than its key's newest label by the retention or more:
-            // no event can read it.
-            if tiles
-                .newest()
-                .is_some_and(|newest| bucket <= newest - series.retention_tiles)
-            {
-                self.late += 1;
-            } else {
-                tiles.add(bucket, value);
+            // As an event's: older than its key's newest label by the
+            // retention or more, no event reads it; the tiles that far
+            // behind the newest label go. Events arrive no earlier than
+            // the transactions labels name, so no event that is not late
+            // itself reads below that.
+            if fold_value(tiles, bucket, value, series.retention_tiles) {
                 *dirty = true;
+            } else {
+                self.late += 1;
             }
         }
         Ok(())

@@ -161,10 +161,6 @@ impl Tiles {
         self.tiles.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.tiles.len()
-    }
-
     pub fn newest(&self) -> Option<i64> {
         self.tiles.last().map(|t| t.bucket)
     }
@@ -402,7 +398,7 @@ mod tests {
         tiles.add(i64::from(u32::MAX) * 4, Some(1e300));
         let bytes = tiles.encode();
         let decoded = Tiles::decode(&bytes)?;
-        assert_eq!(decoded.len(), tiles.len());
+        assert_eq!(decoded.tiles.len(), tiles.tiles.len());
         for (a, b) in decoded.tiles.iter().zip(&tiles.tiles) {
             assert_eq!(a.bucket, b.bucket);
             let bits = |s: &Summary| {
