@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::changelog::Replica;
-use super::recent::Recent;
 use super::{Change, Family, StateError, Store, offset_key, parse_offset_key};
 
 pub struct Checkpoint {
@@ -52,6 +51,7 @@ pub struct Committed {
     pub revoked: std::collections::BTreeSet<i32>,
 }
 
+#[derive(Default)]
 pub(super) struct Pending {
     next_seq: u64,
     /// Per partition, how many times it was revoked: a batch staged before
@@ -70,27 +70,7 @@ pub(super) struct Pending {
     /// Per topic and partition, the first offset not folded into state
     /// (staged or written).
     pub(super) folded: HashMap<(String, i32), i64>,
-    /// Window values written lately, read again before the store is.
-    pub(super) recent: Recent,
 }
-
-impl Default for Pending {
-    fn default() -> Self {
-        Self {
-            next_seq: 0,
-            epochs: FxHashMap::default(),
-            held: Arc::default(),
-            values: Default::default(),
-            batches: FxHashMap::default(),
-            folded: HashMap::new(),
-            recent: Recent::new(RECENT_BYTES),
-        }
-    }
-}
-
-/// Memory for [`Recent`] window values: 100,000 cards' worth of a week's
-/// day tiles and then some.
-const RECENT_BYTES: usize = 32 << 20;
 
 /// A processed batch's state changes and offsets, waiting for its outputs'
 /// acknowledgements before they are written.
@@ -106,14 +86,11 @@ pub struct Staged {
 }
 
 impl Pending {
-    /// The staged value of `key`, if a staged batch set it, or else the
-    /// value written lately, if remembered (`Some(None)`: deleted).
+    /// The staged value of `key`, if a staged batch set it (`Some(None)`:
+    /// deleted).
     fn value(&self, family: Family, key: &[u8]) -> Option<Option<&[u8]>> {
-        match self.values[family.index()].get(key) {
-            Some((seq, at)) => Some(self.batches.get(seq)?.get(*at)?.value.as_deref()),
-            None if family == Family::Windows => self.recent.get(key).map(Option::as_deref),
-            None => None,
-        }
+        let (seq, at) = self.values[family.index()].get(key)?;
+        Some(self.batches.get(seq)?.get(*at)?.value.as_deref())
     }
 }
 
@@ -243,8 +220,8 @@ impl Checkpoint {
 
     /// Hands the value of each of `keys` as of the last staged batch to
     /// `read` (by its index in `keys`), borrowed: from the staged batches
-    /// or the values written lately where they have it (under their lock),
-    /// else from the store in one batch.
+    /// where they have it (under their lock), else from the store in one
+    /// batch.
     pub fn read_many(
         &self,
         family: Family,
@@ -363,14 +340,13 @@ impl Checkpoint {
             .written
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut superseded: FxHashSet<(Family, Vec<u8>)> = FxHashSet::default();
         let merged: Vec<(u64, &Change)> = match staged.as_slice() {
             // The common case (one batch, nothing written out of order): its
             // changes as they are, without a map.
             [one] if written.by_newer.is_empty() => {
                 one.changes.iter().map(|change| (one.seq, change)).collect()
             }
-            many => latest_changes(many, &written, &mut superseded),
+            many => latest_changes(many, &written),
         };
         let revoked = self.revoked_since_staged(&staged);
         let merged: Vec<(u64, &Change)> = match &self.replica {
@@ -403,33 +379,25 @@ impl Checkpoint {
         written
             .by_newer
             .retain(|_, by| oldest_unwritten.is_some_and(|oldest| *by > oldest));
-        // `written` stays held: no other commit may update `recent` between
-        // this write and the lines below.
+        // From the write above the store has each value; the staged index
+        // gives it up only now, so a read between the two finds it in both.
         let mut guard = self.pending();
         let pending = &mut *guard;
         for batch in staged {
             pending.batches.remove(&batch.seq);
-            // The last holder now, so the values move rather than copy.
-            let changes = Arc::try_unwrap(batch.changes).unwrap_or_else(|shared| (*shared).clone());
-            for change in changes {
+            for change in batch.changes.iter() {
                 if let Some(replica) = &self.replica
-                    && revoked.contains(&(batch.seq, replica.partition(&change)))
+                    && revoked.contains(&(batch.seq, replica.partition(change)))
                 {
                     continue;
                 }
-                let values = &mut pending.values[change.family.index()];
                 // A later batch's value stays until that batch is written.
-                let set_by = values.get(change.key.as_slice()).map(|&(seq, _)| seq);
-                if set_by == Some(batch.seq) {
+                let values = &mut pending.values[change.family.index()];
+                if values
+                    .get(change.key.as_slice())
+                    .is_some_and(|&(seq, _)| seq == batch.seq)
+                {
                     values.remove(change.key.as_slice());
-                }
-                let latest = set_by.is_none_or(|seq| seq == batch.seq)
-                    && (superseded.is_empty()
-                        || !superseded.contains(&(change.family, change.key.clone())));
-                // Remembered as written only when it is what was written:
-                // not a value a newer batch superseded.
-                if change.family == Family::Windows && latest {
-                    pending.recent.insert(change.key, change.value);
                 }
             }
         }
@@ -445,26 +413,19 @@ impl Checkpoint {
 }
 
 /// The changes of `staged` (in batch order), each key once at its latest
-/// value and in key order, leaving out (into `superseded`) the keys a newer
-/// batch has already written.
-fn latest_changes<'s>(
-    staged: &'s [Staged],
-    written: &Written,
-    superseded: &mut FxHashSet<(Family, Vec<u8>)>,
-) -> Vec<(u64, &'s Change)> {
+/// value and in key order, leaving out the keys a newer batch has already
+/// written.
+fn latest_changes<'s>(staged: &'s [Staged], written: &Written) -> Vec<(u64, &'s Change)> {
     let mut latest: FxHashMap<(Family, &[u8]), (u64, &Change)> = FxHashMap::default();
     for batch in staged {
         for change in batch.changes.iter() {
-            if !written.by_newer.is_empty() {
-                let address = (change.family, change.key.clone());
-                if written
+            if !written.by_newer.is_empty()
+                && written
                     .by_newer
-                    .get(&address)
+                    .get(&(change.family, change.key.clone()))
                     .is_some_and(|&by| by > batch.seq)
-                {
-                    superseded.insert(address);
-                    continue;
-                }
+            {
+                continue;
             }
             latest.insert((change.family, change.key.as_slice()), (batch.seq, change));
         }

@@ -10,7 +10,6 @@ mod changelog;
 mod checkpoint;
 mod memory;
 mod owners;
-mod recent;
 mod replica;
 mod rocks;
 

@@ -83,12 +83,6 @@ impl Checkpoint {
         let mut all: Vec<&Change> = changes.iter().collect();
         all.push(&position);
         self.store.write(&all)?;
-        let mut pending = self.pending();
-        for change in changes {
-            if change.family == Family::Windows {
-                pending.recent.insert(change.key, change.value);
-            }
-        }
         Ok(())
     }
 
@@ -116,7 +110,6 @@ impl Checkpoint {
             });
         }
         pending.folded.retain(|(_, p), _| !partitions.contains(p));
-        pending.recent.clear();
     }
 
     /// Writes changes read from the changelog's `partition`, up to (not
