@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::changelog::Replica;
+use super::staged::StagedValues;
 use super::{Change, Family, StateError, Store, offset_key, parse_offset_key};
 
 pub struct Checkpoint {
@@ -61,12 +62,8 @@ pub(super) struct Pending {
     /// restored): a batch's changes to any other are not written, since
     /// their state is another instance's.
     pub(super) held: Arc<FxHashSet<i32>>,
-    /// Keys set by staged batches not yet written, per family: per key the
-    /// batch that set it last, and where in that batch's changes.
-    pub(super) values: [FxHashMap<Vec<u8>, (u64, usize)>; Family::ALL.len()],
-    /// The staged batches' changes, shared with their [`Staged`] (so that
-    /// staging copies no value).
-    batches: FxHashMap<u64, Arc<Vec<Change>>>,
+    /// The batches staged and not yet written, and the values they set.
+    pub(super) staged: StagedValues,
     /// Per topic and partition, the first offset not folded into state
     /// (staged or written).
     pub(super) folded: HashMap<(String, i32), i64>,
@@ -83,15 +80,6 @@ pub struct Staged {
     pub(super) epochs: FxHashMap<i32, u64>,
     /// The partitions held when staged (with a changelog).
     pub(super) held: Arc<FxHashSet<i32>>,
-}
-
-impl Pending {
-    /// The staged value of `key`, if a staged batch set it (`Some(None)`:
-    /// deleted).
-    fn value(&self, family: Family, key: &[u8]) -> Option<Option<&[u8]>> {
-        let (seq, at) = self.values[family.index()].get(key)?;
-        Some(self.batches.get(seq)?.get(*at)?.value.as_deref())
-    }
 }
 
 /// Delivered batches whose staged state waits to be written together:
@@ -212,7 +200,7 @@ impl Checkpoint {
 
     /// The value as of the last staged batch.
     pub fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        if let Some(value) = self.pending().value(family, key) {
+        if let Some(value) = self.pending().staged.value(family, key) {
             return Ok(value.map(<[u8]>::to_vec));
         }
         self.store.get(family, key)
@@ -232,7 +220,7 @@ impl Checkpoint {
         {
             let pending = self.pending();
             for (i, key) in keys.iter().enumerate() {
-                match pending.value(family, key) {
+                match pending.staged.value(family, key) {
                     Some(value) => read(i, value),
                     None => unstaged.push(i),
                 }
@@ -306,11 +294,8 @@ impl Checkpoint {
                 value: Some(folded.to_be_bytes().to_vec()),
             });
         }
-        for (at, change) in changes.iter().enumerate() {
-            pending.values[change.family.index()].insert(change.key.clone(), (seq, at));
-        }
         let changes = Arc::new(changes);
-        pending.batches.insert(seq, Arc::clone(&changes));
+        pending.staged.insert(seq, Arc::clone(&changes));
         let (epochs, held) = match self.replica {
             Some(_) => (pending.epochs.clone(), Arc::clone(&pending.held)),
             None => Default::default(),
@@ -363,11 +348,10 @@ impl Checkpoint {
         let committing: Vec<u64> = staged.iter().map(|s| s.seq).collect();
         let oldest_unwritten = self
             .pending()
-            .batches
-            .keys()
+            .staged
+            .batches()
             .filter(|seq| !committing.contains(seq))
-            .min()
-            .copied();
+            .min();
         if oldest_unwritten.is_some_and(|oldest| oldest < newest) {
             for (seq, change) in &merged {
                 written
@@ -381,25 +365,9 @@ impl Checkpoint {
             .retain(|_, by| oldest_unwritten.is_some_and(|oldest| *by > oldest));
         // From the write above the store has each value; the staged index
         // gives it up only now, so a read between the two finds it in both.
-        let mut guard = self.pending();
-        let pending = &mut *guard;
+        let mut pending = self.pending();
         for batch in staged {
-            pending.batches.remove(&batch.seq);
-            for change in batch.changes.iter() {
-                if let Some(replica) = &self.replica
-                    && revoked.contains(&(batch.seq, replica.partition(change)))
-                {
-                    continue;
-                }
-                // A later batch's value stays until that batch is written.
-                let values = &mut pending.values[change.family.index()];
-                if values
-                    .get(change.key.as_slice())
-                    .is_some_and(|&(seq, _)| seq == batch.seq)
-                {
-                    values.remove(change.key.as_slice());
-                }
-            }
+            pending.staged.remove(batch.seq);
         }
         Ok(Committed {
             revoked: revoked.into_iter().map(|(_, p)| p).collect(),
@@ -408,7 +376,7 @@ impl Checkpoint {
 
     /// Changes staged and not yet written (for tests and the status line).
     pub fn pending_keys(&self) -> usize {
-        self.pending().values.iter().map(FxHashMap::len).sum()
+        self.pending().staged.len()
     }
 }
 

@@ -12,6 +12,7 @@ mod memory;
 mod owners;
 mod replica;
 mod rocks;
+mod staged;
 
 pub use changelog::Position;
 pub use changelog::{Changelog, PartitionOf, change_of_record, record_key};

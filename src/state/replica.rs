@@ -104,11 +104,9 @@ impl Checkpoint {
             held.remove(partition);
         }
         pending.held = Arc::new(held);
-        for family in Family::ALL {
-            pending.values[family.index()].retain(|key, _| {
-                !partitions.contains(&log_partition(replica.partition_of, family, key))
-            });
-        }
+        pending.staged.forget(|family, key| {
+            partitions.contains(&log_partition(replica.partition_of, family, key))
+        });
         pending.folded.retain(|(_, p), _| !partitions.contains(p));
     }
 
