@@ -362,6 +362,19 @@ impl Windows {
         (0..count).filter(move |p| count > 1 && *p != partition)
     }
 
+    /// How many keys an event has in a series: its own partition's, and
+    /// for a spread series every other partition's
+    /// ([`Windows::other_partitions`]).
+    fn keys_per_event(&self, series: usize) -> usize {
+        match self.series[series].spread {
+            true => self
+                .partitions
+                .get()
+                .map_or(1, |&count| count.max(1) as usize),
+            false => 1,
+        }
+    }
+
     /// The partition a state key carries: the input's, or one for the
     /// whole instance.
     pub fn scoped(&self, partition: i32) -> i32 {

@@ -90,6 +90,10 @@ impl Columns {
         })
     }
 
+    pub(super) fn rows(&self) -> usize {
+        self.times.len()
+    }
+
     pub(super) fn time(&self, row: usize) -> Option<i64> {
         self.times.is_valid(row).then(|| self.times.value(row))
     }
@@ -105,6 +109,9 @@ impl Columns {
     }
 }
 
+/// A key a row does not have.
+const NO_SLOT: u32 = u32::MAX;
+
 pub(super) struct Session<'w> {
     windows: &'w Windows,
     /// Where keys not yet touched are read from; none starts empty.
@@ -114,6 +121,14 @@ pub(super) struct Session<'w> {
     loaded: FxHashMap<Vec<u8>, usize>,
     /// The tiles of each key touched, and whether they changed.
     slots: Vec<(Tiles, bool)>,
+    /// Per row prefetched, the slot of each key it touches, so that the
+    /// per-row pass does not look its keys up again: per series (from
+    /// `series_at`) its key in the row's own partition, then in the others
+    /// its features sum; [`NO_SLOT`] where the row has none.
+    row_slots: Vec<u32>,
+    /// Where each series' keys start within a row's, and the row's width
+    /// last.
+    series_at: Vec<usize>,
     /// Scratch for the state key being looked up.
     key: Vec<u8>,
     watermarks: HashMap<i32, i64>,
@@ -131,6 +146,8 @@ impl<'w> Session<'w> {
             state,
             loaded: FxHashMap::default(),
             slots: Vec::new(),
+            row_slots: Vec::new(),
+            series_at: Vec::new(),
             key: Vec::new(),
             watermarks: HashMap::new(),
             late: 0,
@@ -140,7 +157,8 @@ impl<'w> Session<'w> {
     }
 
     /// Loads the tiles of every key the rows of `columns` touch, in one
-    /// read of the store, so that the per-row pass finds them in memory.
+    /// read of the store, so that the per-row pass finds them in memory
+    /// and their slots by row. Once a session.
     pub(super) fn prefetch(
         &mut self,
         columns: &Columns,
@@ -156,22 +174,38 @@ impl<'w> Session<'w> {
         let most = rows.size_hint().0 * self.windows.series.len();
         self.loaded.reserve(most);
         self.slots.reserve(most);
+        let windows = self.windows;
+        self.series_at = std::iter::once(0)
+            .chain(windows.series.iter().enumerate().scan(0, |at, (s, _)| {
+                *at += windows.keys_per_event(s);
+                Some(*at)
+            }))
+            .collect();
+        let width = self.series_at[windows.series.len()];
+        self.row_slots = vec![NO_SLOT; columns.rows() * width];
         for (row, partition) in rows {
-            let partition = self.windows.scoped(partition);
-            for (s, series) in self.windows.series.iter().enumerate() {
+            let partition = windows.scoped(partition);
+            for (s, series) in windows.series.iter().enumerate() {
                 if source == Source::Labels && series.source != Source::Labels {
                     continue;
                 }
                 let Some(key) = columns.key(s, row) else {
                     continue;
                 };
-                let others = self.windows.other_partitions(s, partition);
-                for partition in std::iter::once(partition).chain(others) {
+                let others = windows.other_partitions(s, partition);
+                let places = row * width + self.series_at[s]..row * width + self.series_at[s + 1];
+                for (place, partition) in places.zip(std::iter::once(partition).chain(others)) {
                     set_state_key(&mut self.key, partition, &series.id, key);
-                    if !self.loaded.contains_key(self.key.as_slice()) {
-                        self.loaded.insert(self.key.clone(), self.slots.len());
-                        self.slots.push((Tiles::default(), false));
-                    }
+                    let slot = match self.loaded.get(self.key.as_slice()) {
+                        Some(&slot) => slot,
+                        None => {
+                            let slot = self.slots.len();
+                            self.loaded.insert(self.key.clone(), slot);
+                            self.slots.push((Tiles::default(), false));
+                            slot
+                        }
+                    };
+                    self.row_slots[place] = slot as u32;
                 }
             }
         }
@@ -189,6 +223,31 @@ impl<'w> Session<'w> {
             let (key, slot) = wanted[i];
             slots[slot].0 = stored_tiles(key, value);
         })
+    }
+
+    /// The slot of row `row`'s key `value` of series `s` in `partition`
+    /// (the `nth` of the partitions its features sum: its own first):
+    /// where the prefetch put it, else looked up.
+    fn slot_of(
+        &mut self,
+        row: usize,
+        s: usize,
+        nth: usize,
+        partition: i32,
+        value: &str,
+    ) -> Result<usize, StateError> {
+        let remembered = match (self.series_at.get(s), self.series_at.get(s + 1)) {
+            (Some(&start), Some(&end)) if start + nth < end => {
+                let width = self.series_at[self.series_at.len() - 1];
+                self.row_slots.get(row * width + start + nth).copied()
+            }
+            _ => None,
+        };
+        let windows = self.windows;
+        match remembered {
+            Some(slot) if slot != NO_SLOT => Ok(slot as usize),
+            _ => self.slot(partition, &windows.series[s].id, value),
+        }
     }
 
     /// The slot of a state key, read from the state if not yet touched.
@@ -239,8 +298,15 @@ impl<'w> Session<'w> {
                     summaries[f] = Summary::default();
                 }
             }
-            self.add_elsewhere(s, partition, key, bucket, &mut summaries, &mut by_length)?;
-            let slot = self.slot(partition, &series.id, key)?;
+            self.add_elsewhere(
+                (row, s),
+                partition,
+                key,
+                bucket,
+                &mut summaries,
+                &mut by_length,
+            )?;
+            let slot = self.slot_of(row, s, 0, partition, key)?;
             // An event only reads a label series' tiles: each key has one
             // writer, events for event series and labels for label series,
             // so the two topics' batches, computed and staged concurrently,
@@ -273,12 +339,13 @@ impl<'w> Session<'w> {
         Ok(())
     }
 
-    /// For a series spread over partitions: adds the summaries of `key`'s
-    /// tiles in the other partitions, for the event in tile `bucket`, to
-    /// `into` (indexed by feature; only this series' are touched).
+    /// For a series spread over partitions: adds the summaries of the
+    /// tiles of `key` (row `row`'s key of series `s`) in the other
+    /// partitions, for the event in tile `bucket`, to `into` (indexed by
+    /// feature; only this series' are touched).
     fn add_elsewhere(
         &mut self,
-        series: usize,
+        (row, s): (usize, usize),
         partition: i32,
         key: &str,
         bucket: i64,
@@ -286,10 +353,10 @@ impl<'w> Session<'w> {
         by_length: &mut Vec<Summary>,
     ) -> Result<(), StateError> {
         let windows = self.windows;
-        let others = windows.other_partitions(series, partition);
-        let series = &windows.series[series];
-        for other in others {
-            let slot = self.slot(other, &series.id, key)?;
+        let others = windows.other_partitions(s, partition);
+        let series = &windows.series[s];
+        for (nth, other) in (1..).zip(others) {
+            let slot = self.slot_of(row, s, nth, other, key)?;
             let tiles = &self.slots[slot].0;
             for ending in &series.ends {
                 ending.add_summaries(tiles, bucket, into, by_length);
@@ -319,7 +386,7 @@ impl<'w> Session<'w> {
             };
             let bucket = time.div_euclid(series.tile_ms);
             let value = columns.value(s, row);
-            let slot = self.slot(partition, &series.id, key)?;
+            let slot = self.slot_of(row, s, 0, partition, key)?;
             let (tiles, dirty) = &mut self.slots[slot];
             // As an event's: older than its key's newest label by the
             // retention or more, no event reads it; the tiles that far
