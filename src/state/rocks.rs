@@ -69,6 +69,13 @@ impl RocksStore {
         let families = Family::ALL.map(|family| {
             let mut family_options = Options::default();
             family_options.set_write_buffer_size(16 << 20);
+            // The same for the memtables: a key not in one (most of a
+            // batch's, once the memtable holding them was flushed) is
+            // answered by a Bloom filter of whole keys instead of a search
+            // of its skip list, which was the largest part of a batch's
+            // reads in a profile (bench/RESULTS.md, session 11).
+            family_options.set_memtable_whole_key_filtering(true);
+            family_options.set_memtable_prefix_bloom_ratio(0.05);
             let mut table = BlockBasedOptions::default();
             table.set_bloom_filter(10.0, false);
             table.set_block_cache(&cache);
@@ -157,9 +164,12 @@ impl Store for RocksStore {
         keys: &[&[u8]],
         read: &mut dyn FnMut(usize, Option<&[u8]>),
     ) -> Result<(), StateError> {
+        // Keys in order (the windows' prefetch sorts them) need no sort by
+        // RocksDB.
+        let sorted = keys.is_sorted();
         let values =
             self.db
-                .batched_multi_get_cf(self.family(family)?, keys.iter().copied(), false);
+                .batched_multi_get_cf(self.family(family)?, keys.iter().copied(), sorted);
         for (i, value) in values.into_iter().enumerate() {
             let value = value.map_err(|e| self.error(format!("read failed: {e}")))?;
             read(i, value.as_deref());
