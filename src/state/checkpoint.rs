@@ -384,7 +384,11 @@ impl Checkpoint {
 /// value and in key order, leaving out the keys a newer batch has already
 /// written.
 fn latest_changes<'s>(staged: &'s [Staged], written: &Written) -> Vec<(u64, &'s Change)> {
-    let mut latest: FxHashMap<(Family, &[u8]), (u64, &Change)> = FxHashMap::default();
+    // Sized for every change at once: growing it rehashed it several
+    // times a commit (bench/RESULTS.md, session 11).
+    let most = staged.iter().map(Staged::len).sum();
+    let mut latest: FxHashMap<(Family, &[u8]), (u64, &Change)> =
+        FxHashMap::with_capacity_and_hasher(most, Default::default());
     for batch in staged {
         for change in batch.changes.iter() {
             if !written.by_newer.is_empty()
