@@ -264,3 +264,7 @@ fn dir_mb(dir: &std::path::Path) -> f64 {
 
 criterion_group!(benches, window_updates);
 criterion_main!(benches);
+
+// The allocator `streamscore` runs with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -8,6 +8,11 @@ use clap::Parser;
 use streamscore::cli::{Cli, execute};
 use streamscore::error::Chain;
 
+// mimalloc, not glibc's malloc: the state path allocates keys and values
+// per window key and batch (Cargo.toml says what it saved).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
