@@ -59,7 +59,9 @@ impl KafkaSource {
     /// full (rows or bytes) or has lingered long enough. Returns an empty
     /// batch only once `stop` is cancelled.
     pub async fn next_batch(&self, stop: &CancellationToken) -> Batch {
+        let assignment = &self.consumer.context().assignment;
         let mut batch = Batch::new(&self.topic);
+        batch.fetched_under = assignment.revocations();
         let mut deadline: Option<Instant> = None;
         let mut bytes = 0;
         while batch.len() < self.batch.max_rows && bytes < self.batch.max_bytes {
@@ -71,6 +73,18 @@ impl KafkaSource {
             };
             match received {
                 Ok(message) => {
+                    // A rebalance came while gathering (its callback runs
+                    // in `recv`): what was gathered of the partitions it
+                    // revoked is stale, and is fetched again if they come
+                    // back (`held_only`).
+                    let now = assignment.revocations();
+                    if now != batch.fetched_under {
+                        let since = batch.fetched_under;
+                        batch
+                            .records
+                            .retain(|r| !assignment.revoked_after(r.partition, since));
+                        batch.fetched_under = now;
+                    }
                     deadline.get_or_insert_with(|| Instant::now() + self.batch.linger);
                     let record = self.detach(&message);
                     bytes += record.payload.as_ref().map_or(0, Vec::len);
@@ -88,21 +102,26 @@ impl KafkaSource {
     }
 
     /// Leaves out the records of partitions revoked since they were
-    /// fetched: their new holder reads them again from the committed offset
-    /// and scores them on its state. Scored here, they would be scored on a
-    /// state that no longer holds what this instance staged but did not
-    /// write (ARCHITECTURE.md §2, "State that follows its partitions").
+    /// fetched: their holder now, this instance again or another, reads
+    /// them again from the committed offset and scores them on its state.
+    /// Scored here, they would be scored on a state that no longer holds
+    /// what this instance staged but did not write (ARCHITECTURE.md §2,
+    /// "State that follows its partitions"); and a partition given back
+    /// meanwhile would fold them ahead of the records before them, which
+    /// are then read again below the checkpoint and never folded.
     pub fn held_only(&self, mut batch: Batch) -> Batch {
-        if let Some(held) = self.consumer.context().assignment.current() {
-            let before = batch.len();
-            batch.records.retain(|r| held.contains(&r.partition));
-            if batch.len() < before {
-                tracing::info!(
-                    topic = %self.topic,
-                    left = before - batch.len(),
-                    "records of revoked partitions left to their new holder"
-                );
-            }
+        let assignment = &self.consumer.context().assignment;
+        let since = batch.fetched_under;
+        let before = batch.len();
+        batch
+            .records
+            .retain(|r| assignment.holds_since(r.partition, since));
+        if batch.len() < before {
+            tracing::info!(
+                topic = %self.topic,
+                left = before - batch.len(),
+                "records of revoked partitions left to their holder"
+            );
         }
         batch
     }
