@@ -107,6 +107,31 @@ pub struct Assignment {
     backlogged: RwLock<Option<(BTreeSet<i32>, std::time::Instant)>>,
 }
 
+/// The partitions held now (`None` before the first assignment: all),
+/// and those revoked since a given revocation count.
+#[derive(Debug)]
+pub struct HeldSince {
+    held: Option<BTreeSet<i32>>,
+    revoked: BTreeSet<i32>,
+}
+
+impl HeldSince {
+    /// Whether a record of `partition` is still this instance's to score:
+    /// the partition is held and was not revoked in between.
+    pub fn holds(&self, partition: i32) -> bool {
+        let held = self
+            .held
+            .as_ref()
+            .is_none_or(|partitions| partitions.contains(&partition));
+        held && !self.revoked(partition)
+    }
+
+    /// Whether `partition` was revoked in between.
+    pub fn revoked(&self, partition: i32) -> bool {
+        self.revoked.contains(&partition)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Revocations {
     count: u64,
@@ -122,25 +147,22 @@ impl Assignment {
             .count
     }
 
-    /// Whether `partition` was revoked after the count was `since`.
-    pub fn revoked_after(&self, partition: i32, since: u64) -> bool {
-        self.revoked
+    /// What is held now for records fetched under revocation count
+    /// `since`: taken once a batch, then asked per record.
+    pub fn held_since(&self, since: u64) -> HeldSince {
+        let revoked = self
+            .revoked
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .last
-            .get(&partition)
-            .is_some_and(|&at| at > since)
-    }
-
-    /// Whether a record of `partition` fetched under revocation count
-    /// `since` is still this instance's to score: the partition is held
-    /// and was not revoked in between (before the first assignment, every
-    /// partition is).
-    pub fn holds_since(&self, partition: i32, since: u64) -> bool {
-        let held = self
-            .current()
-            .is_none_or(|partitions| partitions.contains(&partition));
-        held && !self.revoked_after(partition, since)
+            .iter()
+            .filter(|&(_, &at)| at > since)
+            .map(|(&partition, _)| partition)
+            .collect();
+        HeldSince {
+            held: self.current(),
+            revoked,
+        }
     }
 
     /// `None` until the first assignment.
@@ -211,24 +233,27 @@ mod tests {
     #[test]
     fn a_partition_given_back_is_not_held_for_records_fetched_before() {
         let assignment = Assignment::default();
-        assert!(assignment.holds_since(2, 0), "before any assignment");
+        assert!(assignment.held_since(0).holds(2), "before any assignment");
         assignment.change(&[0, 1, 2], &[]);
         let before = assignment.revocations();
-        assert!(assignment.holds_since(2, before));
+        assert!(assignment.held_since(before).holds(2));
         // An eager rebalance: everything revoked, then the same given back.
         assignment.change(&[], &[0, 1, 2]);
-        assert!(!assignment.holds_since(2, before), "revoked");
+        assert!(!assignment.held_since(before).holds(2), "revoked");
         assignment.change(&[0, 1, 2], &[]);
         assert!(
-            !assignment.holds_since(2, before),
+            !assignment.held_since(before).holds(2),
             "given back, still stale"
         );
         let after = assignment.revocations();
-        assert!(assignment.holds_since(2, after), "fetched after: fresh");
+        assert!(
+            assignment.held_since(after).holds(2),
+            "fetched after: fresh"
+        );
         // A follower's reassignment that keeps 0 and lets 1 go revokes 1
         // only.
         assignment.change(&[0, 2], &[1]);
-        assert!(assignment.holds_since(0, after));
-        assert!(!assignment.holds_since(1, after));
+        assert!(assignment.held_since(after).holds(0));
+        assert!(!assignment.held_since(after).holds(1));
     }
 }

@@ -79,10 +79,8 @@ impl KafkaSource {
                     // back (`held_only`).
                     let now = assignment.revocations();
                     if now != batch.fetched_under {
-                        let since = batch.fetched_under;
-                        batch
-                            .records
-                            .retain(|r| !assignment.revoked_after(r.partition, since));
+                        let since = assignment.held_since(batch.fetched_under);
+                        batch.records.retain(|r| !since.revoked(r.partition));
                         batch.fetched_under = now;
                     }
                     deadline.get_or_insert_with(|| Instant::now() + self.batch.linger);
@@ -110,12 +108,13 @@ impl KafkaSource {
     /// meanwhile would fold them ahead of the records before them, which
     /// are then read again below the checkpoint and never folded.
     pub fn held_only(&self, mut batch: Batch) -> Batch {
-        let assignment = &self.consumer.context().assignment;
-        let since = batch.fetched_under;
+        let held = self
+            .consumer
+            .context()
+            .assignment
+            .held_since(batch.fetched_under);
         let before = batch.len();
-        batch
-            .records
-            .retain(|r| assignment.holds_since(r.partition, since));
+        batch.records.retain(|r| held.holds(r.partition));
         if batch.len() < before {
             tracing::info!(
                 topic = %self.topic,

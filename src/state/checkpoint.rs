@@ -411,16 +411,8 @@ fn latest_changes<'s>(staged: &'s [Staged], written: &Written) -> Vec<(u64, &'s 
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Changelog, MemoryStore, Position};
+    use super::super::{Changelog, MemoryStore, Position, change};
     use super::*;
-
-    fn change(key: &str, value: Option<&str>) -> Change {
-        Change {
-            family: Family::Windows,
-            key: key.as_bytes().to_vec(),
-            value: value.map(|v| v.as_bytes().to_vec()),
-        }
-    }
 
     #[test]
     fn later_batches_read_staged_values_and_commits_write_them_with_offsets()

@@ -82,6 +82,16 @@ pub struct Change {
     pub value: Option<Vec<u8>>,
 }
 
+/// A window key set to `value` (`None`: deleted), for the state's tests.
+#[cfg(test)]
+pub(crate) fn change(key: &str, value: Option<&str>) -> Change {
+    Change {
+        family: Family::Windows,
+        key: key.as_bytes().to_vec(),
+        value: value.map(|v| v.as_bytes().to_vec()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state store {path}: {message}")]

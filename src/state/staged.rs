@@ -127,15 +127,8 @@ impl StagedValues {
 
 #[cfg(test)]
 mod tests {
+    use super::super::change;
     use super::*;
-
-    fn change(key: &str, value: Option<&str>) -> Change {
-        Change {
-            family: Family::Windows,
-            key: key.as_bytes().to_vec(),
-            value: value.map(|v| v.as_bytes().to_vec()),
-        }
-    }
 
     #[test]
     fn the_latest_batch_shadows_and_a_removal_uncovers_only_its_own_keys() {
