@@ -2,21 +2,27 @@
 //!
 //! The plan is built, optimised and made physical once against the record
 //! schema, so a SQL error stops the start before anything is consumed.
-//! Each batch then only swaps the plan's in-memory source for the batch
-//! itself (planning each batch afresh was about half the SQL's time in a
-//! profile, bench/RESULTS.md).
+//! A row-wise plan is projections over the table's columns, so each batch
+//! is run through the projections' expressions directly, as DataFusion's
+//! projection operator would run them. Planning each batch afresh was about
+//! half the SQL's time in a profile, and swapping the batch into the
+//! planned operators (which rebuilt them) half of what was left
+//! (bench/RESULTS.md, sessions 5 and 12); a plan of any other shape still
+//! runs through DataFusion's executor with the batch swapped in.
 
 use std::sync::Arc;
 
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
-use arrow::record_batch::RecordBatch;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionState};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::projection::Projector;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -41,7 +47,61 @@ pub struct SqlTransform {
     /// The physical plan over an empty in-memory table of the input
     /// schema, whose source each batch replaces.
     physical: Arc<dyn ExecutionPlan>,
+    /// The plan as projections of the batch, when it is only that.
+    projections: Option<Projections>,
     output_schema: SchemaRef,
+}
+
+/// A plan of projections over an in-memory source, run without the
+/// executor: the source's choice of columns, then each projection's
+/// expressions, innermost first.
+struct Projections {
+    input_schema: SchemaRef,
+    columns: Option<Vec<usize>>,
+    innermost_first: Vec<Projector>,
+}
+
+impl Projections {
+    /// `physical` as projections, if it is only projections over the
+    /// in-memory source (what a row-wise plan becomes).
+    fn of(physical: &Arc<dyn ExecutionPlan>) -> Option<Self> {
+        let mut outermost_first = Vec::new();
+        let mut node = physical;
+        loop {
+            if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
+                let projector = projection
+                    .projection_expr()
+                    .make_projector_with_schema_metadata(
+                        &projection.input().schema(),
+                        &projection.schema(),
+                    )
+                    .ok()?;
+                outermost_first.push(projector);
+                node = projection.input();
+                continue;
+            }
+            let memory = node
+                .downcast_ref::<DataSourceExec>()
+                .and_then(|exec| exec.data_source().downcast_ref::<MemorySourceConfig>())?;
+            outermost_first.reverse();
+            return Some(Self {
+                input_schema: memory.original_schema(),
+                columns: memory.projection().clone(),
+                innermost_first: outermost_first,
+            });
+        }
+    }
+
+    fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch, DataFusionError> {
+        let mut projected = match &self.columns {
+            Some(columns) => batch.project(columns)?,
+            None => batch.clone(),
+        };
+        for projector in &self.innermost_first {
+            projected = projector.project_batch(&projected)?;
+        }
+        Ok(projected)
+    }
 }
 
 impl SqlTransform {
@@ -78,6 +138,7 @@ impl SqlTransform {
             .map_err(TransformError::Plan)?;
         Ok(Self {
             state,
+            projections: Projections::of(&physical),
             physical,
             output_schema,
         })
@@ -90,6 +151,35 @@ impl SqlTransform {
     /// Runs the planned SQL on one decoded batch.
     pub async fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, TransformError> {
         let expected = batch.num_rows();
+        let output = match &self.projections {
+            Some(projections) => {
+                // As `MemTable` checked when each batch was planned anew: a
+                // batch of another schema would be read by the wrong columns.
+                if !projections.input_schema.contains(&batch.schema()) {
+                    return Err(TransformError::Execute(other_schema()));
+                }
+                let projected = projections.apply(&batch).map_err(TransformError::Execute)?;
+                // Under the planned schema, as the executor's output is.
+                RecordBatch::try_new_with_options(
+                    Arc::clone(&self.output_schema),
+                    projected.columns().to_vec(),
+                    &RecordBatchOptions::new().with_row_count(Some(projected.num_rows())),
+                )
+                .map_err(|e| TransformError::Execute(e.into()))?
+            }
+            None => self.execute(batch).await?,
+        };
+        if output.num_rows() != expected {
+            return Err(TransformError::RowCount {
+                expected,
+                got: output.num_rows(),
+            });
+        }
+        Ok(output)
+    }
+
+    /// Runs the planned operators with the batch as their source.
+    async fn execute(&self, batch: RecordBatch) -> Result<RecordBatch, TransformError> {
         let physical = Arc::clone(&self.physical)
             .transform_up(|node| {
                 let Some(memory) = node
@@ -98,12 +188,8 @@ impl SqlTransform {
                 else {
                     return Ok(Transformed::no(node));
                 };
-                // As `MemTable` checked when each batch was planned anew: a
-                // batch of another schema would be read by the wrong columns.
                 if !memory.original_schema().contains(&batch.schema()) {
-                    return datafusion::common::plan_err!(
-                        "the batch's schema is not the one the SQL was planned for"
-                    );
+                    return Err(other_schema());
                 }
                 let source: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
                     &[vec![batch.clone()]],
@@ -117,16 +203,12 @@ impl SqlTransform {
         let batches = collect(physical, self.state.task_ctx())
             .await
             .map_err(TransformError::Execute)?;
-        let output = concat_batches(&self.output_schema, &batches)
-            .map_err(|e| TransformError::Execute(e.into()))?;
-        if output.num_rows() != expected {
-            return Err(TransformError::RowCount {
-                expected,
-                got: output.num_rows(),
-            });
-        }
-        Ok(output)
+        concat_batches(&self.output_schema, &batches).map_err(|e| TransformError::Execute(e.into()))
     }
+}
+
+fn other_schema() -> DataFusionError {
+    DataFusionError::Plan("the batch's schema is not the one the SQL was planned for".into())
 }
 
 /// Refuses plans that drop, add or reorder rows.
@@ -148,5 +230,102 @@ fn ensure_row_wise(plan: &LogicalPlan) -> Result<(), TransformError> {
     match offending {
         Some(node) => Err(TransformError::NotRowWise(node)),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{
+        ArrayRef, BooleanArray, Float64Array, StringArray, TimestampMillisecondArray,
+    };
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+
+    fn transactions() -> RecordBatch {
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("event_id", Arc::new(StringArray::from(vec!["a", "b", "c"]))),
+            (
+                "amount",
+                Arc::new(Float64Array::from(vec![Some(10.0), None, Some(300.0)])),
+            ),
+            (
+                "event_time",
+                Arc::new(TimestampMillisecondArray::from(vec![
+                    1_775_000_000_000,
+                    1_775_020_000_000,
+                    1_775_500_000_000,
+                ])),
+            ),
+            (
+                "is_online",
+                Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)])),
+            ),
+            (
+                "card_mean_amount_30d",
+                Arc::new(Float64Array::from(vec![Some(0.0), Some(5.0), None])),
+            ),
+        ];
+        RecordBatch::try_from_iter(columns).expect("a batch")
+    }
+
+    /// The example's kinds of expression (functions, CASE, casts,
+    /// COALESCE over NULLIF, a nested SELECT), run on the projections
+    /// directly and through DataFusion's executor: the same batch.
+    #[tokio::test]
+    async fn projections_run_directly_give_what_the_executor_gives() {
+        let batch = transactions();
+        let sql = "SELECT event_id, ratio * 2.0 AS doubled, night FROM (
+            SELECT event_id,
+                ln(amount + 1.0) AS log_amount,
+                CASE WHEN amount > 220.0 THEN 1.0 ELSE 0.0 END AS high,
+                CAST(date_part('hour', event_time) AS DOUBLE) AS hour_of_day,
+                CASE WHEN date_part('hour', event_time) < 6 THEN 1.0 ELSE 0.0 END AS night,
+                CASE WHEN is_online THEN 1.0 ELSE 0.0 END AS online,
+                COALESCE(amount / NULLIF(card_mean_amount_30d, 0.0), 1.0) AS ratio
+            FROM transactions)";
+        for sql in [
+            sql,
+            "SELECT * FROM transactions",
+            "SELECT amount FROM transactions",
+        ] {
+            let transform = SqlTransform::plan(sql, "transactions", batch.schema())
+                .await
+                .expect("the SQL plans");
+            assert!(
+                transform.projections.is_some(),
+                "`{sql}` runs as projections"
+            );
+            let direct = transform.apply(batch.clone()).await.expect("runs directly");
+            let executed = transform
+                .execute(batch.clone())
+                .await
+                .expect("runs executed");
+            assert_eq!(direct, executed, "`{sql}`");
+            assert_eq!(direct.num_rows(), 3);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_another_schema_is_refused() {
+        let planned = Arc::new(Schema::new(vec![
+            Field::new("amount", DataType::Utf8, true),
+            Field::new(
+                "event_time",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]));
+        let transform =
+            SqlTransform::plan("SELECT amount FROM transactions", "transactions", planned)
+                .await
+                .expect("the SQL plans");
+        let refused = transform.apply(transactions()).await.unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("not the one the SQL was planned for"),
+            "{refused}"
+        );
     }
 }

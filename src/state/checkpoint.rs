@@ -12,7 +12,8 @@
 //! folded twice. Consumption thus resumes, in effect, from the later of
 //! Kafka's commit and the store's offset.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::binary_heap::PeekMut;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -227,6 +228,9 @@ impl Checkpoint {
             }
         }
         if !unstaged.is_empty() {
+            // In key order, as RocksDB reads them best; only the keys it
+            // reads are sorted (most of a busy batch's are staged).
+            unstaged.sort_unstable_by_key(|&i| keys[i]);
             let wanted: Vec<&[u8]> = unstaged.iter().map(|&i| keys[i]).collect();
             self.store
                 .read_many(family, &wanted, &mut |at, value| read(unstaged[at], value))?;
@@ -294,6 +298,11 @@ impl Checkpoint {
                 value: Some(folded.to_be_bytes().to_vec()),
             });
         }
+        // In key order, for the commit's merge of batches (and RocksDB's
+        // memtable, which inserts a key near the last one). A stable sort:
+        // the windows' changes come sorted, so it only merges the runs, and
+        // a key changed twice keeps its last value last.
+        changes.sort_by(|a, b| (a.family, &a.key).cmp(&(b.family, &b.key)));
         let changes = Arc::new(changes);
         pending.staged.insert(seq, Arc::clone(&changes));
         let (epochs, held) = match self.replica {
@@ -383,31 +392,96 @@ impl Checkpoint {
 /// The changes of `staged` (in batch order), each key once at its latest
 /// value and in key order, leaving out the keys a newer batch has already
 /// written.
+///
+/// A merge of the batches, each in key order already ([`Checkpoint::stage`]
+/// sorts them): no map of every key and no sort after it, which were a
+/// third of the commit's own time (bench/RESULTS.md, session 12).
 fn latest_changes<'s>(staged: &'s [Staged], written: &Written) -> Vec<(u64, &'s Change)> {
-    // Sized for every change at once: growing it rehashed it several
-    // times a commit (bench/RESULTS.md, session 11).
-    let most = staged.iter().map(Staged::len).sum();
-    let mut latest: FxHashMap<(Family, &[u8]), (u64, &Change)> =
-        FxHashMap::with_capacity_and_hasher(most, Default::default());
-    for batch in staged {
-        for change in batch.changes.iter() {
-            if !written.by_newer.is_empty()
-                && written
-                    .by_newer
-                    .get(&(change.family, change.key.clone()))
-                    .is_some_and(|&by| by > batch.seq)
-            {
-                continue;
+    let mut merged = Vec::with_capacity(staged.iter().map(Staged::len).sum());
+    let mut heads: BinaryHeap<Head<'s>> = (0..staged.len())
+        .filter_map(|batch| Head::at(staged, batch, 0))
+        .collect();
+    // The top is the smallest key, from the newest batch that changed it.
+    while let Some(newest) = heads.pop() {
+        // Older batches' changes to the same key are superseded.
+        while let Some(mut older) = heads.peek_mut() {
+            if older.key() != newest.key() {
+                break;
             }
-            latest.insert((change.family, change.key.as_slice()), (batch.seq, change));
+            match Head::at(staged, older.batch, older.at + 1) {
+                Some(next) => *older = next,
+                None => {
+                    PeekMut::pop(older);
+                }
+            }
         }
+        let seq = staged[newest.batch].seq;
+        let change = newest.change;
+        let superseded = !written.by_newer.is_empty()
+            && written
+                .by_newer
+                .get(&(change.family, change.key.clone()))
+                .is_some_and(|&by| by > seq);
+        if !superseded {
+            merged.push((seq, change));
+        }
+        heads.extend(Head::at(staged, newest.batch, newest.at + 1));
     }
-    // References, not copies: the values are written straight from the
-    // staged batches, in key order, as a batch's own changes are.
-    let mut merged: Vec<(u64, &Change)> = latest.into_values().collect();
-    merged.sort_unstable_by(|a, b| (a.1.family, &a.1.key).cmp(&(b.1.family, &b.1.key)));
     merged
 }
+
+/// Where the merge of one staged batch has got to: its change at `at`, the
+/// last of that key's if the batch changed it more than once.
+struct Head<'s> {
+    batch: usize,
+    at: usize,
+    change: &'s Change,
+}
+
+impl<'s> Head<'s> {
+    fn at(staged: &'s [Staged], batch: usize, at: usize) -> Option<Self> {
+        let changes = &staged[batch].changes;
+        let first = changes.get(at)?;
+        let repeats = changes[at + 1..]
+            .iter()
+            .take_while(|c| (c.family, &c.key) == (first.family, &first.key))
+            .count();
+        Some(Self {
+            batch,
+            at: at + repeats,
+            change: &changes[at + repeats],
+        })
+    }
+
+    fn key(&self) -> (Family, &[u8]) {
+        (self.change.family, &self.change.key)
+    }
+}
+
+/// Ordered for [`BinaryHeap`] (a max-heap) so that the greatest head is the
+/// smallest key, and of equal keys the newest batch's.
+impl Ord for Head<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .key()
+            .cmp(&self.key())
+            .then(self.batch.cmp(&other.batch))
+    }
+}
+
+impl PartialOrd for Head<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Head<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Head<'_> {}
 
 #[cfg(test)]
 mod tests {
@@ -483,6 +557,42 @@ mod tests {
             BTreeMap::from([(0, 20)])
         );
         Ok(())
+    }
+
+    /// The commit's merge against the plainest statement of it: per key,
+    /// the last change of the newest batch that changed it, in key order.
+    /// Batches of random keys over two families, some changed twice in a
+    /// batch, some deleted.
+    #[test]
+    fn the_merge_of_batches_keeps_each_keys_last_change_in_key_order() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let checkpoint = Checkpoint::new(Arc::new(MemoryStore::default())).expect("a checkpoint");
+        for _ in 0..50 {
+            let staged: Vec<Staged> = (0..rng.random_range(1..6))
+                .map(|_| {
+                    let changes = (0..rng.random_range(0..30))
+                        .map(|_| Change {
+                            family: [Family::Windows, Family::Scores][rng.random_range(0..2)],
+                            key: format!("k{}", rng.random_range(0..40)).into_bytes(),
+                            value: rng
+                                .random_bool(0.8)
+                                .then(|| rng.random_range(0..1000).to_string().into_bytes()),
+                        })
+                        .collect();
+                    checkpoint.stage("tx", &BTreeMap::new(), changes)
+                })
+                .collect();
+            let mut expected: BTreeMap<(Family, &[u8]), (u64, &Change)> = BTreeMap::new();
+            for batch in &staged {
+                for change in batch.changes.iter() {
+                    expected.insert((change.family, &change.key), (batch.seq, change));
+                }
+            }
+            let expected: Vec<(u64, &Change)> = expected.into_values().collect();
+            assert_eq!(latest_changes(&staged, &Written::default()), expected);
+            checkpoint.commit_all(staged).expect("the commit");
+        }
     }
 
     /// A labels batch folded between a transactions batch's processing and

@@ -209,14 +209,13 @@ impl<'w> Session<'w> {
                 }
             }
         }
-        let mut wanted: Vec<(&[u8], usize)> = self
+        // The checkpoint puts the keys it reads from the store in order.
+        let wanted: Vec<(&[u8], usize)> = self
             .loaded
             .iter()
             .filter(|&(_, &slot)| slot >= first_new)
             .map(|(key, &slot)| (key.as_slice(), slot))
             .collect();
-        // In key order, as RocksDB reads them best.
-        wanted.sort_unstable();
         let keys: Vec<&[u8]> = wanted.iter().map(|(key, _)| *key).collect();
         let slots = &mut self.slots;
         state.read_many(Family::Windows, &keys, |i, value| {

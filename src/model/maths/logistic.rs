@@ -1,7 +1,7 @@
 //! Logistic regression: the maths only. The payload file (`model.json`)
 //! holds the coefficients and the intercept; the manifest holds the rest.
 
-use ndarray::{Array1, ArrayView1, ArrayView2, Axis};
+use ndarray::{Array1, ArrayView1, ArrayView2, Zip};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Explain, ModelOutput, REASON_COUNT, top_reasons};
@@ -48,30 +48,31 @@ impl Logistic {
     /// finite but huge feature) gets a NaN probability: 1/(1+e^-inf) would
     /// pass as a confident 0 or 1 that no feature supports.
     pub fn score(&self, x: ArrayView2<f64>, explain: Explain) -> ModelOutput {
-        let contributions = &x * &ArrayView1::from(&self.coefficients);
-        let logit: Array1<f64> = contributions.sum_axis(Axis(1)) + self.intercept;
-        let probability: Vec<f64> = logit
-            .iter()
-            .map(|z| {
-                if z.is_finite() {
-                    1.0 / (1.0 + (-z).exp())
-                } else {
-                    f64::NAN
-                }
-            })
-            .collect();
-        let reasons = contributions
-            .rows()
-            .into_iter()
-            .zip(&probability)
-            .map(|(terms, &p)| {
-                if explain.wants(p) {
-                    top_reasons(terms)
-                } else {
-                    [None; REASON_COUNT]
-                }
-            })
-            .collect();
+        let mut probability = Vec::with_capacity(x.nrows());
+        let mut reasons = Vec::with_capacity(x.nrows());
+        // One row's terms at a time: the whole rows x features matrix of
+        // them was a batch's largest allocation, and its fresh pages a
+        // visible share of the engine's CPU (bench/RESULTS.md, session 12).
+        let coefficients = ArrayView1::from(&self.coefficients);
+        let mut terms = Array1::zeros(coefficients.len());
+        for row in x.rows() {
+            Zip::from(&mut terms)
+                .and(&row)
+                .and(&coefficients)
+                .for_each(|term, &value, &coefficient| *term = value * coefficient);
+            let z = terms.sum() + self.intercept;
+            let p = if z.is_finite() {
+                1.0 / (1.0 + (-z).exp())
+            } else {
+                f64::NAN
+            };
+            probability.push(p);
+            reasons.push(if explain.wants(p) {
+                top_reasons(terms.view())
+            } else {
+                [None; REASON_COUNT]
+            });
+        }
         ModelOutput {
             probability,
             reasons,
