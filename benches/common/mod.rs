@@ -49,11 +49,18 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Times the stream can start again before its events reach the wall
+    /// clock: about 25 million events.
+    const ROUNDS: i64 = 60;
+
     pub fn new() -> Self {
+        // Far enough back that its rounds stay in the past: the engine
+        // refuses event times past the wall clock (`max_future`).
         let transactions = simulate(&SimulationConfig {
             customers: 5_000,
             terminals: 10_000,
             days: 60,
+            start: chrono::Utc::now() - chrono::Duration::days(61 * Self::ROUNDS),
             ..SimulationConfig::default()
         });
         let span = match (transactions.first(), transactions.last()) {
@@ -76,6 +83,10 @@ impl Stream {
             if self.next == self.transactions.len() {
                 self.next = 0;
                 self.rounds += 1;
+                assert!(
+                    i64::from(self.rounds) < Self::ROUNDS,
+                    "the simulated stream has run out of past"
+                );
             }
             let mut t = self.transactions[self.next].clone();
             self.next += 1;
