@@ -10,6 +10,8 @@
 //! what the registry follower does off the batch path before a swap:
 //! loading and verifying a bundle from disk.
 
+// Each bench uses a part of the shared module.
+#[allow(dead_code)]
 mod common;
 
 use std::sync::Arc;

@@ -14,6 +14,8 @@
 //! first, as `streamscore run` does; without it the metric calls go nowhere.
 //! The two runs side by side give the cost of the metrics.
 
+// Each bench uses a part of the shared module.
+#[allow(dead_code)]
 mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

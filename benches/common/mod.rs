@@ -1,6 +1,3 @@
-// Each bench compiles this module on its own and uses a part of it.
-#![allow(dead_code)]
-
 //! What the benches share: the example pipeline's engine and a batch of
 //! simulated transactions.
 
