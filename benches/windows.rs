@@ -1,10 +1,10 @@
 //! Window features through RocksDB: events per second on one core, for
 //! - `3w2k`: three windows (1, 7 and 30 days, day tiles) counting events on
 //!   two keys (card and terminal): two state keys per event;
-//! - `example`: the example pipeline's twelve features (per card: count and
-//!   mean amount over 1 day in hour tiles, 7 and 30 days in day tiles; per
+//! - `example`: the example pipeline's twelve features, all in its hour
+//!   tiles (per card: count and mean amount over 1, 7 and 30 days; per
 //!   terminal: counts and confirmed frauds over 1, 7 and 30 days a week
-//!   back): four state keys per event.
+//!   back): three state keys per event.
 //!
 //! Each 2,000-event batch is computed against the state and staged; the
 //! staged batches are written in one fsync'd WriteBatch every batch, or
