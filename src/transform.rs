@@ -49,6 +49,8 @@ pub struct SqlTransform {
     physical: Arc<dyn ExecutionPlan>,
     /// The plan as projections of the batch, when it is only that.
     projections: Option<Projections>,
+    /// What the SQL was planned against, and what it gives.
+    input_schema: SchemaRef,
     output_schema: SchemaRef,
 }
 
@@ -56,7 +58,6 @@ pub struct SqlTransform {
 /// executor: the source's choice of columns, then each projection's
 /// expressions, innermost first.
 struct Projections {
-    input_schema: SchemaRef,
     columns: Option<Vec<usize>>,
     innermost_first: Vec<Projector>,
 }
@@ -85,7 +86,6 @@ impl Projections {
                 .and_then(|exec| exec.data_source().downcast_ref::<MemorySourceConfig>())?;
             outermost_first.reverse();
             return Some(Self {
-                input_schema: memory.original_schema(),
                 columns: memory.projection().clone(),
                 innermost_first: outermost_first,
             });
@@ -140,6 +140,7 @@ impl SqlTransform {
             state,
             projections: Projections::of(&physical),
             physical,
+            input_schema,
             output_schema,
         })
     }
@@ -151,13 +152,15 @@ impl SqlTransform {
     /// Runs the planned SQL on one decoded batch.
     pub async fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, TransformError> {
         let expected = batch.num_rows();
+        // As `MemTable` checked when each batch was planned anew: a batch
+        // of another schema would be read by the wrong columns.
+        if !self.input_schema.contains(&batch.schema()) {
+            return Err(TransformError::Execute(DataFusionError::Plan(
+                "the batch's schema is not the one the SQL was planned for".into(),
+            )));
+        }
         let output = match &self.projections {
             Some(projections) => {
-                // As `MemTable` checked when each batch was planned anew: a
-                // batch of another schema would be read by the wrong columns.
-                if !projections.input_schema.contains(&batch.schema()) {
-                    return Err(TransformError::Execute(other_schema()));
-                }
                 let projected = projections.apply(&batch).map_err(TransformError::Execute)?;
                 // Under the planned schema, as the executor's output is.
                 RecordBatch::try_new_with_options(
@@ -188,9 +191,6 @@ impl SqlTransform {
                 else {
                     return Ok(Transformed::no(node));
                 };
-                if !memory.original_schema().contains(&batch.schema()) {
-                    return Err(other_schema());
-                }
                 let source: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
                     &[vec![batch.clone()]],
                     memory.original_schema(),
@@ -205,10 +205,6 @@ impl SqlTransform {
             .map_err(TransformError::Execute)?;
         concat_batches(&self.output_schema, &batches).map_err(|e| TransformError::Execute(e.into()))
     }
-}
-
-fn other_schema() -> DataFusionError {
-    DataFusionError::Plan("the batch's schema is not the one the SQL was planned for".into())
 }
 
 /// Refuses plans that drop, add or reorder rows.
