@@ -550,7 +550,7 @@ mod tests {
     use arrow::datatypes::{Field, Float64Type, TimeUnit};
 
     use super::*;
-    use crate::state::MemoryStore;
+    use crate::state::{Family, MemoryStore};
 
     const HOUR: i64 = 3_600_000;
 
@@ -647,6 +647,71 @@ mod tests {
         // Another partition's card `a` is another key.
         let out = windows.compute(&second, &[1], &[0], &[], &checkpoint)?;
         assert_eq!(column(&out, 0), [Some(1.0)]);
+        Ok(())
+    }
+
+    /// A batch's keys are decoded when a row first uses them and encoded
+    /// after the last (`session::Slot`): batches of many rows, several of
+    /// a key, some staged and some written, folded in an order that is not
+    /// the rows', give each row the features, and leave the state, that
+    /// one row at a time does.
+    #[test]
+    fn a_batch_of_many_rows_a_key_computes_what_rows_one_at_a_time_do() -> Result<(), WindowError> {
+        let windows = windows();
+        let rows: Vec<(String, i64, f64)> = (0..120i64)
+            .map(|i| (format!("card-{}", i * 7 % 5), i * HOUR / 3, (i % 11) as f64))
+            .collect();
+        let row_refs: Vec<(&str, i64, f64)> =
+            rows.iter().map(|(c, t, a)| (c.as_str(), *t, *a)).collect();
+
+        let one_at_a_time = Checkpoint::new(Arc::new(MemoryStore::default()))?;
+        let mut expected = vec![Vec::new(); windows.planned.len()];
+        for row in &row_refs {
+            let out = windows.compute(&batch(&[*row]), &[0], &[0], &[], &one_at_a_time)?;
+            for (f, values) in expected.iter_mut().enumerate() {
+                values.extend(column(&out, f));
+            }
+            one_at_a_time.commit(one_at_a_time.stage("t", &BTreeMap::new(), out.changes))?;
+        }
+
+        let batched = Checkpoint::new(Arc::new(MemoryStore::default()))?;
+        let mut unwritten = Vec::new();
+        for (n, chunk) in row_refs.chunks(17).enumerate() {
+            // Each chunk folded in time order; its rows given newest first.
+            let reversed: Vec<_> = chunk.iter().rev().copied().collect();
+            let order: Vec<usize> = (0..chunk.len()).rev().collect();
+            let out = windows.compute(
+                &batch(&reversed),
+                &vec![0; chunk.len()],
+                &order,
+                &[],
+                &batched,
+            )?;
+            let keys: Vec<&Vec<u8>> = out.changes.iter().map(|c| &c.key).collect();
+            assert!(
+                keys.windows(2).all(|k| k[0] < k[1]),
+                "each key once, in order"
+            );
+            for (f, expected) in expected.iter().enumerate() {
+                let mut got = column(&out, f);
+                got.reverse();
+                assert_eq!(
+                    got,
+                    expected[n * 17..n * 17 + chunk.len()],
+                    "feature {f}, chunk {n}"
+                );
+            }
+            unwritten.push(batched.stage("t", &BTreeMap::new(), out.changes));
+            // Every other chunk is written; the others are read staged.
+            if n % 2 == 1 {
+                batched.commit_all(std::mem::take(&mut unwritten))?;
+            }
+        }
+        batched.commit_all(unwritten)?;
+        assert_eq!(
+            batched.store().scan(Family::Windows)?,
+            one_at_a_time.store().scan(Family::Windows)?
+        );
         Ok(())
     }
 

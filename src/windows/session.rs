@@ -112,6 +112,47 @@ impl Columns {
 /// A key a row does not have.
 const NO_SLOT: u32 = u32::MAX;
 
+/// A key's tiles within a session. A batch's keys are read together but
+/// used one row at a time, and decoded tiles are several times the size of
+/// their bytes: decoding them all up front, and encoding them all at the
+/// end, had each row walk tiles the cache no longer held (most of the walk's
+/// time in a profile; bench/RESULTS.md, session 13). So a key is decoded
+/// when a row first uses it, and encoded again after the last row that
+/// does, while its tiles are still in the cache.
+struct Slot {
+    /// Its tiles, unless `encoded` holds them.
+    tiles: Tiles,
+    /// Its tiles as bytes, to be decoded when a row uses them.
+    encoded: Option<Encoded>,
+    /// Whether this session changed its tiles.
+    dirty: bool,
+    /// The last row of the prefetch that uses it ([`NO_SLOT`]: unknown,
+    /// kept decoded to the end).
+    last_row: u32,
+    /// The partition its key carries, for a damaged value's report.
+    partition: i32,
+}
+
+enum Encoded {
+    /// As read from the state, at this range of [`Session::read`].
+    Read(std::ops::Range<usize>),
+    /// Changed, and encoded again after the last row that uses it (`None`:
+    /// no tiles left, the key is deleted).
+    Written(Option<Vec<u8>>),
+}
+
+impl Slot {
+    fn new(tiles: Tiles, partition: i32) -> Self {
+        Self {
+            tiles,
+            encoded: None,
+            dirty: false,
+            last_row: NO_SLOT,
+            partition,
+        }
+    }
+}
+
 pub(super) struct Session<'w> {
     windows: &'w Windows,
     /// Where keys not yet touched are read from; none starts empty.
@@ -119,8 +160,11 @@ pub(super) struct Session<'w> {
     /// Per state key touched, its place in `slots`: each key is allocated
     /// once a session, and looked up through `key` after that.
     loaded: FxHashMap<Vec<u8>, usize>,
-    /// The tiles of each key touched, and whether they changed.
-    slots: Vec<(Tiles, bool)>,
+    /// The tiles of each key touched.
+    slots: Vec<Slot>,
+    /// The bytes of the values the prefetch read, one after another
+    /// ([`Held::Read`]).
+    read: Vec<u8>,
     /// Per row prefetched, the slot of each key it touches, so that the
     /// per-row pass does not look its keys up again: per series (from
     /// `series_at`) its key in the row's own partition, then in the others
@@ -146,6 +190,7 @@ impl<'w> Session<'w> {
             state,
             loaded: FxHashMap::default(),
             slots: Vec::new(),
+            read: Vec::new(),
             row_slots: Vec::new(),
             series_at: Vec::new(),
             key: Vec::new(),
@@ -156,9 +201,10 @@ impl<'w> Session<'w> {
         }
     }
 
-    /// Loads the tiles of every key the rows of `columns` touch, in one
+    /// Reads the values of every key the rows of `columns` touch, in one
     /// read of the store, so that the per-row pass finds them in memory
-    /// and their slots by row. Once a session.
+    /// and their slots by row, and notes each key's last row. Once a
+    /// session.
     pub(super) fn prefetch(
         &mut self,
         columns: &Columns,
@@ -201,11 +247,12 @@ impl<'w> Session<'w> {
                         None => {
                             let slot = self.slots.len();
                             self.loaded.insert(self.key.clone(), slot);
-                            self.slots.push((Tiles::default(), false));
+                            self.slots.push(Slot::new(Tiles::default(), partition));
                             slot
                         }
                     };
                     self.row_slots[place] = slot as u32;
+                    self.slots[slot].last_row = row as u32;
                 }
             }
         }
@@ -217,11 +264,41 @@ impl<'w> Session<'w> {
             .map(|(key, &slot)| (key.as_slice(), slot))
             .collect();
         let keys: Vec<&[u8]> = wanted.iter().map(|(key, _)| *key).collect();
-        let slots = &mut self.slots;
+        // Room for a few hundred bytes a key (a card's month of hour tiles
+        // at a few events a day), so that the bytes are seldom moved as
+        // they grow.
+        self.read.reserve(keys.len() * 256);
+        let (slots, read) = (&mut self.slots, &mut self.read);
         state.read_many(Family::Windows, &keys, |i, value| {
-            let (key, slot) = wanted[i];
-            slots[slot].0 = stored_tiles(key, value);
+            if let Some(bytes) = value {
+                read.extend_from_slice(bytes);
+                let range = read.len() - bytes.len()..read.len();
+                slots[wanted[i].1].encoded = Some(Encoded::Read(range));
+            }
         })
+    }
+
+    /// The tiles of `slot`, decoded if not yet, and whether they changed.
+    fn open(&mut self, slot: usize) -> (&mut Tiles, &mut bool) {
+        let slot = &mut self.slots[slot];
+        if let Some(encoded) = slot.encoded.take() {
+            let bytes = match &encoded {
+                Encoded::Read(range) => Some(&self.read[range.clone()]),
+                Encoded::Written(bytes) => bytes.as_deref(),
+            };
+            slot.tiles = stored_tiles(slot.partition, bytes);
+        }
+        (&mut slot.tiles, &mut slot.dirty)
+    }
+
+    /// After row `row`'s use of `slot`: a changed key the prefetch saw no
+    /// later row use is encoded now, while its tiles are in the cache.
+    fn done_with(&mut self, slot: usize, row: usize) {
+        let slot = &mut self.slots[slot];
+        if slot.dirty && slot.last_row == row as u32 && slot.encoded.is_none() {
+            let tiles = std::mem::take(&mut slot.tiles);
+            slot.encoded = Some(Encoded::Written(encoded(&tiles)));
+        }
     }
 
     /// The slot of row `row`'s key `value` of series `s` in `partition`
@@ -260,8 +337,10 @@ impl<'w> Session<'w> {
             None => None,
         };
         let slot = self.slots.len();
-        self.slots
-            .push((stored_tiles(&self.key, stored.as_deref()), false));
+        self.slots.push(Slot::new(
+            stored_tiles(partition, stored.as_deref()),
+            partition,
+        ));
         self.loaded.insert(self.key.clone(), slot);
         Ok(slot)
     }
@@ -312,7 +391,7 @@ impl<'w> Session<'w> {
             // never write one key from two stale reads (a label was lost
             // that way while events expired label tiles; ARCHITECTURE.md
             // §2). Label tiles age with the labels (`label`).
-            let (tiles, dirty) = &mut self.slots[slot];
+            let (tiles, dirty) = self.open(slot);
             for ending in &series.ends {
                 ending.add_summaries(tiles, bucket, &mut summaries, &mut by_length);
                 for &(_, f) in &ending.features {
@@ -332,6 +411,7 @@ impl<'w> Session<'w> {
             } else {
                 self.late += 1;
             }
+            self.done_with(slot, row);
         }
         self.summaries = summaries;
         self.by_length = by_length;
@@ -356,7 +436,7 @@ impl<'w> Session<'w> {
         let series = &windows.series[s];
         for (nth, other) in (1..).zip(others) {
             let slot = self.slot_of(row, s, nth, other, key)?;
-            let tiles = &self.slots[slot].0;
+            let (tiles, _) = self.open(slot);
             for ending in &series.ends {
                 ending.add_summaries(tiles, bucket, into, by_length);
             }
@@ -386,7 +466,7 @@ impl<'w> Session<'w> {
             let bucket = time.div_euclid(series.tile_ms);
             let value = columns.value(s, row);
             let slot = self.slot_of(row, s, 0, partition, key)?;
-            let (tiles, dirty) = &mut self.slots[slot];
+            let (tiles, dirty) = self.open(slot);
             // As an event's: older than its key's newest label by the
             // retention or more, no event reads it; the tiles that far
             // behind the newest label go. Events arrive no earlier than
@@ -397,6 +477,7 @@ impl<'w> Session<'w> {
             } else {
                 self.late += 1;
             }
+            self.done_with(slot, row);
         }
         Ok(())
     }
@@ -406,20 +487,27 @@ impl<'w> Session<'w> {
         *newest = (*newest).max(time);
     }
 
-    pub(super) fn finish(self, out: Vec<Vec<Option<f64>>>) -> WindowOutput {
+    pub(super) fn finish(mut self, out: Vec<Vec<Option<f64>>>) -> WindowOutput {
         self.windows.expiry.advance(&self.watermarks);
-        let slots = &self.slots;
+        let slots = &mut self.slots;
         let mut changes: Vec<Change> = self
             .loaded
             .into_iter()
-            .filter(|&(_, slot)| slots[slot].1)
-            .map(|(key, slot)| {
-                let tiles = &slots[slot].0;
-                Change {
+            .filter_map(|(key, slot)| {
+                let slot = &mut slots[slot];
+                if !slot.dirty {
+                    return None;
+                }
+                let value = match slot.encoded.take() {
+                    Some(Encoded::Written(bytes)) => bytes,
+                    // Changed, so decoded: `open` took these bytes.
+                    Some(Encoded::Read(_)) | None => encoded(&slot.tiles),
+                };
+                Some(Change {
                     family: Family::Windows,
                     key,
-                    value: (!tiles.is_empty()).then(|| tiles.encode()),
-                }
+                    value,
+                })
             })
             .collect();
         // In key order, RocksDB's memtable inserts each key near the last
@@ -436,18 +524,19 @@ impl<'w> Session<'w> {
 
 /// The tiles of a stored window value; a value that does not read is
 /// quarantined and its key starts with no history.
-fn stored_tiles(key: &[u8], stored: Option<&[u8]>) -> Tiles {
+fn stored_tiles(partition: i32, stored: Option<&[u8]>) -> Tiles {
     let Some(bytes) = stored else {
         return Tiles::default();
     };
     Tiles::decode(bytes).unwrap_or_else(|reason| {
-        let partition = key
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .map(i32::from_be_bytes);
-        crate::state::quarantined(Family::Windows, partition, &reason);
+        crate::state::quarantined(Family::Windows, Some(partition), &reason);
         Tiles::default()
     })
+}
+
+/// A key's value for its tiles: none once it has none.
+fn encoded(tiles: &Tiles) -> Option<Vec<u8>> {
+    (!tiles.is_empty()).then(|| tiles.encode())
 }
 
 /// Adds one event to its tile and drops the tiles no feature reaches any

@@ -4,7 +4,43 @@
 //! so both cost the same however long the history is; tiles older than the
 //! longest window are dropped.
 
-use prost::encoding::{decode_varint, encode_varint};
+/// Appends `value` as a varint (LEB128, as protobuf writes it). Written
+/// here, inlined, rather than called through prost's generic buffer: a
+/// key's tiles are a few varints each, and the calls were much of the
+/// encoding's time in a profile (bench/RESULTS.md, session 13).
+#[inline(always)]
+fn encode_varint(mut value: u64, bytes: &mut Vec<u8>) {
+    while value >= 0x80 {
+        bytes.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    bytes.push(value as u8);
+}
+
+/// Takes a varint from the front of `rest`; none where it is cut short or
+/// longer than a u64.
+#[inline(always)]
+fn decode_varint(rest: &mut &[u8]) -> Option<u64> {
+    // Most are one byte: a tile's gap, events and values.
+    let (&first, tail) = rest.split_first()?;
+    if first < 0x80 {
+        *rest = tail;
+        return Some(u64::from(first));
+    }
+    let mut value = 0u64;
+    for (i, &byte) in rest.iter().enumerate().take(10) {
+        // The tenth byte holds the top bit of a u64, and nothing more.
+        if i == 9 && byte > 1 {
+            return None;
+        }
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            *rest = &rest[i + 1..];
+            return Some(value);
+        }
+    }
+    None
+}
 
 /// How a key's tiles are written: varints and only the floats a tile
 /// needs, so that an hour tile of one event is a few bytes, not 40. Every
@@ -226,7 +262,7 @@ fn decode_compact(body: &[u8]) -> Result<Tiles, String> {
         .split_first_chunk::<8>()
         .map(|(newest, rest)| (i64::from_le_bytes(*newest), rest))
         .ok_or("a value shorter than its newest tile")?;
-    let count = decode_varint(&mut rest).map_err(|_| "a damaged tile count")?;
+    let count = decode_varint(&mut rest).ok_or("a damaged tile count")?;
     // Room for the tile the session is likely to add, so that adding it
     // does not move them all; a damaged count cannot ask for more than the
     // bytes could hold (3 a tile at least).
@@ -237,7 +273,7 @@ fn decode_compact(body: &[u8]) -> Result<Tiles, String> {
     let mut tiles = Vec::with_capacity(count + 1);
     let mut before = newest;
     while tiles.len() < count {
-        let mut varint = || decode_varint(&mut rest).map_err(|_| "a damaged varint".to_owned());
+        let mut varint = || decode_varint(&mut rest).ok_or_else(|| "a damaged varint".to_owned());
         let gap = i64::try_from(varint()?).map_err(|_| "a tile out of range")?;
         let bucket = match tiles.is_empty() {
             true => newest.checked_sub(gap),
@@ -455,6 +491,29 @@ mod tests {
         assert_eq!(again[0], FORMAT);
         assert_eq!(Tiles::decode(&again)?, tiles);
         Ok(())
+    }
+
+    #[test]
+    fn varints_round_trip_and_overlong_ones_are_refused() {
+        for value in [0, 1, 127, 128, 300, 1 << 35, u64::MAX - 1, u64::MAX] {
+            let mut bytes = Vec::new();
+            encode_varint(value, &mut bytes);
+            // LEB128: seven bits a byte, the high bit set on all but the last.
+            assert_eq!(
+                bytes.len(),
+                (64 - value.leading_zeros() as usize).max(1).div_ceil(7)
+            );
+            let mut rest = bytes.as_slice();
+            assert_eq!(decode_varint(&mut rest), Some(value));
+            assert!(rest.is_empty());
+            // Cut short, it is refused.
+            assert_eq!(decode_varint(&mut &bytes[..bytes.len() - 1]), None);
+        }
+        // Eleven bytes, or a tenth byte beyond a u64's top bit.
+        assert_eq!(decode_varint(&mut &[0x80u8; 10][..]), None);
+        let mut too_big = vec![0xffu8; 9];
+        too_big.push(0x02);
+        assert_eq!(decode_varint(&mut too_big.as_slice()), None);
     }
 
     #[test]
