@@ -179,12 +179,16 @@ impl Store for RocksStore {
 
     fn write(&self, changes: &[&Change]) -> Result<(), StateError> {
         // Sized once: a commit is thousands of keys, and the batch's buffer
-        // grew by copying itself (bench/RESULTS.md, session 13).
+        // grew by copying itself (bench/RESULTS.md, session 13). A record
+        // is its key and value behind at most 16 bytes (its kind, family
+        // and two lengths); the batch's header is 12 (sequence and count).
+        const RECORD: usize = 16;
+        const HEADER: usize = 12;
         let bytes: usize = changes
             .iter()
-            .map(|c| c.key.len() + c.value.as_ref().map_or(0, Vec::len) + 16)
+            .map(|c| c.key.len() + c.value.as_ref().map_or(0, Vec::len) + RECORD)
             .sum();
-        let mut batch = WriteBatch::with_capacity_bytes(bytes + 12);
+        let mut batch = WriteBatch::with_capacity_bytes(HEADER + bytes);
         for change in changes {
             let family = self.family(change.family)?;
             match &change.value {

@@ -163,7 +163,7 @@ pub(super) struct Session<'w> {
     /// The tiles of each key touched.
     slots: Vec<Slot>,
     /// The bytes of the values the prefetch read, one after another
-    /// ([`Held::Read`]).
+    /// ([`Encoded::Read`]).
     read: Vec<u8>,
     /// Per row prefetched, the slot of each key it touches, so that the
     /// per-row pass does not look its keys up again: per series (from
@@ -291,11 +291,12 @@ impl<'w> Session<'w> {
         (&mut slot.tiles, &mut slot.dirty)
     }
 
-    /// After row `row`'s use of `slot`: a changed key the prefetch saw no
-    /// later row use is encoded now, while its tiles are in the cache.
+    /// After row `row`'s use of `slot` (opened by it): a changed key the
+    /// prefetch saw no later row use is encoded now, while its tiles are in
+    /// the cache.
     fn done_with(&mut self, slot: usize, row: usize) {
         let slot = &mut self.slots[slot];
-        if slot.dirty && slot.last_row == row as u32 && slot.encoded.is_none() {
+        if slot.dirty && slot.last_row == row as u32 {
             let tiles = std::mem::take(&mut slot.tiles);
             slot.encoded = Some(Encoded::Written(encoded(&tiles)));
         }
