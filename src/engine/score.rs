@@ -10,7 +10,7 @@ use crate::config::ReasonsFor;
 use crate::model::serving::comparison::Pair;
 use crate::model::{Bundle, Explain, Lineup, Role, Scores};
 use crate::outcomes;
-use crate::output::{BatchOutput, Decision, Outgoing, ReasonRecord, ScoreRecord};
+use crate::output::{BatchOutput, Decision, Outgoing, ScoreJson};
 use crate::reject::Rejected;
 
 impl Engine {
@@ -71,10 +71,24 @@ impl Engine {
             _ => None,
         };
         let champion_threshold = self.models.threshold(&lineup.champion);
+        let scored_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let json = |bundle: &Bundle, role: Role| {
+            ScoreJson::new(
+                &batch.topic,
+                bundle.name(),
+                bundle.version(),
+                role,
+                bundle.manifest.feature_names(),
+                &scored_at,
+            )
+        };
         let writer = RecordWriter {
             batch,
             rows,
-            scored_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            champion: json(&lineup.champion, Role::Champion),
+            challenger: challenger
+                .as_ref()
+                .map(|(bundle, _)| json(bundle, Role::Challenger)),
             payload_bytes: std::cell::Cell::new(0),
         };
         let mut pairs = Vec::new();
@@ -154,7 +168,9 @@ pub(super) struct ScoredRows {
 struct RecordWriter<'a> {
     batch: &'a Batch,
     rows: &'a TransformedRows,
-    scored_at: String,
+    /// The champion's records' shared pieces, and the challenger's.
+    champion: ScoreJson,
+    challenger: Option<ScoreJson>,
     /// The longest record written so far in the batch: the next one's
     /// buffer starts that large rather than growing to it.
     payload_bytes: std::cell::Cell<usize>,
@@ -171,45 +187,36 @@ impl RecordWriter<'_> {
     ) -> Result<Outgoing, EngineError> {
         let index = self.rows.source_index[row];
         let record = &self.batch.records[index];
-        let value = ScoreRecord {
-            event_id: Cow::Borrowed(self.rows.event_ids.value(row)),
-            topic: Cow::Borrowed(&self.batch.topic),
-            partition: record.partition,
-            offset: record.offset,
-            score: scores.probability[row],
-            decision: if flags {
+        let json = match (role, &self.challenger) {
+            (Role::Challenger, Some(challenger)) => challenger,
+            _ => &self.champion,
+        };
+        let features = scores.inputs.as_ref().map(|inputs| {
+            bundle
+                .manifest
+                .feature_names()
+                .zip(inputs.row(row))
+                .map(|(name, value)| (Cow::Borrowed(name), *value))
+                .collect()
+        });
+        let mut payload = Vec::with_capacity(self.payload_bytes.get());
+        json.write(
+            &mut payload,
+            self.rows.event_ids.value(row),
+            record.partition,
+            record.offset,
+            scores.probability[row],
+            if flags {
                 Decision::Flag
             } else {
                 Decision::Pass
             },
-            model_name: Cow::Borrowed(bundle.name()),
-            model_version: Cow::Borrowed(bundle.version()),
-            role,
-            reasons: scores.reasons[row]
+            scores.reasons[row]
                 .iter()
                 .flatten()
-                .map(|reason| ReasonRecord {
-                    feature: Cow::Borrowed(
-                        bundle.manifest.features[usize::from(reason.feature)]
-                            .name
-                            .as_str(),
-                    ),
-                    contribution: reason.contribution,
-                })
-                .collect(),
-            scored_at: Cow::Borrowed(&self.scored_at),
-            features: scores.inputs.as_ref().map(|inputs| {
-                bundle
-                    .manifest
-                    .feature_names()
-                    .zip(inputs.row(row))
-                    .map(|(name, value)| (Cow::Borrowed(name), *value))
-                    .collect()
-            }),
-        };
-        let mut payload = Vec::with_capacity(self.payload_bytes.get());
-        serde_json::to_writer(&mut payload, &value)
-            .map_err(|e| EngineError::Internal(format!("score record does not serialise: {e}")))?;
+                .map(|reason| (usize::from(reason.feature), reason.contribution)),
+            features.as_ref(),
+        );
         self.payload_bytes
             .set(self.payload_bytes.get().max(payload.len()));
         Ok(Outgoing {
