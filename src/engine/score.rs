@@ -71,26 +71,12 @@ impl Engine {
             _ => None,
         };
         let champion_threshold = self.models.threshold(&lineup.champion);
-        let scored_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let json = |bundle: &Bundle, role: Role| {
-            ScoreJson::new(
-                &batch.topic,
-                bundle.name(),
-                bundle.version(),
-                role,
-                bundle.manifest.feature_names(),
-                &scored_at,
-            )
-        };
-        let writer = RecordWriter {
+        let writer = RecordWriter::new(
             batch,
             rows,
-            champion: json(&lineup.champion, Role::Champion),
-            challenger: challenger
-                .as_ref()
-                .map(|(bundle, _)| json(bundle, Role::Challenger)),
-            payload_bytes: std::cell::Cell::new(0),
-        };
+            &lineup.champion,
+            challenger.as_ref().map(|(bundle, _)| -> &Bundle { bundle }),
+        );
         let mut pairs = Vec::new();
         let mut champion_invalid = champion.invalid.iter().peekable();
         let mut challenger_invalid = challenger
@@ -176,7 +162,33 @@ struct RecordWriter<'a> {
     payload_bytes: std::cell::Cell<usize>,
 }
 
-impl RecordWriter<'_> {
+impl<'a> RecordWriter<'a> {
+    fn new(
+        batch: &'a Batch,
+        rows: &'a TransformedRows,
+        champion: &Bundle,
+        challenger: Option<&Bundle>,
+    ) -> Self {
+        let scored_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let json = |bundle: &Bundle, role: Role| {
+            ScoreJson::new(
+                &batch.topic,
+                bundle.name(),
+                bundle.version(),
+                role,
+                bundle.manifest.feature_names(),
+                &scored_at,
+            )
+        };
+        Self {
+            batch,
+            rows,
+            champion: json(champion, Role::Champion),
+            challenger: challenger.map(|bundle| json(bundle, Role::Challenger)),
+            payload_bytes: std::cell::Cell::new(0),
+        }
+    }
+
     fn record(
         &self,
         row: usize,
