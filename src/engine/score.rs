@@ -104,24 +104,19 @@ impl Engine {
                     champion.probability[row],
                 ));
             }
-            output.scores.push(writer.record(
-                row,
-                &lineup.champion,
-                &champion,
-                flags,
-                Role::Champion,
-            )?);
-            let Some((bundle, scores)) = challenger.as_ref().filter(|_| !challenger_cannot) else {
+            output
+                .scores
+                .push(writer.record(row, &writer.champion, &champion, flags)?);
+            let (Some(model), Some((bundle, scores))) = (
+                &writer.challenger,
+                challenger.as_ref().filter(|_| !challenger_cannot),
+            ) else {
                 continue;
             };
             let challenger_flags = scores.probability[row] >= self.models.threshold(bundle);
-            output.shadow.push(writer.record(
-                row,
-                bundle,
-                scores,
-                challenger_flags,
-                Role::Challenger,
-            )?);
+            output
+                .shadow
+                .push(writer.record(row, model, scores, challenger_flags)?);
             pairs.push(Pair {
                 champion: champion.probability[row],
                 challenger: scores.probability[row],
@@ -154,57 +149,61 @@ pub(super) struct ScoredRows {
 struct RecordWriter<'a> {
     batch: &'a Batch,
     rows: &'a TransformedRows,
-    /// The champion's records' shared pieces, and the challenger's.
-    champion: ScoreJson,
-    challenger: Option<ScoreJson>,
+    champion: ModelRecords<'a>,
+    challenger: Option<ModelRecords<'a>>,
     /// The longest record written so far in the batch: the next one's
     /// buffer starts that large rather than growing to it.
     payload_bytes: std::cell::Cell<usize>,
+}
+
+/// One model's score records in a batch: its bundle (whose feature names
+/// the records' features carry) and the pieces its records share.
+struct ModelRecords<'a> {
+    bundle: &'a Bundle,
+    json: ScoreJson,
 }
 
 impl<'a> RecordWriter<'a> {
     fn new(
         batch: &'a Batch,
         rows: &'a TransformedRows,
-        champion: &Bundle,
-        challenger: Option<&Bundle>,
+        champion: &'a Bundle,
+        challenger: Option<&'a Bundle>,
     ) -> Self {
         let scored_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let json = |bundle: &Bundle, role: Role| {
-            ScoreJson::new(
+        let model = |bundle: &'a Bundle, role: Role| ModelRecords {
+            bundle,
+            json: ScoreJson::new(
                 &batch.topic,
                 bundle.name(),
                 bundle.version(),
                 role,
                 bundle.manifest.feature_names(),
                 &scored_at,
-            )
+            ),
         };
         Self {
             batch,
             rows,
-            champion: json(champion, Role::Champion),
-            challenger: challenger.map(|bundle| json(bundle, Role::Challenger)),
+            champion: model(champion, Role::Champion),
+            challenger: challenger.map(|bundle| model(bundle, Role::Challenger)),
             payload_bytes: std::cell::Cell::new(0),
         }
     }
 
+    /// Row `row`'s score record by `model`.
     fn record(
         &self,
         row: usize,
-        bundle: &Bundle,
+        model: &ModelRecords,
         scores: &Scores,
         flags: bool,
-        role: Role,
     ) -> Result<Outgoing, EngineError> {
         let index = self.rows.source_index[row];
         let record = &self.batch.records[index];
-        let json = match (role, &self.challenger) {
-            (Role::Challenger, Some(challenger)) => challenger,
-            _ => &self.champion,
-        };
         let features = scores.inputs.as_ref().map(|inputs| {
-            bundle
+            model
+                .bundle
                 .manifest
                 .feature_names()
                 .zip(inputs.row(row))
@@ -212,7 +211,7 @@ impl<'a> RecordWriter<'a> {
                 .collect()
         });
         let mut payload = Vec::with_capacity(self.payload_bytes.get());
-        json.write(
+        model.json.write(
             &mut payload,
             self.rows.event_ids.value(row),
             record.partition,

@@ -47,11 +47,63 @@ fn decode_varint(rest: &mut &[u8]) -> Option<u64> {
 /// byte of it is copied, checksummed and logged again each time the key
 /// changes (RocksDB's WAL and memtable, the changelog), so its size is
 /// much of the state path's cost (ARCHITECTURE.md §2; bench/RESULTS.md).
-const FORMAT: u8 = 2;
+/// A float that is a whole number of hundredths (an amount in cents, as
+/// payments are) is written as its hundredths, a varint of 2 or 3 bytes
+/// rather than 8.
+const FORMAT: u8 = 3;
+/// The second format, still read: [`FORMAT`] with every float in 8 bytes.
+const RAW_FLOATS_FORMAT: u8 = 2;
 /// The first format, still read: 40 bytes a tile (bucket, events, values,
 /// sum, min, max), fixed width.
 const FIXED_FORMAT: u8 = 1;
 const FIXED_TILE_BYTES: usize = 8 + 4 + 4 + 8 + 8 + 8;
+
+/// The hundredths `value` is a whole number of, where dividing them by 100
+/// gives `value` back bit for bit (a parsed "57.23" is: the division and
+/// the parse both round to the double nearest 57.23). Not for a negative
+/// zero, a NaN, an infinity or a value past 2^53 hundredths.
+#[inline(always)]
+fn hundredths(value: f64) -> Option<i64> {
+    let scaled = value * 100.0;
+    // Past 2^53 hundredths, or not finite (a NaN too).
+    if scaled.is_nan() || scaled.abs() >= 9.0e15 {
+        return None;
+    }
+    // Rounded by hand: `f64::round` is a libm call on baseline x86-64.
+    // The check below decides, however it was rounded.
+    let whole = (scaled + 0.5f64.copysign(scaled)) as i64;
+    ((whole as f64 / 100.0).to_bits() == value.to_bits()).then_some(whole)
+}
+
+/// Appends `value`: its hundredths as a zigzag varint where it has them
+/// (true), else its 8 bytes.
+#[inline(always)]
+fn encode_float(value: f64, bytes: &mut Vec<u8>) -> bool {
+    match hundredths(value) {
+        Some(whole) => {
+            encode_varint(((whole << 1) ^ (whole >> 63)) as u64, bytes);
+            true
+        }
+        None => {
+            bytes.extend_from_slice(&value.to_le_bytes());
+            false
+        }
+    }
+}
+
+/// Takes a float from the front of `rest`, written as [`encode_float`]
+/// wrote it (`hundredths`: as a varint).
+#[inline(always)]
+fn decode_float(rest: &mut &[u8], hundredths: bool) -> Result<f64, String> {
+    if hundredths {
+        let zigzag = decode_varint(rest).ok_or("a damaged varint")?;
+        let whole = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
+        return Ok(whole as f64 / 100.0);
+    }
+    let (bytes, after) = rest.split_first_chunk::<8>().ok_or("a value cut short")?;
+    *rest = after;
+    Ok(f64::from_le_bytes(*bytes))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Tile {
@@ -117,23 +169,25 @@ impl Tiles {
             return Err("empty value".into());
         };
         match format {
-            FORMAT => decode_compact(body),
+            FORMAT => decode_compact(body, Floats::MaybeHundredths),
+            RAW_FLOATS_FORMAT => decode_compact(body, Floats::Raw),
             FIXED_FORMAT => decode_fixed(body),
             other => Err(format!(
-                "tile format {other}, this build reads {FIXED_FORMAT} and {FORMAT}"
+                "tile format {other}, this build reads {FIXED_FORMAT} to {FORMAT}"
             )),
         }
     }
 
     /// The compact format ([`FORMAT`]): the newest bucket in full, the
-    /// number of tiles, then per tile, oldest first, its distance from the tile before (the first:
-    /// from the newest), its events and its values as varints, and only the
-    /// floats it needs.
+    /// number of tiles, then per tile, oldest first, its distance from the
+    /// tile before (the first: from the newest), its events, a tag (its
+    /// values, whether its floats are all there, and which of them are
+    /// hundredths) as varints, and only the floats it needs.
     pub fn encode(&self) -> Vec<u8> {
         let Some(newest) = self.newest() else {
             return vec![FORMAT];
         };
-        let mut bytes = Vec::with_capacity(1 + 8 + 2 + self.tiles.len() * 12);
+        let mut bytes = Vec::with_capacity(1 + 8 + 2 + self.tiles.len() * 8);
         bytes.push(FORMAT);
         bytes.extend_from_slice(&newest.to_le_bytes());
         encode_varint(self.tiles.len() as u64, &mut bytes);
@@ -161,13 +215,30 @@ impl Tiles {
                 0 => sum.to_bits() == 0 && min == f64::INFINITY && max == f64::NEG_INFINITY,
                 _ => min.to_bits() == sum.to_bits() && max.to_bits() == sum.to_bits(),
             };
-            encode_varint(values << 1 | u64::from(!implied), &mut bytes);
-            if !implied {
-                for float in [sum, min, max] {
-                    bytes.extend_from_slice(&float.to_le_bytes());
+            let floats: &[f64] = match (implied, values) {
+                (false, _) => &[sum, min, max],
+                (true, 0) => &[],
+                (true, _) => &[sum],
+            };
+            // The tag goes before its floats and says how they are
+            // written: they are written after a placeholder, and the tag
+            // (one byte while a tile has under 8 values) put in its place.
+            let tag_at = bytes.len();
+            bytes.push(0);
+            let mut in_hundredths = 0u64;
+            for (nth, &float) in floats.iter().enumerate() {
+                if encode_float(float, &mut bytes) {
+                    in_hundredths |= 1 << nth;
                 }
-            } else if values > 0 {
-                bytes.extend_from_slice(&sum.to_le_bytes());
+            }
+            let tag = values << 4 | in_hundredths << 1 | u64::from(!implied);
+            match tag < 0x80 {
+                true => bytes[tag_at] = tag as u8,
+                false => {
+                    let mut varint = Vec::with_capacity(10);
+                    encode_varint(tag, &mut varint);
+                    bytes.splice(tag_at..=tag_at, varint);
+                }
             }
         }
         bytes
@@ -177,7 +248,7 @@ impl Tiles {
     /// (for the compaction filter).
     pub fn newest_encoded(bytes: &[u8]) -> Option<i64> {
         match *bytes.first()? {
-            FORMAT => bytes.get(1..9)?.try_into().ok().map(i64::from_le_bytes),
+            FORMAT | RAW_FLOATS_FORMAT => bytes.get(1..9)?.try_into().ok().map(i64::from_le_bytes),
             FIXED_FORMAT => {
                 let start = bytes.len().checked_sub(FIXED_TILE_BYTES)?;
                 (start >= 1)
@@ -254,7 +325,16 @@ impl Tiles {
     }
 }
 
-fn decode_compact(body: &[u8]) -> Result<Tiles, String> {
+/// How a compact value's floats are written.
+#[derive(Clone, Copy)]
+enum Floats {
+    /// Each in 8 bytes ([`RAW_FLOATS_FORMAT`]).
+    Raw,
+    /// In hundredths where its tile's tag says so ([`FORMAT`]).
+    MaybeHundredths,
+}
+
+fn decode_compact(body: &[u8], floats: Floats) -> Result<Tiles, String> {
     if body.is_empty() {
         return Ok(Tiles::default());
     }
@@ -285,17 +365,19 @@ fn decode_compact(body: &[u8]) -> Result<Tiles, String> {
         }
         before = bucket;
         let events = varint()?;
-        let tagged = varint()?;
-        let values = tagged >> 1;
-        let mut float = || {
-            rest.split_first_chunk::<8>()
-                .map(|(bytes, after)| {
-                    rest = after;
-                    f64::from_le_bytes(*bytes)
-                })
-                .ok_or_else(|| "a value cut short".to_owned())
+        let tag = varint()?;
+        // Per float, whether it is in hundredths; the second format's tag
+        // has no such bits.
+        let (values, mut in_hundredths) = match floats {
+            Floats::MaybeHundredths => (tag >> 4, tag >> 1 & 0b111),
+            Floats::Raw => (tag >> 1, 0),
         };
-        let totals = match (tagged & 1 == 1, values) {
+        let mut float = || {
+            let hundredths = in_hundredths & 1 == 1;
+            in_hundredths >>= 1;
+            decode_float(&mut rest, hundredths)
+        };
+        let totals = match (tag & 1 == 1, values) {
             (true, _) => Summary {
                 events,
                 values,
@@ -432,6 +514,17 @@ mod tests {
         tiles.add(3, Some(f64::INFINITY));
         tiles.add(3, None);
         tiles.add(i64::from(u32::MAX) * 4, Some(1e300));
+        // Hundredths, negative ones, and sums that are not whole
+        // hundredths (0.1 + 0.2 is not 0.3) or too many of them.
+        tiles.add(10, Some(57.23));
+        tiles.add(11, Some(-0.01));
+        tiles.add(12, Some(0.1));
+        tiles.add(12, Some(0.2));
+        tiles.add(13, Some(123_456.78));
+        tiles.add(13, Some(9.0e13));
+        for tag_of_two_bytes in 0..9 {
+            tiles.add(14, Some(f64::from(tag_of_two_bytes) * 0.5));
+        }
         let bytes = tiles.encode();
         let decoded = Tiles::decode(&bytes)?;
         assert_eq!(decoded.tiles.len(), tiles.tiles.len());
@@ -463,9 +556,39 @@ mod tests {
         }
         // 40 bytes a tile in the fixed format; here the format byte, the
         // newest bucket, the two-byte count of tiles and first tile's
-        // two-byte distance back, then 3 bytes a count and 11 an amount.
+        // two-byte distance back, then 3 bytes a count and 5 an amount in
+        // cents (its 4,250 hundredths in two).
         assert_eq!(counts.encode().len(), 1 + 8 + 2 + 1 + 720 * 3);
-        assert_eq!(amounts.encode().len(), 1 + 8 + 2 + 1 + 720 * 11);
+        assert_eq!(amounts.encode().len(), 1 + 8 + 2 + 1 + 720 * 5);
+        // A float that is not a whole number of hundredths takes 8.
+        let mut thirds = Tiles::default();
+        thirds.add(1_000, Some(1.0 / 3.0));
+        assert_eq!(thirds.encode().len(), 1 + 8 + 1 + 3 + 8);
+    }
+
+    #[test]
+    fn values_in_the_second_format_still_read() -> Result<(), String> {
+        // Newest bucket 12, two tiles: bucket 10 (2 events, one value, 5.0:
+        // its sum alone), bucket 12 (3 events, values 1.0, 2.0 and 3.0).
+        let mut bytes = vec![RAW_FLOATS_FORMAT];
+        bytes.extend_from_slice(&12i64.to_le_bytes());
+        bytes.extend_from_slice(&[2, 2, 2, 1 << 1]);
+        bytes.extend_from_slice(&5.0f64.to_le_bytes());
+        bytes.extend_from_slice(&[2, 3, 3 << 1 | 1]);
+        for float in [6.0f64, 1.0, 3.0] {
+            bytes.extend_from_slice(&float.to_le_bytes());
+        }
+        let tiles = Tiles::decode(&bytes)?;
+        assert_eq!(Tiles::newest_encoded(&bytes), Some(12));
+        let old = tiles.summary(10, 10);
+        assert_eq!((old.events, old.values, old.min, old.max), (2, 1, 5.0, 5.0));
+        let all = tiles.summary(0, 20);
+        assert_eq!(
+            (all.events, all.values, all.sum, all.min, all.max),
+            (5, 4, 11.0, 1.0, 5.0)
+        );
+        assert_eq!(Tiles::decode(&tiles.encode())?, tiles);
+        Ok(())
     }
 
     #[test]
