@@ -131,6 +131,10 @@ struct Slot {
     last_row: u32,
     /// The partition its key carries, for a damaged value's report.
     partition: i32,
+    /// Where the value its tiles were decoded from lies in
+    /// [`Session::read`], and its tiles' offsets in [`Session::offsets`]:
+    /// encoded again, the unchanged tiles' bytes are copied from it.
+    decoded_from: Option<(std::ops::Range<usize>, std::ops::Range<usize>)>,
 }
 
 enum Encoded {
@@ -149,6 +153,7 @@ impl Slot {
             dirty: false,
             last_row: NO_SLOT,
             partition,
+            decoded_from: None,
         }
     }
 }
@@ -165,6 +170,9 @@ pub(super) struct Session<'w> {
     /// The bytes of the values the prefetch read, one after another
     /// ([`Encoded::Read`]).
     read: Vec<u8>,
+    /// Where the tiles of each value decoded from `read` start in it
+    /// ([`Slot::decoded_from`]).
+    offsets: Vec<u32>,
     /// Per row prefetched, the slot of each key it touches, so that the
     /// per-row pass does not look its keys up again: per series (from
     /// `series_at`) its key in the row's own partition, then in the others
@@ -191,6 +199,7 @@ impl<'w> Session<'w> {
             loaded: FxHashMap::default(),
             slots: Vec::new(),
             read: Vec::new(),
+            offsets: Vec::new(),
             row_slots: Vec::new(),
             series_at: Vec::new(),
             key: Vec::new(),
@@ -281,12 +290,21 @@ impl<'w> Session<'w> {
     /// The tiles of `slot`, decoded if not yet, and whether they changed.
     fn open(&mut self, slot: usize) -> (&mut Tiles, &mut bool) {
         let slot = &mut self.slots[slot];
-        if let Some(encoded) = slot.encoded.take() {
-            let bytes = match &encoded {
-                Encoded::Read(range) => Some(&self.read[range.clone()]),
-                Encoded::Written(bytes) => bytes.as_deref(),
-            };
-            slot.tiles = stored_tiles(slot.partition, bytes);
+        match slot.encoded.take() {
+            Some(Encoded::Read(range)) => {
+                let first = self.offsets.len();
+                slot.tiles = stored_tiles(
+                    slot.partition,
+                    Some(&self.read[range.clone()]),
+                    Some(&mut self.offsets),
+                );
+                slot.decoded_from = Some((range, first..self.offsets.len()));
+            }
+            Some(Encoded::Written(bytes)) => {
+                slot.tiles = stored_tiles(slot.partition, bytes.as_deref(), None);
+                slot.decoded_from = None;
+            }
+            None => {}
         }
         (&mut slot.tiles, &mut slot.dirty)
     }
@@ -298,7 +316,8 @@ impl<'w> Session<'w> {
         let slot = &mut self.slots[slot];
         if slot.dirty && slot.last_row == row as u32 {
             let tiles = std::mem::take(&mut slot.tiles);
-            slot.encoded = Some(Encoded::Written(encoded(&tiles)));
+            let value = encoded(&tiles, slot.decoded_from.take(), &self.read, &self.offsets);
+            slot.encoded = Some(Encoded::Written(value));
         }
     }
 
@@ -339,7 +358,7 @@ impl<'w> Session<'w> {
         };
         let slot = self.slots.len();
         self.slots.push(Slot::new(
-            stored_tiles(partition, stored.as_deref()),
+            stored_tiles(partition, stored.as_deref(), None),
             partition,
         ));
         self.loaded.insert(self.key.clone(), slot);
@@ -490,7 +509,7 @@ impl<'w> Session<'w> {
 
     pub(super) fn finish(mut self, out: Vec<Vec<Option<f64>>>) -> WindowOutput {
         self.windows.expiry.advance(&self.watermarks);
-        let slots = &mut self.slots;
+        let (slots, read, offsets) = (&mut self.slots, &self.read, &self.offsets);
         let mut changes: Vec<Change> = self
             .loaded
             .into_iter()
@@ -502,7 +521,9 @@ impl<'w> Session<'w> {
                 let value = match slot.encoded.take() {
                     Some(Encoded::Written(bytes)) => bytes,
                     // Changed, so decoded: `open` took these bytes.
-                    Some(Encoded::Read(_)) | None => encoded(&slot.tiles),
+                    Some(Encoded::Read(_)) | None => {
+                        encoded(&slot.tiles, slot.decoded_from.take(), read, offsets)
+                    }
                 };
                 Some(Change {
                     family: Family::Windows,
@@ -525,19 +546,32 @@ impl<'w> Session<'w> {
 
 /// The tiles of a stored window value; a value that does not read is
 /// quarantined and its key starts with no history.
-fn stored_tiles(partition: i32, stored: Option<&[u8]>) -> Tiles {
+fn stored_tiles(partition: i32, stored: Option<&[u8]>, offsets: Option<&mut Vec<u32>>) -> Tiles {
     let Some(bytes) = stored else {
         return Tiles::default();
     };
-    Tiles::decode(bytes).unwrap_or_else(|reason| {
+    Tiles::decode_noting(bytes, offsets).unwrap_or_else(|reason| {
         crate::state::quarantined(Family::Windows, Some(partition), &reason);
         Tiles::default()
     })
 }
 
-/// A key's value for its tiles: none once it has none.
-fn encoded(tiles: &Tiles) -> Option<Vec<u8>> {
-    (!tiles.is_empty()).then(|| tiles.encode())
+/// A key's value for its tiles: none once it has none. `decoded_from`:
+/// where in `read` the value they were decoded from lies, and where in
+/// `offsets` its tiles' offsets.
+fn encoded(
+    tiles: &Tiles,
+    decoded_from: Option<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    read: &[u8],
+    offsets: &[u32],
+) -> Option<Vec<u8>> {
+    if tiles.is_empty() {
+        return None;
+    }
+    Some(match decoded_from {
+        Some((value, tiles_at)) => tiles.encode_after(&read[value], &offsets[tiles_at]),
+        None => tiles.encode(),
+    })
 }
 
 /// Adds one event to its tile and drops the tiles no feature reaches any
