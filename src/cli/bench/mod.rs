@@ -9,25 +9,28 @@
 //!    that rate, and reports the Kafka-to-score latency: the score's Kafka
 //!    timestamp (set when the engine produced it) less the event's.
 //!
-//! The figures are printed as Markdown for bench/RESULTS.md.
+//! The figures are printed as Markdown for bench/RESULTS.md. The engine's
+//! pipeline and process are set up in `engine.rs`, the latency rows run in
+//! `latency.rs`; the throughput rows and what both share are here.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+mod engine;
+mod latency;
+
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 use super::DEFAULT_PIPELINE;
 use crate::kafka::admin::ensure_topics;
 use crate::kafka::clients::ClientBuilder;
 use crate::simulate::{SimulationConfig, simulate};
+use engine::{SideTopics, engine_pipeline, spawn_engine};
+use latency::latency_at;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -393,277 +396,4 @@ fn stop(child: &mut Child) -> Result<(), BenchError> {
         .map_err(failed)?;
     child.wait().map_err(failed)?;
     Ok(())
-}
-
-/// The topics the engine writes to or reads besides its input and output,
-/// created once for all runs.
-struct SideTopics {
-    dead_letters: String,
-    labels: String,
-    alerts: String,
-}
-
-/// The pipeline file with the bench's brokers, topics and a fresh group;
-/// its own paths made absolute so it works from `dir`.
-fn engine_pipeline(
-    options: &BenchOptions,
-    dir: &Path,
-    input: &str,
-    output: &str,
-    side: &SideTopics,
-) -> std::io::Result<PathBuf> {
-    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-    let text = std::fs::read_to_string(&options.pipeline)?;
-    let mut file: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
-    let base = options
-        .pipeline
-        .parent()
-        .unwrap_or(Path::new("."))
-        .canonicalize()?;
-    /// Sets `path.key` (path dotted: `kafka.consumer`), making the tables.
-    fn set(file: &mut toml::Table, path: &str, key: &str, value: &str) {
-        let mut table = file;
-        for name in path.split('.') {
-            let entry = table
-                .entry(name)
-                .or_insert_with(|| toml::Value::Table(Default::default()));
-            let Some(inner) = entry.as_table_mut() else {
-                return;
-            };
-            table = inner;
-        }
-        table.insert(key.into(), toml::Value::String(value.to_owned()));
-    }
-    set(&mut file, "kafka", "brokers", &options.brokers);
-    set(&mut file, "kafka", "group_id", &topic("bench-group"));
-    set(&mut file, "kafka", "input_topic", input);
-    set(&mut file, "kafka", "output_topic", output);
-    set(&mut file, "kafka", "dead_letter_topic", &side.dead_letters);
-    for (section, key, name) in [
-        ("labels", "topic", &side.labels),
-        ("drift", "alerts_topic", &side.alerts),
-    ] {
-        if file.get(section).and_then(|s| s.get(key)).is_some() {
-            set(&mut file, section, key, name);
-        }
-    }
-    set(&mut file, "admin", "listen", "127.0.0.1:0");
-    // Every run reads the same input from its start: its own state, or it
-    // would skip what an earlier run folded in.
-    if file.contains_key("state") {
-        set(
-            &mut file,
-            "state",
-            "path",
-            &dir.join(topic("state")).display().to_string(),
-        );
-    }
-    set(
-        &mut file,
-        "kafka.consumer",
-        "fetch.wait.max.ms",
-        &options.fetch_wait_ms.to_string(),
-    );
-    for (section, key, required) in [
-        ("schema", "path", true),
-        ("transform", "sql", true),
-        ("model", "bundle", true),
-        ("labels", "schema", false),
-    ] {
-        let relative = file
-            .get(section)
-            .and_then(|s| s.get(key))
-            .and_then(toml::Value::as_str)
-            .map(str::to_owned);
-        let relative = match (relative, required) {
-            (Some(relative), _) => relative,
-            (None, false) => continue,
-            (None, true) => {
-                return Err(invalid(format!("the pipeline has no {section}.{key}")));
-            }
-        };
-        set(
-            &mut file,
-            section,
-            key,
-            &base.join(relative).display().to_string(),
-        );
-    }
-    let path = dir.join(format!("{}.toml", topic("pipeline")));
-    std::fs::write(
-        &path,
-        toml::to_string(&file).map_err(|e| invalid(e.to_string()))?,
-    )?;
-    Ok(path)
-}
-
-fn spawn_engine(pipeline: &Path, dir: &Path) -> std::io::Result<Child> {
-    let log = std::fs::File::create(dir.join("engine.log"))?;
-    Command::new(std::env::current_exe()?)
-        .args(["run", "--pipeline"])
-        .arg(pipeline)
-        .env("RUST_LOG", "streamscore=info,warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-}
-
-/// One latency row: `spawn` (given its input and output topics) on empty
-/// topics, warmed up with one event, then events produced at `load` with
-/// their send time as Kafka timestamp, and every output read back.
-async fn latency_at(
-    options: &BenchOptions,
-    load: Load,
-    run: usize,
-    name: &str,
-    spawn: &impl Fn(&str, &str) -> std::io::Result<Child>,
-) -> Result<(), BenchError> {
-    let (input, output) = (topic("bench-lat-in"), topic("bench-lat-out"));
-    ensure_topics(&options.brokers, &[&input, &output], options.partitions)
-        .await
-        .map_err(failed)?;
-    let mut child = spawn(&input, &output).map_err(failed)?;
-    // Once one event has made it through, the group has joined.
-    produce_all(&options.brokers, &input, &events(1, 0)).await?;
-    let watcher = reader(&options.brokers)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while total_end_offset(&watcher, &output, options.partitions)? < 1 {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return Err(failed(format!("{name} produced nothing within 60 s")));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    let count = match load {
-        Load::PerSecond(rate) => (rate * options.load_seconds) as usize,
-        Load::Max => options.events.min(200_000),
-    };
-    let payloads = events(count, run);
-    let sent_at = produce_paced(&options.brokers, &input, &payloads, load).await?;
-    let achieved = count as f64 / sent_at.1.as_secs_f64();
-    let scores = read_back(&options.brokers, &output, options.partitions, count + 1)?;
-    stop(&mut child)?;
-
-    let mut latencies: Vec<i64> = scores
-        .iter()
-        .filter_map(|(event_id, scored_ms)| Some(scored_ms - sent_at.0.get(event_id)?))
-        .collect();
-    latencies.sort_unstable();
-    let at = |q: f64| {
-        let rank = ((q * latencies.len() as f64).ceil() as usize).max(1) - 1;
-        latencies.get(rank).copied().unwrap_or_default()
-    };
-    let offered = match load {
-        Load::PerSecond(rate) => format!("{rate}/s"),
-        Load::Max => "max (saturation)".into(),
-    };
-    println!(
-        "| {offered} | {name} | {count} | {achieved:.0} | {} | {} | {} |",
-        at(0.5),
-        at(0.99),
-        at(0.999)
-    );
-    Ok(())
-}
-
-/// Produces at `load`, in 10 ms slices, each event stamped with its send
-/// time. Returns event id -> send time (ms) and how long sending took.
-async fn produce_paced(
-    brokers: &str,
-    topic: &str,
-    payloads: &[Event],
-    load: Load,
-) -> Result<(HashMap<String, i64>, Duration), BenchError> {
-    let producer = producer(brokers)?;
-    let slice = Duration::from_millis(10);
-    let per_slice = match load {
-        Load::PerSecond(rate) => (rate as usize / 100).max(1),
-        Load::Max => 10_000,
-    };
-    let mut sent_at = HashMap::with_capacity(payloads.len());
-    let started = Instant::now();
-    let mut next = tokio::time::Instant::now();
-    let mut pending = Vec::with_capacity(payloads.len());
-    for chunk in payloads.chunks(per_slice) {
-        for event in chunk {
-            let now = chrono::Utc::now().timestamp_millis();
-            let mut record = FutureRecord::to(topic)
-                .key(&event.key)
-                .payload(&event.payload)
-                .timestamp(now);
-            sent_at.insert(event.id.clone(), now);
-            // `send_result` hands the record to librdkafka now; an async
-            // `send` would wait to be polled, and the stamp would lie.
-            loop {
-                match producer.send_result(record) {
-                    Ok(delivery) => break pending.push(delivery),
-                    Err((e, returned))
-                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                    {
-                        record = returned;
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    Err((e, _)) => return Err(failed(e)),
-                }
-            }
-        }
-        if let Load::PerSecond(_) = load {
-            next += slice;
-            tokio::time::sleep_until(next).await;
-        }
-    }
-    for result in join_all(pending).await {
-        match result {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => return Err(failed(e)),
-            Err(_) => return Err(failed("a delivery was cancelled")),
-        }
-    }
-    Ok((sent_at, started.elapsed()))
-}
-
-/// Reads `count` scores: (event id, the score's Kafka timestamp in ms).
-fn read_back(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-    count: usize,
-) -> Result<Vec<(String, i64)>, BenchError> {
-    let consumer = reader(brokers)?;
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .map_err(failed)?;
-    }
-    consumer.assign(&assignment).map_err(failed)?;
-    let mut scores = Vec::with_capacity(count);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while scores.len() < count && Instant::now() < deadline {
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message.map_err(failed)?;
-        let Some(timestamp) = message.timestamp().to_millis() else {
-            continue;
-        };
-        let Some(payload) = message.payload() else {
-            continue;
-        };
-        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload)
-            && let Some(id) = value["event_id"].as_str()
-        {
-            scores.push((id.to_owned(), timestamp));
-        }
-    }
-    if scores.len() < count {
-        return Err(failed(format!(
-            "read back {} of {count} scores",
-            scores.len()
-        )));
-    }
-    Ok(scores)
 }
