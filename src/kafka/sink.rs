@@ -20,11 +20,10 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use futures::future::join_all;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 
 use super::context::SinkContext;
 use super::fault::{Fault, HOLD_RETRY};
@@ -34,6 +33,10 @@ use crate::config::KafkaSettings;
 use crate::output::{BatchOutput, DeadLetter, Outgoing};
 use crate::reject::RejectKind;
 use crate::telemetry::events::{DeliveryRetried, Event};
+
+/// How long a message waits for room when librdkafka's local queue is
+/// full (rdkafka's own `send` waits as long).
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(100);
 
 /// Rounds of transient failures before the batch fails.
 pub const TRANSIENT_ATTEMPTS: u32 = 5;
@@ -128,7 +131,7 @@ impl KafkaSink {
         let mut transient_rounds = 0;
         let mut backoff = Duration::from_millis(100);
         while !pending.is_empty() {
-            let results = join_all(pending.iter().map(|p| self.send(p))).await;
+            let results = self.send_all(&pending).await;
             let mut next = Vec::new();
             let (mut held, mut transient) = (None, None);
             for (message, result) in pending.into_iter().zip(results) {
@@ -204,22 +207,42 @@ impl KafkaSink {
         }
     }
 
-    async fn send(&self, message: &Pending<'_>) -> Result<(), KafkaError> {
-        match message {
-            Pending::Score(_, score) => self.send_score(&self.output_topic, score).await,
-            Pending::Letter(letter) => self.send_dead_letter(letter).await,
+    /// Queues every message, then waits for their acknowledgements one
+    /// after another: queued together, they are acknowledged together.
+    /// Each message's send as a future of its own, the futures joined,
+    /// cost the scoring thread more in bookkeeping than the messages did
+    /// in librdkafka (bench/RESULTS.md, session 16).
+    async fn send_all(&self, pending: &[Pending<'_>]) -> Vec<Result<(), KafkaError>> {
+        let mut queued = Vec::with_capacity(pending.len());
+        for message in pending {
+            queued.push(match message {
+                Pending::Score(_, score) => self.queue(self.score_record(score)).await,
+                Pending::Letter(letter) => self.queue(self.dead_letter_record(letter)).await,
+            });
+        }
+        let mut results = Vec::with_capacity(queued.len());
+        for delivery in queued {
+            results.push(match delivery {
+                Ok(delivery) => match delivery.await {
+                    Ok(acknowledged) => acknowledged.map(drop).map_err(|(e, _)| e),
+                    // Only a dropped producer cancels: this one is held.
+                    Err(_) => Err(KafkaError::Canceled),
+                },
+                Err(refused) => Err(refused),
+            });
+        }
+        results
+    }
+
+    fn score_record<'m>(&'m self, message: &'m Outgoing) -> FutureRecord<'m, [u8], [u8]> {
+        let record = FutureRecord::<[u8], [u8]>::to(&self.output_topic).payload(&message.payload);
+        match &message.key {
+            Some(key) => record.key(key.as_slice()),
+            None => record,
         }
     }
 
-    async fn send_score(&self, topic: &str, message: &Outgoing) -> Result<(), KafkaError> {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(&message.payload);
-        if let Some(key) = &message.key {
-            record = record.key(key.as_slice());
-        }
-        self.produce(record).await
-    }
-
-    async fn send_dead_letter(&self, letter: &DeadLetter) -> Result<(), KafkaError> {
+    fn dead_letter_record<'m>(&'m self, letter: &'m DeadLetter) -> FutureRecord<'m, [u8], [u8]> {
         let header_pairs = letter.header_pairs();
         let headers = header_pairs
             .iter()
@@ -236,17 +259,25 @@ impl KafkaSink {
         if let Some(payload) = &letter.payload {
             record = record.payload(payload.as_slice());
         }
-        self.produce(record).await
+        record
     }
 
-    /// Sends one record and waits for its acknowledgement. A full local
-    /// queue waits (Timeout::Never) rather than drops.
-    async fn produce(&self, record: FutureRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
-        self.producer
-            .send(record, Timeout::Never)
-            .await
-            .map(drop)
-            .map_err(|(e, _)| e)
+    /// Hands one record to librdkafka. A full local queue waits, as
+    /// rdkafka's own `send` does, rather than drops.
+    async fn queue(
+        &self,
+        mut record: FutureRecord<'_, [u8], [u8]>,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again)) => {
+                    record = again;
+                    tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                }
+                Err((refused, _)) => return Err(refused),
+            }
+        }
     }
 
     /// Waits for everything queued to be delivered. Side messages still

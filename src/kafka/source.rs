@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -62,19 +63,33 @@ impl KafkaSource {
         let assignment = &self.consumer.context().assignment;
         let mut batch = Batch::new(&self.topic);
         batch.fetched_under = assignment.revocations();
-        let mut deadline: Option<Instant> = None;
+        // One message stream, one wait for the stop and one timer for the
+        // whole batch, not one of each per message: `recv` registers and
+        // drops a waker slot each call, and a `select!` that builds its
+        // futures afresh arms and disarms a timer for every record (a
+        // twentieth of the scoring thread in an end-to-end profile;
+        // bench/RESULTS.md, session 16).
+        let mut messages = self.consumer.stream();
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
+        // Armed at the first record: the linger runs from there.
+        let linger = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(linger);
+        let mut lingering = false;
         let mut bytes = 0;
         while batch.len() < self.batch.max_rows && bytes < self.batch.max_bytes {
             let received = tokio::select! {
                 biased;
-                () = stop.cancelled() => break,
-                () = sleep_until(deadline) => break,
-                received = self.consumer.recv() => received,
+                () = &mut stopped => break,
+                () = &mut linger, if lingering => break,
+                received = messages.next() => received,
             };
+            // A consumer's stream never ends.
+            let Some(received) = received else { break };
             match received {
                 Ok(message) => {
                     // A rebalance came while gathering (its callback runs
-                    // in `recv`): what was gathered of the partitions it
+                    // in the poll): what was gathered of the partitions it
                     // revoked is stale, and is fetched again if they come
                     // back (`held_only`).
                     let now = assignment.revocations();
@@ -83,7 +98,10 @@ impl KafkaSource {
                         batch.records.retain(|r| !since.revoked(r.partition));
                         batch.fetched_under = now;
                     }
-                    deadline.get_or_insert_with(|| Instant::now() + self.batch.linger);
+                    if !lingering {
+                        linger.as_mut().reset(Instant::now() + self.batch.linger);
+                        lingering = true;
+                    }
                     let record = self.detach(&message);
                     bytes += record.payload.as_ref().map_or(0, Vec::len);
                     batch.records.push(record);
@@ -220,12 +238,5 @@ impl KafkaSource {
             ),
             Err(e) => tracing::error!(topic = %self.topic, error = %e, "cannot assign partitions"),
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
