@@ -378,10 +378,7 @@ impl Checkpoint {
             .retain(|_, by| oldest_unwritten.is_some_and(|oldest| *by > oldest));
         // From the write above the store has each value; the staged index
         // gives it up only now, so a read between the two finds it in both.
-        let mut pending = self.pending();
-        for batch in staged {
-            pending.staged.remove(batch.seq);
-        }
+        self.pending().staged.remove(&committing);
         Ok(Committed {
             revoked: revoked.into_iter().map(|(_, p)| p).collect(),
         })

@@ -83,21 +83,19 @@ impl StagedValues {
         self.batches.insert(seq, changes);
     }
 
-    /// Forgets batch `seq` once it is written: each key it set last goes
-    /// back to the store (a later batch's value stays until that batch is
-    /// written).
-    pub(super) fn remove(&mut self, seq: u64) {
-        let Some(changes) = self.batches.get(&seq) else {
-            return;
-        };
-        for (at, change) in changes.iter().enumerate() {
-            let hash = hash_of(&change.key);
-            let index = &mut self.index[change.family.index()];
-            if let Ok(entry) = index.find_entry(hash, |s| s.seq == seq && s.at == at) {
-                entry.remove();
-            }
+    /// Forgets batches `seqs` once they are written: each key one of them
+    /// set last goes back to the store (a later batch's value stays until
+    /// that batch is written). One pass over the index, not a lookup of
+    /// every change: a commit forgets most of what the index holds, and
+    /// the lookups were a tenth of the commit (bench/RESULTS.md, session
+    /// 16).
+    pub(super) fn remove(&mut self, seqs: &[u64]) {
+        for index in &mut self.index {
+            index.retain(|slot| !seqs.contains(&slot.seq));
         }
-        self.batches.remove(&seq);
+        for seq in seqs {
+            self.batches.remove(seq);
+        }
     }
 
     /// Forgets every staged value whose key `drop` picks, in any batch.
@@ -144,10 +142,10 @@ mod tests {
         assert_eq!(staged.value(Family::Offsets, b"a"), None, "per family");
         assert_eq!(staged.len(), 2);
 
-        staged.remove(0);
+        staged.remove(&[0]);
         assert_eq!(staged.value(Family::Windows, b"a"), Some(None), "batch 1's");
         assert_eq!(staged.value(Family::Windows, b"b"), None, "written");
-        staged.remove(1);
+        staged.remove(&[1]);
         assert_eq!(staged.len(), 0);
         assert_eq!(staged.batches().count(), 0);
     }
@@ -165,7 +163,7 @@ mod tests {
             staged.value(Family::Windows, b"p2-a"),
             Some(Some(&b"1"[..]))
         );
-        staged.remove(0);
+        staged.remove(&[0]);
         assert_eq!(staged.len(), 0);
     }
 }
