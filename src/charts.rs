@@ -24,6 +24,13 @@ pub fn bar_key(color: RGBAColor) -> impl Fn((i32, i32)) -> Rectangle<(i32, i32)>
     move |(x, y)| Rectangle::new([(x, y - 4), (x + 12, y + 4)], color.filled())
 }
 
+/// The top of a chart's value axis: the largest of `values`, at least
+/// `floor` (an axis even when every value is zero), times `headroom`
+/// (room above the highest bar or line).
+pub fn axis_top(values: impl IntoIterator<Item = f64>, floor: f64, headroom: f64) -> f64 {
+    values.into_iter().fold(0.0, f64::max).max(floor) * headroom
+}
+
 /// An SVG of `size`, drawn by `draw` on a white area; or, if plotters
 /// fails, a line saying which chart and why.
 pub fn svg_chart(

@@ -1,5 +1,5 @@
 //! `streamscore drift report`: reads one or more instances' state stores
-//! and prints the drift report (drift/report.rs builds and renders it).
+//! and prints the drift report (drift/report/ builds and renders it).
 
 use std::path::PathBuf;
 

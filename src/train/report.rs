@@ -9,7 +9,7 @@ use std::fmt::Write;
 use plotters::prelude::*;
 
 use super::build::TrainReport;
-use crate::charts::{SIZE, bar_key, escape, legend, svg_chart};
+use crate::charts::{SIZE, axis_top, bar_key, escape, legend, svg_chart};
 use crate::model::Model;
 
 /// The page for a training run.
@@ -251,13 +251,7 @@ fn histogram(scores: &[f64], labels: &[bool]) -> String {
         counts.map(|c| c / n)
     };
     let (positive, negative) = (shares(true), shares(false));
-    let top = positive
-        .iter()
-        .chain(&negative)
-        .copied()
-        .fold(0.0, f64::max)
-        .max(0.01)
-        * 1.1;
+    let top = axis_top(positive.iter().chain(&negative).copied(), 0.01, 1.1);
     svg_chart("histogram", SIZE, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption("Scores by class (share of each class)", ("sans-serif", 18))
@@ -289,12 +283,7 @@ fn histogram(scores: &[f64], labels: &[bool]) -> String {
 }
 
 fn importance_chart(importance: &[(String, f64)]) -> String {
-    let top = importance
-        .iter()
-        .map(|(_, v)| *v)
-        .fold(0.0, f64::max)
-        .max(1e-12)
-        * 1.05;
+    let top = axis_top(importance.iter().map(|(_, v)| *v), 1e-12, 1.05);
     let rows = importance.len().max(1);
     svg_chart("importance", (SIZE.0 + 200, SIZE.1), |root| {
         let mut chart = ChartBuilder::on(root)

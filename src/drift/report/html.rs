@@ -1,264 +1,17 @@
-//! `streamscore drift report`: every judged window's measures per column,
-//! and the alerts raised, read from one or more instances' state stores
-//! (merged by window), as a table, as JSON, or as one self-contained HTML
-//! page of charts.
+//! `streamscore drift report --html`: the report as one self-contained
+//! page, per column the reference against the live distribution and its
+//! measures over time beside their thresholds, then the alerts.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use plotters::prelude::*;
-use serde::Serialize;
 
-use super::alerts::{Alert, ThresholdRules};
-use super::performance::PERFORMANCE;
-use super::reference::References;
-use super::store::Stored;
-use super::window::{ColumnCounts, numeric_reference};
-use crate::charts::{SIZE, bar_key, escape, legend, svg_chart};
-
-/// One column in one window.
-#[derive(Debug, Clone, Serialize)]
-pub struct ColumnReport {
-    pub events: u64,
-    pub measures: BTreeMap<&'static str, f64>,
-    #[serde(skip)]
-    counts: ColumnCounts,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct WindowReport {
-    pub start: String,
-    pub start_ms: i64,
-    pub model_version: String,
-    pub partitions: Vec<i32>,
-    pub columns: BTreeMap<String, ColumnReport>,
-    /// What the window's labels realised, once they are in: beside the
-    /// `performance` column's estimate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub realised: Option<Realised>,
-}
-
-/// A window's confirmed outcomes and how its scores ranked them (every
-/// model version's scores of the window's days; filled in by the CLI from
-/// the outcomes the labels made).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Realised {
-    pub labelled: usize,
-    pub frauds: usize,
-    pub auc: Option<f64>,
-    pub average_precision: Option<f64>,
-}
-
-impl DriftReport {
-    /// Fills in each window's realised performance from `realised(start,
-    /// end)`.
-    pub fn with_realised(
-        mut self,
-        window_ms: i64,
-        realised: impl Fn(i64, i64) -> Option<Realised>,
-    ) -> Self {
-        for window in &mut self.windows {
-            window.realised = realised(window.start_ms, window.start_ms + window_ms);
-        }
-        self
-    }
-
-    /// Each window's estimated AUC and average precision by its start, of
-    /// the model version that scored most of it.
-    pub fn estimated(&self) -> BTreeMap<i64, (f64, f64)> {
-        let mut best: BTreeMap<i64, (u64, f64, f64)> = BTreeMap::new();
-        for w in &self.windows {
-            let Some(c) = w.columns.get(PERFORMANCE) else {
-                continue;
-            };
-            let (Some(&auc), Some(&ap)) = (
-                c.measures.get("estimated_auc"),
-                c.measures.get("estimated_average_precision"),
-            ) else {
-                continue;
-            };
-            let entry = best.entry(w.start_ms).or_insert((0, auc, ap));
-            if c.events >= entry.0 {
-                *entry = (c.events, auc, ap);
-            }
-        }
-        best.into_iter()
-            .map(|(start, (_, auc, ap))| (start, (auc, ap)))
-            .collect()
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct DriftReport {
-    pub windows: Vec<WindowReport>,
-    pub alerts: Vec<Alert>,
-    #[serde(skip)]
-    references: BTreeMap<String, References>,
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
-}
-
-/// Windows with fewer than `min_events` scored events show their counts
-/// but no measures, as the monitor does not judge them (their PSI is mostly
-/// chance).
-pub fn build(stored: Stored, only: &[String], min_events: u64) -> DriftReport {
-    let empty = References::default();
-    let windows = stored
-        .windows
-        .into_iter()
-        .map(|((start, version), window)| {
-            let references = stored.references.get(&version).unwrap_or(&empty);
-            let judged = window
-                .columns
-                .get(super::DECISION)
-                .is_some_and(|c| c.events() >= min_events);
-            let columns = window
-                .columns
-                .into_iter()
-                .filter(|(column, _)| only.is_empty() || only.contains(column))
-                .map(|(column, counts)| {
-                    let report = ColumnReport {
-                        events: counts.events(),
-                        measures: match judged {
-                            true => counts.measures(&column, references),
-                            false => BTreeMap::new(),
-                        },
-                        counts,
-                    };
-                    (column, report)
-                })
-                .collect();
-            WindowReport {
-                start: rfc3339(start),
-                start_ms: start,
-                model_version: version,
-                partitions: window.partitions.into_iter().collect(),
-                columns,
-                realised: None,
-            }
-        })
-        .collect();
-    DriftReport {
-        windows,
-        alerts: stored
-            .alerts
-            .into_iter()
-            .filter(|a| only.is_empty() || only.contains(&a.feature))
-            .collect(),
-        references: stored.references,
-    }
-}
-
-pub fn table(report: &DriftReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<20} {:<22} {:<26} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
-        "window",
-        "model version",
-        "column",
-        "events",
-        "psi",
-        "ks",
-        "js",
-        "wass.",
-        "nulls",
-        "outside",
-        "chi2",
-        "flagged"
-    );
-    for window in &report.windows {
-        for (column, c) in &window.columns {
-            let _ = write!(
-                out,
-                "{:<20} {:<22} {:<26} {:>8}",
-                window.start, window.model_version, column, c.events
-            );
-            // The metrics, in the order of the header.
-            for metric in super::alerts::METRICS {
-                let width = if metric == "chi_square" { 9 } else { 8 };
-                match c.measures.get(metric) {
-                    Some(v) => {
-                        let _ = write!(out, " {v:>width$.4}");
-                    }
-                    None => {
-                        let _ = write!(out, " {:>width$}", "-");
-                    }
-                }
-            }
-            out.push('\n');
-        }
-    }
-    performance_table(report, &mut out);
-    let _ = writeln!(out, "\n{} alert(s)", report.alerts.len());
-    for a in &report.alerts {
-        let _ = writeln!(
-            out,
-            "{} {:<9} {} {} = {:.4} (threshold {}) model {} {} on {}",
-            a.window_start,
-            a.level,
-            a.feature,
-            a.metric,
-            a.value,
-            a.threshold.map_or("-".into(), |t| format!("{t}")),
-            a.model,
-            a.model_version,
-            a.instance
-        );
-    }
-    out
-}
-
-/// Each window's estimated performance beside what its labels realised.
-fn performance_table(report: &DriftReport, out: &mut String) {
-    let rows: Vec<_> = report
-        .windows
-        .iter()
-        .filter_map(|w| Some((w, w.columns.get(PERFORMANCE)?)))
-        .filter(|(_, c)| !c.measures.is_empty())
-        .collect();
-    if rows.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "\nEstimated performance (from the scores alone) and realised (once labelled)\n\
-         {:<20} {:<22} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "window",
-        "model version",
-        "events",
-        "est. AUC",
-        "est. AP",
-        "est. prec",
-        "est. rec",
-        "labelled",
-        "AUC",
-        "AP"
-    );
-    let shown = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
-    for (w, c) in rows {
-        let m = |name: &str| c.measures.get(name).copied();
-        let r = w.realised.as_ref();
-        let _ = writeln!(
-            out,
-            "{:<20} {:<22} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            w.start,
-            w.model_version,
-            c.events,
-            shown(m("estimated_auc")),
-            shown(m("estimated_average_precision")),
-            shown(m("estimated_precision")),
-            shown(m("estimated_recall")),
-            r.map_or("-".to_owned(), |r| r.labelled.to_string()),
-            shown(r.and_then(|r| r.auc)),
-            shown(r.and_then(|r| r.average_precision)),
-        );
-    }
-}
+use super::super::alerts::ThresholdRules;
+use super::super::performance::PERFORMANCE;
+use super::super::reference::References;
+use super::super::window::{ColumnCounts, numeric_reference};
+use super::{DriftReport, WindowReport};
+use crate::charts::{SIZE, axis_top, bar_key, escape, legend, svg_chart};
 
 /// The page: per column, the reference against the live distribution over
 /// the reported windows, and its measures over time beside their
@@ -266,7 +19,7 @@ fn performance_table(report: &DriftReport, out: &mut String) {
 /// `source` names the pipeline file; `thresholds` are its `[drift]`'s.
 pub fn html(report: &DriftReport, source: &str, thresholds: Option<&ThresholdRules>) -> String {
     let mut page = String::new();
-    let mut chance = super::chance::ChanceThresholds::default();
+    let mut chance = super::super::chance::ChanceThresholds::default();
     let _ = write!(
         page,
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Drift report</title>\
@@ -381,13 +134,7 @@ fn distribution_chart(report: &DriftReport, column: &str) -> Option<String> {
     let n = live.iter().sum::<u64>().max(1) as f64;
     let live_shares: Vec<f64> = live.iter().map(|&c| c as f64 / n).collect();
     let bins = reference.len();
-    let top = reference
-        .iter()
-        .chain(&live_shares)
-        .copied()
-        .fold(0.0, f64::max)
-        .max(0.01)
-        * 1.1;
+    let top = axis_top(reference.iter().chain(&live_shares).copied(), 0.01, 1.1);
     let title = format!("{column}: reference and live, by reference bin");
     Some(svg_chart(&title, SIZE, |root| {
         let mut chart = ChartBuilder::on(root)
@@ -562,20 +309,21 @@ fn metric_chart(
     column: &str,
     metric: &str,
     points: &[(f64, f64)],
-    limits: super::alerts::Thresholds,
+    limits: super::super::alerts::Thresholds,
 ) -> String {
     let (x0, x1) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
         (a.min(*x), b.max(*x))
     });
     let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
-    let top = points
-        .iter()
-        .map(|(_, y)| *y)
-        .chain(limits.suspected)
-        .chain(limits.detected)
-        .fold(0.0, f64::max)
-        .max(1e-6)
-        * 1.15;
+    let top = axis_top(
+        points
+            .iter()
+            .map(|(_, y)| *y)
+            .chain(limits.suspected)
+            .chain(limits.detected),
+        1e-6,
+        1.15,
+    );
     let title = format!("{column}: {metric} per window");
     svg_chart(&title, SIZE, |root| {
         let mut chart = ChartBuilder::on(root)
@@ -620,8 +368,10 @@ fn metric_chart(
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
+    use super::super::build;
     use super::*;
     use crate::drift::stats::{Reference, WindowCounts};
+    use crate::drift::store::Stored;
     use crate::drift::store::StoredWindow;
 
     /// The page shows each column's distribution on its own bins: a band's
