@@ -134,8 +134,12 @@ struct Slot {
     /// Where the value its tiles were decoded from lies in
     /// [`Session::read`], and its tiles' offsets in [`Session::offsets`]:
     /// encoded again, the unchanged tiles' bytes are copied from it.
-    decoded_from: Option<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    decoded_from: Option<DecodedFrom>,
 }
+
+/// Where a value lies in [`Session::read`], and its tiles' offsets in
+/// [`Session::offsets`].
+type DecodedFrom = (std::ops::Range<usize>, std::ops::Range<usize>);
 
 enum Encoded {
     /// As read from the state, at this range of [`Session::read`].
@@ -561,7 +565,7 @@ fn stored_tiles(partition: i32, stored: Option<&[u8]>, offsets: Option<&mut Vec<
 /// `offsets` its tiles' offsets.
 fn encoded(
     tiles: &Tiles,
-    decoded_from: Option<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    decoded_from: Option<DecodedFrom>,
     read: &[u8],
     offsets: &[u32],
 ) -> Option<Vec<u8>> {

@@ -6,12 +6,12 @@ use std::fmt::Write;
 
 use plotters::prelude::*;
 
-use super::super::alerts::ThresholdRules;
-use super::super::performance::PERFORMANCE;
-use super::super::reference::References;
-use super::super::window::{ColumnCounts, numeric_reference};
 use super::{DriftReport, WindowReport};
 use crate::charts::{SIZE, axis_top, bar_key, escape, legend, svg_chart};
+use crate::drift::alerts::ThresholdRules;
+use crate::drift::performance::PERFORMANCE;
+use crate::drift::reference::References;
+use crate::drift::window::{ColumnCounts, numeric_reference};
 
 /// The page: per column, the reference against the live distribution over
 /// the reported windows, and its measures over time beside their
@@ -19,7 +19,7 @@ use crate::charts::{SIZE, axis_top, bar_key, escape, legend, svg_chart};
 /// `source` names the pipeline file; `thresholds` are its `[drift]`'s.
 pub fn html(report: &DriftReport, source: &str, thresholds: Option<&ThresholdRules>) -> String {
     let mut page = String::new();
-    let mut chance = super::super::chance::ChanceThresholds::default();
+    let mut chance = crate::drift::chance::ChanceThresholds::default();
     let _ = write!(
         page,
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Drift report</title>\
@@ -309,7 +309,7 @@ fn metric_chart(
     column: &str,
     metric: &str,
     points: &[(f64, f64)],
-    limits: super::super::alerts::Thresholds,
+    limits: crate::drift::alerts::Thresholds,
 ) -> String {
     let (x0, x1) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
         (a.min(*x), b.max(*x))
@@ -368,8 +368,8 @@ fn metric_chart(
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
-    use super::super::build;
     use super::*;
+    use crate::drift::report::build;
     use crate::drift::stats::{Reference, WindowCounts};
     use crate::drift::store::Stored;
     use crate::drift::store::StoredWindow;
