@@ -2,7 +2,8 @@
 //!
 //! 1. Loads N simulated events into a fresh input topic.
 //! 2. Runs the bare passthrough (examples/passthrough.rs: consume, produce
-//!    unchanged, await acks, store offsets) and then `streamscore run` with
+//!    unchanged, await acks, store offsets, in batches of the pipeline's
+//!    `batch.max_rows`) and then `streamscore run` with
 //!    the pipeline, each from a fresh group over the same events, and reports
 //!    events/s for each: N over the time from the first output to the last.
 //! 3. For each offered load, starts the engine on an empty topic, produces at
@@ -29,7 +30,7 @@ use super::DEFAULT_PIPELINE;
 use crate::kafka::admin::ensure_topics;
 use crate::kafka::clients::ClientBuilder;
 use crate::simulate::{SimulationConfig, simulate};
-use engine::{SideTopics, engine_pipeline, spawn_engine};
+use engine::{SideTopics, batch_rows, engine_pipeline, spawn_engine};
 use latency::latency_at;
 
 #[derive(Debug, thiserror::Error)]
@@ -135,9 +136,16 @@ pub async fn run(options: &BenchOptions) -> Result<(), BenchError> {
 
     println!("| run | events | seconds | events/s | process CPU s |");
     println!("|---|---:|---:|---:|---:|");
+    let rows = batch_rows(&options.pipeline).map_err(failed)?.to_string();
     let spawn_passthrough = |input: &str, output: &str| {
         Command::new(&passthrough_binary)
-            .args([&options.brokers, &topic("bench-group"), input, output])
+            .args([
+                &options.brokers,
+                &topic("bench-group"),
+                input,
+                output,
+                &rows,
+            ])
             .env("FETCH_WAIT_MAX_MS", options.fetch_wait_ms.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
