@@ -4,9 +4,10 @@ fn example_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/fraud.toml")
 }
 
-/// Writes a variant of the example pipeline next to it (so its relative
-/// paths still resolve) and loads it.
-fn load_variant(edit: impl Fn(String) -> String) -> Result<Pipeline, ConfigError> {
+/// Writes a variant of the example pipeline next to it, so that its
+/// relative paths still resolve; gone when dropped. Other rooms' tests use
+/// it too (the bench's).
+pub(crate) fn example_variant(edit: impl Fn(String) -> String) -> tempfile::NamedTempFile {
     let text = edit(std::fs::read_to_string(example_path()).unwrap());
     let dir = example_path().parent().unwrap().to_owned();
     let file = tempfile::Builder::new()
@@ -14,7 +15,12 @@ fn load_variant(edit: impl Fn(String) -> String) -> Result<Pipeline, ConfigError
         .tempfile_in(dir)
         .unwrap();
     std::fs::write(file.path(), text).unwrap();
-    Pipeline::load(file.path(), None)
+    file
+}
+
+/// Loads a variant of the example pipeline ([`example_variant`]).
+fn load_variant(edit: impl Fn(String) -> String) -> Result<Pipeline, ConfigError> {
+    Pipeline::load(example_variant(edit).path(), None)
 }
 
 /// The labels consumer waits at least 500 ms on an empty fetch, and

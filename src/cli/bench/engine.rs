@@ -110,15 +110,15 @@ pub(super) fn engine_pipeline(
     Ok(path)
 }
 
-/// The pipeline's `batch.max_rows` (the engine's default where it sets
-/// none): the passthrough gathers batches of the same size, so that the two
-/// runs differ only in the work (a batch's fixed costs are spread over its
-/// rows alike).
-pub(super) fn batch_rows(pipeline: &Path) -> std::io::Result<usize> {
-    let text = std::fs::read_to_string(pipeline)?;
-    let file: crate::config::PipelineFile = toml::from_str(&text)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-    Ok(file.batch.max_rows)
+/// The pipeline's `batch.max_rows`, as the engine will read it (its
+/// default where the file sets none; a bad file refused here, by key and
+/// path, before any run): the passthrough gathers batches of the same size,
+/// so that the two runs differ only in the work (a batch's fixed costs are
+/// spread over its rows alike).
+pub(super) fn batch_rows(pipeline: &Path) -> Result<usize, crate::config::ConfigError> {
+    Ok(crate::config::Pipeline::load(pipeline, None)?
+        .batch
+        .max_rows)
 }
 
 pub(super) fn spawn_engine(pipeline: &Path, dir: &Path) -> std::io::Result<Child> {
@@ -135,25 +135,15 @@ pub(super) fn spawn_engine(pipeline: &Path, dir: &Path) -> std::io::Result<Child
 #[cfg(test)]
 mod tests {
     use super::batch_rows;
+    use crate::config::tests::example_variant;
 
     #[test]
     fn the_passthrough_batches_as_the_pipeline_does() {
-        let example = std::path::Path::new(crate::cli::DEFAULT_PIPELINE);
-        let text = std::fs::read_to_string(example).expect("the example pipeline");
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let write = |name: &str, text: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).expect("written");
-            path
-        };
-        let set = write(
-            "set.toml",
-            &text.replace("max_rows = 2000", "max_rows = 777"),
-        );
-        assert_eq!(batch_rows(&set).expect("read"), 777);
+        let set = example_variant(|t| t.replace("max_rows = 2000", "max_rows = 777"));
+        assert_eq!(batch_rows(set.path()).expect("read"), 777);
         // Without the key, the engine's default (config/file.rs), as
         // pipelines/fraud.toml documents it.
-        let unset = write("unset.toml", &text.replace("max_rows = 2000", ""));
-        assert_eq!(batch_rows(&unset).expect("read"), 2000);
+        let unset = example_variant(|t| t.replace("max_rows = 2000", ""));
+        assert_eq!(batch_rows(unset.path()).expect("read"), 2000);
     }
 }
