@@ -403,10 +403,27 @@ fn latest_changes<'s>(staged: &'s [Staged], written: &Written) -> Vec<(u64, &'s 
         .filter_map(|batch| Head::at(staged, batch, 0))
         .collect();
     // The top is the smallest key, from the newest batch that changed it.
-    while let Some(newest) = heads.pop() {
+    // It is replaced in place by its batch's next change (one sift down,
+    // rather than a pop and a push: the heap's comparisons of keys were
+    // most of the merge's time).
+    loop {
+        let Some(mut top) = heads.peek_mut() else {
+            break;
+        };
+        let (batch, change) = (top.batch, top.change);
+        match Head::at(staged, batch, top.at + 1) {
+            Some(next) => {
+                *top = next;
+                drop(top);
+            }
+            None => {
+                PeekMut::pop(top);
+            }
+        }
+        let newest = (change.family, change.key.as_slice());
         // Older batches' changes to the same key are superseded.
         while let Some(mut older) = heads.peek_mut() {
-            if older.key() != newest.key() {
+            if older.key() != newest {
                 break;
             }
             match Head::at(staged, older.batch, older.at + 1) {
@@ -416,8 +433,7 @@ fn latest_changes<'s>(staged: &'s [Staged], written: &Written) -> Vec<(u64, &'s 
                 }
             }
         }
-        let seq = staged[newest.batch].seq;
-        let change = newest.change;
+        let seq = staged[batch].seq;
         let superseded = !written.by_newer.is_empty()
             && written
                 .by_newer
@@ -426,7 +442,6 @@ fn latest_changes<'s>(staged: &'s [Staged], written: &Written) -> Vec<(u64, &'s 
         if !superseded {
             merged.push((seq, change));
         }
-        heads.extend(Head::at(staged, newest.batch, newest.at + 1));
     }
     merged
 }
