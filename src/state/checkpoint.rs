@@ -407,31 +407,18 @@ fn latest_changes<'s>(staged: &'s [Staged], written: &Written) -> Vec<(u64, &'s 
     // rather than a pop and a push: the heap's comparisons of keys were
     // most of the merge's time).
     loop {
-        let Some(mut top) = heads.peek_mut() else {
+        let Some(top) = heads.peek_mut() else {
             break;
         };
         let (batch, change) = (top.batch, top.change);
-        match Head::at(staged, batch, top.at + 1) {
-            Some(next) => {
-                *top = next;
-                drop(top);
-            }
-            None => {
-                PeekMut::pop(top);
-            }
-        }
+        advance(staged, top);
         let newest = (change.family, change.key.as_slice());
         // Older batches' changes to the same key are superseded.
-        while let Some(mut older) = heads.peek_mut() {
+        while let Some(older) = heads.peek_mut() {
             if older.key() != newest {
                 break;
             }
-            match Head::at(staged, older.batch, older.at + 1) {
-                Some(next) => *older = next,
-                None => {
-                    PeekMut::pop(older);
-                }
-            }
+            advance(staged, older);
         }
         let seq = staged[batch].seq;
         let superseded = !written.by_newer.is_empty()
@@ -444,6 +431,17 @@ fn latest_changes<'s>(staged: &'s [Staged], written: &Written) -> Vec<(u64, &'s 
         }
     }
     merged
+}
+
+/// Moves a head of the merge to its batch's next change in place (one
+/// sift down), or drops it at the batch's end.
+fn advance<'s>(staged: &'s [Staged], mut head: PeekMut<'_, Head<'s>>) {
+    match Head::at(staged, head.batch, head.at + 1) {
+        Some(next) => *head = next,
+        None => {
+            PeekMut::pop(head);
+        }
+    }
 }
 
 /// Where the merge of one staged batch has got to: its change at `at`, the
