@@ -342,7 +342,7 @@ pub async fn run(command: ModelsCommand) -> anyhow::Result<String> {
             if let Some(history) = reference {
                 let pipeline = Pipeline::load(&pipeline, None)?;
                 let set = train::prepare(&pipeline, &history).await?;
-                train::build::attach_reference(&mut bundle, &set)?;
+                train::reference::attach_reference(&mut bundle, &set)?;
             }
             let mut written = Vec::new();
             if let Some(out) = out {

@@ -2,7 +2,8 @@
 //! (`data.rs`), candidates fitted (`fit.rs`: logistic and a tree with linfa;
 //! `forest.rs`: a random forest; `gbm.rs`: boosted trees with forust-ml),
 //! chosen by cross-validation (`select.rs`), judged by fraud metrics
-//! (`crate::fraud_metrics`), assembled into a bundle (`build.rs`).
+//! (`crate::fraud_metrics`), assembled into a bundle (`build.rs`) with the
+//! reference distributions drift compares against (`reference.rs`).
 
 pub mod build;
 pub mod data;
@@ -10,6 +11,7 @@ pub mod fit;
 mod forest;
 mod gbm;
 pub mod optimize;
+pub mod reference;
 pub mod report;
 pub mod select;
 
