@@ -41,7 +41,37 @@ pub struct Checkpoint {
 /// a342126 it did, and the label was lost, its offset already stored.
 #[derive(Default)]
 pub(super) struct Written {
-    by_newer: FxHashMap<(Family, Vec<u8>), u64>,
+    /// Per family, each key a batch wrote while an older one was still
+    /// staged, and that batch's sequence number. Per family so that a
+    /// lookup borrows the change's key: the commit asks for every change
+    /// it merges, and a map keyed by (family, key) needed each key cloned.
+    by_newer: [FxHashMap<Vec<u8>, u64>; Family::ALL.len()],
+}
+
+impl Written {
+    fn is_empty(&self) -> bool {
+        self.by_newer.iter().all(|keys| keys.is_empty())
+    }
+
+    /// Notes that batch `seq` wrote `change`'s key.
+    fn note(&mut self, seq: u64, change: &Change) {
+        self.by_newer[change.family.index()].insert(change.key.clone(), seq);
+    }
+
+    /// Whether a batch newer than `seq` has written `change`'s key.
+    fn superseded(&self, seq: u64, change: &Change) -> bool {
+        self.by_newer[change.family.index()]
+            .get(change.key.as_slice())
+            .is_some_and(|&by| by > seq)
+    }
+
+    /// Keeps only the entries a batch still unwritten, `oldest` or newer,
+    /// needs: those of writers newer than it.
+    fn keep_for(&mut self, oldest: Option<u64>) {
+        for keys in &mut self.by_newer {
+            keys.retain(|_, by| oldest.is_some_and(|oldest| *by > oldest));
+        }
+    }
 }
 
 /// What a commit did not write: the partitions revoked since the batches
@@ -341,7 +371,7 @@ impl Checkpoint {
         let merged: Vec<(u64, &Change)> = match staged.as_slice() {
             // The common case (one batch, nothing written out of order): its
             // changes as they are, without a map.
-            [one] if written.by_newer.is_empty() => {
+            [one] if written.is_empty() => {
                 one.changes.iter().map(|change| (one.seq, change)).collect()
             }
             many => latest_changes(many, &written),
@@ -367,15 +397,11 @@ impl Checkpoint {
             .min();
         if oldest_unwritten.is_some_and(|oldest| oldest < newest) {
             for (seq, change) in &merged {
-                written
-                    .by_newer
-                    .insert((change.family, change.key.clone()), *seq);
+                written.note(*seq, change);
             }
         }
         // Only batches older than an entry's writer need it.
-        written
-            .by_newer
-            .retain(|_, by| oldest_unwritten.is_some_and(|oldest| *by > oldest));
+        written.keep_for(oldest_unwritten);
         // From the write above the store has each value; the staged index
         // gives it up only now, so a read between the two finds it in both.
         self.pending().staged.remove(&committing);
@@ -421,12 +447,7 @@ fn latest_changes<'s>(staged: &'s [Staged], written: &Written) -> Vec<(u64, &'s 
             advance(staged, older);
         }
         let seq = staged[batch].seq;
-        let superseded = !written.by_newer.is_empty()
-            && written
-                .by_newer
-                .get(&(change.family, change.key.clone()))
-                .is_some_and(|&by| by > seq);
-        if !superseded {
+        if !written.superseded(seq, change) {
             merged.push((seq, change));
         }
     }
