@@ -164,6 +164,37 @@ fn a_newer_batch_written_first_is_not_overwritten_by_an_older_one() -> Result<()
     Ok(())
 }
 
+/// What a newer batch wrote first guards its own family's key only: the
+/// same bytes in another family (a kept score's key beside a window key)
+/// are the older batch's to write.
+#[test]
+fn a_key_written_first_by_a_newer_batch_guards_only_its_own_family() -> Result<(), StateError> {
+    let store = Arc::new(MemoryStore::default());
+    let checkpoint = Checkpoint::new(store.clone())?;
+    let kept_score = Change {
+        family: Family::Scores,
+        ..change("shared", Some("score"))
+    };
+    let transactions = checkpoint.stage("tx", &BTreeMap::from([(0, 10)]), vec![kept_score]);
+    let labels = checkpoint.stage(
+        "labels",
+        &BTreeMap::from([(0, 3)]),
+        vec![change("shared", Some("label"))],
+    );
+    checkpoint.commit(labels)?;
+    checkpoint.commit(transactions)?;
+    assert_eq!(
+        store.get(Family::Scores, b"shared")?,
+        Some(b"score".to_vec()),
+        "the older batch's key in another family is written"
+    );
+    assert_eq!(
+        store.get(Family::Windows, b"shared")?,
+        Some(b"label".to_vec())
+    );
+    Ok(())
+}
+
 #[test]
 fn an_uncommitted_batch_leaves_the_store_as_it_was() -> Result<(), StateError> {
     let store = Arc::new(MemoryStore::default());
