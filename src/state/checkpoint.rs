@@ -432,6 +432,8 @@ fn latest_changes<'s>(staged: &'s [Staged], written: &Written) -> Vec<(u64, &'s 
     // It is replaced in place by its batch's next change (one sift down,
     // rather than a pop and a push: the heap's comparisons of keys were
     // most of the merge's time).
+    // Not `while let`: its scrutinee would hold `heads` borrowed through
+    // the body, where the older heads are advanced too.
     loop {
         let Some(top) = heads.peek_mut() else {
             break;

@@ -111,29 +111,35 @@ fn the_merge_of_batches_keeps_each_keys_last_change_in_key_order() {
     }
 }
 
+/// Stages a transactions batch (partition 0 folded to 10) and then a
+/// labels batch (to 3), and commits the labels first, as the two topics'
+/// own clocks can.
+fn labels_written_before_transactions(
+    transactions: Vec<Change>,
+    labels: Vec<Change>,
+) -> Result<(Arc<MemoryStore>, Checkpoint), StateError> {
+    let store = Arc::new(MemoryStore::default());
+    let checkpoint = Checkpoint::new(store.clone())?;
+    let transactions = checkpoint.stage("tx", &BTreeMap::from([(0, 10)]), transactions);
+    let labels = checkpoint.stage("labels", &BTreeMap::from([(0, 3)]), labels);
+    checkpoint.commit(labels)?;
+    checkpoint.commit(transactions)?;
+    Ok((store, checkpoint))
+}
+
 /// A labels batch folded between a transactions batch's processing and
 /// its checkpoint, and written first (the two topics commit on their
 /// own clocks): at a342126 the transactions batch then wrote its older
 /// value of the label series over it, and the label was lost.
 #[test]
 fn a_newer_batch_written_first_is_not_overwritten_by_an_older_one() -> Result<(), StateError> {
-    let store = Arc::new(MemoryStore::default());
-    let checkpoint = Checkpoint::new(store.clone())?;
-    let transactions = checkpoint.stage(
-        "tx",
-        &BTreeMap::from([(0, 10)]),
+    let (store, checkpoint) = labels_written_before_transactions(
         vec![
             change("terminal-labels", Some("expired")),
             change("card", Some("1")),
         ],
-    );
-    let labels = checkpoint.stage(
-        "labels",
-        &BTreeMap::from([(0, 3)]),
         vec![change("terminal-labels", Some("expired+label"))],
-    );
-    checkpoint.commit(labels)?;
-    checkpoint.commit(transactions)?;
+    )?;
     assert_eq!(
         store.get(Family::Windows, b"terminal-labels")?,
         Some(b"expired+label".to_vec()),
@@ -169,20 +175,14 @@ fn a_newer_batch_written_first_is_not_overwritten_by_an_older_one() -> Result<()
 /// are the older batch's to write.
 #[test]
 fn a_key_written_first_by_a_newer_batch_guards_only_its_own_family() -> Result<(), StateError> {
-    let store = Arc::new(MemoryStore::default());
-    let checkpoint = Checkpoint::new(store.clone())?;
     let kept_score = Change {
         family: Family::Scores,
         ..change("shared", Some("score"))
     };
-    let transactions = checkpoint.stage("tx", &BTreeMap::from([(0, 10)]), vec![kept_score]);
-    let labels = checkpoint.stage(
-        "labels",
-        &BTreeMap::from([(0, 3)]),
+    let (store, _) = labels_written_before_transactions(
+        vec![kept_score],
         vec![change("shared", Some("label"))],
-    );
-    checkpoint.commit(labels)?;
-    checkpoint.commit(transactions)?;
+    )?;
     assert_eq!(
         store.get(Family::Scores, b"shared")?,
         Some(b"score".to_vec()),
